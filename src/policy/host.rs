@@ -1,0 +1,119 @@
+//! Host patterns shared by upstream routing and access rules: an exact name or `*.domain`,
+//! compared case-insensitively, ignoring any port.
+
+use std::fmt;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostPattern {
+    /// `console.example.com`
+    Exact(String),
+    /// `*.example.com`: any name ending in `.example.com` (not `example.com` itself).
+    Wildcard(String),
+}
+
+impl HostPattern {
+    /// Parses `console.example.com` or `*.example.com`. Returns a reason on failure.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim().to_ascii_lowercase();
+        if let Some(rest) = s.strip_prefix("*.") {
+            check_name(rest)?;
+            Ok(HostPattern::Wildcard(rest.to_string()))
+        } else {
+            check_name(&s)?;
+            Ok(HostPattern::Exact(s))
+        }
+    }
+
+    /// Does `host` (a Host header value or URI authority host, port allowed) match?
+    pub fn matches(&self, host: &str) -> bool {
+        let host = strip_port(host);
+        match self {
+            HostPattern::Exact(name) => host.eq_ignore_ascii_case(name),
+            HostPattern::Wildcard(domain) => {
+                host.len() > domain.len() + 1
+                    && host.as_bytes()[host.len() - domain.len() - 1] == b'.'
+                    && host[host.len() - domain.len()..].eq_ignore_ascii_case(domain)
+            }
+        }
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(n) => f.write_str(n),
+            HostPattern::Wildcard(d) => write!(f, "*.{d}"),
+        }
+    }
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("host name is empty".into());
+    }
+    if name.contains('*') {
+        return Err(
+            "a wildcard is only allowed as the first label, as in \"*.example.com\"".into(),
+        );
+    }
+    let ok = name.chars().all(|c| {
+        c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == ':' || c == '[' || c == ']'
+    });
+    if !ok {
+        return Err(format!("{name:?} is not a valid host name"));
+    }
+    Ok(())
+}
+
+/// `example.com:8443` -> `example.com`; `[::1]:80` -> `[::1]`; names without a port unchanged.
+pub fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        match host.find(']') {
+            Some(end) => &host[..=end],
+            None => host,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_is_case_insensitive_and_ignores_port() {
+        let p = HostPattern::parse("Console.Example.com").unwrap();
+        assert!(p.matches("console.example.COM"));
+        assert!(p.matches("console.example.com:8443"));
+        assert!(!p.matches("console.example.com.evil.net"));
+        assert!(!p.matches("xconsole.example.com"));
+    }
+
+    #[test]
+    fn wildcard_needs_a_label_before_the_domain() {
+        let p = HostPattern::parse("*.example.com").unwrap();
+        assert!(p.matches("app.example.com"));
+        assert!(p.matches("a.b.Example.com:80"));
+        assert!(!p.matches("example.com"));
+        assert!(!p.matches("badexample.com"));
+        assert!(!p.matches(".example.com"));
+    }
+
+    #[test]
+    fn rejects_bad_patterns() {
+        assert!(HostPattern::parse("").is_err());
+        assert!(HostPattern::parse("a.*.com").is_err());
+        assert!(HostPattern::parse("ex ample.com").is_err());
+    }
+
+    #[test]
+    fn strips_ports() {
+        assert_eq!(strip_port("a.b:80"), "a.b");
+        assert_eq!(strip_port("[::1]:8080"), "[::1]");
+        assert_eq!(strip_port("a.b"), "a.b");
+    }
+}
