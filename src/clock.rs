@@ -25,13 +25,13 @@ impl Timestamp {
     }
 
     /// `self + d`, saturating at the far future.
-    pub fn add(self, d: Duration) -> Self {
+    pub fn plus(self, d: Duration) -> Self {
         let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         Timestamp(self.0.saturating_add(ms))
     }
 
     /// `self - d`, saturating at the far past.
-    pub fn sub(self, d: Duration) -> Self {
+    pub fn minus(self, d: Duration) -> Self {
         let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         Timestamp(self.0.saturating_sub(ms))
     }
@@ -120,7 +120,7 @@ mod tests {
         assert_eq!(Timestamp(0).to_rfc3339(), "1970-01-01T00:00:00Z");
         assert_eq!(
             Timestamp(1_795_000_000_000).to_rfc3339(),
-            "2026-11-18T08:26:40Z"
+            "2026-11-18T11:06:40Z"
         );
     }
 }

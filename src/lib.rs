@@ -1,6 +1,18 @@
 #![forbid(unsafe_code)]
 //! Stepgate: a reverse-proxy authentication gateway.
+//!
+//! Data flows one way: [`server`] accepts connections, [`http`] dispatches each request to the
+//! [`portal`] (the gateway's own pages) or through the access decision to [`proxy`], and
+//! [`error`] turns every failure into a response in one place.
 
+pub mod app;
 pub mod clock;
 pub mod config;
+pub mod demo;
+pub mod error;
+pub mod http;
+pub mod logging;
 pub mod policy;
+pub mod portal;
+pub mod proxy;
+pub mod server;

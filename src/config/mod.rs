@@ -1,6 +1,198 @@
 //! Configuration: figment reads TOML plus `STEPGATE_SECTION__KEY` environment overrides into raw
-//! serde types, which are then validated into [`Config`] with every problem reported by key path.
+//! serde types ([`raw`]), which [`validate`] turns into a [`Config`], reporting every problem with
+//! its key path.
 
 mod problem;
+pub mod raw;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use http::Uri;
+use ipnet::IpNet;
 
 pub use problem::{ConfigErrors, ConfigProblem, key_join, parse_duration};
+pub use validate::validate;
+
+use crate::policy::host::HostPattern;
+
+/// The validated configuration the gateway runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub limits: Limits,
+    pub upstreams: Vec<UpstreamConfig>,
+    pub portal: PortalConfig,
+    pub storage: StorageConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: Option<SocketAddr>,
+    pub tls_listen: Option<SocketAddr>,
+    pub tls: Option<TlsFiles>,
+    pub redirect_http_to_https: bool,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub tls_handshake_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            tls_handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 16 * 1024,
+            max_connections: 10_000,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// `None`: the default upstream, used when no host pattern matches.
+    pub host: Option<HostPattern>,
+    /// Scheme and authority only (`http://127.0.0.1:3000`).
+    pub url: Uri,
+    pub ca_file: Option<PathBuf>,
+    pub native_roots: bool,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub preserve_host: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct PortalConfig {
+    /// Path prefix reserved for the gateway's own pages, e.g. `/.stepgate` (no trailing slash).
+    pub prefix: String,
+    pub title: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// Where the configuration comes from: the TOML file, then `STEPGATE_SECTION__KEY` variables.
+pub fn figment(path: &Path) -> Figment {
+    Figment::new()
+        .merge(Toml::file_exact(path))
+        .merge(env_provider())
+}
+
+/// `STEPGATE_SERVER__LISTEN=...` overrides `server.listen`. `STEPGATE_CONFIG` names the file and is
+/// not a key.
+pub fn env_provider() -> Env {
+    Env::prefixed("STEPGATE_").split("__").ignore(&["config"])
+}
+
+/// Reads and validates the configuration file at `path` (with environment overrides).
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    if !path.exists() {
+        let mut errors = ConfigErrors::default();
+        errors.push(
+            "config",
+            format!("cannot read {}: no such file", path.display()),
+        );
+        return Err(errors);
+    }
+    from_figment(&figment(path))
+}
+
+/// Extracts and validates a configuration from any figment (tests build them from strings).
+pub fn from_figment(figment: &Figment) -> Result<Config, ConfigErrors> {
+    let raw: raw::RawConfig = figment.extract().map_err(figment_errors)?;
+    validate(&raw)
+}
+
+/// Turns figment's (possibly chained) errors into key-path problems.
+fn figment_errors(err: figment::Error) -> ConfigErrors {
+    let mut errors = ConfigErrors::default();
+    for e in err {
+        let mut key = key_path(&e.path);
+        let reason = match &e.kind {
+            figment::error::Kind::UnknownField(field, expected) => {
+                if e.path.last() != Some(field) {
+                    key = key_join(&key, field);
+                }
+                if expected.is_empty() {
+                    "unknown key".to_string()
+                } else {
+                    format!("unknown key (expected one of: {})", expected.join(", "))
+                }
+            }
+            figment::error::Kind::MissingField(field) => {
+                if e.path.last().map(String::as_str) != Some(field.as_ref()) {
+                    key = key_join(&key, field);
+                }
+                "missing required key".to_string()
+            }
+            other => other.to_string(),
+        };
+        let origin = e
+            .metadata
+            .as_ref()
+            .and_then(|m| m.source.as_ref())
+            .map(|s| format!(" (in {s})"))
+            .unwrap_or_default();
+        errors.push(
+            if key.is_empty() { "config".into() } else { key },
+            format!("{reason}{origin}"),
+        );
+    }
+    errors
+}
+
+/// `["upstreams", "1", "url"]` -> `upstreams[1].url`.
+fn key_path(parts: &[String]) -> String {
+    let mut out = String::new();
+    for part in parts {
+        if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
+            out.push('[');
+            out.push_str(part);
+            out.push(']');
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

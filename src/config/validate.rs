@@ -1,0 +1,351 @@
+//! Raw configuration -> [`Config`], collecting every problem with its key path.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::Uri;
+use ipnet::IpNet;
+
+use super::raw::{RawConfig, RawLimits, RawLog, RawPortal, RawServer, RawUpstream};
+use super::{
+    Config, ConfigErrors, Limits, LogConfig, LogFormat, PortalConfig, ServerConfig, StorageConfig,
+    TlsFiles, UpstreamConfig, parse_duration,
+};
+use crate::policy::host::HostPattern;
+
+pub const DEFAULT_PREFIX: &str = "/.stepgate";
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// Validates a raw configuration, returning every problem found.
+pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
+    let mut errors = ConfigErrors::default();
+    let server = server(&raw.server, &mut errors);
+    let limits = limits(&raw.limits, &mut errors);
+    let upstreams = upstreams(&raw.upstreams, &mut errors);
+    let portal = portal(&raw.portal, &mut errors);
+    let storage = StorageConfig {
+        path: raw
+            .storage
+            .path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("data")),
+    };
+    let log = log(&raw.log, &mut errors);
+    errors.finish(Config {
+        server,
+        limits,
+        upstreams,
+        portal,
+        storage,
+        log,
+    })
+}
+
+fn socket_addr(value: &str, key: &str, errors: &mut ConfigErrors) -> Option<SocketAddr> {
+    match value.trim().parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errors.push(
+                key,
+                format!(
+                    "{value:?} is not an address and port such as \"0.0.0.0:8080\" or \"[::]:8443\""
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// A CIDR (`10.0.0.0/8`) or a single address (`192.0.2.7`, `::1`).
+pub fn parse_network(value: &str) -> Result<IpNet, String> {
+    let v = value.trim();
+    if let Ok(net) = v.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    if let Ok(ip) = v.parse::<IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    Err(format!(
+        "{value:?} is not a network (CIDR such as \"10.0.0.0/8\") or an IP address"
+    ))
+}
+
+fn server(raw: &RawServer, errors: &mut ConfigErrors) -> ServerConfig {
+    let listen = match (&raw.listen, &raw.tls_listen) {
+        (Some(l), _) => socket_addr(l, "server.listen", errors),
+        (None, None) => DEFAULT_LISTEN.parse().ok(),
+        (None, Some(_)) => None,
+    };
+    let tls_listen = raw
+        .tls_listen
+        .as_deref()
+        .and_then(|l| socket_addr(l, "server.tls_listen", errors));
+    let tls = match (&raw.tls_cert, &raw.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            errors.push("server.tls_key", "required when server.tls_cert is set");
+            None
+        }
+        (None, Some(_)) => {
+            errors.push("server.tls_cert", "required when server.tls_key is set");
+            None
+        }
+    };
+    if raw.tls_listen.is_some() && tls.is_none() && raw.tls_cert.is_none() && raw.tls_key.is_none()
+    {
+        errors.push(
+            "server.tls_listen",
+            "needs server.tls_cert and server.tls_key (PEM files)",
+        );
+    }
+    if raw.tls_listen.is_none() && (raw.tls_cert.is_some() || raw.tls_key.is_some()) {
+        errors.push(
+            "server.tls_listen",
+            "required when a certificate is configured (e.g. \"0.0.0.0:8443\")",
+        );
+    }
+    if raw.redirect_http_to_https && raw.tls_listen.is_none() {
+        errors.push(
+            "server.redirect_http_to_https",
+            "needs server.tls_listen to redirect to",
+        );
+    }
+    let mut trusted_proxies = Vec::new();
+    for (i, p) in raw.trusted_proxies.iter().enumerate() {
+        match parse_network(p) {
+            Ok(net) => trusted_proxies.push(net),
+            Err(reason) => errors.push(format!("server.trusted_proxies[{i}]"), reason),
+        }
+    }
+    ServerConfig {
+        listen,
+        tls_listen,
+        tls,
+        redirect_http_to_https: raw.redirect_http_to_https,
+        trusted_proxies,
+    }
+}
+
+fn duration_or(
+    value: &Option<String>,
+    key: &str,
+    default: Duration,
+    errors: &mut ConfigErrors,
+) -> Duration {
+    match value {
+        None => default,
+        Some(v) => match parse_duration(v, key, errors) {
+            Some(d) if d.is_zero() => {
+                errors.push(key, "must be longer than zero");
+                default
+            }
+            Some(d) => d,
+            None => default,
+        },
+    }
+}
+
+fn limits(raw: &RawLimits, errors: &mut ConfigErrors) -> Limits {
+    let d = Limits::default();
+    let max_header_bytes = match raw.max_header_bytes {
+        None => d.max_header_bytes,
+        Some(n) if (1024..=1024 * 1024).contains(&n) => n as usize,
+        Some(_) => {
+            errors.push(
+                "limits.max_header_bytes",
+                "must be between 1024 and 1048576",
+            );
+            d.max_header_bytes
+        }
+    };
+    let max_connections = match raw.max_connections {
+        None => d.max_connections,
+        Some(n) if (1..=10_000_000).contains(&n) => n as usize,
+        Some(_) => {
+            errors.push("limits.max_connections", "must be between 1 and 10000000");
+            d.max_connections
+        }
+    };
+    Limits {
+        tls_handshake_timeout: duration_or(
+            &raw.tls_handshake_timeout,
+            "limits.tls_handshake_timeout",
+            d.tls_handshake_timeout,
+            errors,
+        ),
+        header_read_timeout: duration_or(
+            &raw.header_read_timeout,
+            "limits.header_read_timeout",
+            d.header_read_timeout,
+            errors,
+        ),
+        idle_timeout: duration_or(
+            &raw.idle_timeout,
+            "limits.idle_timeout",
+            d.idle_timeout,
+            errors,
+        ),
+        max_header_bytes,
+        max_connections,
+        shutdown_timeout: duration_or(
+            &raw.shutdown_timeout,
+            "limits.shutdown_timeout",
+            d.shutdown_timeout,
+            errors,
+        ),
+    }
+}
+
+fn upstreams(raw: &[RawUpstream], errors: &mut ConfigErrors) -> Vec<UpstreamConfig> {
+    if raw.is_empty() {
+        errors.push(
+            "upstreams",
+            "at least one [[upstreams]] entry with a url is required",
+        );
+    }
+    let mut out = Vec::new();
+    let mut default_seen: Option<usize> = None;
+    for (i, u) in raw.iter().enumerate() {
+        let key = |k: &str| format!("upstreams[{i}].{k}");
+        let host = match &u.host {
+            None => {
+                if let Some(first) = default_seen {
+                    errors.push(
+                        key("host"),
+                        format!("upstreams[{first}] is already the default upstream (no host); give this one a host"),
+                    );
+                }
+                default_seen = Some(i);
+                None
+            }
+            Some(h) => match HostPattern::parse(h) {
+                Ok(p) => Some(p),
+                Err(reason) => {
+                    errors.push(key("host"), reason);
+                    None
+                }
+            },
+        };
+        let url = match &u.url {
+            None => {
+                errors.push(key("url"), "missing required key");
+                None
+            }
+            Some(s) => upstream_url(s, &key("url"), errors),
+        };
+        let timeout = duration_or(&u.timeout, &key("timeout"), Duration::from_secs(60), errors);
+        let connect_timeout = duration_or(
+            &u.connect_timeout,
+            &key("connect_timeout"),
+            Duration::from_secs(5),
+            errors,
+        );
+        if let Some(ca) = u.ca_file.as_ref().filter(|ca| !ca.is_file()) {
+            errors.push(
+                key("ca_file"),
+                format!("{} is not a readable file", ca.display()),
+            );
+        }
+        if let Some(url) = url {
+            out.push(UpstreamConfig {
+                host,
+                url,
+                ca_file: u.ca_file.clone(),
+                native_roots: u.native_roots,
+                timeout,
+                connect_timeout,
+                preserve_host: u.preserve_host.unwrap_or(true),
+            });
+        }
+    }
+    out
+}
+
+fn upstream_url(s: &str, key: &str, errors: &mut ConfigErrors) -> Option<Uri> {
+    let uri: Uri = match s.trim().parse() {
+        Ok(u) => u,
+        Err(e) => {
+            errors.push(key, format!("{s:?} is not a URL ({e})"));
+            return None;
+        }
+    };
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => {
+            errors.push(key, "scheme must be http or https");
+            return None;
+        }
+    }
+    if uri.authority().is_none() {
+        errors.push(key, "needs a host, as in \"http://127.0.0.1:3000\"");
+        return None;
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        errors.push(key, "must not contain user information");
+        return None;
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        errors.push(
+            key,
+            "must be scheme and host only (no path or query): requests keep their own path",
+        );
+        return None;
+    }
+    Some(uri)
+}
+
+fn portal(raw: &RawPortal, errors: &mut ConfigErrors) -> PortalConfig {
+    let prefix = raw.prefix.as_deref().unwrap_or(DEFAULT_PREFIX);
+    let valid = prefix.len() > 1
+        && prefix.starts_with('/')
+        && !prefix.ends_with('/')
+        && prefix[1..].split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+        });
+    if !valid {
+        errors.push(
+            "portal.prefix",
+            format!("{prefix:?} must be an absolute path such as \"/.stepgate\", without a trailing slash, of letters, digits and -._~"),
+        );
+    }
+    PortalConfig {
+        prefix: if valid {
+            prefix.to_string()
+        } else {
+            DEFAULT_PREFIX.to_string()
+        },
+        title: raw.title.clone().unwrap_or_else(|| "Stepgate".to_string()),
+    }
+}
+
+fn log(raw: &RawLog, errors: &mut ConfigErrors) -> LogConfig {
+    let format = match raw.format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            errors.push(
+                "log.format",
+                format!("{other:?} is not \"text\" or \"json\""),
+            );
+            LogFormat::Text
+        }
+    };
+    let level = raw.level.clone().unwrap_or_else(|| "info".to_string());
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        errors.push(
+            "log.level",
+            format!("{level:?} is not a log filter such as \"info\" or \"stepgate=debug\""),
+        );
+    }
+    LogConfig { format, level }
+}

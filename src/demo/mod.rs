@@ -1,0 +1,88 @@
+//! `stepgate demo`: the gateway in front of a built-in demo console, with no config file.
+//! Everything it stores lives in one data directory, named on start.
+
+pub mod console;
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use figment::Figment;
+use figment::providers::{Format, Toml};
+
+use crate::app::App;
+use crate::clock::SystemClock;
+use crate::config::{self, Config};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DemoOptions {
+    /// Address the gateway listens on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Directory for the demo's data (store, outbox). Created if missing.
+    #[arg(long, default_value = "stepgate-demo-data")]
+    pub data_dir: PathBuf,
+}
+
+/// The configuration the demo runs with: the same validation as a real config file.
+pub fn demo_config(
+    listen: SocketAddr,
+    console: SocketAddr,
+    data_dir: &Path,
+) -> Result<Config, config::ConfigErrors> {
+    let toml = format!(
+        r#"
+[server]
+listen = "{listen}"
+
+[portal]
+title = "Stepgate demo"
+
+[storage]
+path = {store:?}
+
+[[upstreams]]
+url = "http://{console}"
+"#,
+        store = data_dir.join("store").display().to_string(),
+    );
+    config::from_figment(&Figment::from(Toml::string(&toml)).merge(config::env_provider()))
+}
+
+/// Runs the demo until Ctrl-C or SIGTERM.
+pub async fn run(opts: DemoOptions) -> io::Result<()> {
+    std::fs::create_dir_all(&opts.data_dir).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot create {}: {e}", opts.data_dir.display()),
+        )
+    })?;
+    let data_dir = std::fs::canonicalize(&opts.data_dir)?;
+    let console_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let console_addr = console_listener.local_addr()?;
+    let (stop_console, console_stopped) = tokio::sync::oneshot::channel::<()>();
+    let console = tokio::spawn(console::serve_console(console_listener, async move {
+        let _ = console_stopped.await;
+    }));
+
+    let config = demo_config(opts.listen, console_addr, &data_dir).map_err(io::Error::other)?;
+    crate::logging::init(&config.log);
+    let app = App::new(config, Arc::new(SystemClock)).map_err(io::Error::other)?;
+    let running = crate::server::start(app).await?;
+    let url = match running.http_addr {
+        Some(addr) => format!("http://{addr}/"),
+        None => return Err(io::Error::other("the demo needs an HTTP listener")),
+    };
+    println!("Stepgate demo running at {url}");
+    println!("  demo console (behind the gateway): {console_addr}");
+    println!("  data directory: {}", data_dir.display());
+    println!("Open {url} in a browser; the console shows the identity headers the gateway sends.");
+    println!("Press Ctrl-C to stop.");
+
+    crate::server::wait_for_signal().await;
+    running.shutdown().await?;
+    let _ = stop_console.send(());
+    let _ = console.await;
+    Ok(())
+}

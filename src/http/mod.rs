@@ -1,0 +1,129 @@
+//! Request dispatch: every request goes through [`handle`], which sends it to the portal (the
+//! gateway's own pages under `portal.prefix`) or forwards it upstream.
+
+pub mod body;
+pub mod client_ip;
+pub mod negotiate;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::LOCATION;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::app::App;
+use crate::error::{Error, error_response};
+use crate::proxy::headers::{Forwarding, request_host};
+use crate::proxy::{self, ForwardRequest};
+use body::Body;
+
+/// What the listener knows about the connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+impl ConnInfo {
+    pub fn proto(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+}
+
+/// Entry point for every request. Never fails: errors become responses here, and only here.
+pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+    let format = negotiate::preferred(req.headers());
+    match dispatch(&app, req, conn).await {
+        Ok(resp) => resp,
+        Err(err) => error_response(&err, format, &app.config.portal.title),
+    }
+}
+
+async fn dispatch(
+    app: &App,
+    req: Request<Incoming>,
+    conn: ConnInfo,
+) -> Result<Response<Body>, Error> {
+    check_header_size(&req, app.config.limits.max_header_bytes)?;
+    let config = &app.config;
+    let path = req.uri().path().to_string();
+    let portal = crate::portal::owns(&config.portal.prefix, &path);
+
+    if !conn.tls && config.server.redirect_http_to_https {
+        let healthz = portal && crate::portal::is_healthz(&config.portal.prefix, &path);
+        if !healthz {
+            return redirect_to_https(app, &req);
+        }
+    }
+    if portal {
+        return crate::portal::handle(app, req, conn).await;
+    }
+
+    let host = request_host(&req).map(str::to_owned);
+    let upstream = app
+        .upstreams
+        .select(host.as_deref())
+        .ok_or(Error::UnknownHost)?;
+    let peer_trusted = client_ip::is_trusted(conn.peer.ip(), &config.server.trusted_proxies);
+    let path_and_query = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let fwd = ForwardRequest {
+        path_and_query,
+        forwarding: Forwarding {
+            peer: client_ip::canonical(conn.peer.ip()),
+            peer_trusted,
+            proto: conn.proto(),
+            host: host.as_deref(),
+        },
+        identity: Vec::new(),
+    };
+    proxy::forward(upstream, req, fwd).await
+}
+
+/// Request line plus header fields larger than `limit` bytes: 431.
+fn check_header_size<B>(req: &Request<B>, limit: usize) -> Result<(), Error> {
+    let size = req.uri().to_string().len() + header_bytes(req.headers());
+    if size > limit {
+        Err(Error::HeadersTooLarge)
+    } else {
+        Ok(())
+    }
+}
+
+fn header_bytes(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum()
+}
+
+fn redirect_to_https<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, Error> {
+    let host = request_host(req).ok_or(Error::BadRequest("missing Host header"))?;
+    let name = crate::policy::host::strip_port(host);
+    let port = app
+        .config
+        .server
+        .tls_listen
+        .map(|a| a.port())
+        .unwrap_or(443);
+    let authority = if port == 443 {
+        name.to_string()
+    } else {
+        format!("{name}:{port}")
+    };
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let location = format!("https://{authority}{pq}");
+    let value =
+        HeaderValue::from_str(&location).map_err(|_| Error::BadRequest("invalid Host header"))?;
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    resp.headers_mut().insert(LOCATION, value);
+    Ok(resp)
+}

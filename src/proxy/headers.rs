@@ -1,0 +1,271 @@
+//! Header hygiene between client and upstream, in both directions.
+//!
+//! RFC 9110 §7.6.1: "Intermediaries MUST parse a received Connection header field before a message
+//! is forwarded and, for each connection-option in this field, remove any header or trailer field(s)
+//! from the message with the same name as the connection-option, and then remove the Connection
+//! header field itself". The fixed list of hop-by-hop fields below is removed as well, since
+//! senders do not always list them.
+
+use std::net::IpAddr;
+
+use http::HeaderMap;
+use http::header::{CONNECTION, HOST, HeaderName, HeaderValue, UPGRADE};
+
+/// Fields that only mean something on one connection and are never forwarded.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Removes every field named in `Connection`, then the fixed hop-by-hop fields.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// The protocol a client asks to switch to (`Upgrade: websocket` with `Connection: upgrade`).
+pub fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if asks {
+        headers.get(UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+/// After stripping, puts back the two fields an upgrade needs to be forwarded.
+pub fn restore_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(UPGRADE, protocol);
+}
+
+/// What the gateway knows about the connection a request came in on.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarding<'a> {
+    /// The TCP peer.
+    pub peer: IpAddr,
+    /// The peer is inside `server.trusted_proxies`: its X-Forwarded-* values are kept.
+    pub peer_trusted: bool,
+    /// `"https"` or `"http"`, as the gateway received the request.
+    pub proto: &'static str,
+    /// The host the client asked for (Host header or HTTP/2 authority).
+    pub host: Option<&'a str>,
+}
+
+/// Sets X-Forwarded-For, -Proto and -Host. Client-sent values survive only from a trusted peer.
+pub fn set_forwarded(headers: &mut HeaderMap, fwd: &Forwarding<'_>) {
+    let prior_for: Vec<String> = if fwd.peer_trusted {
+        headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut chain = prior_for.join(", ");
+    if !chain.is_empty() {
+        chain.push_str(", ");
+    }
+    chain.push_str(&fwd.peer.to_string());
+    headers.remove(&X_FORWARDED_FOR);
+    if let Ok(v) = HeaderValue::from_str(&chain) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+
+    let keep_proto = fwd.peer_trusted && headers.contains_key(&X_FORWARDED_PROTO);
+    if !keep_proto {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(fwd.proto));
+    }
+    let keep_host = fwd.peer_trusted && headers.contains_key(&X_FORWARDED_HOST);
+    if !keep_host {
+        headers.remove(&X_FORWARDED_HOST);
+        if let Some(v) = fwd.host.and_then(|h| HeaderValue::from_str(h).ok()) {
+            headers.insert(X_FORWARDED_HOST, v);
+        }
+    }
+}
+
+/// The host a request is for: the HTTP/2 authority or the Host header.
+pub fn request_host<B>(req: &http::Request<B>) -> Option<&str> {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()))
+}
+
+/// Normalises a header name for spoofing checks: lower case, `_` and `.` read as `-`.
+fn folded(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            '_' | '.' => '-',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// Removes every client-sent field that could be read as one of `protected` (identity headers),
+/// in any case and with `_` or `.` in place of `-`. Runs on every request, bypass routes included.
+pub fn strip_protected(headers: &mut HeaderMap, protected_folded: &[String]) {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| protected_folded.iter().any(|p| *p == folded(k.as_str())))
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
+/// Folds configured identity header names once, for [`strip_protected`].
+pub fn fold_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    names.into_iter().map(folded).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn removes_fixed_hop_by_hop_fields() {
+        let mut h = map(&[
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic eA=="),
+            ("proxy-authenticate", "Basic"),
+            ("x-app", "kept"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-app"], "kept");
+    }
+
+    #[test]
+    fn removes_fields_named_in_connection() {
+        let mut h = map(&[
+            ("connection", "close, X-Secret"),
+            ("connection", "x-other"),
+            ("x-secret", "1"),
+            ("x-other", "2"),
+            ("x-app", "kept"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert!(!h.contains_key("connection"));
+        assert!(!h.contains_key("x-secret"));
+        assert!(!h.contains_key("x-other"));
+        assert_eq!(h["x-app"], "kept");
+    }
+
+    #[test]
+    fn garbage_in_connection_is_ignored_not_fatal() {
+        let mut h = map(&[("connection", "close, , bad name!, x-a"), ("x-a", "1")]);
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn detects_upgrade_requests_only_with_connection_upgrade() {
+        let h = map(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+        ]);
+        assert_eq!(requested_upgrade(&h).unwrap(), "websocket");
+        let h = map(&[("upgrade", "websocket")]);
+        assert!(requested_upgrade(&h).is_none());
+    }
+
+    fn fwd(trusted: bool) -> Forwarding<'static> {
+        Forwarding {
+            peer: "192.0.2.10".parse().unwrap(),
+            peer_trusted: trusted,
+            proto: "https",
+            host: Some("console.example.com"),
+        }
+    }
+
+    #[test]
+    fn replaces_client_forwarded_headers_from_untrusted_peer() {
+        let mut h = map(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", "evil.example"),
+        ]);
+        set_forwarded(&mut h, &fwd(false));
+        assert_eq!(h["x-forwarded-for"], "192.0.2.10");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "console.example.com");
+    }
+
+    #[test]
+    fn appends_to_forwarded_chain_from_trusted_peer() {
+        let mut h = map(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", "public.example"),
+        ]);
+        set_forwarded(&mut h, &fwd(true));
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 192.0.2.10");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "public.example");
+    }
+
+    #[test]
+    fn strips_identity_header_in_every_spelling() {
+        let protected = fold_names(["Remote-User", "Remote-Groups"]);
+        let mut h = map(&[
+            ("remote-user", "a"),
+            ("REMOTE-USER", "b"),
+            ("remote_user", "c"),
+            ("remote.user", "d"),
+            ("Remote_Groups", "admins"),
+            ("remote-username", "kept"),
+        ]);
+        strip_protected(&mut h, &protected);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("remote-username"));
+    }
+}

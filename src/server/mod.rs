@@ -1,0 +1,192 @@
+//! Listeners: plain HTTP and HTTPS, a cap on concurrent connections, and graceful shutdown that
+//! stops accepting, lets in-flight requests finish up to a deadline, then flushes storage.
+
+mod activity;
+mod connection;
+pub mod tls;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
+
+use crate::app::App;
+use crate::http::ConnInfo;
+
+/// A gateway that is accepting connections.
+pub struct RunningGateway {
+    pub http_addr: Option<SocketAddr>,
+    pub https_addr: Option<SocketAddr>,
+    app: Arc<App>,
+    shutdown: watch::Sender<bool>,
+    accept_loops: Vec<JoinHandle<()>>,
+    connections: TaskTracker,
+}
+
+/// Binds the configured listeners and starts serving.
+pub async fn start(app: Arc<App>) -> io::Result<RunningGateway> {
+    let server = &app.config.server;
+    let tls = match &server.tls {
+        Some(files) => Some(tls::acceptor(files).map_err(io::Error::other)?),
+        None => None,
+    };
+    let (shutdown, _) = watch::channel(false);
+    let connections = TaskTracker::new();
+    let permits = Arc::new(Semaphore::new(app.config.limits.max_connections));
+    let mut accept_loops = Vec::new();
+    let mut http_addr = None;
+    let mut https_addr = None;
+
+    if let Some(addr) = server.listen {
+        let listener = bind(addr).await?;
+        http_addr = Some(listener.local_addr()?);
+        tracing::info!(address = %listener.local_addr()?, "listening for HTTP");
+        accept_loops.push(tokio::spawn(accept_loop(
+            app.clone(),
+            listener,
+            None,
+            permits.clone(),
+            shutdown.subscribe(),
+            connections.clone(),
+        )));
+    }
+    if let (Some(addr), Some(acceptor)) = (server.tls_listen, tls) {
+        let listener = bind(addr).await?;
+        https_addr = Some(listener.local_addr()?);
+        tracing::info!(address = %listener.local_addr()?, "listening for HTTPS");
+        accept_loops.push(tokio::spawn(accept_loop(
+            app.clone(),
+            listener,
+            Some(acceptor),
+            permits.clone(),
+            shutdown.subscribe(),
+            connections.clone(),
+        )));
+    }
+    Ok(RunningGateway {
+        http_addr,
+        https_addr,
+        app,
+        shutdown,
+        accept_loops,
+        connections,
+    })
+}
+
+async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
+async fn accept_loop(
+    app: Arc<App>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    permits: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+    connections: TaskTracker,
+) {
+    loop {
+        // At the connection cap, stop accepting until a connection closes.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = shutdown.changed() => return,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: log, back off briefly, keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = ConnInfo {
+            peer,
+            tls: tls.is_some(),
+        };
+        let app = app.clone();
+        let tls = tls.clone();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            connection::serve(app, stream, conn, tls, shutdown).await;
+            drop(permit);
+        });
+    }
+}
+
+impl RunningGateway {
+    /// Stops accepting, asks every connection to finish its in-flight requests, waits up to
+    /// `limits.shutdown_timeout`, then flushes storage. Returns whether every connection drained.
+    pub async fn shutdown(self) -> io::Result<bool> {
+        let _ = self.shutdown.send(true);
+        for handle in self.accept_loops {
+            let _ = handle.await;
+        }
+        self.connections.close();
+        let deadline = self.app.config.limits.shutdown_timeout;
+        let drained = tokio::time::timeout(deadline, self.connections.wait())
+            .await
+            .is_ok();
+        if !drained {
+            tracing::warn!(
+                remaining = self.connections.len(),
+                "shutdown deadline reached with connections still open"
+            );
+        }
+        self.app.flush().map_err(io::Error::other)?;
+        tracing::info!("stopped");
+        Ok(drained)
+    }
+
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+}
+
+/// Runs until SIGTERM or Ctrl-C, then shuts down gracefully.
+pub async fn serve_until_signal(app: Arc<App>) -> io::Result<()> {
+    let running = start(app).await?;
+    wait_for_signal().await;
+    tracing::info!("shutdown requested: draining in-flight requests");
+    running.shutdown().await?;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or (on Unix) SIGTERM.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
