@@ -35,7 +35,8 @@ pub enum PathError {
     InvalidUtf8,
     /// A `..` segment that would climb above the root.
     ClimbsAboveRoot,
-    /// A dot segment carrying parameters (`..;x`, `.;x`), which some servers resolve as `..`.
+    /// A dot segment carrying parameters (`..;x`, `.;x`, `..%3Bx`), which some servers resolve
+    /// as `..` once the parameters are stripped.
     DotSegmentWithParameters,
 }
 
@@ -134,7 +135,13 @@ fn remove_dot_segments(path: &str) -> Result<String, PathError> {
                 trailing_slash = true;
             }
             s => {
-                let before_params = s.split(';').next().unwrap_or(s);
+                // `;` raw or as `%3B` (hex is upper-cased by now): some servers decode first.
+                let params_at = [s.find(';'), s.find("%3B")]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or(s.len());
+                let before_params = &s[..params_at];
                 if before_params == "." || before_params == ".." {
                     return Err(PathError::DotSegmentWithParameters);
                 }
@@ -392,6 +399,16 @@ mod tests {
             PathError::DotSegmentWithParameters
         );
         assert_eq!(err("/public/.;/admin"), PathError::DotSegmentWithParameters);
+        assert_eq!(
+            err("/public/..%3B/admin"),
+            PathError::DotSegmentWithParameters
+        );
+        assert_eq!(
+            err("/public/%2e%2e%3bx/admin"),
+            PathError::DotSegmentWithParameters
+        );
+        // Names that merely start with dots are fine.
+        assert_eq!(ok("/a/...;x/b"), "/a/...;x/b");
     }
 
     #[test]
