@@ -1,0 +1,601 @@
+//! Access rules: the first rule whose criteria all match decides the policy; when none matches,
+//! the default policy applies.
+//!
+//! Each criterion of a rule is optional (empty matches anything). Within a criterion any entry
+//! may match; across criteria all must match. [`AccessPolicy::evaluate`] runs on every request,
+//! so it allocates nothing.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::Method;
+use ipnet::IpNet;
+use regex::Regex;
+
+use super::host::{HostPattern, strip_port};
+
+/// What a request needs before it is forwarded. Ordered from least to most demanding:
+/// `Bypass < OneFactor < TwoFactor < Deny`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Policy {
+    /// Forwarded without authentication (and without identity headers).
+    Bypass,
+    /// A password login is enough.
+    OneFactor,
+    /// A password login plus a second factor.
+    TwoFactor,
+    /// Never forwarded.
+    Deny,
+}
+
+impl Policy {
+    /// Every policy, in the order written in configuration errors.
+    pub const ALL: [Policy; 4] = [
+        Policy::Bypass,
+        Policy::OneFactor,
+        Policy::TwoFactor,
+        Policy::Deny,
+    ];
+
+    /// The configuration spelling: `bypass`, `one_factor`, `two_factor`, `deny`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Bypass => "bypass",
+            Policy::OneFactor => "one_factor",
+            Policy::TwoFactor => "two_factor",
+            Policy::Deny => "deny",
+        }
+    }
+
+    /// Parses the configuration spelling (exact, lower case).
+    pub fn parse(s: &str) -> Option<Policy> {
+        Policy::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who a rule is about. User names are stored lower-cased and compared case-insensitively;
+/// group names are compared exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subject {
+    User(String),
+    Group(String),
+}
+
+impl Subject {
+    /// Does this subject designate `user`?
+    pub fn matches(&self, user: &UserFacts<'_>) -> bool {
+        match self {
+            Subject::User(name) => user.username.eq_ignore_ascii_case(name),
+            Subject::Group(group) => user.groups.iter().any(|g| g == group),
+        }
+    }
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subject::User(name) => write!(f, "user:{name}"),
+            Subject::Group(group) => write!(f, "group:{group}"),
+        }
+    }
+}
+
+/// One access rule. Empty criteria match anything.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Host patterns, compared with the request's host (port ignored).
+    pub hosts: Vec<HostPattern>,
+    /// Regexes searched in the canonical path (query excluded). Anchor them (`^/admin`) to
+    /// match a prefix only.
+    pub paths: Vec<Regex>,
+    pub methods: Vec<Method>,
+    /// Client networks; IPv4-mapped IPv6 clients (`::ffff:10.0.0.1`) are matched as IPv4.
+    pub networks: Vec<IpNet>,
+    pub subjects: Vec<Subject>,
+    pub policy: Policy,
+    /// How recently the second factor must have been proven for this rule (used by step-up).
+    pub step_up: Option<Duration>,
+}
+
+impl Rule {
+    /// A rule with no criteria: it matches every request.
+    pub fn new(policy: Policy) -> Self {
+        Rule {
+            hosts: Vec::new(),
+            paths: Vec::new(),
+            methods: Vec::new(),
+            networks: Vec::new(),
+            subjects: Vec::new(),
+            policy,
+            step_up: None,
+        }
+    }
+
+    /// Do the host, path, method and network criteria match?
+    fn matches_request(&self, req: &RequestFacts<'_>, host: &str, ip: IpAddr) -> bool {
+        (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(host)))
+            && (self.methods.is_empty() || self.methods.iter().any(|m| m == req.method))
+            && (self.networks.is_empty() || self.networks.iter().any(|n| n.contains(&ip)))
+            && (self.paths.is_empty() || self.paths.iter().any(|p| p.is_match(req.path)))
+    }
+
+    /// Does the subject criterion match this user?
+    fn matches_user(&self, user: &UserFacts<'_>) -> bool {
+        self.subjects.is_empty() || self.subjects.iter().any(|s| s.matches(user))
+    }
+}
+
+/// The ordered rules and the policy for requests no rule matches.
+#[derive(Debug, Clone)]
+pub struct AccessPolicy {
+    pub default_policy: Policy,
+    pub rules: Vec<Rule>,
+}
+
+impl Default for AccessPolicy {
+    /// No rules; every request needs a password login.
+    fn default() -> Self {
+        AccessPolicy {
+            default_policy: Policy::OneFactor,
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// What is known about a request before anyone is identified.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    /// Host header (or URI authority) value; a port and a trailing dot are ignored.
+    pub host: &'a str,
+    /// The canonical path from [`super::path::canonicalize`], without the query.
+    pub path: &'a str,
+    pub method: &'a Method,
+    pub client_ip: IpAddr,
+}
+
+/// The identified user, when there is one.
+#[derive(Debug, Clone, Copy)]
+pub struct UserFacts<'a> {
+    pub username: &'a str,
+    pub groups: &'a [String],
+}
+
+/// The outcome of [`AccessPolicy::evaluate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleMatch {
+    /// Index of the deciding rule in [`AccessPolicy::rules`]; `None` when the default applied.
+    pub rule: Option<usize>,
+    pub policy: Policy,
+    /// `true` when the request is anonymous and the deciding rule depends on who the user is.
+    /// The caller must not forward: it asks the user to log in, then evaluates again with the
+    /// user. `policy` is then the rule's policy raised to at least [`Policy::OneFactor`].
+    pub needs_identity: bool,
+}
+
+impl AccessPolicy {
+    /// Finds the policy for a request: the first rule whose criteria all match, else the default.
+    ///
+    /// With `user == None`, the first rule whose request criteria match but which names subjects
+    /// cannot be decided; it is returned with `needs_identity = true` (later rules are not
+    /// consulted, since the user might turn out to be one of those subjects).
+    pub fn evaluate(&self, req: &RequestFacts<'_>, user: Option<&UserFacts<'_>>) -> RuleMatch {
+        let host = strip_port(req.host);
+        let host = host.strip_suffix('.').unwrap_or(host);
+        let ip = match req.client_ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(req.client_ip, IpAddr::V4),
+            v4 => v4,
+        };
+        for (index, rule) in self.rules.iter().enumerate() {
+            if !rule.matches_request(req, host, ip) {
+                continue;
+            }
+            match user {
+                Some(user) => {
+                    if rule.matches_user(user) {
+                        return RuleMatch {
+                            rule: Some(index),
+                            policy: rule.policy,
+                            needs_identity: false,
+                        };
+                    }
+                }
+                None if rule.subjects.is_empty() => {
+                    return RuleMatch {
+                        rule: Some(index),
+                        policy: rule.policy,
+                        needs_identity: false,
+                    };
+                }
+                None => {
+                    return RuleMatch {
+                        rule: Some(index),
+                        policy: rule.policy.max(Policy::OneFactor),
+                        needs_identity: true,
+                    };
+                }
+            }
+        }
+        RuleMatch {
+            rule: None,
+            policy: self.default_policy,
+            needs_identity: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(p: &str) -> HostPattern {
+        HostPattern::parse(p).unwrap()
+    }
+
+    fn re(p: &str) -> Regex {
+        Regex::new(p).unwrap()
+    }
+
+    fn net(n: &str) -> IpNet {
+        n.parse().unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn req<'a>(host: &'a str, path: &'a str, method: &'a Method, client: &str) -> RequestFacts<'a> {
+        RequestFacts {
+            host,
+            path,
+            method,
+            client_ip: ip(client),
+        }
+    }
+
+    fn rule(policy: Policy) -> Rule {
+        Rule::new(policy)
+    }
+
+    fn sample() -> AccessPolicy {
+        AccessPolicy {
+            default_policy: Policy::Deny,
+            rules: vec![
+                // 0: health checks are public
+                Rule {
+                    paths: vec![re("^/health$")],
+                    ..rule(Policy::Bypass)
+                },
+                // 1: the admin area needs two factors for admins
+                Rule {
+                    hosts: vec![host("app.example.com")],
+                    paths: vec![re("^/admin(/|$)")],
+                    subjects: vec![Subject::Group("admins".into())],
+                    ..rule(Policy::TwoFactor)
+                },
+                // 2: nobody else reaches the admin area
+                Rule {
+                    paths: vec![re("^/admin(/|$)")],
+                    ..rule(Policy::Deny)
+                },
+                // 3: the internal network gets one factor on any subdomain
+                Rule {
+                    hosts: vec![host("*.example.com")],
+                    networks: vec![net("10.0.0.0/8"), net("fd00::/8")],
+                    ..rule(Policy::OneFactor)
+                },
+                // 4: writes from outside need two factors
+                Rule {
+                    hosts: vec![host("*.example.com")],
+                    methods: vec![Method::POST, Method::PUT, Method::DELETE],
+                    ..rule(Policy::TwoFactor)
+                },
+                // 5: reads from outside need one factor
+                Rule {
+                    hosts: vec![host("*.example.com")],
+                    ..rule(Policy::OneFactor)
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn first_match_wins() {
+        let p = sample();
+        let get = Method::GET;
+        let m = p.evaluate(
+            &req("app.example.com", "/health", &get, "203.0.113.9"),
+            None,
+        );
+        assert_eq!((m.rule, m.policy), (Some(0), Policy::Bypass));
+        let m = p.evaluate(&req("app.example.com", "/", &get, "10.1.2.3"), None);
+        assert_eq!((m.rule, m.policy), (Some(3), Policy::OneFactor));
+        let m = p.evaluate(&req("app.example.com", "/", &get, "203.0.113.9"), None);
+        assert_eq!((m.rule, m.policy), (Some(5), Policy::OneFactor));
+    }
+
+    #[test]
+    fn default_policy_when_nothing_matches() {
+        let p = sample();
+        let get = Method::GET;
+        let m = p.evaluate(&req("other.net", "/", &get, "10.1.2.3"), None);
+        assert_eq!(
+            m,
+            RuleMatch {
+                rule: None,
+                policy: Policy::Deny,
+                needs_identity: false
+            }
+        );
+        let empty = AccessPolicy::default();
+        let m = empty.evaluate(&req("x", "/", &get, "10.1.2.3"), None);
+        assert_eq!((m.rule, m.policy), (None, Policy::OneFactor));
+    }
+
+    #[test]
+    fn methods_are_ored_and_anded_with_hosts() {
+        let p = sample();
+        for method in [Method::POST, Method::PUT, Method::DELETE] {
+            let m = p.evaluate(&req("app.example.com", "/x", &method, "203.0.113.9"), None);
+            assert_eq!((m.rule, m.policy), (Some(4), Policy::TwoFactor), "{method}");
+        }
+        let patch = Method::PATCH;
+        let m = p.evaluate(&req("app.example.com", "/x", &patch, "203.0.113.9"), None);
+        assert_eq!(m.rule, Some(5));
+        // Right method, wrong host: the rule does not match.
+        let post = Method::POST;
+        let m = p.evaluate(&req("example.org", "/x", &post, "203.0.113.9"), None);
+        assert_eq!(m.rule, None);
+    }
+
+    #[test]
+    fn networks_match_ipv4_and_ipv6() {
+        let p = sample();
+        let get = Method::GET;
+        assert_eq!(
+            p.evaluate(&req("a.example.com", "/", &get, "fd12::1"), None)
+                .rule,
+            Some(3)
+        );
+        assert_eq!(
+            p.evaluate(&req("a.example.com", "/", &get, "11.0.0.1"), None)
+                .rule,
+            Some(5)
+        );
+        assert_eq!(
+            p.evaluate(&req("a.example.com", "/", &get, "fe80::1"), None)
+                .rule,
+            Some(5)
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_client_matches_ipv4_network() {
+        let deny_outside = AccessPolicy {
+            default_policy: Policy::Deny,
+            rules: vec![Rule {
+                networks: vec![net("10.0.0.0/8")],
+                ..rule(Policy::Bypass)
+            }],
+        };
+        let get = Method::GET;
+        let m = deny_outside.evaluate(&req("h", "/", &get, "::ffff:10.1.2.3"), None);
+        assert_eq!(m.policy, Policy::Bypass);
+        let block_bad = AccessPolicy {
+            default_policy: Policy::OneFactor,
+            rules: vec![Rule {
+                networks: vec![net("198.51.100.0/24")],
+                ..rule(Policy::Deny)
+            }],
+        };
+        // A blocked IPv4 client arriving on a dual-stack socket is still blocked.
+        let m = block_bad.evaluate(&req("h", "/", &get, "::ffff:198.51.100.7"), None);
+        assert_eq!(m.policy, Policy::Deny);
+    }
+
+    #[test]
+    fn host_port_and_case_do_not_escape_rule() {
+        let p = sample();
+        let get = Method::GET;
+        for h in [
+            "APP.Example.COM",
+            "app.example.com:8443",
+            "app.example.com.",
+            "app.example.com.:443",
+        ] {
+            let m = p.evaluate(&req(h, "/admin", &get, "203.0.113.9"), None);
+            assert_eq!(m.rule, Some(1), "{h}");
+        }
+    }
+
+    #[test]
+    fn paths_are_regexes_on_the_canonical_path() {
+        let p = sample();
+        let get = Method::GET;
+        let anon = |path: &str| p.evaluate(&req("example.org", path, &get, "203.0.113.9"), None);
+        assert_eq!(anon("/admin").policy, Policy::Deny);
+        assert_eq!(anon("/admin/users").policy, Policy::Deny);
+        assert_eq!(anon("/administrator").rule, None);
+        assert_eq!(anon("/health").policy, Policy::Bypass);
+        assert_eq!(anon("/health/x").rule, None);
+    }
+
+    #[test]
+    fn anonymous_request_on_subject_rule_needs_identity() {
+        let p = sample();
+        let get = Method::GET;
+        let m = p.evaluate(&req("app.example.com", "/admin", &get, "10.1.2.3"), None);
+        assert_eq!(
+            m,
+            RuleMatch {
+                rule: Some(1),
+                policy: Policy::TwoFactor,
+                needs_identity: true
+            }
+        );
+    }
+
+    #[test]
+    fn anonymous_never_bypasses_a_subject_rule() {
+        let p = AccessPolicy {
+            default_policy: Policy::Bypass,
+            rules: vec![Rule {
+                subjects: vec![Subject::User("alice".into())],
+                ..rule(Policy::Bypass)
+            }],
+        };
+        let get = Method::GET;
+        let m = p.evaluate(&req("h", "/", &get, "10.0.0.1"), None);
+        assert_eq!(m.rule, Some(0));
+        assert!(m.needs_identity);
+        assert_eq!(m.policy, Policy::OneFactor);
+        // A deny rule about some users still asks who the user is, and stays deny.
+        let p = AccessPolicy {
+            default_policy: Policy::Bypass,
+            rules: vec![Rule {
+                subjects: vec![Subject::Group("contractors".into())],
+                ..rule(Policy::Deny)
+            }],
+        };
+        let m = p.evaluate(&req("h", "/", &get, "10.0.0.1"), None);
+        assert!(m.needs_identity);
+        assert_eq!(m.policy, Policy::Deny);
+    }
+
+    #[test]
+    fn anonymous_stops_at_the_first_undecidable_rule() {
+        // Rule 1 would bypass, but rule 0 might apply to this user once known.
+        let p = AccessPolicy {
+            default_policy: Policy::Deny,
+            rules: vec![
+                Rule {
+                    subjects: vec![Subject::Group("blocked".into())],
+                    ..rule(Policy::Deny)
+                },
+                rule(Policy::Bypass),
+            ],
+        };
+        let get = Method::GET;
+        let m = p.evaluate(&req("h", "/", &get, "10.0.0.1"), None);
+        assert_eq!(m.rule, Some(0));
+        assert!(m.needs_identity);
+    }
+
+    #[test]
+    fn subjects_match_users_and_groups() {
+        let p = sample();
+        let get = Method::GET;
+        let admins = vec!["staff".to_string(), "admins".to_string()];
+        let staff = vec!["staff".to_string()];
+        let admin = UserFacts {
+            username: "bob",
+            groups: &admins,
+        };
+        let other = UserFacts {
+            username: "carol",
+            groups: &staff,
+        };
+        let r = req("app.example.com", "/admin/x", &get, "10.1.2.3");
+        let m = p.evaluate(&r, Some(&admin));
+        assert_eq!(
+            (m.rule, m.policy, m.needs_identity),
+            (Some(1), Policy::TwoFactor, false)
+        );
+        let m = p.evaluate(&r, Some(&other));
+        assert_eq!(
+            (m.rule, m.policy, m.needs_identity),
+            (Some(2), Policy::Deny, false)
+        );
+    }
+
+    #[test]
+    fn user_subjects_ignore_case_and_groups_do_not() {
+        let p = AccessPolicy {
+            default_policy: Policy::Deny,
+            rules: vec![Rule {
+                subjects: vec![Subject::User("alice".into()), Subject::Group("Ops".into())],
+                ..rule(Policy::OneFactor)
+            }],
+        };
+        let get = Method::GET;
+        let r = req("h", "/", &get, "10.0.0.1");
+        let none: Vec<String> = Vec::new();
+        let ops = vec!["Ops".to_string()];
+        let lower_ops = vec!["ops".to_string()];
+        let alice = UserFacts {
+            username: "Alice",
+            groups: &none,
+        };
+        let in_ops = UserFacts {
+            username: "dave",
+            groups: &ops,
+        };
+        let in_lower_ops = UserFacts {
+            username: "dave",
+            groups: &lower_ops,
+        };
+        assert_eq!(p.evaluate(&r, Some(&alice)).rule, Some(0));
+        assert_eq!(p.evaluate(&r, Some(&in_ops)).rule, Some(0));
+        assert_eq!(p.evaluate(&r, Some(&in_lower_ops)).rule, None);
+    }
+
+    #[test]
+    fn empty_rule_matches_everything() {
+        let p = AccessPolicy {
+            default_policy: Policy::Deny,
+            rules: vec![rule(Policy::TwoFactor)],
+        };
+        let delete = Method::DELETE;
+        let m = p.evaluate(&req("anything", "/x/y", &delete, "::1"), None);
+        assert_eq!((m.rule, m.policy), (Some(0), Policy::TwoFactor));
+    }
+
+    #[test]
+    fn policy_order_and_spelling() {
+        assert!(Policy::Bypass < Policy::OneFactor);
+        assert!(Policy::OneFactor < Policy::TwoFactor);
+        assert!(Policy::TwoFactor < Policy::Deny);
+        for p in Policy::ALL {
+            assert_eq!(Policy::parse(&p.to_string()), Some(p));
+        }
+        assert_eq!(Policy::OneFactor.to_string(), "one_factor");
+        assert_eq!(Policy::parse("allow"), None);
+        assert_eq!(Policy::parse("Deny"), None);
+        assert_eq!(Subject::User("alice".into()).to_string(), "user:alice");
+        assert_eq!(Subject::Group("admins".into()).to_string(), "group:admins");
+    }
+
+    #[test]
+    fn evaluates_a_hundred_rules() {
+        // The last of 100 rules matches; the first 99 differ only by path.
+        let mut rules: Vec<Rule> = (0..99)
+            .map(|i| Rule {
+                hosts: vec![host("*.example.com")],
+                paths: vec![re(&format!("^/area{i}(/|$)"))],
+                ..rule(Policy::TwoFactor)
+            })
+            .collect();
+        rules.push(Rule {
+            hosts: vec![host("*.example.com")],
+            ..rule(Policy::OneFactor)
+        });
+        let p = AccessPolicy {
+            default_policy: Policy::Deny,
+            rules,
+        };
+        let get = Method::GET;
+        let m = p.evaluate(
+            &req("app.example.com", "/elsewhere", &get, "10.0.0.1"),
+            None,
+        );
+        assert_eq!((m.rule, m.policy), (Some(99), Policy::OneFactor));
+        let m = p.evaluate(&req("app.example.com", "/area42/x", &get, "10.0.0.1"), None);
+        assert_eq!((m.rule, m.policy), (Some(42), Policy::TwoFactor));
+    }
+}
