@@ -6,6 +6,7 @@
 //! [`error`] turns every failure into a response in one place.
 
 pub mod app;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod demo;
