@@ -29,6 +29,8 @@ pub struct Config {
     pub portal: PortalConfig,
     pub storage: StorageConfig,
     pub log: LogConfig,
+    pub access: crate::policy::AccessConfig,
+    pub password: crate::auth::password::PasswordSettings,
 }
 
 #[derive(Debug, Clone)]

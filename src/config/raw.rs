@@ -15,6 +15,8 @@ pub struct RawConfig {
     pub portal: RawPortal,
     pub storage: RawStorage,
     pub log: RawLog,
+    pub access: crate::policy::RawAccess,
+    pub password: crate::auth::password::RawPassword,
 }
 
 #[derive(Debug, Default, Deserialize)]

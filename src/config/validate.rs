@@ -32,6 +32,8 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
             .unwrap_or_else(|| PathBuf::from("data")),
     };
     let log = log(&raw.log, &mut errors);
+    let access = crate::policy::validate(&raw.access, &mut errors);
+    let password = crate::auth::password::validate(&raw.password, &mut errors);
     errors.finish(Config {
         server,
         limits,
@@ -39,6 +41,8 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         portal,
         storage,
         log,
+        access,
+        password,
     })
 }
 

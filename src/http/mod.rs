@@ -47,7 +47,9 @@ async fn dispatch(
 ) -> Result<Response<Body>, Error> {
     check_header_size(&req, app.config.limits.max_header_bytes)?;
     let config = &app.config;
-    let path = req.uri().path().to_string();
+    // Every decision below, and the upstream, see one canonical path; ambiguous paths stop here.
+    let path = crate::policy::canonicalize(req.uri().path())
+        .map_err(|e| Error::AmbiguousPath(e.to_string()))?;
     let portal = crate::portal::owns(&config.portal.prefix, &path);
 
     if !conn.tls && config.server.redirect_http_to_https {
@@ -57,7 +59,7 @@ async fn dispatch(
         }
     }
     if portal {
-        return crate::portal::handle(app, req, conn).await;
+        return crate::portal::handle(app, req, &path, conn).await;
     }
 
     let host = request_host(&req).map(str::to_owned);

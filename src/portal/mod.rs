@@ -23,10 +23,11 @@ pub fn is_healthz(prefix: &str, path: &str) -> bool {
 pub async fn handle(
     app: &App,
     req: Request<Incoming>,
+    path: &str,
     _conn: ConnInfo,
 ) -> Result<Response<Body>, Error> {
     let prefix = &app.config.portal.prefix;
-    let sub = req.uri().path().strip_prefix(prefix.as_str()).unwrap_or("");
+    let sub = path.strip_prefix(prefix.as_str()).unwrap_or("");
     match (req.method(), sub) {
         (&Method::GET | &Method::HEAD, "/healthz") => Ok(healthz()),
         (_, "/healthz") => Err(Error::MethodNotAllowed),
