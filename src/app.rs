@@ -10,12 +10,16 @@ pub struct App {
     pub config: Arc<Config>,
     pub upstreams: Upstreams,
     pub clock: SharedClock,
+    /// Folded names of every identity header, stripped from all client requests.
+    pub protected_headers: Vec<String>,
 }
 
 impl App {
     pub fn new(config: Config, clock: SharedClock) -> Result<Arc<App>, AppError> {
         let upstreams = Upstreams::build(&config.upstreams)?;
+        let protected_headers = config.identity_headers.protected();
         Ok(Arc::new(App {
+            protected_headers,
             config: Arc::new(config),
             upstreams,
             clock,

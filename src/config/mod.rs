@@ -29,6 +29,7 @@ pub struct Config {
     pub portal: PortalConfig,
     pub storage: StorageConfig,
     pub log: LogConfig,
+    pub identity_headers: IdentityHeaders,
     pub access: crate::policy::AccessConfig,
     pub password: crate::auth::password::PasswordSettings,
 }
@@ -95,6 +96,42 @@ pub struct PortalConfig {
 pub struct StorageConfig {
     pub path: PathBuf,
 }
+
+/// Names of the headers that carry the authenticated identity to the upstream.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    pub user: http::HeaderName,
+    pub email: http::HeaderName,
+    pub name: http::HeaderName,
+    pub groups: http::HeaderName,
+}
+
+impl IdentityHeaders {
+    /// Every header name a client must never be able to send upstream: the configured names,
+    /// the default names (in case the upstream reads them anyway) and `Remote-Auth-Time`.
+    pub fn protected(&self) -> Vec<String> {
+        let mut names: Vec<&str> = vec![
+            self.user.as_str(),
+            self.email.as_str(),
+            self.name.as_str(),
+            self.groups.as_str(),
+        ];
+        names.extend(DEFAULT_IDENTITY_HEADERS);
+        names.push("Remote-Auth-Time");
+        let mut folded = crate::proxy::headers::fold_names(names);
+        folded.sort();
+        folded.dedup();
+        folded
+    }
+}
+
+/// Default identity header names (header names are case-insensitive; HTTP/2 sends them lower-case).
+pub const DEFAULT_IDENTITY_HEADERS: [&str; 4] = [
+    "remote-user",
+    "remote-email",
+    "remote-name",
+    "remote-groups",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {

@@ -15,6 +15,7 @@ pub struct RawConfig {
     pub portal: RawPortal,
     pub storage: RawStorage,
     pub log: RawLog,
+    pub identity_headers: RawIdentityHeaders,
     pub access: crate::policy::RawAccess,
     pub password: crate::auth::password::RawPassword,
 }
@@ -77,4 +78,13 @@ pub struct RawLog {
     pub format: Option<String>,
     /// A tracing filter such as `"info"` or `"stepgate=debug,info"`.
     pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawIdentityHeaders {
+    pub user: Option<String>,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub groups: Option<String>,
 }

@@ -7,10 +7,12 @@ use std::time::Duration;
 use http::Uri;
 use ipnet::IpNet;
 
-use super::raw::{RawConfig, RawLimits, RawLog, RawPortal, RawServer, RawUpstream};
+use super::raw::{
+    RawConfig, RawIdentityHeaders, RawLimits, RawLog, RawPortal, RawServer, RawUpstream,
+};
 use super::{
-    Config, ConfigErrors, Limits, LogConfig, LogFormat, PortalConfig, ServerConfig, StorageConfig,
-    TlsFiles, UpstreamConfig, parse_duration,
+    Config, ConfigErrors, DEFAULT_IDENTITY_HEADERS, IdentityHeaders, Limits, LogConfig, LogFormat,
+    PortalConfig, ServerConfig, StorageConfig, TlsFiles, UpstreamConfig, parse_duration,
 };
 use crate::policy::host::HostPattern;
 
@@ -32,6 +34,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
             .unwrap_or_else(|| PathBuf::from("data")),
     };
     let log = log(&raw.log, &mut errors);
+    let identity_headers = identity_headers(&raw.identity_headers, &mut errors);
     let access = crate::policy::validate(&raw.access, &mut errors);
     let password = crate::auth::password::validate(&raw.password, &mut errors);
     errors.finish(Config {
@@ -41,6 +44,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         portal,
         storage,
         log,
+        identity_headers,
         access,
         password,
     })
@@ -352,4 +356,59 @@ fn log(raw: &RawLog, errors: &mut ConfigErrors) -> LogConfig {
         );
     }
     LogConfig { format, level }
+}
+
+fn identity_headers(raw: &RawIdentityHeaders, errors: &mut ConfigErrors) -> IdentityHeaders {
+    let [user, email, name, groups] = DEFAULT_IDENTITY_HEADERS;
+    let mut one = |value: &Option<String>, key: &str, default: &'static str| {
+        let value = value.as_deref().unwrap_or(default);
+        let reserved = crate::proxy::headers::is_hop_by_hop(value)
+            || [
+                "host",
+                "cookie",
+                "authorization",
+                "content-length",
+                "content-type",
+            ]
+            .iter()
+            .any(|r| value.eq_ignore_ascii_case(r));
+        match http::HeaderName::from_bytes(value.as_bytes()) {
+            Ok(h) if !reserved => h,
+            Ok(_) => {
+                errors.push(
+                    format!("identity_headers.{key}"),
+                    format!("{value:?} is a reserved header name"),
+                );
+                http::HeaderName::from_static(default)
+            }
+            Err(_) => {
+                errors.push(
+                    format!("identity_headers.{key}"),
+                    format!("{value:?} is not a valid header name"),
+                );
+                http::HeaderName::from_static(default)
+            }
+        }
+    };
+    let headers = IdentityHeaders {
+        user: one(&raw.user, "user", user),
+        email: one(&raw.email, "email", email),
+        name: one(&raw.name, "name", name),
+        groups: one(&raw.groups, "groups", groups),
+    };
+    let all = [
+        &headers.user,
+        &headers.email,
+        &headers.name,
+        &headers.groups,
+    ];
+    for (i, a) in all.iter().enumerate() {
+        if all[..i].contains(a) {
+            errors.push(
+                "identity_headers",
+                format!("{a} is used for two identity fields"),
+            );
+        }
+    }
+    headers
 }

@@ -80,6 +80,7 @@ async fn dispatch(
             proto: conn.proto(),
             host: host.as_deref(),
         },
+        protected: &app.protected_headers,
         identity: Vec::new(),
     };
     proxy::forward(upstream, req, fwd).await

@@ -19,6 +19,8 @@ pub struct ForwardRequest<'a> {
     /// The canonical path plus the original query, exactly what the upstream receives.
     pub path_and_query: String,
     pub forwarding: Forwarding<'a>,
+    /// Folded names of headers a client may never send upstream (see `strip_protected`).
+    pub protected: &'a [String],
     /// Identity headers to add (after every client-sent spelling was removed).
     pub identity: Vec<(HeaderName, HeaderValue)>,
 }
@@ -40,7 +42,10 @@ pub async fn forward(
 
     let (mut parts, incoming) = req.into_parts();
     let headers = &mut parts.headers;
+    // Order matters: a header named in `Connection` is removed before ours are added, so a
+    // client can never use `Connection` to remove the gateway's own identity headers.
     headers::strip_hop_by_hop(headers);
+    headers::strip_protected(headers, fwd.protected);
     headers::set_forwarded(headers, &fwd.forwarding);
     for (name, value) in fwd.identity {
         headers.insert(name, value);
