@@ -834,6 +834,37 @@ mod tests {
     }
 
     #[test]
+    fn rejects_revoked_session_under_concurrent_lookups() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let f = fixture();
+        let mgr = Arc::new(f.mgr);
+        let (id, s) = mgr.create(&alice(), AuthLevel::OneFactor, false).unwrap();
+        let cookie = id.cookie_value();
+        let revoked = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..4)
+            .map(|_| {
+                let (mgr, cookie, revoked) = (mgr.clone(), cookie.clone(), revoked.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..2_000 {
+                        let was_revoked = revoked.load(Ordering::SeqCst);
+                        let found = mgr.lookup(&cookie).unwrap();
+                        if was_revoked {
+                            assert_eq!(found, None, "revoked session served");
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::yield_now();
+        assert!(mgr.revoke(&s.key).unwrap());
+        revoked.store(true, Ordering::SeqCst);
+        for r in readers {
+            r.join().unwrap();
+        }
+        assert_eq!(mgr.lookup(&cookie).unwrap(), None);
+    }
+
+    #[test]
     fn revoke_user_ends_every_session_of_that_user_only() {
         let f = fixture();
         let bob = Username::parse("bob").unwrap();
