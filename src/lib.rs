@@ -17,3 +17,4 @@ pub mod policy;
 pub mod portal;
 pub mod proxy;
 pub mod server;
+pub mod store;

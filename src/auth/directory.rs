@@ -27,7 +27,15 @@ pub struct UserDirectory {
     store: Arc<Store>,
     sessions: Arc<SessionManager>,
     clock: SharedClock,
-    cache: RwLock<HashMap<Username, Option<Arc<User>>>>,
+    cache: RwLock<UserCache>,
+}
+
+/// Known accounts (and known absences). `generation` moves on every change, so a read that raced
+/// with a change never puts a stale account back into the view.
+#[derive(Default)]
+struct UserCache {
+    generation: u64,
+    map: HashMap<Username, Option<Arc<User>>>,
 }
 
 /// Most accounts a gateway protects fit many times over; past this the view is simply reset.
@@ -39,35 +47,41 @@ impl UserDirectory {
             store,
             sessions,
             clock,
-            cache: RwLock::new(HashMap::new()),
+            cache: RwLock::new(UserCache::default()),
         }
     }
 
     /// The account, from memory when seen before.
     pub fn get(&self, username: &Username) -> Result<Option<Arc<User>>, StoreError> {
-        if let Ok(cache) = self.cache.read() {
-            if let Some(hit) = cache.get(username) {
-                return Ok(hit.clone());
-            }
-        }
+        let generation = match self.cache.read() {
+            Ok(cache) => match cache.map.get(username) {
+                Some(hit) => return Ok(hit.clone()),
+                None => cache.generation,
+            },
+            Err(_) => u64::MAX,
+        };
         let user = self.store.get_user(username)?.map(Arc::new);
         if let Ok(mut cache) = self.cache.write() {
-            if cache.len() >= CACHE_CAPACITY {
-                cache.clear();
+            if cache.generation == generation {
+                if cache.map.len() >= CACHE_CAPACITY {
+                    cache.map.clear();
+                }
+                cache.map.insert(username.clone(), user.clone());
             }
-            cache.insert(username.clone(), user.clone());
-        }
+        };
         Ok(user)
     }
 
     fn forget(&self, username: &Username) {
         match self.cache.write() {
             Ok(mut cache) => {
-                cache.remove(username);
+                cache.generation += 1;
+                cache.map.remove(username);
             }
             Err(poisoned) => {
                 let mut cache = poisoned.into_inner();
-                cache.clear();
+                cache.generation += 1;
+                cache.map.clear();
                 self.cache.clear_poison();
             }
         }

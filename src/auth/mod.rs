@@ -1,1 +1,8 @@
+//! Who is the user: passwords, accounts, sessions, brute-force regulation and the audit trail.
+
+pub mod audit;
+pub mod directory;
 pub mod password;
+pub mod regulation;
+pub mod session;
+pub mod user;

@@ -1,0 +1,181 @@
+//! Accounts by canonical username. Every write is flushed before returning.
+//!
+//! Deleting or disabling a user here does not touch their sessions: pair it with
+//! `SessionManager::revoke_user`, which also clears the in-memory session cache.
+
+use sled::transaction::ConflictableTransactionError;
+
+use crate::auth::user::{User, Username};
+use crate::store::records::{UserRecord, decode, encode};
+use crate::store::{Store, StoreError};
+
+const WHAT: &str = "user";
+
+impl Store {
+    pub fn get_user(&self, username: &Username) -> Result<Option<User>, StoreError> {
+        match self.users.get(username.as_str().as_bytes())? {
+            None => Ok(None),
+            Some(raw) => decode::<UserRecord>(WHAT, &raw)?.into_user().map(Some),
+        }
+    }
+
+    /// Adds a new account; [`StoreError::UserExists`] if the name is taken.
+    pub fn create_user(&self, user: &User) -> Result<(), StoreError> {
+        let value = encode(WHAT, &UserRecord::from_user(user))?;
+        let swapped = self.users.compare_and_swap(
+            user.username.as_str().as_bytes(),
+            None as Option<&[u8]>,
+            Some(value),
+        )?;
+        if swapped.is_err() {
+            return Err(StoreError::UserExists(user.username.clone()));
+        }
+        self.flush()
+    }
+
+    /// Replaces an existing account; [`StoreError::NoSuchUser`] if there is none.
+    pub fn update_user(&self, user: &User) -> Result<(), StoreError> {
+        let value = encode(WHAT, &UserRecord::from_user(user))?;
+        let key = user.username.as_str().as_bytes();
+        self.users.transaction(|tx| {
+            if tx.get(key)?.is_none() {
+                return Err(ConflictableTransactionError::Abort(StoreError::NoSuchUser(
+                    user.username.clone(),
+                )));
+            }
+            tx.insert(key, value.as_slice())?;
+            Ok(())
+        })?;
+        self.flush()
+    }
+
+    /// Removes an account; returns whether it existed.
+    pub fn delete_user(&self, username: &Username) -> Result<bool, StoreError> {
+        let existed = self.users.remove(username.as_str().as_bytes())?.is_some();
+        self.flush()?;
+        Ok(existed)
+    }
+
+    /// All accounts, ordered by username. An unreadable record is an error.
+    pub fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        self.users
+            .iter()
+            .map(|entry| {
+                let (_, raw) = entry?;
+                decode::<UserRecord>(WHAT, &raw)?.into_user()
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::password::PasswordHash;
+    use crate::clock::Timestamp;
+
+    fn user(name: &str) -> User {
+        User {
+            username: Username::parse(name).unwrap(),
+            display_name: name.to_uppercase(),
+            email: Some(format!("{name}@example.com")),
+            groups: vec!["staff".into()],
+            disabled: false,
+            password_hash: PasswordHash::new_unchecked(format!("$argon2id$v=19$hash-of-{name}")),
+            created_at: Timestamp(1_000),
+        }
+    }
+
+    #[test]
+    fn create_get_update_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut alice = user("alice");
+        store.create_user(&alice).unwrap();
+        assert_eq!(
+            store.get_user(&alice.username).unwrap(),
+            Some(alice.clone())
+        );
+
+        alice.disabled = true;
+        alice.groups.push("admins".into());
+        store.update_user(&alice).unwrap();
+        assert_eq!(
+            store.get_user(&alice.username).unwrap(),
+            Some(alice.clone())
+        );
+
+        assert!(store.delete_user(&alice.username).unwrap());
+        assert_eq!(store.get_user(&alice.username).unwrap(), None);
+        assert!(!store.delete_user(&alice.username).unwrap());
+    }
+
+    #[test]
+    fn create_refuses_to_overwrite_an_account_in_any_case_spelling() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let original = user("alice");
+        store.create_user(&original).unwrap();
+        let mut impostor = user("ALICE");
+        impostor.password_hash = PasswordHash::new_unchecked("$argon2id$attacker".into());
+        assert!(matches!(
+            store.create_user(&impostor),
+            Err(StoreError::UserExists(_))
+        ));
+        assert_eq!(
+            store
+                .get_user(&original.username)
+                .unwrap()
+                .unwrap()
+                .password_hash,
+            original.password_hash
+        );
+    }
+
+    #[test]
+    fn update_of_a_missing_user_is_an_error_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let ghost = user("ghost");
+        assert!(matches!(
+            store.update_user(&ghost),
+            Err(StoreError::NoSuchUser(_))
+        ));
+        assert_eq!(store.get_user(&ghost.username).unwrap(), None);
+    }
+
+    #[test]
+    fn list_is_ordered_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            for name in ["carol", "alice", "bob"] {
+                store.create_user(&user(name)).unwrap();
+            }
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let names: Vec<String> = store
+            .list_users()
+            .unwrap()
+            .into_iter()
+            .map(|u| u.username.to_string())
+            .collect();
+        assert_eq!(names, ["alice", "bob", "carol"]);
+    }
+
+    #[test]
+    fn garbled_user_record_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .users
+            .insert(b"mallory", b"\xff\xfe".as_slice())
+            .unwrap();
+        let mallory = Username::parse("mallory").unwrap();
+        assert!(matches!(
+            store.get_user(&mallory),
+            Err(StoreError::Corrupt { what: "user", .. })
+        ));
+        assert!(store.list_users().is_err());
+    }
+}
