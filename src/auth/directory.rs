@@ -61,14 +61,14 @@ impl UserDirectory {
             Err(_) => u64::MAX,
         };
         let user = self.store.get_user(username)?.map(Arc::new);
-        if let Ok(mut cache) = self.cache.write() {
-            if cache.generation == generation {
-                if cache.map.len() >= CACHE_CAPACITY {
-                    cache.map.clear();
-                }
-                cache.map.insert(username.clone(), user.clone());
+        if let Ok(mut cache) = self.cache.write()
+            && cache.generation == generation
+        {
+            if cache.map.len() >= CACHE_CAPACITY {
+                cache.map.clear();
             }
-        };
+            cache.map.insert(username.clone(), user.clone());
+        }
         Ok(user)
     }
 
