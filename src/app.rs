@@ -1,10 +1,16 @@
-//! The shared state every request handler reads: validated config, upstream clients, clock.
+//! The shared state every request handler reads: validated config, upstream clients, the store
+//! and what is built on it (sessions, users, regulation), the password hasher and the clock.
 
 use std::sync::Arc;
 
+use crate::auth::directory::UserDirectory;
+use crate::auth::password::{PasswordError, PasswordHasher};
+use crate::auth::regulation::Regulator;
+use crate::auth::session::SessionManager;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::proxy::upstream::{UpstreamSetupError, Upstreams};
+use crate::store::{Store, StoreError};
 
 pub struct App {
     pub config: Arc<Config>,
@@ -12,28 +18,65 @@ pub struct App {
     pub clock: SharedClock,
     /// Folded names of every identity header, stripped from all client requests.
     pub protected_headers: Vec<String>,
+    pub store: Arc<Store>,
+    pub sessions: Arc<SessionManager>,
+    pub users: UserDirectory,
+    pub regulator: Regulator,
+    pub hasher: PasswordHasher,
 }
 
 impl App {
+    /// Opens the store and builds everything a running gateway needs.
     pub fn new(config: Config, clock: SharedClock) -> Result<Arc<App>, AppError> {
         let upstreams = Upstreams::build(&config.upstreams)?;
         let protected_headers = config.identity_headers.protected();
+        let store = Arc::new(open_store(&config)?);
+        let sessions = Arc::new(SessionManager::new(
+            store.clone(),
+            clock.clone(),
+            config.session.settings,
+        ));
+        let users = UserDirectory::new(store.clone(), sessions.clone(), clock.clone());
+        let regulator = Regulator::new(store.clone(), clock.clone(), config.regulation);
+        let hasher = config.password.hasher()?;
         Ok(Arc::new(App {
-            protected_headers,
             config: Arc::new(config),
             upstreams,
             clock,
+            protected_headers,
+            store,
+            sessions,
+            users,
+            regulator,
+            hasher,
         }))
     }
 
     /// Makes everything durable; called once the last request has drained.
     pub fn flush(&self) -> Result<(), AppError> {
+        self.store.flush()?;
         Ok(())
     }
+}
+
+/// Opens (creating if needed) the store named by `storage.path`.
+pub fn open_store(config: &Config) -> Result<Store, AppError> {
+    let path = &config.storage.path;
+    std::fs::create_dir_all(path).map_err(|e| AppError::StorageDir {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(Store::open(path)?)
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error(transparent)]
     Upstream(#[from] UpstreamSetupError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("storage.path: cannot create {path}: {reason}")]
+    StorageDir { path: String, reason: String },
+    #[error("password hashing: {0}")]
+    Password(#[from] PasswordError),
 }

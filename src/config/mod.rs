@@ -32,6 +32,8 @@ pub struct Config {
     pub identity_headers: IdentityHeaders,
     pub access: crate::policy::AccessConfig,
     pub password: crate::auth::password::PasswordSettings,
+    pub session: crate::auth::session::SessionConfig,
+    pub regulation: crate::auth::regulation::RegulationSettings,
 }
 
 #[derive(Debug, Clone)]

@@ -18,6 +18,8 @@ pub struct RawConfig {
     pub identity_headers: RawIdentityHeaders,
     pub access: crate::policy::RawAccess,
     pub password: crate::auth::password::RawPassword,
+    pub session: crate::auth::session::RawSessionConfig,
+    pub regulation: crate::auth::regulation::RawRegulation,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -37,6 +37,8 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
     let identity_headers = identity_headers(&raw.identity_headers, &mut errors);
     let access = crate::policy::validate(&raw.access, &mut errors);
     let password = crate::auth::password::validate(&raw.password, &mut errors);
+    let session = crate::auth::session::validate(&raw.session, &mut errors);
+    let regulation = crate::auth::regulation::validate(&raw.regulation, &mut errors);
     errors.finish(Config {
         server,
         limits,
@@ -47,6 +49,8 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         identity_headers,
         access,
         password,
+        session,
+        regulation,
     })
 }
 
