@@ -21,7 +21,7 @@ pub struct App {
     pub store: Arc<Store>,
     pub sessions: Arc<SessionManager>,
     pub users: UserDirectory,
-    pub regulator: Regulator,
+    pub regulator: Arc<Regulator>,
     pub hasher: PasswordHasher,
 }
 
@@ -37,7 +37,11 @@ impl App {
             config.session.settings,
         ));
         let users = UserDirectory::new(store.clone(), sessions.clone(), clock.clone());
-        let regulator = Regulator::new(store.clone(), clock.clone(), config.regulation);
+        let regulator = Arc::new(Regulator::new(
+            store.clone(),
+            clock.clone(),
+            config.regulation,
+        ));
         let hasher = config.password.hasher()?;
         Ok(Arc::new(App {
             config: Arc::new(config),

@@ -9,6 +9,7 @@ use askama::Template;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Response, StatusCode};
 
+use crate::config::PortalConfig;
 use crate::http::body::{self, Body};
 use crate::http::negotiate::Format;
 
@@ -30,6 +31,8 @@ pub enum Error {
     PayloadTooLarge,
     #[error("forbidden")]
     Forbidden,
+    #[error("a second factor is required")]
+    SecondFactorRequired,
     #[error("cross-site request refused")]
     CrossSite,
     #[error("too many attempts")]
@@ -55,6 +58,7 @@ impl Error {
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Forbidden => StatusCode::FORBIDDEN,
+            Error::SecondFactorRequired => StatusCode::FORBIDDEN,
             Error::CrossSite => StatusCode::FORBIDDEN,
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
@@ -75,6 +79,7 @@ impl Error {
             Error::MethodNotAllowed => "method_not_allowed",
             Error::PayloadTooLarge => "payload_too_large",
             Error::Forbidden => "forbidden",
+            Error::SecondFactorRequired => "second_factor_required",
             Error::CrossSite => "cross_site_request",
             Error::TooManyRequests { .. } => "too_many_requests",
             Error::UpstreamUnavailable(_) => "upstream_unavailable",
@@ -109,6 +114,10 @@ impl Error {
                 "Access denied",
                 "You do not have permission to open this page.",
             ),
+            Error::SecondFactorRequired => (
+                "Second factor required",
+                "This page needs a second factor, and none is set up for your account yet.",
+            ),
             Error::CrossSite => (
                 "Request refused",
                 "This form was submitted from another site and was refused.",
@@ -137,13 +146,14 @@ impl Error {
 #[template(path = "error.html")]
 struct ErrorPage<'a> {
     product: &'a str,
+    prefix: &'a str,
     title: &'a str,
     message: &'a str,
     retry_after_secs: Option<u64>,
 }
 
 /// Turns an error into the response the client sees: an HTML page for browsers, JSON otherwise.
-pub fn error_response(err: &Error, format: Format, product: &str) -> Response<Body> {
+pub fn error_response(err: &Error, format: Format, portal: &PortalConfig) -> Response<Body> {
     let status = err.status();
     if status.is_server_error() {
         tracing::warn!(status = status.as_u16(), error = %err, "request failed");
@@ -165,7 +175,8 @@ pub fn error_response(err: &Error, format: Format, product: &str) -> Response<Bo
         }
         Format::Html => {
             let page = ErrorPage {
-                product,
+                product: &portal.title,
+                prefix: &portal.prefix,
                 title,
                 message,
                 retry_after_secs,
@@ -178,6 +189,7 @@ pub fn error_response(err: &Error, format: Format, product: &str) -> Response<Bo
     };
     let mut resp = Response::new(body::full(bytes));
     *resp.status_mut() = status;
+    crate::portal::render::security_headers(resp.headers_mut());
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -191,6 +203,13 @@ pub fn error_response(err: &Error, format: Format, product: &str) -> Response<Bo
 mod tests {
     use super::*;
 
+    fn portal() -> PortalConfig {
+        PortalConfig {
+            prefix: "/.stepgate".into(),
+            title: "Stepgate".into(),
+        }
+    }
+
     fn every_error() -> Vec<Error> {
         vec![
             Error::HeadersTooLarge,
@@ -201,6 +220,7 @@ mod tests {
             Error::MethodNotAllowed,
             Error::PayloadTooLarge,
             Error::Forbidden,
+            Error::SecondFactorRequired,
             Error::CrossSite,
             Error::TooManyRequests {
                 retry_after: Duration::from_secs(30),
@@ -235,7 +255,7 @@ mod tests {
     async fn internals_never_reach_the_client() {
         let e = Error::UpstreamUnavailable("tcp connect error 10.1.2.3:8080".into());
         for format in [Format::Html, Format::Json] {
-            let resp = error_response(&e, format, "Stepgate");
+            let resp = error_response(&e, format, &portal());
             let body = http_body_util::BodyExt::collect(resp.into_body())
                 .await
                 .unwrap()
@@ -251,7 +271,7 @@ mod tests {
         let e = Error::TooManyRequests {
             retry_after: Duration::from_secs(42),
         };
-        let resp = error_response(&e, Format::Json, "Stepgate");
+        let resp = error_response(&e, Format::Json, &portal());
         assert_eq!(resp.headers()[RETRY_AFTER], "42");
     }
 }

@@ -9,6 +9,7 @@ pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod decision;
 pub mod demo;
 pub mod error;
 pub mod http;

@@ -3,17 +3,22 @@
 
 pub mod body;
 pub mod client_ip;
+pub mod cookies;
+pub mod identify;
 pub mod negotiate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::header::LOCATION;
+use http::header::{HeaderName, LOCATION};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::app::App;
+use crate::config::IdentityHeaders;
+use crate::decision::{Decision, Identity, decide};
 use crate::error::{Error, error_response};
+use crate::policy::RequestFacts;
 use crate::proxy::headers::{Forwarding, request_host};
 use crate::proxy::{self, ForwardRequest};
 use body::Body;
@@ -36,7 +41,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Re
     let format = negotiate::preferred(req.headers());
     match dispatch(&app, req, conn).await {
         Ok(resp) => resp,
-        Err(err) => error_response(&err, format, &app.config.portal.title),
+        Err(err) => error_response(&err, format, &app.config.portal),
     }
 }
 
@@ -58,8 +63,13 @@ async fn dispatch(
             return redirect_to_https(app, &req);
         }
     }
+    let client_ip = client_ip::client_ip(
+        conn.peer.ip(),
+        req.headers(),
+        &config.server.trusted_proxies,
+    );
     if portal {
-        return crate::portal::handle(app, req, &path, conn).await;
+        return crate::portal::handle(app, req, &path, conn, client_ip).await;
     }
 
     let host = request_host(&req).map(str::to_owned);
@@ -67,11 +77,25 @@ async fn dispatch(
         .upstreams
         .select(host.as_deref())
         .ok_or(Error::UnknownHost)?;
-    let peer_trusted = client_ip::is_trusted(conn.peer.ip(), &config.server.trusted_proxies);
+    let identity = identify::identify(app, req.headers(), conn.tls)?;
+    let facts = RequestFacts {
+        host: host.as_deref().unwrap_or(""),
+        path: &path,
+        method: req.method(),
+        client_ip,
+    };
     let path_and_query = match req.uri().query() {
         Some(q) => format!("{path}?{q}"),
-        None => path,
+        None => path.clone(),
     };
+    let identity = match decide(&config.access.policy, &facts, identity) {
+        Decision::Bypass => None,
+        Decision::Forward(identity) => Some(identity),
+        Decision::Login => return Ok(challenge(app, req.headers(), &path_and_query)),
+        Decision::SecondFactor(_) => return Err(Error::SecondFactorRequired),
+        Decision::Deny => return Err(Error::Forbidden),
+    };
+    let peer_trusted = client_ip::is_trusted(conn.peer.ip(), &config.server.trusted_proxies);
     let fwd = ForwardRequest {
         path_and_query,
         forwarding: Forwarding {
@@ -81,9 +105,44 @@ async fn dispatch(
             host: host.as_deref(),
         },
         protected: &app.protected_headers,
-        identity: Vec::new(),
+        identity: identity
+            .map(|id| identity_headers(&config.identity_headers, &id))
+            .unwrap_or_default(),
     };
     proxy::forward(upstream, req, fwd).await
+}
+
+/// Not logged in: browsers are sent to the login page, API clients get 401 with its URL.
+fn challenge(app: &App, headers: &HeaderMap, rd: &str) -> Response<Body> {
+    let login = crate::portal::login_url(&app.config.portal.prefix, rd);
+    if negotiate::is_browser(headers)
+        && let Ok(resp) = crate::portal::render::redirect(StatusCode::FOUND, &login)
+    {
+        return resp;
+    }
+    crate::portal::render::json(
+        StatusCode::UNAUTHORIZED,
+        serde_json::json!({ "error": "authentication_required", "login_url": login }),
+    )
+}
+
+/// The identity headers for a user. Values that cannot be a header (control characters) are
+/// left out rather than forwarded half-written.
+fn identity_headers(names: &IdentityHeaders, id: &Identity) -> Vec<(HeaderName, HeaderValue)> {
+    let user = &id.user;
+    let mut out = Vec::with_capacity(4);
+    let mut push = |name: &HeaderName, value: &str| {
+        if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
+            out.push((name.clone(), v));
+        }
+    };
+    push(&names.user, user.username.as_str());
+    push(&names.name, &user.display_name);
+    if let Some(email) = &user.email {
+        push(&names.email, email);
+    }
+    push(&names.groups, &user.groups.join(","));
+    out
 }
 
 /// Request line plus header fields larger than `limit` bytes: 431.

@@ -1,5 +1,24 @@
 //! The gateway's own endpoints under `portal.prefix` (default `/.stepgate`). Nothing under the
 //! prefix is ever forwarded upstream.
+//!
+//! | endpoint | what it does |
+//! |---|---|
+//! | `GET  /healthz` | liveness, 200 |
+//! | `GET  /login?rd=` | the sign-in page (JSON: whether a login is needed) |
+//! | `POST /login` | username + password (form or JSON) -> new session, 303 to `rd` |
+//! | `GET  /logout` | confirmation page; `POST /logout` ends the session |
+//! | `GET  /api/session` | the current session as JSON, 401 when not logged in |
+//! | `GET  /static/*` | embedded stylesheet and scripts |
+
+mod assets;
+mod form;
+mod login;
+mod logout;
+mod origin;
+pub mod render;
+mod session_api;
+
+use std::net::IpAddr;
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response};
@@ -9,6 +28,8 @@ use crate::app::App;
 use crate::error::Error;
 use crate::http::ConnInfo;
 use crate::http::body::{self, Body};
+use crate::http::negotiate::{self, Format};
+use crate::proxy::headers::request_host;
 
 /// Is `path` the prefix itself or below it?
 pub fn owns(prefix: &str, path: &str) -> bool {
@@ -20,17 +41,55 @@ pub fn is_healthz(prefix: &str, path: &str) -> bool {
     path.strip_prefix(prefix) == Some("/healthz")
 }
 
+/// What every portal handler needs to know about the request.
+pub struct Ctx<'a> {
+    pub app: &'a App,
+    pub conn: ConnInfo,
+    pub client_ip: IpAddr,
+    pub format: Format,
+    /// The Host the client asked for.
+    pub host: Option<String>,
+}
+
+impl Ctx<'_> {
+    pub fn prefix(&self) -> &str {
+        &self.app.config.portal.prefix
+    }
+
+    pub fn product(&self) -> &str {
+        &self.app.config.portal.title
+    }
+}
+
 pub async fn handle(
     app: &App,
     req: Request<Incoming>,
     path: &str,
-    _conn: ConnInfo,
+    conn: ConnInfo,
+    client_ip: IpAddr,
 ) -> Result<Response<Body>, Error> {
-    let prefix = &app.config.portal.prefix;
-    let sub = path.strip_prefix(prefix.as_str()).unwrap_or("");
-    match (req.method(), sub) {
-        (&Method::GET | &Method::HEAD, "/healthz") => Ok(healthz()),
-        (_, "/healthz") => Err(Error::MethodNotAllowed),
+    let prefix = app.config.portal.prefix.as_str();
+    let sub = path.strip_prefix(prefix).unwrap_or("").to_string();
+    let ctx = Ctx {
+        app,
+        conn,
+        client_ip,
+        format: negotiate::preferred(req.headers()),
+        host: request_host(&req).map(str::to_owned),
+    };
+    let method = req.method().clone();
+    if method == Method::POST {
+        origin::check_same_origin(req.headers(), conn.proto(), ctx.host.as_deref())?;
+    }
+    match (method, sub.as_str()) {
+        (Method::GET | Method::HEAD, "/healthz") => Ok(healthz()),
+        (Method::GET | Method::HEAD, "/login") => login::page(&ctx, &req),
+        (Method::POST, "/login") => login::submit(&ctx, req).await,
+        (Method::GET | Method::HEAD, "/logout") => logout::page(&ctx, &req),
+        (Method::POST, "/logout") => logout::submit(&ctx, &req).await,
+        (Method::GET | Method::HEAD, "/api/session") => session_api::get(&ctx, &req),
+        (Method::GET | Method::HEAD, s) if s.starts_with("/static/") => assets::serve(&s[8..]),
+        (_, "/healthz" | "/login" | "/logout" | "/api/session") => Err(Error::MethodNotAllowed),
         _ => Err(Error::NotFound),
     }
 }
@@ -43,6 +102,12 @@ fn healthz() -> Response<Body> {
     resp
 }
 
+/// `{prefix}/login?rd=<target>`: where a challenged browser is sent.
+pub fn login_url(prefix: &str, rd: &str) -> String {
+    let encoded: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
+    format!("{prefix}/login?rd={encoded}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +118,13 @@ mod tests {
         assert!(owns("/.stepgate", "/.stepgate/login"));
         assert!(!owns("/.stepgate", "/.stepgateway"));
         assert!(!owns("/.stepgate", "/app/.stepgate/login"));
+    }
+
+    #[test]
+    fn login_url_encodes_the_return_target() {
+        assert_eq!(
+            login_url("/.stepgate", "/a b?x=1&y=2"),
+            "/.stepgate/login?rd=%2Fa+b%3Fx%3D1%26y%3D2"
+        );
     }
 }

@@ -1,0 +1,177 @@
+//! The access decision: one function, shared by every front door (the built-in proxy now,
+//! forward-auth endpoints later). Given the request facts and who the session says the user is,
+//! it answers with a [`Decision`]; nothing here writes a response.
+
+use std::sync::Arc;
+
+use crate::auth::session::{AuthLevel, Session};
+use crate::auth::user::User;
+use crate::policy::{AccessPolicy, Policy, RequestFacts, UserFacts};
+
+/// A logged-in user, as established from the session cookie.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub user: Arc<User>,
+    pub session: Session,
+}
+
+/// What happens to a request.
+#[derive(Debug)]
+pub enum Decision {
+    /// The rule lets anyone through: forward without identity headers.
+    Bypass,
+    /// Forward, with the identity headers of this user.
+    Forward(Identity),
+    /// Nobody is logged in (or the rule depends on who the user is): ask for a login.
+    Login,
+    /// Logged in with a password only, but the rule needs a second factor.
+    SecondFactor(Identity),
+    /// Not allowed, whoever asks.
+    Deny,
+}
+
+impl Decision {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Decision::Bypass => "bypass",
+            Decision::Forward(_) => "forward",
+            Decision::Login => "login",
+            Decision::SecondFactor(_) => "second_factor",
+            Decision::Deny => "deny",
+        }
+    }
+}
+
+/// Applies the access rules to a request and the identity behind it (if any).
+pub fn decide(
+    access: &AccessPolicy,
+    facts: &RequestFacts<'_>,
+    identity: Option<Identity>,
+) -> Decision {
+    let verdict = match &identity {
+        Some(id) => {
+            let user = UserFacts {
+                username: id.user.username.as_str(),
+                groups: &id.user.groups,
+            };
+            access.evaluate(facts, Some(&user))
+        }
+        None => access.evaluate(facts, None),
+    };
+    match (verdict.policy, identity) {
+        (Policy::Deny, None) if verdict.needs_identity => Decision::Login,
+        (Policy::Deny, _) => Decision::Deny,
+        (Policy::Bypass, _) => Decision::Bypass,
+        (Policy::OneFactor | Policy::TwoFactor, None) => Decision::Login,
+        (Policy::OneFactor, Some(id)) => Decision::Forward(id),
+        (Policy::TwoFactor, Some(id)) => {
+            if id.session.auth_level >= AuthLevel::TwoFactor {
+                Decision::Forward(id)
+            } else {
+                Decision::SecondFactor(id)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::password::PasswordHash;
+    use crate::auth::session::SessionId;
+    use crate::auth::user::Username;
+    use crate::clock::Timestamp;
+    use crate::policy::{Rule, Subject};
+    use http::Method;
+
+    fn identity(name: &str, groups: &[&str], level: AuthLevel) -> Identity {
+        let username = Username::parse(name).unwrap();
+        Identity {
+            user: Arc::new(User {
+                username: username.clone(),
+                display_name: name.into(),
+                email: None,
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+                disabled: false,
+                password_hash: PasswordHash::new_unchecked("$argon2id$x".into()),
+                created_at: Timestamp(0),
+            }),
+            session: Session {
+                key: SessionId::generate().key(),
+                username,
+                created_at: Timestamp(0),
+                last_seen: Timestamp(0),
+                expires_at: Timestamp(1),
+                remember_me: false,
+                auth_level: level,
+                second_factor_at: None,
+            },
+        }
+    }
+
+    fn facts<'a>(path: &'a str, method: &'a Method) -> RequestFacts<'a> {
+        RequestFacts {
+            host: "app.example.com",
+            path,
+            method,
+            client_ip: "192.0.2.1".parse().unwrap(),
+        }
+    }
+
+    fn policy() -> AccessPolicy {
+        let mut public = Rule::new(Policy::Bypass);
+        public.paths = vec![regex::Regex::new("^/public/").unwrap()];
+        let mut admin = Rule::new(Policy::TwoFactor);
+        admin.paths = vec![regex::Regex::new("^/admin").unwrap()];
+        admin.subjects = vec![Subject::Group("admins".into())];
+        let mut admin_others = Rule::new(Policy::Deny);
+        admin_others.paths = vec![regex::Regex::new("^/admin").unwrap()];
+        AccessPolicy {
+            default_policy: Policy::OneFactor,
+            rules: vec![public, admin, admin_others],
+        }
+    }
+
+    #[test]
+    fn anonymous_requests() {
+        let get = Method::GET;
+        let p = policy();
+        assert!(matches!(
+            decide(&p, &facts("/public/x", &get), None),
+            Decision::Bypass
+        ));
+        assert!(matches!(
+            decide(&p, &facts("/", &get), None),
+            Decision::Login
+        ));
+        assert!(matches!(
+            decide(&p, &facts("/admin", &get), None),
+            Decision::Login
+        ));
+    }
+
+    #[test]
+    fn logged_in_requests() {
+        let get = Method::GET;
+        let p = policy();
+        let alice = identity("alice", &["admins"], AuthLevel::OneFactor);
+        assert!(matches!(
+            decide(&p, &facts("/", &get), Some(alice.clone())),
+            Decision::Forward(_)
+        ));
+        assert!(matches!(
+            decide(&p, &facts("/admin", &get), Some(alice)),
+            Decision::SecondFactor(_)
+        ));
+        let alice2 = identity("alice", &["admins"], AuthLevel::TwoFactor);
+        assert!(matches!(
+            decide(&p, &facts("/admin", &get), Some(alice2)),
+            Decision::Forward(_)
+        ));
+        let bob = identity("bob", &["staff"], AuthLevel::TwoFactor);
+        assert!(matches!(
+            decide(&p, &facts("/admin", &get), Some(bob)),
+            Decision::Deny
+        ));
+    }
+}

@@ -1,0 +1,118 @@
+//! The session cookie: its name, reading it from requests and writing it on responses.
+//!
+//! Over HTTPS without a cookie domain the name carries the `__Host-` prefix, which browsers only
+//! accept with `Secure`, `Path=/` and no `Domain`: a sibling subdomain cannot plant it.
+
+use cookie::{Cookie, SameSite};
+use http::HeaderMap;
+use http::header::COOKIE;
+
+use crate::auth::session::SessionConfig;
+
+/// The cookie name used on a connection (`tls`: the request came over HTTPS).
+pub fn session_cookie_name(config: &SessionConfig, tls: bool) -> String {
+    if tls && config.cookie_domain.is_none() && !config.cookie_name.starts_with("__Host-") {
+        format!("__Host-{}", config.cookie_name)
+    } else {
+        config.cookie_name.clone()
+    }
+}
+
+/// Every value of the cookie `name` in the request (a client may send several).
+pub fn read<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
+    let mut values = Vec::new();
+    for header in headers.get_all(COOKIE) {
+        let Ok(text) = header.to_str() else { continue };
+        for pair in text.split(';') {
+            if let Ok(c) = Cookie::parse(pair.trim())
+                && c.name() == name
+                && let Some((_, value)) = pair.trim().split_once('=')
+            {
+                values.push(value.trim().trim_matches('"'));
+            }
+        }
+    }
+    values
+}
+
+/// `Set-Cookie` value for a new session. `max_age`: `None` for a browser-session cookie.
+pub fn issue(
+    config: &SessionConfig,
+    tls: bool,
+    value: String,
+    max_age: Option<std::time::Duration>,
+) -> String {
+    let mut c = Cookie::build((session_cookie_name(config, tls), value))
+        .path("/")
+        .http_only(true)
+        .secure(tls)
+        .same_site(SameSite::Lax);
+    if let Some(domain) = &config.cookie_domain {
+        c = c.domain(domain.clone());
+    }
+    if let Some(age) = max_age {
+        let secs = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
+        c = c.max_age(cookie::time::Duration::seconds(secs));
+    }
+    c.build().to_string()
+}
+
+/// `Set-Cookie` value that deletes the session cookie.
+pub fn clear(config: &SessionConfig, tls: bool) -> String {
+    let mut c = Cookie::build((session_cookie_name(config, tls), ""))
+        .path("/")
+        .http_only(true)
+        .secure(tls)
+        .same_site(SameSite::Lax)
+        .max_age(cookie::time::Duration::ZERO);
+    if let Some(domain) = &config.cookie_domain {
+        c = c.domain(domain.clone());
+    }
+    c.build().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn host_prefix_over_https_without_domain() {
+        let mut c = SessionConfig::default();
+        assert_eq!(session_cookie_name(&c, true), "__Host-stepgate_session");
+        assert_eq!(session_cookie_name(&c, false), "stepgate_session");
+        c.cookie_domain = Some("example.com".into());
+        assert_eq!(session_cookie_name(&c, true), "stepgate_session");
+    }
+
+    #[test]
+    fn issued_cookie_attributes() {
+        let c = SessionConfig::default();
+        let v = issue(&c, true, "abc".into(), None);
+        assert!(v.starts_with("__Host-stepgate_session=abc"), "{v}");
+        for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
+            assert!(v.contains(attr), "{v} lacks {attr}");
+        }
+        assert!(!v.contains("Domain"));
+        let v = issue(
+            &c,
+            false,
+            "abc".into(),
+            Some(std::time::Duration::from_secs(60)),
+        );
+        assert!(!v.contains("Secure"));
+        assert!(v.contains("Max-Age=60"));
+    }
+
+    #[test]
+    fn reads_all_values_of_the_named_cookie() {
+        let mut h = HeaderMap::new();
+        h.append(
+            COOKIE,
+            HeaderValue::from_static("a=1; stepgate_session=x; b=2"),
+        );
+        h.append(COOKIE, HeaderValue::from_static("stepgate_session=y"));
+        assert_eq!(read(&h, "stepgate_session"), vec!["x", "y"]);
+        assert!(read(&h, "other").is_empty());
+    }
+}

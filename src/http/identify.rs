@@ -1,0 +1,35 @@
+//! Who is behind a request: the session cookie, resolved through the in-memory session and user
+//! views. Anything wrong with the cookie (malformed, tampered, expired, unknown) is simply "not
+//! logged in"; a store failure is an error, so the caller fails closed.
+
+use http::HeaderMap;
+
+use crate::app::App;
+use crate::decision::Identity;
+use crate::error::Error;
+use crate::http::cookies;
+
+pub fn identify(app: &App, headers: &HeaderMap, tls: bool) -> Result<Option<Identity>, Error> {
+    let name = cookies::session_cookie_name(&app.config.session, tls);
+    for value in cookies::read(headers, &name) {
+        let Some(session) = app
+            .sessions
+            .lookup(value)
+            .map_err(|e| Error::Internal(format!("session lookup: {e}")))?
+        else {
+            continue;
+        };
+        let user = app
+            .users
+            .get(&session.username)
+            .map_err(|e| Error::Internal(format!("user lookup: {e}")))?;
+        match user {
+            Some(user) if !user.disabled => return Ok(Some(Identity { user, session })),
+            _ => {
+                // The account is gone or disabled: the session must not outlive it.
+                let _ = app.sessions.revoke(&session.key);
+            }
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,205 @@
+//! The password step of login.
+
+use askama::Template;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+use super::{Ctx, form, render};
+use crate::auth::audit::{self, AuditEvent, AuditKind};
+use crate::auth::password::Password;
+use crate::auth::session::{AuthLevel, SessionId};
+use crate::auth::user::Username;
+use crate::error::Error;
+use crate::http::body::Body;
+use crate::http::cookies;
+use crate::http::identify::identify;
+use crate::http::negotiate::Format;
+
+#[derive(Deserialize, Default)]
+struct LoginQuery {
+    rd: Option<String>,
+}
+
+/// The login form. No `Debug`: it holds a password.
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default, deserialize_with = "form::flag")]
+    remember_me: bool,
+    rd: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage<'a> {
+    product: &'a str,
+    prefix: &'a str,
+    rd: &'a str,
+    username: &'a str,
+    error: Option<&'a str>,
+}
+
+const INVALID_CREDENTIALS: &str = "Incorrect username or password.";
+
+/// A validated return target: a same-origin path, or an https URL inside the allowed domains.
+pub fn safe_rd(ctx: &Ctx<'_>, rd: Option<&str>) -> String {
+    let own_host = ctx.host.as_deref().unwrap_or("");
+    rd.and_then(|rd| {
+        crate::policy::safe_redirect(
+            rd,
+            own_host,
+            &ctx.app.config.access.allowed_redirect_domains,
+            !ctx.conn.tls,
+        )
+    })
+    .unwrap_or_else(|| "/".to_string())
+}
+
+pub fn page(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
+    let query: LoginQuery = req
+        .uri()
+        .query()
+        .and_then(|q| serde_urlencoded::from_str(q).ok())
+        .unwrap_or_default();
+    let rd = safe_rd(ctx, query.rd.as_deref());
+    if identify(ctx.app, req.headers(), ctx.conn.tls)?.is_some() {
+        return authenticated(ctx, &rd);
+    }
+    match ctx.format {
+        Format::Json => Ok(render::json(
+            StatusCode::OK,
+            serde_json::json!({ "status": "unauthenticated", "rd": rd }),
+        )),
+        Format::Html => login_page(ctx, StatusCode::OK, &rd, "", None),
+    }
+}
+
+fn login_page(
+    ctx: &Ctx<'_>,
+    status: StatusCode,
+    rd: &str,
+    username: &str,
+    error: Option<&str>,
+) -> Result<Response<Body>, Error> {
+    render::page(
+        status,
+        &LoginPage {
+            product: ctx.product(),
+            prefix: ctx.prefix(),
+            rd,
+            username,
+            error,
+        },
+    )
+}
+
+fn authenticated(ctx: &Ctx<'_>, rd: &str) -> Result<Response<Body>, Error> {
+    match ctx.format {
+        Format::Json => Ok(render::json(
+            StatusCode::OK,
+            serde_json::json!({ "status": "authenticated", "redirect": rd }),
+        )),
+        Format::Html => render::redirect(StatusCode::SEE_OTHER, rd),
+    }
+}
+
+fn audit(ctx: &Ctx<'_>, kind: AuditKind, username: &str) {
+    let event = AuditEvent::new(ctx.app.clock.now(), kind)
+        .with_username(username)
+        .with_client_ip(ctx.client_ip);
+    audit::record(&ctx.app.store, event);
+}
+
+pub async fn submit(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    let app = ctx.app;
+    // Ids that arrived with the request are never reused: they are ended on success.
+    let cookie_name = cookies::session_cookie_name(&app.config.session, ctx.conn.tls);
+    let arrived: Vec<SessionId> = cookies::read(req.headers(), &cookie_name)
+        .into_iter()
+        .filter_map(SessionId::parse)
+        .collect();
+    let form: LoginForm = form::read(req).await?;
+    let rd = safe_rd(ctx, form.rd.as_deref());
+    let attempted = form.username.trim().to_string();
+
+    if let Err(banned) = app.regulator.check(&attempted, ctx.client_ip) {
+        audit(ctx, AuditKind::Banned, &attempted);
+        return Err(Error::TooManyRequests {
+            retry_after: banned.retry_after,
+        });
+    }
+
+    let user = match Username::parse(&attempted) {
+        Ok(name) => app
+            .users
+            .get(&name)
+            .map_err(|e| Error::Internal(format!("user lookup: {e}")))?,
+        Err(_) => None,
+    };
+    // An unknown user is verified against a dummy hash: the same cost as a wrong password.
+    let verified = app
+        .hasher
+        .verify(
+            Password::new(form.password),
+            user.as_ref().map(|u| &u.password_hash),
+        )
+        .await;
+    let user = match user {
+        Some(u) if verified && !u.disabled => u,
+        _ => {
+            let regulator = app.regulator.clone();
+            let ip = ctx.client_ip;
+            let name = attempted.clone();
+            let banned = tokio::task::spawn_blocking(move || regulator.record_failure(&name, ip))
+                .await
+                .map_err(|e| Error::Internal(format!("regulation task: {e}")))?
+                .map_err(|e| Error::Internal(format!("regulation: {e}")))?;
+            audit(ctx, AuditKind::LoginFailed, &attempted);
+            if banned.is_some() {
+                audit(ctx, AuditKind::Banned, &attempted);
+            }
+            return match ctx.format {
+                Format::Json => Ok(render::json(
+                    StatusCode::UNAUTHORIZED,
+                    serde_json::json!({ "error": "invalid_credentials", "message": INVALID_CREDENTIALS }),
+                )),
+                Format::Html => login_page(
+                    ctx,
+                    StatusCode::UNAUTHORIZED,
+                    &rd,
+                    &attempted,
+                    Some(INVALID_CREDENTIALS),
+                ),
+            };
+        }
+    };
+
+    let sessions = app.sessions.clone();
+    let username = user.username.clone();
+    let remember = form.remember_me;
+    let (id, _session) = tokio::task::spawn_blocking(move || {
+        for old in arrived {
+            sessions.revoke(&old.key())?;
+        }
+        sessions.create(&username, AuthLevel::OneFactor, remember)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("session task: {e}")))?
+    .map_err(|e| Error::Internal(format!("session create: {e}")))?;
+    audit(ctx, AuditKind::LoginSucceeded, user.username.as_str());
+
+    let max_age = remember.then_some(app.config.session.settings.remember_me);
+    let cookie = cookies::issue(
+        &app.config.session,
+        ctx.conn.tls,
+        id.cookie_value(),
+        max_age,
+    );
+    let mut resp = authenticated(ctx, &rd)?;
+    render::set_cookie(&mut resp, &cookie)?;
+    Ok(resp)
+}

@@ -1,0 +1,74 @@
+//! Ending a session: a confirmation page (GET) and the action (POST).
+
+use askama::Template;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::{Ctx, render};
+use crate::auth::audit::{self, AuditEvent, AuditKind};
+use crate::error::Error;
+use crate::http::body::Body;
+use crate::http::cookies;
+use crate::http::identify::identify;
+use crate::http::negotiate::Format;
+
+#[derive(Template)]
+#[template(path = "logout.html")]
+struct LogoutPage<'a> {
+    product: &'a str,
+    prefix: &'a str,
+    signed_in: bool,
+    username: &'a str,
+}
+
+pub fn page(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
+    let identity = identify(ctx.app, req.headers(), ctx.conn.tls)?;
+    match ctx.format {
+        Format::Json => Ok(render::json(
+            StatusCode::OK,
+            serde_json::json!({ "authenticated": identity.is_some() }),
+        )),
+        Format::Html => render::page(
+            StatusCode::OK,
+            &LogoutPage {
+                product: ctx.product(),
+                prefix: ctx.prefix(),
+                signed_in: identity.is_some(),
+                username: identity
+                    .as_ref()
+                    .map(|i| i.user.username.as_str())
+                    .unwrap_or(""),
+            },
+        ),
+    }
+}
+
+pub async fn submit(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
+    let app = ctx.app;
+    if let Some(identity) = identify(app, req.headers(), ctx.conn.tls)? {
+        let sessions = app.sessions.clone();
+        let key = identity.session.key;
+        tokio::task::spawn_blocking(move || sessions.revoke(&key))
+            .await
+            .map_err(|e| Error::Internal(format!("session task: {e}")))?
+            .map_err(|e| Error::Internal(format!("session revoke: {e}")))?;
+        let event = AuditEvent::new(app.clock.now(), AuditKind::Logout)
+            .with_username(identity.user.username.as_str())
+            .with_client_ip(ctx.client_ip);
+        audit::record(&app.store, event);
+    }
+    let mut resp = match ctx.format {
+        Format::Json => render::json(
+            StatusCode::OK,
+            serde_json::json!({ "status": "logged_out" }),
+        ),
+        Format::Html => {
+            render::redirect(StatusCode::SEE_OTHER, &format!("{}/logout", ctx.prefix()))?
+        }
+    };
+    render::set_cookie(
+        &mut resp,
+        &cookies::clear(&app.config.session, ctx.conn.tls),
+    )?;
+    Ok(resp)
+}

@@ -1,0 +1,44 @@
+//! `GET {prefix}/api/session`: the current session as JSON.
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::{Ctx, render};
+use crate::auth::session::AuthLevel;
+use crate::error::Error;
+use crate::http::body::Body;
+use crate::http::identify::identify;
+
+pub fn get(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
+    let Some(identity) = identify(ctx.app, req.headers(), ctx.conn.tls)? else {
+        return Ok(render::json(
+            StatusCode::UNAUTHORIZED,
+            serde_json::json!({ "authenticated": false, "error": "authentication_required" }),
+        ));
+    };
+    let settings = &ctx.app.config.session.settings;
+    let session = &identity.session;
+    let mut expires_at = session.expires_at;
+    if !session.remember_me {
+        expires_at = expires_at.min(session.last_seen.plus(settings.inactivity));
+    }
+    let user = &identity.user;
+    Ok(render::json(
+        StatusCode::OK,
+        serde_json::json!({
+            "authenticated": true,
+            "user": {
+                "username": user.username.as_str(),
+                "display_name": user.display_name,
+                "email": user.email,
+                "groups": user.groups,
+            },
+            "auth_level": match session.auth_level {
+                AuthLevel::OneFactor => "one_factor",
+                AuthLevel::TwoFactor => "two_factor",
+            },
+            "expires_at": expires_at.to_rfc3339(),
+            "second_factor_at": session.second_factor_at.map(|t| t.to_rfc3339()),
+        }),
+    ))
+}
