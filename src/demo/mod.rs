@@ -12,6 +12,9 @@ use figment::Figment;
 use figment::providers::{Format, Toml};
 
 use crate::app::App;
+use crate::auth::directory::NewUser;
+use crate::auth::password::Password;
+use crate::auth::user::Username;
 use crate::clock::SystemClock;
 use crate::config::{self, Config};
 
@@ -44,10 +47,48 @@ path = {store:?}
 
 [[upstreams]]
 url = "http://{console}"
+
+[access]
+default_policy = "one_factor"
+
+[[access.rules]]
+path = "^/public(/|$)"
+policy = "bypass"
 "#,
         store = data_dir.join("store").display().to_string(),
     );
     config::from_figment(&Figment::from(Toml::string(&toml)).merge(config::env_provider()))
+}
+
+/// The demo account, created on first start.
+pub const DEMO_USER: &str = "demo";
+pub const DEMO_PASSWORD: &str = "demo-password";
+
+async fn ensure_demo_user(app: &App) -> io::Result<()> {
+    let username = Username::parse(DEMO_USER).map_err(io::Error::other)?;
+    if app
+        .users
+        .get(&username)
+        .map_err(io::Error::other)?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let hash = app
+        .hasher
+        .hash(Password::new(DEMO_PASSWORD.to_string()))
+        .await
+        .map_err(io::Error::other)?;
+    app.users
+        .create(NewUser {
+            username,
+            display_name: Some("Demo User".into()),
+            email: Some("demo@example.com".into()),
+            groups: vec!["users".into(), "admins".into()],
+            password_hash: hash,
+        })
+        .map_err(io::Error::other)?;
+    Ok(())
 }
 
 /// Runs the demo until Ctrl-C or SIGTERM.
@@ -69,6 +110,7 @@ pub async fn run(opts: DemoOptions) -> io::Result<()> {
     let config = demo_config(opts.listen, console_addr, &data_dir).map_err(io::Error::other)?;
     crate::logging::init(&config.log);
     let app = App::new(config, Arc::new(SystemClock)).map_err(io::Error::other)?;
+    ensure_demo_user(&app).await?;
     let running = crate::server::start(app).await?;
     let url = match running.http_addr {
         Some(addr) => format!("http://{addr}/"),
@@ -77,7 +119,12 @@ pub async fn run(opts: DemoOptions) -> io::Result<()> {
     println!("Stepgate demo running at {url}");
     println!("  demo console (behind the gateway): {console_addr}");
     println!("  data directory: {}", data_dir.display());
-    println!("Open {url} in a browser; the console shows the identity headers the gateway sends.");
+    println!(
+        "Open {url} in a browser and sign in as {DEMO_USER:?} with password {DEMO_PASSWORD:?}."
+    );
+    println!(
+        "The console then shows the identity headers the gateway sends; /public needs no login."
+    );
     println!("Press Ctrl-C to stop.");
 
     crate::server::wait_for_signal().await;
