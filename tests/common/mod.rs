@@ -5,6 +5,7 @@
 
 pub mod ca;
 pub mod echo;
+pub mod gateway;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -20,6 +21,7 @@ pub use echo::{
     DOWNLOAD_CHUNK, EchoUpstream, PatternChunks, ReceivedRequest, download_pattern_sha256,
     pattern_byte, pattern_chunks, sha256_hex,
 };
+pub use gateway::{Gateway, GatewayBuilder, toml_string};
 
 /// A loopback address where nothing listens: connecting to it is refused.
 pub fn refused_addr() -> SocketAddr {

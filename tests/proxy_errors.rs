@@ -1,0 +1,224 @@
+//! Failures the gateway answers itself: unreachable or slow upstreams, oversized headers.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{EchoUpstream, Gateway, http_client, raw_exchange, refused_addr, send_raw_path};
+
+/// Bounds every wait in this file; a passing run never comes near it.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn refused_upstream_answers_502_json_without_internals() {
+    let dead = refused_addr();
+    let gw = Gateway::builder()
+        .upstream(&format!("http://{dead}"))
+        .upstream_extra("connect_timeout = \"2s\"")
+        .start()
+        .await;
+    let resp = tokio::time::timeout(
+        DEADLINE,
+        http_client()
+            .get(gw.url_for("/app"))
+            .header("accept", "application/json")
+            .send(),
+    )
+    .await
+    .expect("a refused upstream must be answered promptly")
+    .expect("response");
+    assert_eq!(resp.status(), 502);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let text = resp.text().await.expect("body");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(json["error"], "upstream_unavailable");
+    assert_leaks_nothing(&text, dead.port());
+}
+
+#[tokio::test]
+async fn refused_upstream_answers_502_html_for_browsers() {
+    let dead = refused_addr();
+    let gw = Gateway::builder()
+        .upstream(&format!("http://{dead}"))
+        .upstream_extra("connect_timeout = \"2s\"")
+        .start()
+        .await;
+    let resp = tokio::time::timeout(
+        DEADLINE,
+        http_client()
+            .get(gw.url_for("/app"))
+            .header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+            .send(),
+    )
+    .await
+    .expect("a refused upstream must be answered promptly")
+    .expect("response");
+    assert_eq!(resp.status(), 502);
+    let content_type = resp.headers()["content-type"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    let text = resp.text().await.expect("body");
+    assert!(
+        text.contains("<html") || text.contains("<!doctype"),
+        "{text}"
+    );
+    assert!(text.contains("Application unavailable"), "{text}");
+    assert_leaks_nothing(&text, dead.port());
+}
+
+/// The body names neither the upstream nor the software behind it.
+fn assert_leaks_nothing(body: &str, upstream_port: u16) {
+    let lower = body.to_ascii_lowercase();
+    for needle in [
+        "127.0.0.1".to_owned(),
+        upstream_port.to_string(),
+        "refused".to_owned(),
+        "hyper".to_owned(),
+        "tcp".to_owned(),
+        "os error".to_owned(),
+        env!("CARGO_PKG_VERSION").to_owned(),
+    ] {
+        assert!(!lower.contains(&needle), "body leaks {needle:?}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn slow_upstream_answers_504_and_the_upstream_request_is_abandoned() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .upstream_extra("timeout = \"300ms\"")
+        .start()
+        .await;
+    let resp = tokio::time::timeout(
+        DEADLINE,
+        http_client()
+            .get(gw.url_for("/__hold"))
+            .header("accept", "application/json")
+            .send(),
+    )
+    .await
+    .expect("the upstream timeout must answer the client")
+    .expect("response");
+    assert_eq!(resp.status(), 504);
+    let json: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(json["error"], "upstream_timeout");
+    assert_eq!(upstream.requests(), 1, "the request did reach the upstream");
+    // The gateway gave up on the upstream request: the hold ends without a release.
+    tokio::time::timeout(DEADLINE, upstream.wait_none_held())
+        .await
+        .expect("the gateway must drop the timed-out upstream request");
+}
+
+#[tokio::test]
+async fn upstream_error_statuses_pass_through() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    for code in [404u16, 500, 503] {
+        let resp = http_client()
+            .get(gw.url_for(&format!("/__status?code={code}")))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status().as_u16(), code);
+        assert_eq!(
+            resp.text().await.expect("body"),
+            format!("status {code}\n"),
+            "the upstream's own body is forwarded"
+        );
+    }
+}
+
+fn big_header() -> String {
+    "a".repeat(6 * 1024)
+}
+
+#[tokio::test]
+async fn rejects_oversized_headers_on_proxied_path() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .extra_toml("[limits]\nmax_header_bytes = 4096")
+        .start()
+        .await;
+    let big = big_header();
+    let resp = send_raw_path(
+        gw.addr(),
+        "GET",
+        "/app",
+        &[("x-big", big.as_str()), ("accept", "application/json")],
+    )
+    .await;
+    assert_eq!(resp.status(), 431);
+    let json: serde_json::Value = serde_json::from_slice(resp.body()).expect("json");
+    assert_eq!(json["error"], "headers_too_large");
+    assert_eq!(
+        upstream.requests(),
+        0,
+        "the oversized request was forwarded"
+    );
+
+    // Just under the limit passes.
+    let fits = "a".repeat(3 * 1024);
+    let resp = send_raw_path(gw.addr(), "GET", "/app", &[("x-big", fits.as_str())]).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(upstream.requests(), 1);
+}
+
+#[tokio::test]
+async fn rejects_oversized_headers_on_portal() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .extra_toml("[limits]\nmax_header_bytes = 4096")
+        .start()
+        .await;
+    let big = big_header();
+    let resp = send_raw_path(
+        gw.addr(),
+        "GET",
+        "/.stepgate/healthz",
+        &[("cookie", big.as_str())],
+    )
+    .await;
+    assert_eq!(resp.status(), 431);
+    assert_eq!(upstream.requests(), 0);
+}
+
+#[tokio::test]
+async fn rejects_oversized_request_line() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .extra_toml("[limits]\nmax_header_bytes = 4096")
+        .start()
+        .await;
+    let path = format!("/app?q={}", big_header());
+    let resp = send_raw_path(gw.addr(), "GET", &path, &[]).await;
+    assert_eq!(resp.status(), 431);
+    assert_eq!(upstream.requests(), 0);
+}
+
+#[tokio::test]
+async fn rejects_headers_larger_than_the_read_buffer() {
+    // Far above the limit: refused while the head is read, before any handler runs.
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .extra_toml("[limits]\nmax_header_bytes = 4096")
+        .start()
+        .await;
+    let request = format!(
+        "GET /app HTTP/1.1\r\nHost: app.test\r\nX-Huge: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let answer = raw_exchange(gw.addr(), request.as_bytes()).await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&answer[..answer.len().min(300)])
+    );
+    assert_eq!(upstream.requests(), 0);
+}

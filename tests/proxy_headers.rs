@@ -1,0 +1,234 @@
+//! Header hygiene through the running gateway: hop-by-hop fields in both directions,
+//! X-Forwarded-* from untrusted and trusted peers, client-sent identity headers.
+
+mod common;
+
+use common::{EchoUpstream, Gateway, ReceivedRequest, http_client, raw_exchange};
+
+/// Hop-by-hop request fields a client sends; none may reach the upstream.
+const HOP_REQUEST_FIELDS: [&str; 9] = [
+    "connection",
+    "x-secret",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "x-also-listed",
+];
+
+fn assert_no_hop_fields(seen: &ReceivedRequest) {
+    for name in HOP_REQUEST_FIELDS {
+        assert!(
+            seen.header(name).is_none(),
+            "{name} reached the upstream: {:?}",
+            seen.headers
+        );
+    }
+}
+
+#[tokio::test]
+async fn strips_hop_by_hop_request_headers() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    let request = "GET /hop HTTP/1.1\r\n\
+         Host: app.test\r\n\
+         Connection: close, x-secret\r\n\
+         Connection: X-Also-Listed\r\n\
+         X-Secret: 1\r\n\
+         X-Also-Listed: 2\r\n\
+         Keep-Alive: timeout=5\r\n\
+         Proxy-Connection: keep-alive\r\n\
+         TE: trailers\r\n\
+         Trailer: x-t\r\n\
+         Upgrade: websocket\r\n\
+         Proxy-Authorization: Basic dXNlcjpwYXNz\r\n\
+         X-App: kept\r\n\
+         \r\n";
+    let answer = raw_exchange(gw.addr(), request.as_bytes()).await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let seen = upstream.last_request().expect("forwarded");
+    assert_eq!(seen.path, "/hop");
+    assert_no_hop_fields(&seen);
+    assert_eq!(seen.header("x-app"), Some("kept"));
+}
+
+#[tokio::test]
+async fn connection_header_cannot_remove_forwarding_headers() {
+    // A client may not use `Connection` to strip what the gateway itself adds.
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    let request = "GET /x HTTP/1.1\r\n\
+         Host: app.test\r\n\
+         Connection: close, x-forwarded-for, x-forwarded-proto, x-forwarded-host, host\r\n\
+         \r\n";
+    let answer = raw_exchange(gw.addr(), request.as_bytes()).await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let seen = upstream.last_request().expect("forwarded");
+    assert_eq!(seen.header_all("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(seen.header_all("x-forwarded-proto"), ["http"]);
+    assert_eq!(seen.header_all("x-forwarded-host"), ["app.test"]);
+    assert_eq!(seen.header_all("host"), ["app.test"]);
+}
+
+#[tokio::test]
+async fn strips_hop_by_hop_response_headers() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    let resp = http_client()
+        .get(gw.url_for("/__hop"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    let h = resp.headers().clone();
+    for name in [
+        "connection",
+        "x-hop-secret",
+        "keep-alive",
+        "proxy-connection",
+        "upgrade",
+    ] {
+        assert!(h.get(name).is_none(), "{name} reached the client: {h:?}");
+    }
+    // The gateway frames the body itself: at most its own single `chunked`.
+    let te: Vec<_> = h.get_all("transfer-encoding").iter().collect();
+    assert!(te.len() <= 1, "{h:?}");
+    assert_eq!(h["x-kept"], "yes");
+    assert_eq!(resp.text().await.expect("body"), "hop\n");
+}
+
+#[tokio::test]
+async fn rejects_spoofed_forwarded_headers_from_untrusted_peer() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    let resp = http_client()
+        .get(gw.url_for("/xff"))
+        .header("host", "app.test")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-for", "198.51.100.1")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "evil.example")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    let seen = upstream.last_request().expect("forwarded");
+    assert_eq!(seen.header_all("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(seen.header_all("x-forwarded-proto"), ["http"]);
+    assert_eq!(seen.header_all("x-forwarded-host"), ["app.test"]);
+}
+
+#[tokio::test]
+async fn sets_forwarded_headers_when_client_sends_none() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    let resp = http_client()
+        .get(gw.url_for("/plain"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    let seen = upstream.last_request().expect("forwarded");
+    assert_eq!(seen.header_all("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(seen.header_all("x-forwarded-proto"), ["http"]);
+    assert_eq!(seen.header_all("x-forwarded-host"), [gw.addr().to_string()]);
+}
+
+#[tokio::test]
+async fn keeps_forwarded_headers_from_trusted_proxy() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .extra_toml("[server]\ntrusted_proxies = [\"127.0.0.1/32\"]")
+        .start()
+        .await;
+    let resp = http_client()
+        .get(gw.url_for("/xff"))
+        .header("host", "internal.test")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "public.example")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    let seen = upstream.last_request().expect("forwarded");
+    assert_eq!(
+        seen.header_all("x-forwarded-for"),
+        ["203.0.113.9, 127.0.0.1"]
+    );
+    assert_eq!(seen.header_all("x-forwarded-proto"), ["https"]);
+    assert_eq!(seen.header_all("x-forwarded-host"), ["public.example"]);
+}
+
+#[tokio::test]
+async fn trusted_proxy_outside_range_is_not_believed() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .extra_toml("[server]\ntrusted_proxies = [\"10.0.0.0/8\"]")
+        .start()
+        .await;
+    let resp = http_client()
+        .get(gw.url_for("/xff"))
+        .header("host", "app.test")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "evil.example")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    let seen = upstream.last_request().expect("forwarded");
+    assert_eq!(seen.header_all("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(seen.header_all("x-forwarded-proto"), ["http"]);
+    assert_eq!(seen.header_all("x-forwarded-host"), ["app.test"]);
+}
+
+#[tokio::test]
+async fn strips_client_sent_identity_headers_in_every_spelling() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    // Raw bytes, so that underscore and dot spellings are sent as written.
+    let request = "GET /whoami HTTP/1.1\r\n\
+         Host: app.test\r\n\
+         Remote-User: admin\r\n\
+         REMOTE-EMAIL: admin@example.com\r\n\
+         remote_name: Admin\r\n\
+         Remote.Groups: admins\r\n\
+         Remote-Auth-Time: 1\r\n\
+         Remote-Username: kept\r\n\
+         Connection: close\r\n\
+         \r\n";
+    let answer = raw_exchange(gw.addr(), request.as_bytes()).await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let seen = upstream.last_request().expect("forwarded");
+    for name in [
+        "remote-user",
+        "remote-email",
+        "remote_name",
+        "remote.groups",
+        "remote-auth-time",
+    ] {
+        assert!(
+            seen.header(name).is_none(),
+            "{name} reached the upstream: {:?}",
+            seen.headers
+        );
+    }
+    assert_eq!(seen.header("remote-username"), Some("kept"));
+}

@@ -1,0 +1,228 @@
+//! Connection lifecycle: graceful shutdown, idle keep-alive, header-read timeout, connection cap.
+//! Some tests wait for a real (sub-second) server timeout; every wait is bounded.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use common::{EchoUpstream, Gateway, http_client};
+
+/// Bounds every wait in this file; a passing run never comes near it.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
+    tokio::time::timeout(DEADLINE, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+/// Reads one HTTP/1.1 response with a `Content-Length` from `tcp` and returns its head and body.
+/// Test-only framing for the gateway's own answers (healthz), which always carry a length.
+async fn read_response(tcp: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tcp.read(&mut chunk).await.expect("read response");
+        assert!(
+            n > 0,
+            "connection closed before a full response: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no content-length in {head}"));
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < length {
+        let mut chunk = [0u8; 4096];
+        let n = tcp.read(&mut chunk).await.expect("read body");
+        assert!(n > 0, "connection closed inside the body");
+        body.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(body.len(), length, "nothing after the body was asked for");
+    (head, body)
+}
+
+const HEALTHZ: &[u8] = b"GET /.stepgate/healthz HTTP/1.1\r\nHost: app.test\r\n\r\n";
+
+/// A keep-alive connection that has been served one request.
+async fn served_connection(addr: SocketAddr) -> TcpStream {
+    let mut tcp = within("connect", TcpStream::connect(addr))
+        .await
+        .expect("connect");
+    tcp.write_all(HEALTHZ).await.expect("write");
+    let (head, _) = within("first response", read_response(&mut tcp)).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    tcp
+}
+
+/// Is the listener at `addr` gone? True when a connection is refused, or accepted but closed
+/// without an answer; false when a request on it is answered.
+async fn listener_is_closed(addr: SocketAddr) -> bool {
+    let Ok(mut tcp) = TcpStream::connect(addr).await else {
+        return true;
+    };
+    if tcp
+        .write_all(
+            b"GET /.stepgate/healthz HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .is_err()
+    {
+        return true;
+    }
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer).await;
+    answer.is_empty()
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_request_and_refuses_new_connections() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    let addr = gw.addr();
+    let in_flight = tokio::spawn(http_client().get(gw.url_for("/__hold?n=1")).send());
+    within("request held at the upstream", upstream.wait_held()).await;
+
+    let shutdown = tokio::spawn(gw.shutdown());
+    // The listener closes right away; poll for it (a connection accepted just before the
+    // signal may still be answered).
+    within("listener to close", async {
+        while !listener_is_closed(addr).await {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(
+        !shutdown.is_finished(),
+        "shutdown returned while a request was in flight"
+    );
+    assert!(!in_flight.is_finished(), "held request ended early");
+
+    upstream.release_held();
+    let resp = within("held request", in_flight)
+        .await
+        .expect("join")
+        .expect("the in-flight request completes");
+    assert_eq!(resp.status(), 200);
+    let json: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(json["path"], "/__hold?n=1");
+
+    let drained = within("shutdown", shutdown).await.expect("join");
+    assert!(drained, "shutdown must report a full drain");
+    assert!(listener_is_closed(addr).await);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_reports_undrained_connections_after_deadline() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .extra_toml("[limits]\nshutdown_timeout = \"300ms\"")
+        .start()
+        .await;
+    let _in_flight = tokio::spawn(http_client().get(gw.url_for("/__hold")).send());
+    within("request held at the upstream", upstream.wait_held()).await;
+    // Never released: the drain deadline is what ends the shutdown.
+    let drained = within("shutdown", gw.shutdown()).await;
+    assert!(!drained, "a request still held cannot count as drained");
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connection_is_closed_after_idle_timeout() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .extra_toml("[limits]\nidle_timeout = \"300ms\"")
+        .start()
+        .await;
+    let mut tcp = served_connection(gw.addr()).await;
+    // Keep-alive works: a second request on the same connection is answered.
+    tcp.write_all(HEALTHZ).await.expect("write");
+    let (head, _) = within("second response", read_response(&mut tcp)).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let idle_since = Instant::now();
+
+    let mut byte = [0u8; 1];
+    let read = within("idle connection to close", tcp.read(&mut byte)).await;
+    // A close (0) or a reset both end the connection.
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "expected the gateway to close the idle connection, read {read:?}"
+    );
+    assert!(
+        idle_since.elapsed() >= Duration::from_millis(250),
+        "closed after {:?}, before the idle timeout",
+        idle_since.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn closes_slowloris_connection_after_header_read_timeout() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .extra_toml("[limits]\nheader_read_timeout = \"300ms\"")
+        .start()
+        .await;
+    let mut tcp = within("connect", TcpStream::connect(gw.addr()))
+        .await
+        .expect("connect");
+    // Half a request head, never finished.
+    tcp.write_all(b"GET /app HTTP/1.1\r\nHost: app.test\r\nX-Slow: ")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let _ = within("slow connection to close", tcp.read_to_end(&mut answer)).await;
+    assert!(
+        !answer.starts_with(b"HTTP/1.1 2"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(upstream.requests(), 0);
+}
+
+#[tokio::test]
+async fn connection_cap_holds_a_third_connection_until_one_closes() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .extra_toml("[limits]\nmax_connections = 2")
+        .start()
+        .await;
+    let first = served_connection(gw.addr()).await;
+    let _second = served_connection(gw.addr()).await;
+
+    // The kernel completes the handshake, but the gateway does not serve it yet.
+    let mut third = within("connect", TcpStream::connect(gw.addr()))
+        .await
+        .expect("connect");
+    third.write_all(HEALTHZ).await.expect("write");
+    let mut byte = [0u8; 1];
+    // Waiting for something that must not happen: a bounded, short window.
+    let early = tokio::time::timeout(Duration::from_millis(500), third.peek(&mut byte)).await;
+    assert!(
+        early.is_err(),
+        "a third connection was served above max_connections: {early:?}"
+    );
+
+    drop(first);
+    let (head, body) = within("third connection served", read_response(&mut third)).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, br#"{"status":"ok"}"#);
+}

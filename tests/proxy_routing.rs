@@ -1,0 +1,262 @@
+//! Which upstream a request reaches (by Host), what never reaches any upstream (the portal
+//! prefix, ambiguous paths), and the canonical path the upstream receives.
+
+mod common;
+
+use common::{EchoUpstream, Gateway, http_client, raw_exchange, send_raw_path};
+
+fn json(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}",
+            String::from_utf8_lossy(&body[..body.len().min(500)])
+        )
+    })
+}
+
+#[tokio::test]
+async fn routes_by_exact_host_wildcard_and_default() {
+    let exact = EchoUpstream::start().await;
+    let wildcard = EchoUpstream::start().await;
+    let default = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream_for_host("a.test", &exact.url())
+        .upstream_for_host("*.example.com", &wildcard.url())
+        .upstream(&default.url())
+        .start()
+        .await;
+
+    // (Host sent, upstream expected to answer, path used to recognise the request)
+    let cases = [
+        ("a.test", &exact, "/exact"),
+        ("A.TEST", &exact, "/exact-upper-case"),
+        ("a.test:8080", &exact, "/exact-with-port"),
+        ("app.example.com", &wildcard, "/wildcard"),
+        (
+            "x.y.EXAMPLE.com:443",
+            &wildcard,
+            "/wildcard-deep-upper-port",
+        ),
+        // The wildcard needs a label before the domain: the bare domain is not covered.
+        ("example.com", &default, "/bare-domain"),
+        ("a.test.evil.net", &default, "/suffix-trick"),
+        ("other.test", &default, "/unknown"),
+    ];
+    for (host, upstream, path) in cases {
+        let before = [exact.requests(), wildcard.requests(), default.requests()];
+        let resp = send_raw_path(gw.addr(), "GET", path, &[("Host", host)]).await;
+        assert_eq!(resp.status(), 200, "Host {host}");
+        let seen = upstream
+            .last_request()
+            .unwrap_or_else(|| panic!("Host {host}: expected upstream saw nothing"));
+        assert_eq!(seen.path, path, "Host {host} went to the wrong upstream");
+        let after = [exact.requests(), wildcard.requests(), default.requests()];
+        let total_before: usize = before.iter().sum();
+        let total_after: usize = after.iter().sum();
+        assert_eq!(
+            total_after,
+            total_before + 1,
+            "Host {host}: exactly one upstream request"
+        );
+        // The client's Host is preserved by default.
+        assert_eq!(seen.header_all("host"), [host]);
+    }
+    assert_eq!(exact.requests(), 3);
+    assert_eq!(wildcard.requests(), 2);
+    assert_eq!(default.requests(), 3);
+}
+
+#[tokio::test]
+async fn first_matching_host_wins_in_configuration_order() {
+    let first = EchoUpstream::start().await;
+    let second = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream_for_host("*.example.com", &first.url())
+        .upstream_for_host("app.example.com", &second.url())
+        .start()
+        .await;
+    let resp = send_raw_path(gw.addr(), "GET", "/x", &[("Host", "app.example.com")]).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(first.requests(), 1);
+    assert_eq!(second.requests(), 0);
+}
+
+#[tokio::test]
+async fn unknown_host_without_default_is_misdirected_and_not_forwarded() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream_for_host("a.test", &upstream.url())
+        .start()
+        .await;
+    for host in ["b.test", "a.test.b.test", "xa.test"] {
+        let resp = send_raw_path(
+            gw.addr(),
+            "GET",
+            "/x",
+            &[("Host", host), ("Accept", "application/json")],
+        )
+        .await;
+        assert_eq!(resp.status(), 421, "Host {host}");
+        assert_eq!(json(resp.body())["error"], "unknown_host");
+    }
+    assert_eq!(upstream.requests(), 0);
+    // The configured host still works.
+    let resp = send_raw_path(gw.addr(), "GET", "/x", &[("Host", "a.test")]).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(upstream.requests(), 1);
+}
+
+#[tokio::test]
+async fn preserve_host_false_sends_the_upstreams_own_authority() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .upstream_extra("preserve_host = false")
+        .start()
+        .await;
+    let resp = send_raw_path(gw.addr(), "GET", "/x", &[("Host", "public.test")]).await;
+    assert_eq!(resp.status(), 200);
+    let seen = upstream.last_request().expect("forwarded");
+    assert_eq!(seen.header_all("host"), [upstream.addr().to_string()]);
+    assert_eq!(seen.header("x-forwarded-host"), Some("public.test"));
+}
+
+#[tokio::test]
+async fn portal_healthz_answers_json_without_reaching_upstream() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    let resp = http_client()
+        .get(gw.url_for("/.stepgate/healthz"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(body["status"], "ok");
+    assert_eq!(upstream.requests(), 0);
+}
+
+#[tokio::test]
+async fn portal_prefix_is_never_forwarded() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    for path in [
+        "/.stepgate",
+        "/.stepgate/",
+        "/.stepgate/anything",
+        "/.stepgate/login?rd=/x",
+        "/.stepgate/healthz/extra",
+    ] {
+        let resp = send_raw_path(gw.addr(), "GET", path, &[("Accept", "application/json")]).await;
+        assert_eq!(resp.status(), 404, "{path}");
+        assert_eq!(json(resp.body())["error"], "not_found", "{path}");
+    }
+    let resp = send_raw_path(gw.addr(), "POST", "/.stepgate/healthz", &[]).await;
+    assert_eq!(resp.status(), 405);
+    assert_eq!(upstream.requests(), 0, "a portal path reached the upstream");
+
+    // Only whole segments belong to the portal.
+    let resp = send_raw_path(gw.addr(), "GET", "/.stepgateway/x", &[]).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(upstream.requests(), 1);
+}
+
+#[tokio::test]
+async fn rejects_portal_prefix_bypass_through_path_tricks() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    // Each of these is canonically /.stepgate/healthz: the portal answers, the upstream never hears.
+    for path in [
+        "/x/../.stepgate/healthz",
+        "/x/./../.stepgate/./healthz",
+        "//.stepgate//healthz",
+        "/%2estepgate/healthz",
+        "/%2Estepgate/%68ealthz",
+    ] {
+        let resp = send_raw_path(gw.addr(), "GET", path, &[]).await;
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_eq!(json(resp.body())["status"], "ok", "{path}");
+    }
+    for path in ["/x/../.stepgate/secret", "/%2estepgate/secret"] {
+        let resp = send_raw_path(gw.addr(), "GET", path, &[]).await;
+        assert_eq!(resp.status(), 404, "{path}");
+    }
+    assert_eq!(upstream.requests(), 0, "a portal path reached the upstream");
+}
+
+#[tokio::test]
+async fn rejects_ambiguous_paths_before_the_upstream() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    let paths = [
+        "/%2e%2e/etc/passwd",
+        "/%2E%2E/etc/passwd",
+        "/a%2fb",
+        "/a%2Fb",
+        "/a%5cb",
+        "/a\\b",
+        "/%00",
+        "/..%2f",
+        "/%c3%28",
+        "/../x",
+        "/a/../../x",
+        "/a/..;/x",
+        "/%zz",
+    ];
+    for path in paths {
+        // Written byte for byte: no client library gets to normalise the path first.
+        let request = format!("GET {path} HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n");
+        let answer = raw_exchange(gw.addr(), request.as_bytes()).await;
+        assert!(
+            answer.starts_with(b"HTTP/1.1 400"),
+            "{path}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    assert_eq!(
+        upstream.requests(),
+        0,
+        "an ambiguous path reached the upstream: {:?}",
+        upstream.received()
+    );
+}
+
+#[tokio::test]
+async fn rejects_ambiguous_paths_with_json_reason() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    let resp = send_raw_path(
+        gw.addr(),
+        "GET",
+        "/%2e%2e/etc/passwd",
+        &[("Accept", "application/json")],
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(json(resp.body())["error"], "invalid_path");
+    assert_eq!(upstream.requests(), 0);
+}
+
+#[tokio::test]
+async fn upstream_receives_the_canonical_path() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    let cases = [
+        ("/%61dmin", "/admin"),
+        ("//a///b", "/a/b"),
+        ("/a/./b/../c", "/a/c"),
+        ("/%7euser/%41", "/~user/A"),
+        // The query is forwarded untouched.
+        ("/%61dmin?x=%2F&y=..", "/admin?x=%2F&y=.."),
+        // Reserved escapes stay encoded, hex upper-cased.
+        ("/a%3bb", "/a%3Bb"),
+        ("/trailing/", "/trailing/"),
+    ];
+    for (sent, expected) in cases {
+        let resp = send_raw_path(gw.addr(), "GET", sent, &[]).await;
+        assert_eq!(resp.status(), 200, "{sent}");
+        let seen = upstream.last_request().expect("forwarded");
+        assert_eq!(seen.path, expected, "{sent}");
+    }
+}

@@ -1,0 +1,189 @@
+//! The HTTPS listener: ALPN (HTTP/2 and HTTP/1.1) and the plain-HTTP redirect.
+
+mod common;
+
+use common::{EchoUpstream, Gateway, TestCa, http_client, send_raw_path};
+
+/// A port nothing listens on right now (bound, then released), for configurations where the
+/// test must know the HTTPS port before the gateway starts.
+fn free_port() -> u16 {
+    common::refused_addr().port()
+}
+
+#[tokio::test]
+async fn https_listener_negotiates_http2_by_alpn() {
+    let ca = TestCa::new();
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .tls(&ca)
+        .start()
+        .await;
+    let resp = ca
+        .reqwest_client()
+        .get(gw.https_url_for("/over-h2?x=1"))
+        .send()
+        .await
+        .expect("h2 request");
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    let json: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(json["path"], "/over-h2?x=1");
+    let seen = upstream.last_request().expect("forwarded");
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+    // The h2 authority becomes the upstream's Host.
+    assert_eq!(seen.header_all("host"), [gw.https_addr().to_string()]);
+}
+
+#[tokio::test]
+async fn https_listener_serves_http1() {
+    let ca = TestCa::new();
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .tls(&ca)
+        .start()
+        .await;
+    let client = ca.reqwest_builder().http1_only().build().expect("client");
+    let resp = client
+        .get(gw.https_url_for("/over-h1"))
+        .send()
+        .await
+        .expect("http/1.1 request");
+    assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+    assert_eq!(resp.status(), 200);
+    let seen = upstream.last_request().expect("forwarded");
+    assert_eq!(seen.path, "/over-h1");
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+
+    // The certificate is also valid for the name.
+    let client = ca
+        .reqwest_builder()
+        .resolve("localhost", gw.https_addr())
+        .build()
+        .expect("client");
+    let resp = client
+        .get(format!("{}/by-name", gw.https_url()))
+        .send()
+        .await
+        .expect("request by name");
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn https_listener_serves_the_portal_over_h2() {
+    let ca = TestCa::new();
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .tls(&ca)
+        .without_http()
+        .start()
+        .await;
+    let resp = ca
+        .reqwest_client()
+        .get(gw.https_url_for("/.stepgate/healthz"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    assert_eq!(upstream.requests(), 0);
+}
+
+#[tokio::test]
+async fn redirects_plain_http_to_https_with_308() {
+    let ca = TestCa::new();
+    let upstream = EchoUpstream::start().await;
+    let https_port = free_port();
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .tls(&ca)
+        .extra_toml(&format!(
+            "[server]\ntls_listen = \"127.0.0.1:{https_port}\"\nredirect_http_to_https = true"
+        ))
+        .start()
+        .await;
+    assert_eq!(gw.https_addr().port(), https_port);
+
+    let resp = send_raw_path(
+        gw.addr(),
+        "GET",
+        "/some/path?q=1&r=%2F",
+        &[("Host", "app.test:8080")],
+    )
+    .await;
+    assert_eq!(resp.status(), 308);
+    assert_eq!(
+        resp.headers()["location"],
+        format!("https://app.test:{https_port}/some/path?q=1&r=%2F").as_str()
+    );
+    // POST keeps its method and body under a 308.
+    let resp = send_raw_path(gw.addr(), "POST", "/form", &[("Host", "app.test")]).await;
+    assert_eq!(resp.status(), 308);
+    assert_eq!(
+        resp.headers()["location"],
+        format!("https://app.test:{https_port}/form").as_str()
+    );
+    assert_eq!(upstream.requests(), 0, "plain HTTP reached the upstream");
+
+    // Health checks keep working over plain HTTP.
+    let resp = http_client()
+        .get(gw.url_for("/.stepgate/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(resp.status(), 200);
+
+    // And the HTTPS side serves normally.
+    let resp = ca
+        .reqwest_client()
+        .get(gw.https_url_for("/secure"))
+        .send()
+        .await
+        .expect("https request");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(upstream.requests(), 1);
+}
+
+#[tokio::test]
+async fn https_redirect_names_the_port_actually_bound() {
+    // With `tls_listen = "127.0.0.1:0"` the system picks the HTTPS port; the redirect must point
+    // at that port, not at the configured 0.
+    let ca = TestCa::new();
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .tls(&ca)
+        .extra_toml("[server]\nredirect_http_to_https = true")
+        .start()
+        .await;
+    let resp = send_raw_path(gw.addr(), "GET", "/x", &[("Host", "app.test")]).await;
+    assert_eq!(resp.status(), 308);
+    assert_eq!(
+        resp.headers()["location"],
+        format!("https://app.test:{}/x", gw.https_addr().port()).as_str()
+    );
+}
+
+#[tokio::test]
+async fn rejects_plain_http_client_on_tls_listener() {
+    let ca = TestCa::new();
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .tls(&ca)
+        .start()
+        .await;
+    let answer = common::raw_exchange(
+        gw.https_addr(),
+        b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        !answer.starts_with(b"HTTP/1.1 2"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(upstream.requests(), 0);
+}
