@@ -23,6 +23,8 @@ pub struct App {
     pub users: UserDirectory,
     pub regulator: Arc<Regulator>,
     pub hasher: PasswordHasher,
+    /// The HTTPS listener's address once bound (the configured port may be 0).
+    pub https_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 impl App {
@@ -53,6 +55,7 @@ impl App {
             users,
             regulator,
             hasher,
+            https_addr: std::sync::OnceLock::new(),
         }))
     }
 

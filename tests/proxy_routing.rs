@@ -145,7 +145,7 @@ async fn portal_prefix_is_never_forwarded() {
         "/.stepgate",
         "/.stepgate/",
         "/.stepgate/anything",
-        "/.stepgate/login?rd=/x",
+        "/.stepgate/nothing-here?rd=/x",
         "/.stepgate/healthz/extra",
     ] {
         let resp = send_raw_path(gw.addr(), "GET", path, &[("Accept", "application/json")]).await;

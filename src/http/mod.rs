@@ -166,9 +166,10 @@ fn redirect_to_https<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, E
     let host = request_host(req).ok_or(Error::BadRequest("missing Host header"))?;
     let name = crate::policy::host::strip_port(host);
     let port = app
-        .config
-        .server
-        .tls_listen
+        .https_addr
+        .get()
+        .copied()
+        .or(app.config.server.tls_listen)
         .map(|a| a.port())
         .unwrap_or(443);
     let authority = if port == 443 {

@@ -59,6 +59,7 @@ pub async fn start(app: Arc<App>) -> io::Result<RunningGateway> {
     if let (Some(addr), Some(acceptor)) = (server.tls_listen, tls) {
         let listener = bind(addr).await?;
         https_addr = Some(listener.local_addr()?);
+        let _ = app.https_addr.set(listener.local_addr()?);
         tracing::info!(address = %listener.local_addr()?, "listening for HTTPS");
         accept_loops.push(tokio::spawn(accept_loop(
             app.clone(),

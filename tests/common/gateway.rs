@@ -151,6 +151,10 @@ impl GatewayBuilder {
             "\n[storage]\npath = {}\n",
             toml_string(&storage.display().to_string())
         ));
+        // Proxy-core tests run without login; tests of the access rules override this with
+        // an `[access]` fragment. Cheap argon2 parameters keep login tests fast.
+        toml.push_str("\n[access]\ndefault_policy = \"bypass\"\n");
+        toml.push_str("\n[password]\nargon2_memory_kib = 256\nargon2_iterations = 1\n");
         for upstream in &self.upstreams {
             toml.push_str("\n[[upstreams]]\n");
             if let Some(host) = &upstream.host {
