@@ -70,6 +70,10 @@ pub async fn start(app: Arc<App>) -> io::Result<RunningGateway> {
             connections.clone(),
         )));
     }
+    accept_loops.push(tokio::spawn(housekeeping(
+        app.clone(),
+        shutdown.subscribe(),
+    )));
     Ok(RunningGateway {
         http_addr,
         https_addr,
@@ -128,6 +132,35 @@ async fn accept_loop(
             connection::serve(app, stream, conn, tls, shutdown).await;
             drop(permit);
         });
+    }
+}
+
+/// How often expired sessions and stale failure counters are removed from the store.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Removes expired sessions and stale regulation records, off the async workers.
+async fn housekeeping(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let app = app.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let sessions = app.sessions.purge_expired()?;
+            let bans = app.regulator.prune()?;
+            Ok::<_, crate::store::StoreError>((sessions, bans))
+        })
+        .await;
+        match result {
+            Ok(Ok((sessions, bans))) => {
+                tracing::debug!(sessions, bans, "housekeeping removed expired records")
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "housekeeping failed"),
+            Err(e) => tracing::warn!(error = %e, "housekeeping task failed"),
+        }
     }
 }
 
