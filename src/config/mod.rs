@@ -97,6 +97,8 @@ pub struct PortalConfig {
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
     pub path: PathBuf,
+    /// Default: the store path with `.key` appended (`data` -> `data.key`).
+    pub key_file: PathBuf,
 }
 
 /// Names of the headers that carry the authenticated identity to the upstream.

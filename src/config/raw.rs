@@ -71,6 +71,8 @@ pub struct RawPortal {
 #[serde(deny_unknown_fields, default)]
 pub struct RawStorage {
     pub path: Option<PathBuf>,
+    /// Key that encrypts second-factor secrets; kept outside the store directory.
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

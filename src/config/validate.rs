@@ -26,12 +26,25 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
     let limits = limits(&raw.limits, &mut errors);
     let upstreams = upstreams(&raw.upstreams, &mut errors);
     let portal = portal(&raw.portal, &mut errors);
+    let store_path = raw
+        .storage
+        .path
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("data"));
+    let key_file = raw.storage.key_file.clone().unwrap_or_else(|| {
+        let mut name = store_path.clone().into_os_string();
+        name.push(".key");
+        PathBuf::from(name)
+    });
+    if key_file.starts_with(&store_path) {
+        errors.push(
+            "storage.key_file",
+            "must be outside storage.path, so that a copy of the store reveals no secret",
+        );
+    }
     let storage = StorageConfig {
-        path: raw
-            .storage
-            .path
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("data")),
+        path: store_path,
+        key_file,
     };
     let log = log(&raw.log, &mut errors);
     let identity_headers = identity_headers(&raw.identity_headers, &mut errors);
