@@ -63,6 +63,12 @@ pub fn decide(
         (Policy::Deny, _) => Decision::Deny,
         (Policy::Bypass, _) => Decision::Bypass,
         (Policy::OneFactor | Policy::TwoFactor, None) => Decision::Login,
+        // Password given, second factor still owed: nothing passes until it is proven.
+        (Policy::OneFactor | Policy::TwoFactor, Some(id))
+            if id.session.auth_level == AuthLevel::AwaitSecondFactor =>
+        {
+            Decision::SecondFactor(id)
+        }
         (Policy::OneFactor, Some(id)) => Decision::Forward(id),
         (Policy::TwoFactor, Some(id)) => {
             if id.session.auth_level >= AuthLevel::TwoFactor {
@@ -105,6 +111,8 @@ mod tests {
                 remember_me: false,
                 auth_level: level,
                 second_factor_at: None,
+                challenge_started_at: None,
+                challenge_failures: 0,
             },
         }
     }
@@ -167,6 +175,11 @@ mod tests {
         assert!(matches!(
             decide(&p, &facts("/admin", &get), Some(alice2)),
             Decision::Forward(_)
+        ));
+        let pending = identity("alice", &["admins"], AuthLevel::AwaitSecondFactor);
+        assert!(matches!(
+            decide(&p, &facts("/", &get), Some(pending)),
+            Decision::SecondFactor(_)
         ));
         let bob = identity("bob", &["staff"], AuthLevel::TwoFactor);
         assert!(matches!(

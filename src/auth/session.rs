@@ -112,8 +112,21 @@ impl fmt::Debug for SessionKey {
 /// How strongly the session's user has proven who they are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AuthLevel {
+    /// The password was right, but the user has a second factor that is still to be proven:
+    /// such a session passes no rule; it only lets the user reach the verification page.
+    AwaitSecondFactor,
     OneFactor,
     TwoFactor,
+}
+
+impl AuthLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthLevel::AwaitSecondFactor => "await_second_factor",
+            AuthLevel::OneFactor => "one_factor",
+            AuthLevel::TwoFactor => "two_factor",
+        }
+    }
 }
 
 /// A session as stored on the server.
@@ -128,6 +141,10 @@ pub struct Session {
     pub remember_me: bool,
     pub auth_level: AuthLevel,
     pub second_factor_at: Option<Timestamp>,
+    /// When the current second-factor challenge began (password step, or a later request for
+    /// a second factor), and how many wrong codes it has seen.
+    pub challenge_started_at: Option<Timestamp>,
+    pub challenge_failures: u32,
 }
 
 impl Session {
@@ -435,6 +452,8 @@ impl SessionManager {
             remember_me,
             auth_level: level,
             second_factor_at: (level == AuthLevel::TwoFactor).then_some(now),
+            challenge_started_at: (level == AuthLevel::AwaitSecondFactor).then_some(now),
+            challenge_failures: 0,
         };
         {
             let mut cache = self.lock();
@@ -565,12 +584,12 @@ impl SessionManager {
         Ok(Some((id, session)))
     }
 
-    /// Raises a live session to [`AuthLevel::TwoFactor`], recording when the second factor
-    /// was proven. `None` if the session is unknown or expired.
-    pub fn set_second_factor(
+    /// Changes a live session in place (cache and store). `None` if the session is unknown or
+    /// expired. The change is on disk before this returns.
+    pub fn update(
         &self,
         key: &SessionKey,
-        at: Timestamp,
+        change: impl FnOnce(&mut Session),
     ) -> Result<Option<Session>, StoreError> {
         let now = self.clock.now();
         let session = {
@@ -579,8 +598,8 @@ impl SessionManager {
                 return Ok(None);
             };
             let mut updated = entry.session.clone();
-            updated.auth_level = AuthLevel::TwoFactor;
-            updated.second_factor_at = Some(at);
+            change(&mut updated);
+            updated.key = *key;
             self.store.put_session(&updated)?;
             entry.session = updated.clone();
             entry.stored_last_seen = updated.last_seen;
@@ -588,6 +607,33 @@ impl SessionManager {
         };
         self.store.flush()?;
         Ok(Some(session))
+    }
+
+    /// Raises a live session to [`AuthLevel::TwoFactor`], recording when the second factor
+    /// was proven. `None` if the session is unknown or expired.
+    pub fn set_second_factor(
+        &self,
+        key: &SessionKey,
+        at: Timestamp,
+    ) -> Result<Option<Session>, StoreError> {
+        self.update(key, |s| {
+            s.auth_level = AuthLevel::TwoFactor;
+            s.second_factor_at = Some(at);
+            s.challenge_started_at = None;
+            s.challenge_failures = 0;
+        })
+    }
+
+    /// Second factor proven: raise the session and move it to a fresh id in one go.
+    pub fn complete_second_factor(
+        &self,
+        key: &SessionKey,
+        at: Timestamp,
+    ) -> Result<Option<(SessionId, Session)>, StoreError> {
+        if self.set_second_factor(key, at)?.is_none() {
+            return Ok(None);
+        }
+        self.rotate(key)
     }
 
     /// Deletes every expired session from the store (and cache); returns how many. Sessions

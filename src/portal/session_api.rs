@@ -16,6 +16,16 @@ pub fn get(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Body>, Err
             serde_json::json!({ "authenticated": false, "error": "authentication_required" }),
         ));
     };
+    if identity.session.auth_level == AuthLevel::AwaitSecondFactor {
+        return Ok(render::json(
+            StatusCode::UNAUTHORIZED,
+            serde_json::json!({
+                "authenticated": false,
+                "error": "second_factor_required",
+                "verify_url": format!("{}/verify", ctx.prefix()),
+            }),
+        ));
+    }
     let settings = &ctx.app.config.session.settings;
     let session = &identity.session;
     let mut expires_at = session.expires_at;
@@ -33,10 +43,7 @@ pub fn get(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Body>, Err
                 "email": user.email,
                 "groups": user.groups,
             },
-            "auth_level": match session.auth_level {
-                AuthLevel::OneFactor => "one_factor",
-                AuthLevel::TwoFactor => "two_factor",
-            },
+            "auth_level": session.auth_level.as_str(),
             "expires_at": expires_at.to_rfc3339(),
             "second_factor_at": session.second_factor_at.map(|t| t.to_rfc3339()),
         }),

@@ -106,8 +106,11 @@ pub(crate) enum SessionRecord {
     V1(SessionRecordV1),
 }
 
+/// Variant names are the on-disk spelling.
+#[allow(clippy::enum_variant_names)]
 #[derive(Serialize, Deserialize, Clone, Copy)]
 pub(crate) enum AuthLevelV1 {
+    AwaitSecondFactor,
     OneFactor,
     TwoFactor,
 }
@@ -122,6 +125,10 @@ pub(crate) struct SessionRecordV1 {
     remember_me: bool,
     auth_level: AuthLevelV1,
     second_factor_at_ms: Option<i64>,
+    #[serde(default)]
+    challenge_started_at_ms: Option<i64>,
+    #[serde(default)]
+    challenge_failures: u32,
 }
 
 impl SessionRecord {
@@ -133,10 +140,13 @@ impl SessionRecord {
             expires_at_ms: s.expires_at.as_millis(),
             remember_me: s.remember_me,
             auth_level: match s.auth_level {
+                AuthLevel::AwaitSecondFactor => AuthLevelV1::AwaitSecondFactor,
                 AuthLevel::OneFactor => AuthLevelV1::OneFactor,
                 AuthLevel::TwoFactor => AuthLevelV1::TwoFactor,
             },
             second_factor_at_ms: s.second_factor_at.map(Timestamp::as_millis),
+            challenge_started_at_ms: s.challenge_started_at.map(Timestamp::as_millis),
+            challenge_failures: s.challenge_failures,
         })
     }
 
@@ -157,10 +167,13 @@ impl SessionRecord {
                 expires_at: Timestamp::from_millis(r.expires_at_ms),
                 remember_me: r.remember_me,
                 auth_level: match r.auth_level {
+                    AuthLevelV1::AwaitSecondFactor => AuthLevel::AwaitSecondFactor,
                     AuthLevelV1::OneFactor => AuthLevel::OneFactor,
                     AuthLevelV1::TwoFactor => AuthLevel::TwoFactor,
                 },
                 second_factor_at: r.second_factor_at_ms.map(Timestamp::from_millis),
+                challenge_started_at: r.challenge_started_at_ms.map(Timestamp::from_millis),
+                challenge_failures: r.challenge_failures,
             }),
         }
     }

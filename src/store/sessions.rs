@@ -169,6 +169,8 @@ mod tests {
             remember_me: false,
             auth_level: AuthLevel::OneFactor,
             second_factor_at: None,
+            challenge_started_at: Some(Timestamp(1)),
+            challenge_failures: 2,
         }
     }
 
