@@ -30,6 +30,12 @@ pub enum AuditKind {
     UserDeleted,
     PasswordChanged,
     SessionsRevoked,
+    SecondFactorSucceeded,
+    SecondFactorFailed,
+    BackupCodeUsed,
+    TwoFactorEnabled,
+    TwoFactorDisabled,
+    FactorChanged,
 }
 
 impl AuditKind {
@@ -45,6 +51,12 @@ impl AuditKind {
         AuditKind::UserDeleted,
         AuditKind::PasswordChanged,
         AuditKind::SessionsRevoked,
+        AuditKind::SecondFactorSucceeded,
+        AuditKind::SecondFactorFailed,
+        AuditKind::BackupCodeUsed,
+        AuditKind::TwoFactorEnabled,
+        AuditKind::TwoFactorDisabled,
+        AuditKind::FactorChanged,
     ];
 
     /// Stable snake_case name, used in logs and on disk.
@@ -61,6 +73,12 @@ impl AuditKind {
             AuditKind::UserDeleted => "user_deleted",
             AuditKind::PasswordChanged => "password_changed",
             AuditKind::SessionsRevoked => "sessions_revoked",
+            AuditKind::SecondFactorSucceeded => "second_factor_succeeded",
+            AuditKind::SecondFactorFailed => "second_factor_failed",
+            AuditKind::BackupCodeUsed => "backup_code_used",
+            AuditKind::TwoFactorEnabled => "two_factor_enabled",
+            AuditKind::TwoFactorDisabled => "two_factor_disabled",
+            AuditKind::FactorChanged => "factor_changed",
         }
     }
 

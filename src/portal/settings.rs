@@ -1,0 +1,588 @@
+//! The user's own security settings: second factors and password. Changes need a recent
+//! second factor when two-step verification is on (`mfa.settings_reverify`).
+
+use std::sync::Arc;
+
+use askama::Template;
+use base64::Engine;
+use http::{HeaderMap, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+use super::verify::{blocking, factor_error, summary};
+use super::{Ctx, form, render};
+use crate::auth::audit::{self, AuditEvent, AuditKind};
+use crate::auth::factors::{Channel, FactorError, FactorSummary, Method, TwoFactorState};
+use crate::auth::password::Password;
+use crate::auth::session::AuthLevel;
+use crate::auth::user::User;
+use crate::decision::Identity;
+use crate::error::Error;
+use crate::http::body::Body;
+use crate::http::cookies;
+use crate::http::identify::identify;
+use crate::http::negotiate::Format;
+use crate::notify::Notice;
+
+#[derive(Template)]
+#[template(path = "settings.html")]
+struct SettingsPage<'a> {
+    product: &'a str,
+    prefix: &'a str,
+    rd: &'a str,
+    username: &'a str,
+    state: &'a str,
+    state_label: &'a str,
+    methods: Vec<(&'static str, bool)>,
+    totp: bool,
+    enrolled_at: Option<String>,
+    backup_remaining: usize,
+    has_email: bool,
+    email_verification: bool,
+    sms_enabled: bool,
+    phone: Option<String>,
+    phone_verified: bool,
+    needs_email_code: bool,
+    min_password: usize,
+    notice: Option<&'a str>,
+    error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "totp_enrol.html")]
+struct TotpPage<'a> {
+    product: &'a str,
+    prefix: &'a str,
+    rd: &'a str,
+    qr_base64: String,
+    secret: &'a str,
+    otpauth_uri: &'a str,
+    error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "backup_codes.html")]
+struct BackupCodesPage<'a> {
+    product: &'a str,
+    codes: &'a [String],
+    download: String,
+    continue_to: &'a str,
+    notice: Option<&'a str>,
+}
+
+#[derive(Deserialize, Default)]
+struct SettingsQuery {
+    rd: Option<String>,
+    notice: Option<String>,
+}
+
+/// Messages a redirect back to the settings page may show (by key, never reflected text).
+fn notice_text(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "saved" => "Your changes were saved.",
+        "password" => "Your password was changed. Other sessions were signed out.",
+        "disabled" => "Two-step verification is off. All second factors were deleted.",
+        "phone_sent" => "We sent a code to your phone. Enter it below to confirm the number.",
+        "phone_confirmed" => "Your phone number is confirmed.",
+        "email_sent" => "We sent a code to your email address.",
+        _ => return None,
+    })
+}
+
+pub fn redirect_to_enrolment(ctx: &Ctx<'_>, rd: &str) -> Result<Response<Body>, Error> {
+    let encoded: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
+    let url = format!("{}/settings?rd={encoded}", ctx.prefix());
+    match ctx.format {
+        Format::Json => Ok(render::json(
+            StatusCode::FORBIDDEN,
+            serde_json::json!({ "error": "enrolment_required", "settings_url": url }),
+        )),
+        Format::Html => render::redirect(StatusCode::SEE_OTHER, &url),
+    }
+}
+
+/// Sends a security notice by email when the user has an address and email is configured.
+pub async fn notify(ctx: &Ctx<'_>, user: &User, notice: Notice) {
+    let Some(to) = user.email.as_deref() else {
+        return;
+    };
+    if !ctx.app.notifier.email_enabled() {
+        return;
+    }
+    if let Err(e) = ctx
+        .app
+        .notifier
+        .send_notice(to, &user.display_name, ctx.lang, notice)
+        .await
+    {
+        tracing::warn!(error = %e, "could not send a security notice");
+    }
+}
+
+/// The logged-in user of a settings request; a session still owing its second factor is not
+/// enough.
+fn settings_identity(ctx: &Ctx<'_>, headers: &HeaderMap) -> Result<Identity, Error> {
+    match identify(ctx.app, headers, ctx.conn.tls)? {
+        Some(id) if id.session.auth_level >= AuthLevel::OneFactor => Ok(id),
+        Some(_) => Err(Error::SecondFactorPending),
+        None => Err(Error::Unauthenticated),
+    }
+}
+
+/// With two-step verification on, a change needs a second factor verified recently.
+fn require_fresh_second_factor(
+    ctx: &Ctx<'_>,
+    identity: &Identity,
+    summary: &FactorSummary,
+) -> Result<(), Error> {
+    if summary.state == TwoFactorState::NotEnabled {
+        return Ok(());
+    }
+    let window = ctx.app.config.mfa.settings_reverify;
+    let fresh = identity
+        .session
+        .second_factor_at
+        .is_some_and(|t| ctx.app.clock.now().since(t) < window);
+    if fresh {
+        Ok(())
+    } else {
+        Err(Error::ReverifyRequired {
+            verify_url: super::verify::url(ctx.prefix(), &format!("{}/settings", ctx.prefix())),
+        })
+    }
+}
+
+async fn check_password(ctx: &Ctx<'_>, user: &User, password: String) -> Result<(), Error> {
+    let ok = ctx
+        .app
+        .hasher
+        .verify(Password::new(password), Some(&user.password_hash))
+        .await;
+    if ok {
+        return Ok(());
+    }
+    let name = user.username.clone();
+    let ip = ctx.client_ip;
+    blocking(ctx.arc, move |app| app.regulator.record_failure(name.as_str(), ip))
+        .await?
+        .map_err(|e| Error::Internal(format!("regulation: {e}")))?;
+    Err(Error::WrongPassword)
+}
+
+fn done(ctx: &Ctx<'_>, key: &str) -> Result<Response<Body>, Error> {
+    match ctx.format {
+        Format::Json => Ok(render::json(StatusCode::OK, serde_json::json!({ "status": "ok" }))),
+        Format::Html => render::redirect(
+            StatusCode::SEE_OTHER,
+            &format!("{}/settings?notice={key}", ctx.prefix()),
+        ),
+    }
+}
+
+fn audit_change(ctx: &Ctx<'_>, user: &User, kind: AuditKind, detail: &str) {
+    audit::record(
+        &ctx.app.store,
+        AuditEvent::new(ctx.app.clock.now(), kind)
+            .with_username(user.username.as_str())
+            .with_client_ip(ctx.client_ip)
+            .with_detail(detail),
+    );
+}
+
+fn state_label(state: TwoFactorState) -> &'static str {
+    match state {
+        TwoFactorState::NotEnabled => "Not enabled",
+        TwoFactorState::Enabled => "Enabled",
+        TwoFactorState::Expired => "Expired",
+    }
+}
+
+fn needs_email_code(ctx: &Ctx<'_>, user: &User, summary: &FactorSummary) -> bool {
+    summary.state == TwoFactorState::NotEnabled
+        && ctx.app.config.mfa.is_required_for(user)
+        && user.email.is_some()
+        && ctx.app.notifier.email_enabled()
+}
+
+pub async fn page(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
+    let identity = settings_identity(ctx, req.headers())?;
+    let query: SettingsQuery = req
+        .uri()
+        .query()
+        .and_then(|q| serde_urlencoded::from_str(q).ok())
+        .unwrap_or_default();
+    let rd = super::login::safe_rd(ctx, query.rd.as_deref());
+    let summary = summary(ctx.arc, &identity.user).await?;
+    let user = &identity.user;
+    if ctx.format == Format::Json {
+        return Ok(render::json(
+            StatusCode::OK,
+            serde_json::json!({ "two_factor": two_factor_json(&summary) }),
+        ));
+    }
+    let preferred = summary.preferred.map(Method::as_str).unwrap_or("");
+    let page = SettingsPage {
+        product: ctx.product(),
+        prefix: ctx.prefix(),
+        rd: &rd,
+        username: user.username.as_str(),
+        state: summary.state.as_str(),
+        state_label: state_label(summary.state),
+        methods: summary
+            .methods
+            .iter()
+            .map(|m| (m.as_str(), m.as_str() == preferred))
+            .collect(),
+        totp: summary.totp,
+        enrolled_at: summary.enrolled_at.map(|t| t.to_rfc3339()),
+        backup_remaining: summary.backup_codes_remaining,
+        has_email: user.email.is_some() && ctx.app.notifier.email_enabled(),
+        email_verification: summary.email_verification,
+        sms_enabled: ctx.app.notifier.sms_enabled(),
+        phone: summary.phone.clone(),
+        phone_verified: summary.phone_verified,
+        needs_email_code: needs_email_code(ctx, user, &summary),
+        min_password: ctx.app.config.password.policy.min_length,
+        notice: query.notice.as_deref().and_then(notice_text),
+        error: None,
+    };
+    render::page(StatusCode::OK, &page)
+}
+
+/// `two_factor` object of the session API and settings JSON.
+pub fn two_factor_json(summary: &FactorSummary) -> serde_json::Value {
+    serde_json::json!({
+        "state": summary.state.as_str(),
+        "methods": summary.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+        "preferred": summary.preferred.map(Method::as_str),
+        "backup_codes_remaining": summary.backup_codes_remaining,
+        "enrolled_at": summary.enrolled_at.map(|t| t.to_rfc3339()),
+    })
+}
+
+/// No `Debug`: passwords.
+#[derive(Deserialize)]
+struct BeginForm {
+    #[serde(default)]
+    password: String,
+    email_code: Option<String>,
+    rd: Option<String>,
+}
+
+pub async fn totp_begin(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    let identity = settings_identity(ctx, req.headers())?;
+    let form: BeginForm = form::read(req).await?;
+    let rd = super::login::safe_rd(ctx, form.rd.as_deref());
+    let user = identity.user.clone();
+    let summary = summary(ctx.arc, &user).await?;
+    require_fresh_second_factor(ctx, &identity, &summary)?;
+    check_password(ctx, &user, form.password).await?;
+    if needs_email_code(ctx, &user, &summary) {
+        let code = form.email_code.unwrap_or_default();
+        let name = user.username.clone();
+        blocking(ctx.arc, move |app| app.factors.verify_code(&name, Channel::Email, &code))
+            .await?
+            .map_err(|_| Error::EmailCodeRequired)?;
+    }
+    let enrolling = user.clone();
+    let enrolment = blocking(ctx.arc, move |app| app.factors.begin_totp(&enrolling))
+        .await?
+        .map_err(factor_error)?;
+    match ctx.format {
+        Format::Json => Ok(render::json(
+            StatusCode::OK,
+            serde_json::json!({
+                "secret": enrolment.secret_base32,
+                "otpauth_uri": enrolment.otpauth_uri,
+                "qr_svg": enrolment.qr_svg,
+            }),
+        )),
+        Format::Html => render::page(
+            StatusCode::OK,
+            &TotpPage {
+                product: ctx.product(),
+                prefix: ctx.prefix(),
+                rd: &rd,
+                qr_base64: base64::engine::general_purpose::STANDARD.encode(&enrolment.qr_svg),
+                secret: &enrolment.secret_base32,
+                otpauth_uri: &enrolment.otpauth_uri,
+                error: None,
+            },
+        ),
+    }
+}
+
+/// No `Debug`: codes.
+#[derive(Deserialize)]
+struct CodeForm {
+    #[serde(default)]
+    code: String,
+    rd: Option<String>,
+}
+
+pub async fn totp_confirm(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    let identity = settings_identity(ctx, req.headers())?;
+    let form: CodeForm = form::read(req).await?;
+    let rd = super::login::safe_rd(ctx, form.rd.as_deref());
+    let user = identity.user.clone();
+    let was = summary(ctx.arc, &user).await?;
+    let confirming = user.clone();
+    let code = form.code;
+    let codes = match blocking(ctx.arc, move |app| app.factors.confirm_totp(&confirming, &code)).await? {
+        Ok(codes) => codes,
+        Err(FactorError::InvalidCode | FactorError::Replayed | FactorError::Expired) => {
+            return Err(Error::InvalidCode);
+        }
+        Err(e) => return Err(factor_error(e)),
+    };
+    audit_change(ctx, &user, AuditKind::TwoFactorEnabled, "totp");
+    if was.state == TwoFactorState::NotEnabled {
+        notify(ctx, &user, Notice::TwoFactorEnabled).await;
+    }
+    // Entering a valid code from the new app proves a second factor now.
+    let key = identity.session.key;
+    let now = ctx.app.clock.now();
+    let rotated = blocking(ctx.arc, move |app| app.sessions.complete_second_factor(&key, now))
+        .await?
+        .map_err(|e| Error::Internal(format!("session: {e}")))?;
+    let continue_to = if rd == "/" {
+        format!("{}/settings", ctx.prefix())
+    } else {
+        rd.clone()
+    };
+    let mut resp = backup_codes_response(ctx, &codes, &continue_to, Some("Two-step verification is on."))?;
+    if let Some((id, session)) = rotated {
+        let settings = &ctx.app.config.session;
+        let max_age = session.remember_me.then_some(settings.settings.remember_me);
+        render::set_cookie(
+            &mut resp,
+            &cookies::issue(settings, ctx.conn.tls, id.cookie_value(), max_age),
+        )?;
+    }
+    Ok(resp)
+}
+
+fn backup_codes_response(
+    ctx: &Ctx<'_>,
+    codes: &[String],
+    continue_to: &str,
+    notice: Option<&str>,
+) -> Result<Response<Body>, Error> {
+    match ctx.format {
+        Format::Json => Ok(render::json(
+            StatusCode::OK,
+            serde_json::json!({ "backup_codes": codes }),
+        )),
+        Format::Html => {
+            let text = codes.join("\n") + "\n";
+            let download: String = url::form_urlencoded::byte_serialize(text.as_bytes())
+                .collect::<String>()
+                .replace('+', "%20");
+            render::page(
+                StatusCode::OK,
+                &BackupCodesPage {
+                    product: ctx.product(),
+                    codes,
+                    download,
+                    continue_to,
+                    notice,
+                },
+            )
+        }
+    }
+}
+
+pub async fn regenerate_backup(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    let identity = settings_identity(ctx, req.headers())?;
+    let user = identity.user.clone();
+    let summary = summary(ctx.arc, &user).await?;
+    if !summary.totp {
+        return Err(Error::BadRequest("backup codes need an authenticator app first"));
+    }
+    require_fresh_second_factor(ctx, &identity, &summary)?;
+    let name = user.username.clone();
+    let codes = blocking(ctx.arc, move |app| app.factors.regenerate_backup(&name))
+        .await?
+        .map_err(factor_error)?;
+    audit_change(ctx, &user, AuditKind::FactorChanged, "backup_codes_regenerated");
+    backup_codes_response(ctx, &codes, &format!("{}/settings", ctx.prefix()), None)
+}
+
+#[derive(Deserialize)]
+struct EnabledForm {
+    #[serde(default, deserialize_with = "form::flag")]
+    enabled: bool,
+}
+
+pub async fn email_verification(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    let identity = settings_identity(ctx, req.headers())?;
+    let form: EnabledForm = form::read(req).await?;
+    let user = identity.user.clone();
+    if user.email.is_none() {
+        return Err(Error::BadRequest("the account has no email address"));
+    }
+    let summary = summary(ctx.arc, &user).await?;
+    require_fresh_second_factor(ctx, &identity, &summary)?;
+    let name = user.username.clone();
+    let enabled = form.enabled;
+    blocking(ctx.arc, move |app| app.factors.set_email_verification(&name, enabled))
+        .await?
+        .map_err(factor_error)?;
+    audit_change(ctx, &user, AuditKind::FactorChanged, if enabled { "email_on" } else { "email_off" });
+    if summary.state == TwoFactorState::NotEnabled && enabled {
+        notify(ctx, &user, Notice::TwoFactorEnabled).await;
+    }
+    done(ctx, "saved")
+}
+
+#[derive(Deserialize)]
+struct PhoneForm {
+    #[serde(default)]
+    phone: String,
+}
+
+pub async fn phone(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    let identity = settings_identity(ctx, req.headers())?;
+    if !ctx.app.notifier.sms_enabled() {
+        return Err(Error::BadRequest("text messages are not configured"));
+    }
+    let form: PhoneForm = form::read(req).await?;
+    let user = identity.user.clone();
+    let summary = summary(ctx.arc, &user).await?;
+    require_fresh_second_factor(ctx, &identity, &summary)?;
+    let name = user.username.clone();
+    let number = form.phone;
+    let (phone, code) = blocking(ctx.arc, move |app| {
+        let phone = app.factors.set_phone(&name, &number)?;
+        let code = app.factors.issue_code(&name, Channel::PhoneConfirm)?;
+        Ok::<_, FactorError>((phone, code))
+    })
+    .await?
+    .map_err(|e| match e {
+        FactorError::InvalidPhone => Error::BadRequest("not a phone number in international form"),
+        other => factor_error(other),
+    })?;
+    if let Err(e) = ctx.app.notifier.send_sms_code(&phone, ctx.lang, code.as_str()).await {
+        tracing::warn!(error = %e, "could not send a phone confirmation code");
+        let name = user.username.clone();
+        let _ = blocking(ctx.arc, move |app| app.factors.withdraw_code(&name, Channel::PhoneConfirm)).await;
+        return Err(Error::CodeNotSent);
+    }
+    audit_change(ctx, &user, AuditKind::FactorChanged, "phone_added");
+    done(ctx, "phone_sent")
+}
+
+pub async fn phone_confirm(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    let identity = settings_identity(ctx, req.headers())?;
+    let form: CodeForm = form::read(req).await?;
+    let user = identity.user.clone();
+    let name = user.username.clone();
+    let code = form.code;
+    match blocking(ctx.arc, move |app| app.factors.confirm_phone(&name, &code)).await? {
+        Ok(()) => {}
+        Err(
+            FactorError::InvalidCode
+            | FactorError::Expired
+            | FactorError::TooManyAttempts
+            | FactorError::NoCode,
+        ) => return Err(Error::InvalidCode),
+        Err(e) => return Err(factor_error(e)),
+    }
+    audit_change(ctx, &user, AuditKind::FactorChanged, "phone_confirmed");
+    done(ctx, "phone_confirmed")
+}
+
+#[derive(Deserialize)]
+struct MethodForm {
+    #[serde(default)]
+    method: String,
+}
+
+pub async fn preferred_method(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    let identity = settings_identity(ctx, req.headers())?;
+    let form: MethodForm = form::read(req).await?;
+    let method = Method::parse(&form.method).ok_or(Error::BadRequest("unknown method"))?;
+    let user = identity.user.clone();
+    let name = user.username.clone();
+    blocking(ctx.arc, move |app| app.factors.set_preferred(&name, method))
+        .await?
+        .map_err(factor_error)?;
+    done(ctx, "saved")
+}
+
+#[derive(Deserialize)]
+struct PasswordOnly {
+    #[serde(default)]
+    password: String,
+}
+
+pub async fn disable(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    let identity = settings_identity(ctx, req.headers())?;
+    let form: PasswordOnly = form::read(req).await?;
+    let user = identity.user.clone();
+    let summary = summary(ctx.arc, &user).await?;
+    require_fresh_second_factor(ctx, &identity, &summary)?;
+    check_password(ctx, &user, form.password).await?;
+    let name = user.username.clone();
+    blocking(ctx.arc, move |app| app.factors.disable_all(&name))
+        .await?
+        .map_err(factor_error)?;
+    audit_change(ctx, &user, AuditKind::TwoFactorDisabled, "all factors deleted");
+    notify(ctx, &user, Notice::TwoFactorDisabled).await;
+    done(ctx, "disabled")
+}
+
+/// No `Debug`: passwords.
+#[derive(Deserialize)]
+struct ChangePasswordForm {
+    #[serde(default)]
+    current_password: String,
+    #[serde(default)]
+    new_password: String,
+}
+
+pub async fn change_password(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    let identity = settings_identity(ctx, req.headers())?;
+    let form: ChangePasswordForm = form::read(req).await?;
+    let user = identity.user.clone();
+    let summary = summary(ctx.arc, &user).await?;
+    require_fresh_second_factor(ctx, &identity, &summary)?;
+    check_password(ctx, &user, form.current_password).await?;
+    let new = Password::new(form.new_password);
+    ctx.app
+        .config
+        .password
+        .policy
+        .check(&new)
+        .map_err(|e| Error::WeakPassword(e.to_string()))?;
+    let hash = ctx
+        .app
+        .hasher
+        .hash(new)
+        .await
+        .map_err(|e| Error::Internal(format!("hashing: {e}")))?;
+    let name = user.username.clone();
+    let level = identity.session.auth_level;
+    let remember = identity.session.remember_me;
+    // Every session of the account ends; this browser gets a fresh one at the same level.
+    let (id, _) = blocking(ctx.arc, move |app| {
+        app.users.set_password(&name, hash)?;
+        app.sessions.create(&name, level, remember)
+    })
+    .await?
+    .map_err(|e| Error::Internal(format!("password change: {e}")))?;
+    notify(ctx, &user, Notice::PasswordChanged).await;
+    let mut resp = done(ctx, "password")?;
+    let settings = &ctx.app.config.session;
+    let max_age = remember.then_some(settings.settings.remember_me);
+    render::set_cookie(
+        &mut resp,
+        &cookies::issue(settings, ctx.conn.tls, id.cookie_value(), max_age),
+    )?;
+    Ok(resp)
+}
+
+/// Used by the session API.
+pub async fn summary_for(app: &Arc<crate::app::App>, user: &Arc<User>) -> Result<FactorSummary, Error> {
+    summary(app, user).await
+}

@@ -1,0 +1,467 @@
+//! The second-factor step: after the password, before a `two_factor` rule, and to re-verify
+//! before changing security settings. One page, one endpoint, whatever the reason.
+
+use std::sync::Arc;
+
+use askama::Template;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+use super::{Ctx, form, render};
+use crate::app::App;
+use crate::auth::audit::{self, AuditEvent, AuditKind};
+use crate::auth::factors::{Channel, FactorError, FactorSummary, Method};
+use crate::auth::session::AuthLevel;
+use crate::auth::user::User;
+use crate::decision::Identity;
+use crate::error::Error;
+use crate::http::body::Body;
+use crate::http::cookies;
+use crate::http::identify::identify;
+use crate::http::negotiate::Format;
+use crate::notify::Notice;
+
+/// Wrong codes a challenge survives; the next one ends the session.
+pub const MAX_CHALLENGE_FAILURES: u32 = 5;
+/// A second factor owed after the password must be given within this time.
+pub const CHALLENGE_TTL: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+#[derive(Deserialize, Default)]
+struct VerifyQuery {
+    rd: Option<String>,
+    method: Option<String>,
+}
+
+/// No `Debug`: it holds a code.
+#[derive(Deserialize)]
+struct VerifyForm {
+    #[serde(default)]
+    method: String,
+    #[serde(default)]
+    code: String,
+    rd: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SendForm {
+    #[serde(default)]
+    method: String,
+    rd: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "verify.html")]
+struct VerifyPage<'a> {
+    product: &'a str,
+    prefix: &'a str,
+    rd: &'a str,
+    rd_encoded: &'a str,
+    method: &'a str,
+    prompt: &'a str,
+    others: Vec<(&'static str, &'static str)>,
+    step_up: bool,
+    reason: &'a str,
+    notice: Option<&'a str>,
+    error: Option<&'a str>,
+}
+
+fn method_label(m: Method) -> &'static str {
+    match m {
+        Method::Totp => "Use your authenticator app",
+        Method::Email => "Get a code by email",
+        Method::Sms => "Get a code by text message",
+        Method::Backup => "Use a backup code",
+    }
+}
+
+fn prompt(m: Method) -> &'static str {
+    match m {
+        Method::Totp => "6-digit code from your authenticator app",
+        Method::Email => "Code from the email we sent you",
+        Method::Sms => "Code from the text message we sent you",
+        Method::Backup => "One of your backup codes",
+    }
+}
+
+/// Runs blocking store work off the async workers.
+pub async fn blocking<T: Send + 'static>(
+    app: &Arc<App>,
+    work: impl FnOnce(&App) -> T + Send + 'static,
+) -> Result<T, Error> {
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || work(&app))
+        .await
+        .map_err(|e| Error::Internal(format!("blocking task: {e}")))
+}
+
+pub async fn summary(app: &Arc<App>, user: &Arc<User>) -> Result<FactorSummary, Error> {
+    let user = user.clone();
+    blocking(app, move |app| app.factors.summary(&user))
+        .await?
+        .map_err(factor_error)
+}
+
+/// Factor errors that are not about the code a user typed.
+pub fn factor_error(e: FactorError) -> Error {
+    match e {
+        FactorError::Cooldown { retry_after } | FactorError::HourlyLimit { retry_after } => {
+            Error::TooManyRequests { retry_after }
+        }
+        FactorError::MethodUnavailable | FactorError::NotEnrolled => {
+            Error::BadRequest("this verification method is not available")
+        }
+        other => Error::Internal(format!("second factor: {other}")),
+    }
+}
+
+fn identity_for_verify(ctx: &Ctx<'_>, req_headers: &http::HeaderMap) -> Result<Option<Identity>, Error> {
+    identify(ctx.app, req_headers, ctx.conn.tls)
+}
+
+/// Has a pending challenge run out of time?
+fn challenge_expired(ctx: &Ctx<'_>, identity: &Identity) -> bool {
+    identity.session.auth_level == AuthLevel::AwaitSecondFactor
+        && identity
+            .session
+            .challenge_started_at
+            .is_some_and(|t| ctx.app.clock.now().since(t) >= CHALLENGE_TTL)
+}
+
+fn chosen_method(summary: &FactorSummary, asked: Option<&str>) -> Option<Method> {
+    asked
+        .and_then(Method::parse)
+        .filter(|m| summary.methods.contains(m))
+        .or(summary.preferred)
+        .or_else(|| summary.methods.first().copied())
+}
+
+/// Sends an email or SMS login code to the user. An undeliverable code is withdrawn, so the
+/// user can ask again at once.
+pub async fn send_code(ctx: &Ctx<'_>, user: &Arc<User>, method: Method) -> Result<(), Error> {
+    let channel = match method {
+        Method::Email => Channel::Email,
+        Method::Sms => Channel::Sms,
+        _ => return Err(Error::BadRequest("only email and SMS codes are sent")),
+    };
+    let username = user.username.clone();
+    let code = blocking(ctx.arc, move |app| app.factors.issue_code(&username, channel))
+        .await?
+        .map_err(factor_error)?;
+    let lang = ctx.lang;
+    let sent = match method {
+        Method::Email => {
+            let to = user.email.clone().ok_or(Error::BadRequest("no email address"))?;
+            ctx.app
+                .notifier
+                .send_email_code(&to, &user.display_name, lang, code.as_str())
+                .await
+        }
+        _ => {
+            let username = user.username.clone();
+            let phone = blocking(ctx.arc, move |app| app.factors.verified_phone(&username))
+                .await?
+                .map_err(factor_error)?
+                .ok_or(Error::BadRequest("no verified phone number"))?;
+            ctx.app
+                .notifier
+                .send_sms_code(&phone, lang, code.as_str())
+                .await
+        }
+    };
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, method = method.as_str(), "could not send a login code");
+        let username = user.username.clone();
+        let _ = blocking(ctx.arc, move |app| app.factors.withdraw_code(&username, channel)).await;
+        return Err(Error::CodeNotSent);
+    }
+    Ok(())
+}
+
+fn verify_url(prefix: &str, rd: &str, method: Option<Method>) -> String {
+    let encoded: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
+    match method {
+        Some(m) => format!("{prefix}/verify?method={}&rd={encoded}", m.as_str()),
+        None => format!("{prefix}/verify?rd={encoded}"),
+    }
+}
+
+pub async fn page(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
+    let query: VerifyQuery = req
+        .uri()
+        .query()
+        .and_then(|q| serde_urlencoded::from_str(q).ok())
+        .unwrap_or_default();
+    let rd = super::login::safe_rd(ctx, query.rd.as_deref());
+    let Some(identity) = identity_for_verify(ctx, req.headers())? else {
+        return super::login::redirect_to_login(ctx, &rd);
+    };
+    if challenge_expired(ctx, &identity) {
+        return expired_challenge(ctx, &identity, &rd).await;
+    }
+    let summary = summary(ctx.arc, &identity.user).await?;
+    let Some(method) = chosen_method(&summary, query.method.as_deref()) else {
+        // No factor yet: enrol first (a `two_factor` rule or `mfa.required` sent the user here).
+        return super::settings::redirect_to_enrolment(ctx, &rd);
+    };
+    match ctx.format {
+        Format::Json => Ok(render::json(
+            StatusCode::OK,
+            serde_json::json!({
+                "status": "second_factor_required",
+                "methods": summary.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+                "preferred": summary.preferred.map(Method::as_str),
+                "rd": rd,
+            }),
+        )),
+        Format::Html => verify_page(ctx, &identity, &summary, method, &rd, StatusCode::OK, None, None),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn verify_page(
+    ctx: &Ctx<'_>,
+    identity: &Identity,
+    summary: &FactorSummary,
+    method: Method,
+    rd: &str,
+    status: StatusCode,
+    notice: Option<&str>,
+    error: Option<&str>,
+) -> Result<Response<Body>, Error> {
+    let rd_encoded: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
+    let others = summary
+        .methods
+        .iter()
+        .copied()
+        .filter(|m| *m != method)
+        .map(|m| (m.as_str(), method_label(m)))
+        .collect();
+    let step_up = identity.session.auth_level != AuthLevel::AwaitSecondFactor;
+    render::page(
+        status,
+        &VerifyPage {
+            product: ctx.product(),
+            prefix: ctx.prefix(),
+            rd,
+            rd_encoded: &rd_encoded,
+            method: method.as_str(),
+            prompt: prompt(method),
+            others,
+            step_up,
+            reason: "This page needs a recent second-factor check.",
+            notice,
+            error,
+        },
+    )
+}
+
+async fn expired_challenge(
+    ctx: &Ctx<'_>,
+    identity: &Identity,
+    rd: &str,
+) -> Result<Response<Body>, Error> {
+    let key = identity.session.key;
+    blocking(ctx.arc, move |app| app.sessions.revoke(&key))
+        .await?
+        .map_err(|e| Error::Internal(format!("session revoke: {e}")))?;
+    match ctx.format {
+        Format::Json => Ok(render::json(
+            StatusCode::UNAUTHORIZED,
+            serde_json::json!({ "error": "challenge_expired", "login_url": super::login_url(ctx.prefix(), rd) }),
+        )),
+        Format::Html => super::login::redirect_to_login(ctx, rd),
+    }
+}
+
+pub async fn send(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    let Some(identity) = identity_for_verify(ctx, req.headers())? else {
+        return Err(Error::Unauthenticated);
+    };
+    let form: SendForm = form::read(req).await?;
+    let rd = super::login::safe_rd(ctx, form.rd.as_deref());
+    if challenge_expired(ctx, &identity) {
+        return expired_challenge(ctx, &identity, &rd).await;
+    }
+    let method = Method::parse(&form.method).ok_or(Error::BadRequest("unknown method"))?;
+    let summary = summary(ctx.arc, &identity.user).await?;
+    if !summary.methods.contains(&method) {
+        return Err(Error::BadRequest("this verification method is not available"));
+    }
+    send_code(ctx, &identity.user, method).await?;
+    match ctx.format {
+        Format::Json => Ok(render::json(StatusCode::OK, serde_json::json!({ "status": "sent" }))),
+        Format::Html => verify_page(
+            ctx,
+            &identity,
+            &summary,
+            method,
+            &rd,
+            StatusCode::OK,
+            Some("We sent you a code. It is valid for 10 minutes."),
+            None,
+        ),
+    }
+}
+
+pub async fn submit(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    let Some(identity) = identity_for_verify(ctx, req.headers())? else {
+        return Err(Error::Unauthenticated);
+    };
+    let form: VerifyForm = form::read(req).await?;
+    let rd = super::login::safe_rd(ctx, form.rd.as_deref());
+    if challenge_expired(ctx, &identity) {
+        return expired_challenge(ctx, &identity, &rd).await;
+    }
+    let username = identity.user.username.clone();
+    if let Err(banned) = ctx.app.regulator.check(username.as_str(), ctx.client_ip) {
+        return Err(Error::TooManyRequests {
+            retry_after: banned.retry_after,
+        });
+    }
+    let method = Method::parse(&form.method).ok_or(Error::BadRequest("unknown method"))?;
+    let summary = summary(ctx.arc, &identity.user).await?;
+    if !summary.methods.contains(&method) {
+        return Err(Error::BadRequest("this verification method is not available"));
+    }
+    let code = form.code;
+    let name = username.clone();
+    let outcome = blocking(ctx.arc, move |app| match method {
+        Method::Totp => app.factors.verify_totp(&name, &code).map(|()| None),
+        Method::Backup => app.factors.verify_backup(&name, &code).map(Some),
+        Method::Email => app.factors.verify_code(&name, Channel::Email, &code).map(|()| None),
+        Method::Sms => app.factors.verify_code(&name, Channel::Sms, &code).map(|()| None),
+    })
+    .await?;
+    match outcome {
+        Ok(backup_remaining) => {
+            succeed(ctx, &identity, method, backup_remaining, &rd).await
+        }
+        Err(
+            e @ (FactorError::InvalidCode
+            | FactorError::Replayed
+            | FactorError::Expired
+            | FactorError::TooManyAttempts
+            | FactorError::NoCode),
+        ) => fail(ctx, &identity, &summary, method, &rd, e).await,
+        Err(other) => Err(factor_error(other)),
+    }
+}
+
+async fn succeed(
+    ctx: &Ctx<'_>,
+    identity: &Identity,
+    method: Method,
+    backup_remaining: Option<usize>,
+    rd: &str,
+) -> Result<Response<Body>, Error> {
+    let key = identity.session.key;
+    let now = ctx.app.clock.now();
+    let (id, _) = blocking(ctx.arc, move |app| app.sessions.complete_second_factor(&key, now))
+        .await?
+        .map_err(|e| Error::Internal(format!("session: {e}")))?
+        .ok_or(Error::Unauthenticated)?;
+    let user = &identity.user;
+    audit::record(
+        &ctx.app.store,
+        AuditEvent::new(now, AuditKind::SecondFactorSucceeded)
+            .with_username(user.username.as_str())
+            .with_client_ip(ctx.client_ip)
+            .with_detail(method.as_str()),
+    );
+    if let Some(remaining) = backup_remaining {
+        audit::record(
+            &ctx.app.store,
+            AuditEvent::new(now, AuditKind::BackupCodeUsed)
+                .with_username(user.username.as_str())
+                .with_client_ip(ctx.client_ip)
+                .with_detail(format!("{remaining} remaining")),
+        );
+        super::settings::notify(ctx, user, Notice::BackupCodeUsed { remaining }).await;
+    }
+    let settings = &ctx.app.config.session;
+    let max_age = identity
+        .session
+        .remember_me
+        .then_some(settings.settings.remember_me);
+    let cookie = cookies::issue(settings, ctx.conn.tls, id.cookie_value(), max_age);
+    let mut resp = match ctx.format {
+        Format::Json => render::json(
+            StatusCode::OK,
+            serde_json::json!({ "status": "authenticated", "redirect": rd }),
+        ),
+        Format::Html => render::redirect(StatusCode::SEE_OTHER, rd)?,
+    };
+    render::set_cookie(&mut resp, &cookie)?;
+    Ok(resp)
+}
+
+async fn fail(
+    ctx: &Ctx<'_>,
+    identity: &Identity,
+    summary: &FactorSummary,
+    method: Method,
+    rd: &str,
+    error: FactorError,
+) -> Result<Response<Body>, Error> {
+    let username = identity.user.username.clone();
+    let ip = ctx.client_ip;
+    let key = identity.session.key;
+    let session = blocking(ctx.arc, move |app| {
+        let _ = app.regulator.record_failure(username.as_str(), ip);
+        app.sessions.update(&key, |s| s.challenge_failures += 1)
+    })
+    .await?
+    .map_err(|e| Error::Internal(format!("session: {e}")))?;
+    audit::record(
+        &ctx.app.store,
+        AuditEvent::new(ctx.app.clock.now(), AuditKind::SecondFactorFailed)
+            .with_username(identity.user.username.as_str())
+            .with_client_ip(ctx.client_ip)
+            .with_detail(method.as_str()),
+    );
+    let exhausted = session.is_none_or(|s| s.challenge_failures >= MAX_CHALLENGE_FAILURES);
+    if exhausted {
+        let key = identity.session.key;
+        blocking(ctx.arc, move |app| app.sessions.revoke(&key))
+            .await?
+            .map_err(|e| Error::Internal(format!("session revoke: {e}")))?;
+        let mut resp = match ctx.format {
+            Format::Json => render::json(
+                StatusCode::UNAUTHORIZED,
+                serde_json::json!({ "error": "too_many_attempts", "login_url": super::login_url(ctx.prefix(), rd) }),
+            ),
+            Format::Html => super::login::redirect_to_login(ctx, rd)?,
+        };
+        render::set_cookie(&mut resp, &cookies::clear(&ctx.app.config.session, ctx.conn.tls))?;
+        return Ok(resp);
+    }
+    let message = match error {
+        FactorError::Replayed => "This code was already used. Wait for the next one.",
+        FactorError::Expired => "This code has expired. Ask for a new one.",
+        FactorError::TooManyAttempts | FactorError::NoCode => {
+            "This code can no longer be used. Ask for a new one."
+        }
+        _ => "That code is not right. Check it and try again.",
+    };
+    match ctx.format {
+        Format::Json => Ok(render::json(
+            StatusCode::UNAUTHORIZED,
+            serde_json::json!({ "error": "invalid_code", "message": message }),
+        )),
+        Format::Html => verify_page(
+            ctx,
+            identity,
+            summary,
+            method,
+            rd,
+            StatusCode::UNAUTHORIZED,
+            None,
+            Some(message),
+        ),
+    }
+}
+
+pub fn url(prefix: &str, rd: &str) -> String {
+    verify_url(prefix, rd, None)
+}
