@@ -15,6 +15,7 @@ use crate::auth::password::{
 };
 use crate::auth::user::Username;
 use crate::config::Config;
+use crate::store::StoreError;
 
 /// How long the CLI waits for the gateway's answer.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -44,6 +45,11 @@ pub enum AdminError {
         #[source]
         source: AppError,
     },
+    #[error(
+        "the store is locked by another process, but no gateway answers on {}; is a gateway running without its control socket?",
+        socket.display()
+    )]
+    StoreLocked { socket: PathBuf },
     /// The gateway (or the offline store) refused the request.
     #[error("{0}")]
     Refused(String),
@@ -67,16 +73,34 @@ pub fn perform(config: &Config, request: &Request) -> Result<(Route, Response), 
     if let Some(response) = send(&path, request)? {
         return Ok((Route::Gateway, response));
     }
-    let offline = super::offline_directory(config).map_err(|source| AdminError::Offline {
-        socket: path.clone(),
-        source,
-    })?;
+    let offline =
+        super::offline_directory(config).map_err(|source| offline_error(&path, source))?;
     let response = protocol::execute(&offline.users, request.clone());
     offline.close().map_err(|source| AdminError::Offline {
         socket: path,
         source,
     })?;
     Ok((Route::Offline, response))
+}
+
+fn offline_error(socket: &Path, source: AppError) -> AdminError {
+    let locked = matches!(
+        &source,
+        AppError::Store(StoreError::Open {
+            source: sled::Error::Io(e),
+            ..
+        }) if e.kind() == io::ErrorKind::WouldBlock
+    );
+    if locked {
+        AdminError::StoreLocked {
+            socket: socket.to_path_buf(),
+        }
+    } else {
+        AdminError::Offline {
+            socket: socket.to_path_buf(),
+            source,
+        }
+    }
 }
 
 /// Like [`perform`], but an error response becomes [`AdminError::Refused`].
@@ -214,7 +238,9 @@ pub fn read_password_line(input: &mut impl BufRead) -> Result<Password, AdminErr
 pub enum UserCommand {
     /// Create an account.
     Add {
+        /// Username: letters, digits and . _ @ - (case-insensitive).
         name: String,
+        /// E-mail address.
         #[arg(long)]
         email: Option<String>,
         /// Display name (default: the username).
@@ -230,6 +256,7 @@ pub enum UserCommand {
     /// Set a new password; the account's sessions end.
     Passwd {
         name: String,
+        /// Read the password as one line from standard input instead of prompting.
         #[arg(long)]
         password_stdin: bool,
     },

@@ -227,7 +227,7 @@ fn peer_allowed(stream: &UnixStream, owner: u32) -> bool {
 /// Reads one request line, answers with one response line.
 async fn serve(app: Arc<App>, stream: UnixStream) {
     let (read, mut write) = stream.into_split();
-    let response = match read_request(read).await {
+    let response = match read_request(read, REQUEST_TIMEOUT).await {
         Ok(line) => match protocol::parse_request(&line) {
             Ok(request) => {
                 let op = request_name(&request);
@@ -272,16 +272,16 @@ async fn serve(app: Arc<App>, stream: UnixStream) {
 }
 
 /// The first line (up to and without the newline), or an error response to send instead.
-async fn read_request(read: tokio::net::unix::OwnedReadHalf) -> Result<Vec<u8>, Response> {
+async fn read_request(
+    read: impl tokio::io::AsyncRead + Unpin,
+    limit: Duration,
+) -> Result<Vec<u8>, Response> {
     let mut reader = BufReader::new(read).take(MAX_REQUEST_BYTES as u64);
     let mut line = Vec::new();
-    match tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut line)).await {
+    match tokio::time::timeout(limit, reader.read_until(b'\n', &mut line)).await {
         Err(_) => Err(Response::error(
             ErrorKind::BadRequest,
-            format!(
-                "no complete request line within {}s",
-                REQUEST_TIMEOUT.as_secs()
-            ),
+            format!("no complete request line within {limit:?}"),
         )),
         Ok(Err(e)) => Err(Response::error(
             ErrorKind::BadRequest,
@@ -314,5 +314,55 @@ fn request_name(request: &protocol::Request) -> &'static str {
         R::Delete { .. } => "delete",
         R::List => "list",
         R::Get { .. } => "get",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn rejects_a_slow_client_holding_the_connection() {
+        let (client, server) = UnixStream::pair().unwrap();
+        let mut client = client;
+        client.write_all(b"{\"op\":").await.unwrap();
+        // The client never finishes its line; the read gives up at the limit.
+        let got = read_request(server, Duration::from_millis(20)).await;
+        match got {
+            Err(Response::Error {
+                kind: ErrorKind::BadRequest,
+                message,
+            }) => assert!(message.contains("no complete request line"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        drop(client);
+    }
+
+    #[tokio::test]
+    async fn request_line_is_cut_at_the_limit() {
+        let (mut client, server) = UnixStream::pair().unwrap();
+        let writer = tokio::spawn(async move {
+            // More than the limit, no newline: the reader must stop at the limit.
+            let _ = client.write_all(&vec![b'{'; MAX_REQUEST_BYTES * 4]).await;
+            client
+        });
+        let got = read_request(server, Duration::from_secs(30)).await;
+        assert!(matches!(
+            got,
+            Err(Response::Error {
+                kind: ErrorKind::BadRequest,
+                ..
+            })
+        ));
+        drop(writer);
+    }
+
+    #[tokio::test]
+    async fn a_line_without_newline_at_eof_is_accepted() {
+        let (mut client, server) = UnixStream::pair().unwrap();
+        client.write_all(b"{\"op\":\"list\"}").await.unwrap();
+        client.shutdown().await.unwrap();
+        let line = read_request(server, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(line, b"{\"op\":\"list\"}");
     }
 }
