@@ -5,6 +5,7 @@
 //! [`portal`] (the gateway's own pages) or through the access decision to [`proxy`], and
 //! [`error`] turns every failure into a response in one place.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod clock;

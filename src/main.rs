@@ -1,12 +1,16 @@
 //! The `stepgate` command line: parse arguments, load configuration, call into the library.
 
-use std::path::PathBuf;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use stepgate::admin::client::{self, AdminError, PasswordSource, UserCommand};
+use stepgate::admin::policy_check::{self, PolicyQuery};
+use stepgate::auth::password::PasswordSettings;
 use stepgate::clock::SystemClock;
-use stepgate::config;
+use stepgate::config::{self, Config};
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +43,50 @@ enum Command {
     CheckConfig(ConfigArg),
     /// Start a self-contained demo: the gateway in front of a built-in demo console.
     Demo(stepgate::demo::DemoOptions),
+    /// Manage user accounts (through the running gateway, or on the store when it is stopped).
+    User(UserArgs),
+    /// Print an argon2id PHC hash of a password, with the configured parameters.
+    HashPassword(HashPasswordArgs),
+    /// Show which access rule a request meets and what it decides.
+    CheckPolicy(CheckPolicyArgs),
+}
+
+const DEFAULT_CONFIG: &str = "config/stepgate.toml";
+
+#[derive(clap::Args)]
+struct UserArgs {
+    /// Configuration file (TOML). Environment variables STEPGATE_SECTION__KEY override its values.
+    #[arg(long, short, global = true, env = "STEPGATE_CONFIG", default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: UserCommand,
+}
+
+#[derive(clap::Args)]
+struct HashPasswordArgs {
+    /// Configuration file for the hashing parameters and password policy. Without one (and
+    /// without config/stepgate.toml), the defaults apply.
+    #[arg(long, short, env = "STEPGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Read the password as one line from standard input instead of prompting.
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+#[derive(clap::Args)]
+struct CheckPolicyArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Evaluate as this user (groups come from the store); default: an anonymous request.
+    #[arg(long)]
+    user: Option<String>,
+    /// Client IP address the request comes from.
+    #[arg(long, default_value = "127.0.0.1")]
+    ip: IpAddr,
+    /// Request method, e.g. GET.
+    method: String,
+    /// Absolute URL, e.g. https://app.example.com/admin?x=1
+    url: String,
 }
 
 fn main() -> ExitCode {
@@ -76,6 +124,87 @@ fn main() -> ExitCode {
             })
         }
         Command::Demo(opts) => run(stepgate::demo::run(opts)),
+        Command::User(args) => {
+            let Some(config) = load_config(&args.config) else {
+                return ExitCode::FAILURE;
+            };
+            report(client::run_user_command(&config, args.command))
+        }
+        Command::HashPassword(args) => {
+            let settings = match &args.config {
+                Some(path) => load_config(path).map(|c| c.password),
+                None if Path::new(DEFAULT_CONFIG).exists() => {
+                    load_config(Path::new(DEFAULT_CONFIG)).map(|c| c.password)
+                }
+                None => Some(default_password_settings()),
+            };
+            let Some(settings) = settings else {
+                return ExitCode::FAILURE;
+            };
+            let source = if args.password_stdin {
+                PasswordSource::Stdin
+            } else {
+                PasswordSource::Prompt
+            };
+            report(client::hash_password(&settings, source))
+        }
+        Command::CheckPolicy(args) => {
+            let Some(config) = load_config(&args.config.config) else {
+                return ExitCode::FAILURE;
+            };
+            report(check_policy(&config, &args))
+        }
+    }
+}
+
+fn check_policy(config: &Config, args: &CheckPolicyArgs) -> Result<String, AdminError> {
+    let user = match &args.user {
+        Some(name) => Some(client::get_user(config, name)?),
+        None => None,
+    };
+    let query = PolicyQuery {
+        method: &args.method,
+        url: &args.url,
+        client_ip: args.ip,
+        user: user.as_ref(),
+    };
+    let report = policy_check::check(config, &query).map_err(AdminError::Usage)?;
+    Ok(report.render())
+}
+
+/// The `[password]` defaults, as an empty configuration section validates to.
+fn default_password_settings() -> PasswordSettings {
+    let mut errors = config::ConfigErrors::default();
+    stepgate::auth::password::validate(&Default::default(), &mut errors)
+}
+
+/// Loads and validates the configuration, printing every problem on failure.
+fn load_config(path: &Path) -> Option<Config> {
+    match config::load(path) {
+        Ok(c) => Some(c),
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "{}: {} problem(s) found",
+                path.display(),
+                errors.problems().len()
+            );
+            None
+        }
+    }
+}
+
+/// Prints a command's output, or its error on stderr with exit code 1.
+fn report(outcome: Result<String, AdminError>) -> ExitCode {
+    match outcome {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("stepgate: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

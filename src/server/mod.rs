@@ -27,6 +27,7 @@ pub struct RunningGateway {
     shutdown: watch::Sender<bool>,
     accept_loops: Vec<JoinHandle<()>>,
     connections: TaskTracker,
+    control: crate::admin::socket::ControlSocket,
 }
 
 /// Binds the configured listeners and starts serving.
@@ -74,6 +75,8 @@ pub async fn start(app: Arc<App>) -> io::Result<RunningGateway> {
         app.clone(),
         shutdown.subscribe(),
     )));
+    // Bound last: if a listener above failed, no socket file is left behind.
+    let control = crate::admin::socket::start(app.clone()).await?;
     Ok(RunningGateway {
         http_addr,
         https_addr,
@@ -81,6 +84,7 @@ pub async fn start(app: Arc<App>) -> io::Result<RunningGateway> {
         shutdown,
         accept_loops,
         connections,
+        control,
     })
 }
 
@@ -172,6 +176,7 @@ impl RunningGateway {
         for handle in self.accept_loops {
             let _ = handle.await;
         }
+        self.control.shutdown().await;
         self.connections.close();
         let deadline = self.app.config.limits.shutdown_timeout;
         let drained = tokio::time::timeout(deadline, self.connections.wait())

@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod ca;
+pub mod cli;
 pub mod echo;
 pub mod gateway;
 

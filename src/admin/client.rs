@@ -1,0 +1,555 @@
+//! The CLI side of user administration: reads and checks new passwords, hashes them locally,
+//! sends one request to the running gateway's control socket or, when no gateway answers, opens
+//! the store directly and performs the same request in-process, and renders the answer.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::protocol::{self, HashField, MAX_REQUEST_BYTES, Request, Response, UserView};
+use super::socket::socket_path;
+use crate::app::AppError;
+use crate::auth::password::{
+    Password, PasswordError, PasswordHash, PasswordSettings, hash_blocking,
+};
+use crate::auth::user::Username;
+use crate::config::Config;
+use crate::store::StoreError;
+
+/// How long the CLI waits for the gateway's answer.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest password line read from standard input, in bytes.
+const MAX_PASSWORD_LINE: u64 = 16 * 1024;
+
+/// Everything a CLI command can fail with; each prints as one clear line.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("invalid username {input:?}: {reason}")]
+    Username { input: String, reason: String },
+    #[error("{0}")]
+    Password(#[from] PasswordError),
+    #[error("{0}")]
+    PasswordInput(String),
+    #[error("cannot talk to the gateway on {}: {source}", path.display())]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the gateway on {} sent an unreadable answer: {reason}", path.display())]
+    Protocol { path: PathBuf, reason: String },
+    #[error("no gateway answers on {} and the store cannot be opened directly: {source}", socket.display())]
+    Offline {
+        socket: PathBuf,
+        #[source]
+        source: AppError,
+    },
+    #[error(
+        "the store is locked by another process, but no gateway answers on {}; is a gateway running without its control socket?",
+        socket.display()
+    )]
+    StoreLocked { socket: PathBuf },
+    /// The gateway (or the offline store) refused the request.
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Where a request was performed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Through the running gateway's control socket.
+    Gateway,
+    /// In this process, on the store opened directly.
+    Offline,
+}
+
+/// Sends `request` to the gateway of `config`'s store, or performs it on the store directly
+/// when no gateway listens. Error responses are returned as responses.
+pub fn perform(config: &Config, request: &Request) -> Result<(Route, Response), AdminError> {
+    let path = socket_path(&config.storage.path);
+    if let Some(response) = send(&path, request)? {
+        return Ok((Route::Gateway, response));
+    }
+    let offline =
+        super::offline_directory(config).map_err(|source| offline_error(&path, source))?;
+    let response = protocol::execute(&offline.users, request.clone());
+    offline.close().map_err(|source| AdminError::Offline {
+        socket: path,
+        source,
+    })?;
+    Ok((Route::Offline, response))
+}
+
+fn offline_error(socket: &Path, source: AppError) -> AdminError {
+    // sled 0.34 reports a held lock only as an `Other` I/O error with this text.
+    let locked = matches!(
+        &source,
+        AppError::Store(StoreError::Open {
+            source: sled::Error::Io(e),
+            ..
+        }) if e.kind() == io::ErrorKind::WouldBlock
+            || e.to_string().contains("could not acquire lock")
+    );
+    if locked {
+        AdminError::StoreLocked {
+            socket: socket.to_path_buf(),
+        }
+    } else {
+        AdminError::Offline {
+            socket: socket.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Like [`perform`], but an error response becomes [`AdminError::Refused`].
+pub fn perform_ok(config: &Config, request: &Request) -> Result<Response, AdminError> {
+    match perform(config, request)?.1 {
+        Response::Error { message, .. } => Err(AdminError::Refused(message)),
+        ok => Ok(ok),
+    }
+}
+
+/// One request over the socket at `path`. `Ok(None)`: nobody listens there (no socket file, or
+/// the connection is refused), so the caller may open the store itself. Any other failure is an
+/// error: falling back to the store then would only hit the gateway's lock.
+pub fn send(path: &Path, request: &Request) -> Result<Option<Response>, AdminError> {
+    let socket_error = |source: io::Error| AdminError::Socket {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut stream = match UnixStream::connect(path) {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(socket_error(e)),
+    };
+    let mut line = serde_json::to_vec(request).map_err(|e| AdminError::Protocol {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    line.push(b'\n');
+    stream
+        .set_read_timeout(Some(RESPONSE_TIMEOUT))
+        .map_err(socket_error)?;
+    stream
+        .set_write_timeout(Some(RESPONSE_TIMEOUT))
+        .map_err(socket_error)?;
+    stream.write_all(&line).map_err(socket_error)?;
+    let mut answer = Vec::new();
+    BufReader::new(stream)
+        .take(MAX_REQUEST_BYTES as u64 * 64)
+        .read_until(b'\n', &mut answer)
+        .map_err(socket_error)?;
+    serde_json::from_slice(&answer)
+        .map(Some)
+        .map_err(|e| AdminError::Protocol {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+}
+
+/// Checks a username as the store will canonicalise it, with a reason a person can act on.
+pub fn parse_username(input: &str) -> Result<Username, AdminError> {
+    Username::parse(input).map_err(|reason| AdminError::Username {
+        input: input.to_string(),
+        reason,
+    })
+}
+
+/// Where a new password comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordSource {
+    /// One line on standard input; the trailing newline is removed.
+    Stdin,
+    /// Typed twice at the terminal without echo.
+    Prompt,
+}
+
+/// Reads a new password, applies the configured policy and hashes it with the configured
+/// parameters, here, so the plaintext never leaves this process.
+pub fn new_password_hash(
+    settings: &PasswordSettings,
+    source: PasswordSource,
+) -> Result<PasswordHash, AdminError> {
+    let password = read_password(source)?;
+    settings.policy.check(&password)?;
+    Ok(hash_blocking(settings.params, &password)?)
+}
+
+fn read_password(source: PasswordSource) -> Result<Password, AdminError> {
+    match source {
+        PasswordSource::Stdin => read_password_line(&mut io::stdin().lock()),
+        PasswordSource::Prompt => {
+            let prompt_error = |e: io::Error| {
+                AdminError::PasswordInput(format!(
+                    "cannot read a password from the terminal ({e}); use --password-stdin"
+                ))
+            };
+            let first = rpassword::prompt_password("New password: ").map_err(prompt_error)?;
+            let second = rpassword::prompt_password("Repeat password: ").map_err(prompt_error)?;
+            if first != second {
+                return Err(AdminError::PasswordInput(
+                    "the two passwords do not match".into(),
+                ));
+            }
+            Ok(Password::new(first))
+        }
+    }
+}
+
+/// One line from `input`, without its line ending (`\n` or `\r\n`).
+pub fn read_password_line(input: &mut impl BufRead) -> Result<Password, AdminError> {
+    let mut raw = Vec::new();
+    input
+        .take(MAX_PASSWORD_LINE)
+        .read_until(b'\n', &mut raw)
+        .map_err(|e| AdminError::PasswordInput(format!("cannot read standard input: {e}")))?;
+    if raw.is_empty() {
+        return Err(AdminError::PasswordInput(
+            "no password on standard input".into(),
+        ));
+    }
+    if raw.last() == Some(&b'\n') {
+        raw.pop();
+        if raw.last() == Some(&b'\r') {
+            raw.pop();
+        }
+    } else if raw.len() as u64 >= MAX_PASSWORD_LINE {
+        return Err(AdminError::PasswordInput(format!(
+            "the password line is longer than {MAX_PASSWORD_LINE} bytes"
+        )));
+    }
+    let text = String::from_utf8(raw).map_err(|_| {
+        AdminError::PasswordInput("the password on standard input is not valid UTF-8".into())
+    })?;
+    Ok(Password::new(text))
+}
+
+/// `stepgate user ...`
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum UserCommand {
+    /// Create an account.
+    Add {
+        /// Username: letters, digits and . _ @ - (case-insensitive).
+        name: String,
+        /// E-mail address.
+        #[arg(long)]
+        email: Option<String>,
+        /// Display name (default: the username).
+        #[arg(long = "name", value_name = "DISPLAY_NAME")]
+        display_name: Option<String>,
+        /// Comma-separated group names.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Read the password as one line from standard input instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a new password; the account's sessions end.
+    Passwd {
+        name: String,
+        /// Read the password as one line from standard input instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List every account.
+    List,
+    /// Show one account.
+    Show { name: String },
+    /// Disable an account: its sessions end at once and it cannot log in.
+    Disable { name: String },
+    /// Enable a disabled account.
+    Enable { name: String },
+    /// Delete an account and end its sessions.
+    Delete { name: String },
+}
+
+fn source(password_stdin: bool) -> PasswordSource {
+    if password_stdin {
+        PasswordSource::Stdin
+    } else {
+        PasswordSource::Prompt
+    }
+}
+
+/// Runs one `stepgate user` command; returns what to print on standard output.
+pub fn run_user_command(config: &Config, command: UserCommand) -> Result<String, AdminError> {
+    match command {
+        UserCommand::Add {
+            name,
+            email,
+            display_name,
+            groups,
+            password_stdin,
+        } => {
+            let username = parse_username(&name)?;
+            // Check the other fields before asking for a password.
+            let display_name = protocol::display_name_field(display_name).map_err(refused)?;
+            let email = protocol::email_field(email).map_err(refused)?;
+            let groups = protocol::groups_field(groups).map_err(refused)?;
+            let hash = new_password_hash(&config.password, source(password_stdin))?;
+            perform_ok(
+                config,
+                &Request::CreateUser {
+                    username: username.as_str().to_string(),
+                    display_name,
+                    email,
+                    groups,
+                    password_hash: HashField(hash.as_str().to_string()),
+                },
+            )?;
+            Ok(format!("created user {username}\n"))
+        }
+        UserCommand::Passwd {
+            name,
+            password_stdin,
+        } => {
+            let username = parse_username(&name)?;
+            let hash = new_password_hash(&config.password, source(password_stdin))?;
+            perform_ok(
+                config,
+                &Request::SetPassword {
+                    username: username.as_str().to_string(),
+                    password_hash: HashField(hash.as_str().to_string()),
+                },
+            )?;
+            Ok(format!(
+                "password changed for {username}; their sessions have ended\n"
+            ))
+        }
+        UserCommand::List => match perform_ok(config, &Request::List)? {
+            Response::Users { users } => Ok(render_table(&users)),
+            other => Err(unexpected(other)),
+        },
+        UserCommand::Show { name } => {
+            let user = get_user(config, &name)?;
+            Ok(render_user(&user))
+        }
+        UserCommand::Disable { name } => {
+            let username = set_disabled(config, &name, true)?;
+            Ok(format!("disabled {username}; their sessions have ended\n"))
+        }
+        UserCommand::Enable { name } => {
+            let username = set_disabled(config, &name, false)?;
+            Ok(format!("enabled {username}\n"))
+        }
+        UserCommand::Delete { name } => {
+            let username = parse_username(&name)?;
+            perform_ok(
+                config,
+                &Request::Delete {
+                    username: username.as_str().to_string(),
+                },
+            )?;
+            Ok(format!("deleted {username}; their sessions have ended\n"))
+        }
+    }
+}
+
+/// Fetches one account (through the gateway when it runs).
+pub fn get_user(config: &Config, name: &str) -> Result<UserView, AdminError> {
+    let username = parse_username(name)?;
+    match perform_ok(
+        config,
+        &Request::Get {
+            username: username.as_str().to_string(),
+        },
+    )? {
+        Response::User { user } => Ok(user),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn set_disabled(config: &Config, name: &str, disabled: bool) -> Result<Username, AdminError> {
+    let username = parse_username(name)?;
+    perform_ok(
+        config,
+        &Request::SetDisabled {
+            username: username.as_str().to_string(),
+            disabled,
+        },
+    )?;
+    Ok(username)
+}
+
+fn refused(response: Response) -> AdminError {
+    match response {
+        Response::Error { message, .. } => AdminError::Refused(message),
+        other => unexpected(other),
+    }
+}
+
+fn unexpected(response: Response) -> AdminError {
+    AdminError::Refused(format!("unexpected answer: {response:?}"))
+}
+
+/// `hash-password`: a PHC hash of a password that satisfies the policy.
+pub fn hash_password(
+    settings: &PasswordSettings,
+    source: PasswordSource,
+) -> Result<String, AdminError> {
+    let hash = new_password_hash(settings, source)?;
+    Ok(format!("{}\n", hash.as_str()))
+}
+
+/// Makes stored text safe to print on a terminal: control characters (escape sequences, line
+/// breaks) are shown escaped rather than interpreted.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+/// The `user list` table: username, display name, email, groups, disabled, created.
+pub fn render_table(users: &[UserView]) -> String {
+    if users.is_empty() {
+        return "no users\n".to_string();
+    }
+    let header = [
+        "USERNAME",
+        "DISPLAY NAME",
+        "EMAIL",
+        "GROUPS",
+        "DISABLED",
+        "CREATED",
+    ];
+    let rows: Vec<[String; 6]> = users
+        .iter()
+        .map(|u| {
+            [
+                printable(&u.username),
+                printable(&u.display_name),
+                printable(u.email.as_deref().unwrap_or("-")),
+                if u.groups.is_empty() {
+                    "-".to_string()
+                } else {
+                    printable(&u.groups.join(","))
+                },
+                yes_no(u.disabled).to_string(),
+                u.created_at.to_rfc3339(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[&str]| {
+        let mut text = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i > 0 {
+                text.push_str("  ");
+            }
+            text.push_str(cell);
+            if i + 1 < cells.len() {
+                text.extend(std::iter::repeat_n(' ', w - cell.chars().count()));
+            }
+        }
+        out.push_str(&text);
+        out.push('\n');
+    };
+    line(&header);
+    for row in &rows {
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        line(&cells);
+    }
+    out
+}
+
+/// The `user show` block.
+pub fn render_user(u: &UserView) -> String {
+    let groups = if u.groups.is_empty() {
+        "-".to_string()
+    } else {
+        printable(&u.groups.join(", "))
+    };
+    format!(
+        "username:     {}\ndisplay name: {}\nemail:        {}\ngroups:       {}\ndisabled:     {}\ncreated:      {}\n",
+        printable(&u.username),
+        printable(&u.display_name),
+        printable(u.email.as_deref().unwrap_or("-")),
+        groups,
+        yes_no(u.disabled),
+        u.created_at.to_rfc3339(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Timestamp;
+
+    #[test]
+    fn password_line_loses_only_its_line_ending() {
+        let read = |s: &[u8]| read_password_line(&mut &s[..]);
+        for (input, expected) in [
+            (&b"secret pass\n"[..], "secret pass"),
+            (b"secret pass\r\n", "secret pass"),
+            (b"secret pass", "secret pass"),
+            (b"  spaced  \n", "  spaced  "),
+            (b"first\nsecond\n", "first"),
+        ] {
+            let pw = read(input).unwrap();
+            let policy = crate::auth::password::PasswordPolicy {
+                min_length: expected.chars().count(),
+                max_length: expected.chars().count(),
+            };
+            assert!(policy.check(&pw).is_ok(), "{input:?}");
+        }
+        assert!(read(b"").is_err());
+        assert!(read(b"\xff\xfe\n").is_err());
+    }
+
+    fn view(name: &str, display: &str) -> UserView {
+        UserView {
+            username: name.into(),
+            display_name: display.into(),
+            email: None,
+            groups: vec!["admins".into(), "dev".into()],
+            disabled: true,
+            created_at: Timestamp(0),
+        }
+    }
+
+    #[test]
+    fn table_has_every_column_aligned() {
+        let out = render_table(&[view("alice", "Alice Liddell"), view("bob", "B")]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("USERNAME  DISPLAY NAME   EMAIL  GROUPS"));
+        assert!(lines[1].starts_with("alice     Alice Liddell  -      admins,dev  yes"));
+        assert!(lines[2].contains("1970-01-01T00:00:00Z"));
+        assert_eq!(render_table(&[]), "no users\n");
+    }
+
+    #[test]
+    fn rejects_terminal_escape_injection_in_output() {
+        let out = render_user(&view("alice", "Evil\u{1b}]0;pwned\u{7}\nusername: root"));
+        assert!(!out.contains('\u{1b}'));
+        assert!(!out.contains("\nusername: root"));
+        assert_eq!(out.lines().count(), 6);
+    }
+}
