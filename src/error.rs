@@ -45,6 +45,22 @@ pub enum Error {
     UpstreamBadUpgrade,
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("not logged in")]
+    Unauthenticated,
+    #[error("the second factor of this login is still owed")]
+    SecondFactorPending,
+    #[error("a recent second factor is required")]
+    ReverifyRequired { verify_url: String },
+    #[error("wrong password")]
+    WrongPassword,
+    #[error("the new password is not acceptable: {0}")]
+    WeakPassword(String),
+    #[error("invalid code")]
+    InvalidCode,
+    #[error("a valid emailed code is required")]
+    EmailCodeRequired,
+    #[error("the code could not be sent")]
+    CodeNotSent,
 }
 
 impl Error {
@@ -65,6 +81,14 @@ impl Error {
             Error::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Error::UpstreamBadUpgrade => StatusCode::BAD_GATEWAY,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Error::SecondFactorPending => StatusCode::UNAUTHORIZED,
+            Error::ReverifyRequired { .. } => StatusCode::UNAUTHORIZED,
+            Error::WrongPassword => StatusCode::UNAUTHORIZED,
+            Error::WeakPassword(_) => StatusCode::BAD_REQUEST,
+            Error::InvalidCode => StatusCode::UNAUTHORIZED,
+            Error::EmailCodeRequired => StatusCode::UNAUTHORIZED,
+            Error::CodeNotSent => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -86,6 +110,14 @@ impl Error {
             Error::UpstreamTimeout => "upstream_timeout",
             Error::UpstreamBadUpgrade => "upstream_bad_upgrade",
             Error::Internal(_) => "internal_error",
+            Error::Unauthenticated => "authentication_required",
+            Error::SecondFactorPending => "second_factor_required",
+            Error::ReverifyRequired { .. } => "reverify_required",
+            Error::WrongPassword => "invalid_credentials",
+            Error::WeakPassword(_) => "weak_password",
+            Error::InvalidCode => "invalid_code",
+            Error::EmailCodeRequired => "email_code_required",
+            Error::CodeNotSent => "code_not_sent",
         }
     }
 
@@ -138,6 +170,32 @@ impl Error {
                 "Something went wrong",
                 "The request could not be completed. Please try again.",
             ),
+            Error::Unauthenticated => ("Sign-in required", "Please sign in first."),
+            Error::SecondFactorPending => (
+                "Verification required",
+                "Finish signing in with your second factor first.",
+            ),
+            Error::ReverifyRequired { .. } => (
+                "Confirm it's you",
+                "For this change, confirm it's you with your second factor first.",
+            ),
+            Error::WrongPassword => ("Wrong password", "The password is not right."),
+            Error::WeakPassword(_) => (
+                "Password not accepted",
+                "The new password does not meet the password rules.",
+            ),
+            Error::InvalidCode => (
+                "Wrong code",
+                "That code is not right. Check it and try again.",
+            ),
+            Error::EmailCodeRequired => (
+                "Email code required",
+                "Enter the code we emailed you to set up two-step verification.",
+            ),
+            Error::CodeNotSent => (
+                "Code not sent",
+                "We could not send the code. Please try again.",
+            ),
         }
     }
 }
@@ -154,6 +212,20 @@ struct ErrorPage<'a> {
 
 /// Turns an error into the response the client sees: an HTML page for browsers, JSON otherwise.
 pub fn error_response(err: &Error, format: Format, portal: &PortalConfig) -> Response<Body> {
+    // A browser that must verify or sign in first is taken there rather than shown an error.
+    if format == Format::Html {
+        let location = match err {
+            Error::ReverifyRequired { verify_url } => Some(verify_url.clone()),
+            Error::SecondFactorPending => Some(format!("{}/verify", portal.prefix)),
+            Error::Unauthenticated => Some(format!("{}/login", portal.prefix)),
+            _ => None,
+        };
+        if let Some(location) = location
+            && let Ok(resp) = crate::portal::render::redirect(StatusCode::SEE_OTHER, &location)
+        {
+            return resp;
+        }
+    }
     let status = err.status();
     if status.is_server_error() {
         tracing::warn!(status = status.as_u16(), error = %err, "request failed");
@@ -170,6 +242,9 @@ pub fn error_response(err: &Error, format: Format, portal: &PortalConfig) -> Res
             let mut v = serde_json::json!({ "error": err.code(), "message": message });
             if let Some(secs) = retry_after_secs {
                 v["retry_after"] = secs.into();
+            }
+            if let Error::ReverifyRequired { verify_url } = err {
+                v["verify_url"] = verify_url.as_str().into();
             }
             ("application/json", v.to_string())
         }
@@ -229,6 +304,16 @@ mod tests {
             Error::UpstreamTimeout,
             Error::UpstreamBadUpgrade,
             Error::Internal("db".into()),
+            Error::Unauthenticated,
+            Error::SecondFactorPending,
+            Error::ReverifyRequired {
+                verify_url: "/v".into(),
+            },
+            Error::WrongPassword,
+            Error::WeakPassword("short".into()),
+            Error::InvalidCode,
+            Error::EmailCodeRequired,
+            Error::CodeNotSent,
         ]
     }
 
@@ -246,7 +331,8 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                431, 400, 400, 421, 404, 405, 413, 403, 403, 403, 429, 502, 504, 502, 500
+                431, 400, 400, 421, 404, 405, 413, 403, 403, 403, 429, 502, 504, 502, 500, 401,
+                401, 401, 401, 400, 401, 401, 503
             ]
         );
     }
