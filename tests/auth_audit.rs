@@ -61,7 +61,10 @@ async fn login_failure_logout_and_ban_are_audited_without_secrets() {
     assert_eq!(resp.status(), 429);
 
     let trail = events(&gw);
-    assert!(has(&trail, AuditKind::LoginSucceeded, "alice"), "{trail:#?}");
+    assert!(
+        has(&trail, AuditKind::LoginSucceeded, "alice"),
+        "{trail:#?}"
+    );
     assert!(has(&trail, AuditKind::Logout, "alice"), "{trail:#?}");
     assert!(has(&trail, AuditKind::LoginFailed, "alice"), "{trail:#?}");
     assert!(has(&trail, AuditKind::LoginFailed, "bob"), "{trail:#?}");
@@ -74,11 +77,7 @@ async fn login_failure_logout_and_ban_are_audited_without_secrets() {
     assert_eq!(failed, 3, "{trail:#?}");
     // HTTP events name the client.
     for e in trail.iter().filter(|e| e.kind != AuditKind::UserCreated) {
-        assert_eq!(
-            e.client_ip,
-            Some("127.0.0.1".parse().expect("ip")),
-            "{e:?}"
-        );
+        assert_eq!(e.client_ip, Some("127.0.0.1".parse().expect("ip")), "{e:?}");
     }
 
     // No secret anywhere: not the password, not the wrong guess, not the session id.

@@ -51,12 +51,22 @@ const SPOOFED: &str = "Remote-User: admin\r\n\
 
 /// Sends `GET path` with `extra` raw header lines (each ending in CRLF) and returns what the
 /// upstream received; the answer must be 200.
-async fn forwarded(gw: &Gateway, upstream: &EchoUpstream, path: &str, extra: &str) -> ReceivedRequest {
+async fn forwarded(
+    gw: &Gateway,
+    upstream: &EchoUpstream,
+    path: &str,
+    extra: &str,
+) -> ReceivedRequest {
     let before = upstream.requests();
     let request =
         format!("GET {path} HTTP/1.1\r\nHost: app.test\r\n{extra}Connection: close\r\n\r\n");
     let answer = raw_exchange(gw.addr(), request.as_bytes()).await;
-    assert_eq!(raw_status(&answer), 200, "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(
+        raw_status(&answer),
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     assert_eq!(upstream.requests(), before + 1);
     upstream.last_request().expect("forwarded")
 }
@@ -101,9 +111,16 @@ async fn user_without_email_or_groups_gets_no_forged_values() {
     assert_eq!(seen.header_all("remote-user"), ["bob"]);
     assert_eq!(seen.header_all("remote-name"), ["bob"]);
     // No email: no header at all, certainly not the client's.
-    assert!(spellings_of(&seen, "remote-email").is_empty(), "{:?}", seen.headers);
+    assert!(
+        spellings_of(&seen, "remote-email").is_empty(),
+        "{:?}",
+        seen.headers
+    );
     // No groups: an empty value, not the client's.
-    assert_eq!(spellings_of(&seen, "remote-groups"), [("remote-groups".to_owned(), String::new())]);
+    assert_eq!(
+        spellings_of(&seen, "remote-groups"),
+        [("remote-groups".to_owned(), String::new())]
+    );
 }
 
 #[tokio::test]
@@ -143,8 +160,13 @@ async fn strips_spoofed_identity_headers_on_bypass_route() {
     let upstream = EchoUpstream::start().await;
     let gw = gateway(&upstream, "").await;
     let seen = forwarded(&gw, &upstream, "/open/page", SPOOFED).await;
-    for name in ["remote-user", "remote-groups", "remote-email", "remote-name", "remote-auth-time"]
-    {
+    for name in [
+        "remote-user",
+        "remote-groups",
+        "remote-email",
+        "remote-name",
+        "remote-auth-time",
+    ] {
         assert!(
             spellings_of(&seen, name).is_empty(),
             "{name} reached the upstream: {:?}",
@@ -166,8 +188,16 @@ async fn bypass_route_carries_no_identity_even_when_logged_in() {
         &format!("Cookie: {cookie}\r\n{SPOOFED}"),
     )
     .await;
-    assert!(spellings_of(&seen, "remote-user").is_empty(), "{:?}", seen.headers);
-    assert!(spellings_of(&seen, "remote-groups").is_empty(), "{:?}", seen.headers);
+    assert!(
+        spellings_of(&seen, "remote-user").is_empty(),
+        "{:?}",
+        seen.headers
+    );
+    assert!(
+        spellings_of(&seen, "remote-groups").is_empty(),
+        "{:?}",
+        seen.headers
+    );
 }
 
 #[tokio::test]
@@ -175,9 +205,15 @@ async fn strips_spoofed_identity_headers_for_anonymous_requests_that_are_refused
     // Refused requests never reach the upstream at all, spoofed headers or not.
     let upstream = EchoUpstream::start().await;
     let gw = gateway(&upstream, "").await;
-    let request = format!("GET /app HTTP/1.1\r\nHost: app.test\r\n{SPOOFED}Connection: close\r\n\r\n");
+    let request =
+        format!("GET /app HTTP/1.1\r\nHost: app.test\r\n{SPOOFED}Connection: close\r\n\r\n");
     let answer = raw_exchange(gw.addr(), request.as_bytes()).await;
-    assert_eq!(raw_status(&answer), 401, "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(
+        raw_status(&answer),
+        401,
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     assert_eq!(upstream.requests(), 0);
 }
 
@@ -234,13 +270,35 @@ async fn custom_identity_header_names_are_sent_and_protected() {
         [("x-auth-groups".to_owned(), "admins,users".to_owned())]
     );
     // The default names are not sent any more, and still stripped when a client sends them.
-    assert!(spellings_of(&seen, "remote-user").is_empty(), "{:?}", seen.headers);
-    assert!(spellings_of(&seen, "remote-groups").is_empty(), "{:?}", seen.headers);
+    assert!(
+        spellings_of(&seen, "remote-user").is_empty(),
+        "{:?}",
+        seen.headers
+    );
+    assert!(
+        spellings_of(&seen, "remote-groups").is_empty(),
+        "{:?}",
+        seen.headers
+    );
     // Names left at their default keep working.
     assert_eq!(seen.header_all("remote-email"), ["alice@example.com"]);
 
     // On a bypass route the custom names are stripped too.
-    let seen = forwarded(&gw, &upstream, "/open", "X-Auth-User: admin\r\nx_auth_groups: root\r\n").await;
-    assert!(spellings_of(&seen, "x-auth-user").is_empty(), "{:?}", seen.headers);
-    assert!(spellings_of(&seen, "x-auth-groups").is_empty(), "{:?}", seen.headers);
+    let seen = forwarded(
+        &gw,
+        &upstream,
+        "/open",
+        "X-Auth-User: admin\r\nx_auth_groups: root\r\n",
+    )
+    .await;
+    assert!(
+        spellings_of(&seen, "x-auth-user").is_empty(),
+        "{:?}",
+        seen.headers
+    );
+    assert!(
+        spellings_of(&seen, "x-auth-groups").is_empty(),
+        "{:?}",
+        seen.headers
+    );
 }

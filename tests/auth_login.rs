@@ -4,8 +4,8 @@
 mod common;
 
 use common::auth::{
-    Client, PREFIX, all_set_cookies, create_user, json, location, login, post_login,
-    post_login_to, send, session_info, set_session_cookie, text, username,
+    Client, PREFIX, all_set_cookies, create_user, json, location, login, post_login, post_login_to,
+    send, session_info, set_session_cookie, text, username,
 };
 use common::{EchoUpstream, Gateway, TestCa, http_client};
 use reqwest::header::{ACCEPT, COOKIE};
@@ -59,12 +59,21 @@ async fn form_login_redirects_to_rd_with_a_session_cookie() {
     assert!(set_cookie.starts_with("stepgate_session="), "{set_cookie}");
     let attrs = cookie_attributes(&set_cookie);
     for wanted in ["httponly", "samesite=lax", "path=/"] {
-        assert!(attrs.iter().any(|a| a == wanted), "{set_cookie} lacks {wanted}");
+        assert!(
+            attrs.iter().any(|a| a == wanted),
+            "{set_cookie} lacks {wanted}"
+        );
     }
     // Plain HTTP: no Secure (the browser would drop it), and a browser-session cookie.
     assert!(!attrs.iter().any(|a| a == "secure"), "{set_cookie}");
-    assert!(!attrs.iter().any(|a| a.starts_with("max-age")), "{set_cookie}");
-    assert!(!attrs.iter().any(|a| a.starts_with("expires")), "{set_cookie}");
+    assert!(
+        !attrs.iter().any(|a| a.starts_with("max-age")),
+        "{set_cookie}"
+    );
+    assert!(
+        !attrs.iter().any(|a| a.starts_with("expires")),
+        "{set_cookie}"
+    );
 
     let cookie = set_session_cookie(resp.headers()).expect("session cookie");
     let (status, body) = session_info(&gw, Some(&cookie)).await;
@@ -153,7 +162,10 @@ async fn remember_me_sets_max_age_of_thirty_days() {
     )
     .await;
     let set_cookie = the_session_set_cookie(resp.headers());
-    assert!(!set_cookie.to_ascii_lowercase().contains("max-age"), "{set_cookie}");
+    assert!(
+        !set_cookie.to_ascii_lowercase().contains("max-age"),
+        "{set_cookie}"
+    );
 }
 
 #[tokio::test]
@@ -182,13 +194,28 @@ async fn tls_login_sets_secure_host_prefixed_cookie() {
     .await;
     assert_eq!(resp.status(), 303);
     let set_cookie = the_session_set_cookie(resp.headers());
-    assert!(set_cookie.starts_with("__Host-stepgate_session="), "{set_cookie}");
+    assert!(
+        set_cookie.starts_with("__Host-stepgate_session="),
+        "{set_cookie}"
+    );
     let attrs = cookie_attributes(&set_cookie);
-    for wanted in ["httponly", "samesite=lax", "path=/", "secure", "max-age=2592000"] {
-        assert!(attrs.iter().any(|a| a == wanted), "{set_cookie} lacks {wanted}");
+    for wanted in [
+        "httponly",
+        "samesite=lax",
+        "path=/",
+        "secure",
+        "max-age=2592000",
+    ] {
+        assert!(
+            attrs.iter().any(|a| a == wanted),
+            "{set_cookie} lacks {wanted}"
+        );
     }
     // `__Host-` cookies must not name a domain.
-    assert!(!attrs.iter().any(|a| a.starts_with("domain")), "{set_cookie}");
+    assert!(
+        !attrs.iter().any(|a| a.starts_with("domain")),
+        "{set_cookie}"
+    );
 
     let pair = set_session_cookie(resp.headers()).expect("session cookie");
     let session_url = gw.https_url_for(&format!("{PREFIX}/api/session"));
@@ -255,8 +282,7 @@ async fn wrong_password_and_unknown_user_get_the_same_answer() {
     assert_eq!(a, b, "the answers must not tell which part was wrong");
 
     let a = assert_invalid_credentials(post_login(&gw, &wrong, Client::Browser, &[]).await).await;
-    let b =
-        assert_invalid_credentials(post_login(&gw, &unknown, Client::Browser, &[]).await).await;
+    let b = assert_invalid_credentials(post_login(&gw, &unknown, Client::Browser, &[]).await).await;
     for page in [&a, &b] {
         assert!(page.contains("Incorrect username or password."), "{page}");
     }
@@ -353,7 +379,11 @@ async fn unknown_user_costs_a_password_verification() {
     )
     .await;
     assert_invalid_credentials(resp).await;
-    assert_eq!(hasher.stats().started, before + 1, "unknown user: no argon2 run");
+    assert_eq!(
+        hasher.stats().started,
+        before + 1,
+        "unknown user: no argon2 run"
+    );
 
     let before = hasher.stats().started;
     let resp = post_login(
@@ -364,7 +394,11 @@ async fn unknown_user_costs_a_password_verification() {
     )
     .await;
     assert_invalid_credentials(resp).await;
-    assert_eq!(hasher.stats().started, before + 1, "wrong password: one argon2 run");
+    assert_eq!(
+        hasher.stats().started,
+        before + 1,
+        "wrong password: one argon2 run"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -377,7 +411,11 @@ async fn redirect_after_login(http: &reqwest::Client, url: &str, rd: &str) -> St
     let resp = post_login_to(
         http,
         url,
-        &[("username", "alice"), ("password", "password123"), ("rd", rd)],
+        &[
+            ("username", "alice"),
+            ("password", "password123"),
+            ("rd", rd),
+        ],
         Client::Browser,
         &[],
     )
@@ -439,11 +477,20 @@ async fn accepts_local_and_allowed_domain_targets_on_plain_http() {
     let accepted = [
         ("/path?x=1", "/path?x=1".to_owned()),
         ("/a/b/c#frag", "/a/b/c#frag".to_owned()),
-        ("https://sub.example.com/x", "https://sub.example.com/x".to_owned()),
+        (
+            "https://sub.example.com/x",
+            "https://sub.example.com/x".to_owned(),
+        ),
         ("https://example.com/", "https://example.com/".to_owned()),
-        ("https://SUB.Example.COM/x", "https://sub.example.com/x".to_owned()),
+        (
+            "https://SUB.Example.COM/x",
+            "https://sub.example.com/x".to_owned(),
+        ),
         // The gateway itself is served over plain http, so http targets are accepted too.
-        ("http://sub.example.com/x", "http://sub.example.com/x".to_owned()),
+        (
+            "http://sub.example.com/x",
+            "http://sub.example.com/x".to_owned(),
+        ),
         (own_url.as_str(), own_url.clone()),
     ];
     for (rd, expected) in &accepted {
@@ -536,7 +583,11 @@ async fn rejects_cross_site_login_post() {
         let resp = post_login(&gw, &fields, Client::Api, headers).await;
         assert_eq!(resp.status(), 403, "{headers:?}");
         assert!(set_session_cookie(resp.headers()).is_none(), "{headers:?}");
-        assert_eq!(json(resp).await["error"], "cross_site_request", "{headers:?}");
+        assert_eq!(
+            json(resp).await["error"],
+            "cross_site_request",
+            "{headers:?}"
+        );
         // Refused before the password was even looked at.
         assert_eq!(gw.app().hasher.stats().started, before, "{headers:?}");
     }

@@ -78,12 +78,20 @@ async fn bans_account_after_three_failures_even_for_the_right_password() {
     // The 4th attempt with the right password: refused, and no password is checked.
     let before = gw.app().hasher.stats().started;
     assert_banned(attempt(&gw, ip, "alice", "password123").await, 300 - 1).await;
-    assert_eq!(gw.app().hasher.stats().started, before, "a banned attempt ran argon2");
+    assert_eq!(
+        gw.app().hasher.stats().started,
+        before,
+        "a banned attempt ran argon2"
+    );
 
     clock.advance(4 * MINUTE);
     assert_banned(attempt(&gw, ip, "alice", "password123").await, 60 - 1).await;
     clock.advance(MINUTE);
-    assert_eq!(status(&gw, ip, "alice", "password123").await, 200, "ban over");
+    assert_eq!(
+        status(&gw, ip, "alice", "password123").await,
+        200,
+        "ban over"
+    );
 }
 
 #[tokio::test]
@@ -130,9 +138,17 @@ async fn rotating_client_addresses_still_bans_the_account() {
         assert_eq!(status(&gw, ip, "alice", "wrong").await, 401, "{ip}");
     }
     // A fresh address, the right password: the account is banned.
-    assert_banned(attempt(&gw, "192.0.2.44", "alice", "password123").await, 300).await;
+    assert_banned(
+        attempt(&gw, "192.0.2.44", "alice", "password123").await,
+        300,
+    )
+    .await;
     // Case and spaces do not make it another account.
-    assert_banned(attempt(&gw, "192.0.2.45", " ALICE ", "password123").await, 300).await;
+    assert_banned(
+        attempt(&gw, "192.0.2.45", " ALICE ", "password123").await,
+        300,
+    )
+    .await;
     // Another account from a fresh address is not affected.
     assert_eq!(status(&gw, "192.0.2.46", "bob", "password123").await, 200);
 }
@@ -150,7 +166,10 @@ async fn one_address_against_many_accounts_bans_the_address() {
     assert_banned(attempt(&gw, attacker, "alice", "password123").await, 300).await;
     assert_banned(attempt(&gw, attacker, "bob", "password123").await, 300).await;
     // Those accounts are not banned for everyone else.
-    assert_eq!(status(&gw, "198.51.100.8", "alice", "password123").await, 200);
+    assert_eq!(
+        status(&gw, "198.51.100.8", "alice", "password123").await,
+        200
+    );
 }
 
 #[tokio::test]
@@ -165,8 +184,15 @@ async fn ipv6_clients_are_counted_per_64_network() {
     ] {
         assert_eq!(status(&gw, ip, user, "guess").await, 401, "{ip}");
     }
-    assert_banned(attempt(&gw, "2001:db8:1:2:ffff::1", "alice", "password123").await, 300).await;
-    assert_eq!(status(&gw, "2001:db8:1:3::1", "alice", "password123").await, 200);
+    assert_banned(
+        attempt(&gw, "2001:db8:1:2:ffff::1", "alice", "password123").await,
+        300,
+    )
+    .await;
+    assert_eq!(
+        status(&gw, "2001:db8:1:3::1", "alice", "password123").await,
+        200
+    );
 }
 
 #[tokio::test]
@@ -209,5 +235,9 @@ async fn bans_survive_a_restart() {
             .expect("shutdown timed out")
     );
     let gw = start(shared).await;
-    assert_banned(attempt(&gw, "203.0.113.4", "alice", "password123").await, 300).await;
+    assert_banned(
+        attempt(&gw, "203.0.113.4", "alice", "password123").await,
+        300,
+    )
+    .await;
 }

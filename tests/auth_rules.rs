@@ -67,7 +67,10 @@ async fn anonymous_api_client_gets_401_with_login_url() {
         assert_eq!(resp.status(), 401, "Accept: {accept}");
         let body = json(resp).await;
         assert_eq!(body["error"], "authentication_required");
-        assert_eq!(body["login_url"], "/.stepgate/login?rd=%2Fapi%2Fitems%3Fpage%3D2");
+        assert_eq!(
+            body["login_url"],
+            "/.stepgate/login?rd=%2Fapi%2Fitems%3Fpage%3D2"
+        );
     }
     // No Accept at all: an API client too.
     let resp = send(http_client().get(gw.url_for("/x"))).await;
@@ -116,7 +119,11 @@ async fn login_through_challenge_then_reach_the_target() {
         .expect("rd");
     let resp = common::auth::post_login(
         &gw,
-        &[("username", "alice"), ("password", "password123"), ("rd", &rd)],
+        &[
+            ("username", "alice"),
+            ("password", "password123"),
+            ("rd", &rd),
+        ],
         Client::Browser,
         &[],
     )
@@ -126,7 +133,10 @@ async fn login_through_challenge_then_reach_the_target() {
     let cookie = common::auth::set_session_cookie(resp.headers()).expect("cookie");
     let resp = get(&gw, "/reports?year=2025", Some(&cookie), Client::Browser).await;
     assert_eq!(resp.status(), 200);
-    assert_eq!(upstream.last_request().expect("forwarded").path, "/reports?year=2025");
+    assert_eq!(
+        upstream.last_request().expect("forwarded").path,
+        "/reports?year=2025"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -158,7 +168,15 @@ policy = "one_factor"
         let gw = &gw;
         let upstream = &upstream;
         async move {
-            status_of(gw, upstream, "/", cookie.as_deref(), Client::Api, &[("host", host)]).await
+            status_of(
+                gw,
+                upstream,
+                "/",
+                cookie.as_deref(),
+                Client::Api,
+                &[("host", host)],
+            )
+            .await
         }
     };
     // Exact: case-insensitive, port and trailing dot ignored.
@@ -275,8 +293,14 @@ policy = "bypass"
 "#,
     )
     .await;
-    assert_eq!(status_of(&gw, &upstream, "/local", None, Client::Api, &[]).await, 200);
-    assert_eq!(status_of(&gw, &upstream, "/office", None, Client::Api, &[]).await, 403);
+    assert_eq!(
+        status_of(&gw, &upstream, "/local", None, Client::Api, &[]).await,
+        200
+    );
+    assert_eq!(
+        status_of(&gw, &upstream, "/office", None, Client::Api, &[]).await,
+        403
+    );
     // An untrusted peer cannot claim another address.
     assert_eq!(
         status_of(
@@ -311,10 +335,19 @@ policy = "bypass"
     )
     .await;
     let xff = |ip: &'static str| [("x-forwarded-for", ip)];
-    assert_eq!(status_of(&gw, &upstream, "/", None, Client::Api, &xff("10.1.2.3")).await, 200);
-    assert_eq!(status_of(&gw, &upstream, "/", None, Client::Api, &xff("192.0.2.1")).await, 403);
+    assert_eq!(
+        status_of(&gw, &upstream, "/", None, Client::Api, &xff("10.1.2.3")).await,
+        200
+    );
+    assert_eq!(
+        status_of(&gw, &upstream, "/", None, Client::Api, &xff("192.0.2.1")).await,
+        403
+    );
     // The peer itself (127.0.0.1) is not in the network.
-    assert_eq!(status_of(&gw, &upstream, "/", None, Client::Api, &[]).await, 403);
+    assert_eq!(
+        status_of(&gw, &upstream, "/", None, Client::Api, &[]).await,
+        403
+    );
 }
 
 #[tokio::test]
@@ -374,7 +407,10 @@ policy = "deny"
 
     let resp = get(&gw, "/admin", None, Client::Browser).await;
     assert_eq!(resp.status(), 302);
-    assert_eq!(location(&resp).as_deref(), Some("/.stepgate/login?rd=%2Fadmin"));
+    assert_eq!(
+        location(&resp).as_deref(),
+        Some("/.stepgate/login?rd=%2Fadmin")
+    );
 }
 
 #[tokio::test]
@@ -430,7 +466,14 @@ policy = "deny"
     // A denied anonymous browser is not sent to log in: nobody may pass.
     let resp = get(&gw, "/closed", None, Client::Browser).await;
     assert_eq!(resp.status(), 403);
-    assert_eq!(upstream.received().iter().filter(|r| r.path.starts_with("/secure")).count(), 0);
+    assert_eq!(
+        upstream
+            .received()
+            .iter()
+            .filter(|r| r.path.starts_with("/secure"))
+            .count(),
+        0
+    );
 }
 
 #[tokio::test]
@@ -491,9 +534,18 @@ policy = "bypass"
     .await;
     let host = [("host", "app.test")];
     let other = [("host", "other.test")];
-    assert_eq!(status_of(&gw, &upstream, "/api/x", None, Client::Api, &host).await, 200);
-    assert_eq!(status_of(&gw, &upstream, "/api/x", None, Client::Api, &other).await, 403);
-    assert_eq!(status_of(&gw, &upstream, "/web/x", None, Client::Api, &host).await, 403);
+    assert_eq!(
+        status_of(&gw, &upstream, "/api/x", None, Client::Api, &host).await,
+        200
+    );
+    assert_eq!(
+        status_of(&gw, &upstream, "/api/x", None, Client::Api, &other).await,
+        403
+    );
+    assert_eq!(
+        status_of(&gw, &upstream, "/web/x", None, Client::Api, &host).await,
+        403
+    );
     let resp = send(
         http_client()
             .post(gw.url_for("/api/x"))
@@ -520,8 +572,7 @@ policy = "deny"
 /// upstream and the answer must be 403 (the rule matched) or 400 (the path was refused).
 async fn assert_blocked(gw: &Gateway, upstream: &EchoUpstream, raw_path: &str) {
     let before = upstream.requests();
-    let request =
-        format!("GET {raw_path} HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {raw_path} HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n");
     let answer = raw_exchange(gw.addr(), request.as_bytes()).await;
     let status = raw_status(&answer);
     assert!(
@@ -529,7 +580,11 @@ async fn assert_blocked(gw: &Gateway, upstream: &EchoUpstream, raw_path: &str) {
         "{raw_path}: {}",
         String::from_utf8_lossy(&answer)
     );
-    assert_eq!(upstream.requests(), before, "{raw_path} reached the upstream");
+    assert_eq!(
+        upstream.requests(),
+        before,
+        "{raw_path} reached the upstream"
+    );
 }
 
 async fn admin_gateway() -> (EchoUpstream, Gateway) {
@@ -556,7 +611,12 @@ async fn admin_rule_blocks_the_plain_path() {
 #[tokio::test]
 async fn rejects_percent_encoded_letter_bypass() {
     let (upstream, gw) = admin_gateway().await;
-    for path in ["/%61dmin", "/%61%64%6d%69%6e", "/%41dmin/../admin", "/adm%69n/x"] {
+    for path in [
+        "/%61dmin",
+        "/%61%64%6d%69%6e",
+        "/%41dmin/../admin",
+        "/adm%69n/x",
+    ] {
         assert_blocked(&gw, &upstream, path).await;
     }
 }
@@ -572,7 +632,13 @@ async fn rejects_double_slash_bypass() {
 #[tokio::test]
 async fn rejects_dot_segment_bypass() {
     let (upstream, gw) = admin_gateway().await;
-    for path in ["/./admin", "/x/../admin", "/x/y/../../admin", "/public/../admin", "/../admin"] {
+    for path in [
+        "/./admin",
+        "/x/../admin",
+        "/x/y/../../admin",
+        "/public/../admin",
+        "/../admin",
+    ] {
         assert_blocked(&gw, &upstream, path).await;
     }
 }
@@ -596,7 +662,13 @@ async fn rejects_encoded_dot_segment_bypass() {
 #[tokio::test]
 async fn rejects_encoded_slash_bypass() {
     let (upstream, gw) = admin_gateway().await;
-    for path in ["/admin%2f..", "/admin%2F..", "/%2fadmin", "/x%2f..%2fadmin", "/x/..%2fadmin"] {
+    for path in [
+        "/admin%2f..",
+        "/admin%2F..",
+        "/%2fadmin",
+        "/x%2f..%2fadmin",
+        "/x/..%2fadmin",
+    ] {
         assert_blocked(&gw, &upstream, path).await;
     }
 }

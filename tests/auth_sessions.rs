@@ -8,8 +8,8 @@ use std::time::Duration;
 use reqwest::header::{COOKIE, HeaderValue};
 
 use common::auth::{
-    Client, PREFIX, START, all_set_cookies, create_user, create_user_full, get, is_logged_in,
-    json, location, login, login_with, logout, manual_clock, post_login, send, session_info,
+    Client, PREFIX, START, all_set_cookies, create_user, create_user_full, get, is_logged_in, json,
+    location, login, login_with, logout, manual_clock, post_login, send, session_info,
     set_session_cookie, username,
 };
 use common::{EchoUpstream, Gateway, http_client};
@@ -64,7 +64,10 @@ async fn rejects_session_fixation_by_renewing_the_id_at_login() {
     )
     .await;
     assert_ne!(value(&first), value(&second));
-    assert!(!is_logged_in(&gw, &first).await, "the old id outlived the login");
+    assert!(
+        !is_logged_in(&gw, &first).await,
+        "the old id outlived the login"
+    );
     assert!(is_logged_in(&gw, &second).await);
 }
 
@@ -84,7 +87,10 @@ async fn rejects_session_fixation_with_attacker_chosen_id() {
     )
     .await;
     assert_ne!(value(&issued), value(&planted));
-    assert!(!is_logged_in(&gw, &planted).await, "the planted id was adopted");
+    assert!(
+        !is_logged_in(&gw, &planted).await,
+        "the planted id was adopted"
+    );
     assert!(is_logged_in(&gw, &issued).await);
 }
 
@@ -125,7 +131,11 @@ async fn rejects_cookie_replay_after_logout() {
     // Replaying the old cookie: not logged in, as a browser and as an API client.
     let resp = get(&gw, "/app/page", Some(&cookie), Client::Browser).await;
     assert_eq!(resp.status(), 302);
-    assert!(location(&resp).expect("Location").starts_with("/.stepgate/login?rd="));
+    assert!(
+        location(&resp)
+            .expect("Location")
+            .starts_with("/.stepgate/login?rd=")
+    );
     assert!(!reaches_app(&gw, &upstream, &cookie).await);
     // Only that session ended: the user's other session lives on.
     assert!(reaches_app(&gw, &upstream, &other).await);
@@ -202,10 +212,7 @@ async fn sessions_survive_restart_and_logouts_stay_final() {
 // ---------------------------------------------------------------------------------------------
 // Expiry, with the clock under the test's control
 
-async fn clocked_gateway(
-    upstream: &EchoUpstream,
-    clock: stepgate::clock::SharedClock,
-) -> Gateway {
+async fn clocked_gateway(upstream: &EchoUpstream, clock: stepgate::clock::SharedClock) -> Gateway {
     let gw = Gateway::builder()
         .upstream(&upstream.url())
         .extra_toml(PROTECTED)
@@ -280,10 +287,19 @@ async fn remember_me_lasts_thirty_days_without_inactivity_limit() {
     let normal = login(&gw, "alice", "password123").await;
 
     clock.advance(10 * DAY);
-    assert!(!reaches_app(&gw, &upstream, &normal).await, "normal session, 10 days idle");
-    assert!(reaches_app(&gw, &upstream, &remembered).await, "10 days idle");
+    assert!(
+        !reaches_app(&gw, &upstream, &normal).await,
+        "normal session, 10 days idle"
+    );
+    assert!(
+        reaches_app(&gw, &upstream, &remembered).await,
+        "10 days idle"
+    );
     clock.set(START.plus(30 * DAY - MINUTE));
-    assert!(reaches_app(&gw, &upstream, &remembered).await, "20 days idle, 29 d 23 h 59 min");
+    assert!(
+        reaches_app(&gw, &upstream, &remembered).await,
+        "20 days idle, 29 d 23 h 59 min"
+    );
     clock.advance(MINUTE);
     assert!(!reaches_app(&gw, &upstream, &remembered).await, "30 days");
 }
@@ -355,8 +371,15 @@ const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvw
 /// read it as the genuine id.
 fn with_trailing_bits(id: &str) -> String {
     let last = id.as_bytes()[42];
-    let index = BASE64URL.iter().position(|c| *c == last).expect("base64url");
-    assert_eq!(index % 4, 0, "43rd character carries 4 data bits and 2 zero bits");
+    let index = BASE64URL
+        .iter()
+        .position(|c| *c == last)
+        .expect("base64url");
+    assert_eq!(
+        index % 4,
+        0,
+        "43rd character carries 4 data bits and 2 zero bits"
+    );
     format!("{}{}", &id[..42], BASE64URL[index + 1] as char)
 }
 
@@ -402,7 +425,10 @@ async fn malformed_and_tampered_cookies_are_not_logged_in() {
         format!("__Host-stepgate_session={id}"),
         // Several bad cookies at once.
         "stepgate_session=garbage; stepgate_session=more-garbage".into(),
-        format!("stepgate_session={}; stepgate_session=x", flip_one_char(&id)),
+        format!(
+            "stepgate_session={}; stepgate_session=x",
+            flip_one_char(&id)
+        ),
         ";;;===;".into(),
     ];
     for case in cases {
@@ -436,7 +462,12 @@ async fn expired_cookie_is_not_logged_in() {
     let gw = clocked_gateway(&upstream, shared).await;
     let cookie = login(&gw, "alice", "password123").await;
     clock.advance(2 * HOUR);
-    assert_not_logged_in(&gw, &upstream, HeaderValue::from_str(&cookie).expect("header")).await;
+    assert_not_logged_in(
+        &gw,
+        &upstream,
+        HeaderValue::from_str(&cookie).expect("header"),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -448,7 +479,12 @@ async fn unknown_well_formed_cookie_is_not_logged_in() {
         .start()
         .await;
     let cookie = format!("stepgate_session={}", "w".repeat(42) + "A");
-    assert_not_logged_in(&gw, &upstream, HeaderValue::from_str(&cookie).expect("header")).await;
+    assert_not_logged_in(
+        &gw,
+        &upstream,
+        HeaderValue::from_str(&cookie).expect("header"),
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -580,7 +616,10 @@ async fn disabling_a_user_ends_their_sessions_at_once() {
         .expect("disable");
     assert!(!reaches_app(&gw, &upstream, &alice).await);
     assert!(!reaches_app(&gw, &upstream, &alice_remembered).await);
-    assert!(reaches_app(&gw, &upstream, &bob).await, "another user was affected");
+    assert!(
+        reaches_app(&gw, &upstream, &bob).await,
+        "another user was affected"
+    );
 
     // Enabling the account again does not bring old sessions back.
     gw.app()
@@ -623,7 +662,9 @@ async fn password_change_ends_sessions_at_once() {
     let hash = gw
         .app()
         .hasher
-        .hash(stepgate::auth::password::Password::new("new-password-456".into()))
+        .hash(stepgate::auth::password::Password::new(
+            "new-password-456".into(),
+        ))
         .await
         .expect("hash");
     gw.app()

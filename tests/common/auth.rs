@@ -123,8 +123,14 @@ pub async fn post_login(
     client: Client,
     headers: &[(&str, &str)],
 ) -> reqwest::Response {
-    post_login_to(&http_client(), &gw.url_for(&format!("{PREFIX}/login")), fields, client, headers)
-        .await
+    post_login_to(
+        &http_client(),
+        &gw.url_for(&format!("{PREFIX}/login")),
+        fields,
+        client,
+        headers,
+    )
+    .await
 }
 
 /// `POST` a login form to `url` with `http` (plain or TLS client).
@@ -135,10 +141,7 @@ pub async fn post_login_to(
     client: Client,
     headers: &[(&str, &str)],
 ) -> reqwest::Response {
-    let mut builder = http
-        .post(url)
-        .header(ACCEPT, client.accept())
-        .form(fields);
+    let mut builder = http.post(url).header(ACCEPT, client.accept()).form(fields);
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
@@ -184,7 +187,12 @@ pub async fn login_with(gw: &Gateway, fields: &[(&str, &str)], headers: &[(&str,
 }
 
 /// `GET path` on the plain listener, with the session cookie (`name=value`) if given.
-pub async fn get(gw: &Gateway, path: &str, cookie: Option<&str>, client: Client) -> reqwest::Response {
+pub async fn get(
+    gw: &Gateway,
+    path: &str,
+    cookie: Option<&str>,
+    client: Client,
+) -> reqwest::Response {
     get_with(gw, path, cookie, client, &[]).await
 }
 
