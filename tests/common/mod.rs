@@ -3,6 +3,7 @@
 //! when its handle is dropped. Use it with `mod common;` at the top of a test file.
 #![allow(dead_code, unused_imports)]
 
+pub mod auth;
 pub mod ca;
 pub mod cli;
 pub mod echo;

@@ -1,0 +1,653 @@
+//! Login through the running gateway: form and JSON submissions, the session cookie's
+//! attributes, generic failures, the `rd` return target and cross-site refusal.
+
+mod common;
+
+use common::auth::{
+    Client, PREFIX, all_set_cookies, create_user, json, location, login, post_login, post_login_to,
+    send, session_info, set_session_cookie, text, username,
+};
+use common::{EchoUpstream, Gateway, TestCa, http_client};
+use reqwest::header::{ACCEPT, COOKIE};
+
+/// Generous regulation, so tests that fail on purpose several times are not banned.
+const LENIENT: &str = "[regulation]\nmax_retries = 100\n";
+
+async fn gateway(upstream: &EchoUpstream, extra: &str) -> Gateway {
+    Gateway::builder()
+        .upstream(&upstream.url())
+        .extra_toml(LENIENT)
+        .extra_toml(extra)
+        .start()
+        .await
+}
+
+fn cookie_attributes(set_cookie: &str) -> Vec<String> {
+    set_cookie
+        .split(';')
+        .skip(1)
+        .map(|a| a.trim().to_ascii_lowercase())
+        .collect()
+}
+
+fn the_session_set_cookie(headers: &reqwest::header::HeaderMap) -> String {
+    let all = all_set_cookies(headers);
+    assert_eq!(all.len(), 1, "expected one Set-Cookie: {all:?}");
+    all.into_iter().next().expect("one Set-Cookie")
+}
+
+#[tokio::test]
+async fn form_login_redirects_to_rd_with_a_session_cookie() {
+    let upstream = EchoUpstream::start().await;
+    let gw = gateway(&upstream, "").await;
+    create_user(&gw, "alice", "password123", &["admins"]).await;
+
+    let resp = post_login(
+        &gw,
+        &[
+            ("username", "alice"),
+            ("password", "password123"),
+            ("rd", "/dashboard?tab=2"),
+        ],
+        Client::Browser,
+        &[],
+    )
+    .await;
+    assert_eq!(resp.status(), 303);
+    assert_eq!(location(&resp).as_deref(), Some("/dashboard?tab=2"));
+    let set_cookie = the_session_set_cookie(resp.headers());
+    assert!(set_cookie.starts_with("stepgate_session="), "{set_cookie}");
+    let attrs = cookie_attributes(&set_cookie);
+    for wanted in ["httponly", "samesite=lax", "path=/"] {
+        assert!(
+            attrs.iter().any(|a| a == wanted),
+            "{set_cookie} lacks {wanted}"
+        );
+    }
+    // Plain HTTP: no Secure (the browser would drop it), and a browser-session cookie.
+    assert!(!attrs.iter().any(|a| a == "secure"), "{set_cookie}");
+    assert!(
+        !attrs.iter().any(|a| a.starts_with("max-age")),
+        "{set_cookie}"
+    );
+    assert!(
+        !attrs.iter().any(|a| a.starts_with("expires")),
+        "{set_cookie}"
+    );
+
+    let cookie = set_session_cookie(resp.headers()).expect("session cookie");
+    let (status, body) = session_info(&gw, Some(&cookie)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"]["username"], "alice");
+}
+
+#[tokio::test]
+async fn json_login_answers_authenticated_with_redirect() {
+    let upstream = EchoUpstream::start().await;
+    let gw = gateway(&upstream, "").await;
+    create_user(&gw, "alice", "password123", &[]).await;
+
+    let resp = send(
+        http_client()
+            .post(gw.url_for(&format!("{PREFIX}/login")))
+            .header(ACCEPT, "application/json")
+            .json(&serde_json::json!({
+                "username": "alice",
+                "password": "password123",
+                "rd": "/reports?year=2025",
+            })),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let cookie = set_session_cookie(resp.headers()).expect("session cookie");
+    let body = json(resp).await;
+    assert_eq!(
+        body,
+        serde_json::json!({"status": "authenticated", "redirect": "/reports?year=2025"})
+    );
+    assert_eq!(session_info(&gw, Some(&cookie)).await.0, 200);
+}
+
+#[tokio::test]
+async fn json_login_without_rd_redirects_to_root() {
+    let upstream = EchoUpstream::start().await;
+    let gw = gateway(&upstream, "").await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    let resp = post_login(
+        &gw,
+        &[("username", "alice"), ("password", "password123")],
+        Client::Api,
+        &[],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(json(resp).await["redirect"], "/");
+}
+
+#[tokio::test]
+async fn remember_me_sets_max_age_of_thirty_days() {
+    let upstream = EchoUpstream::start().await;
+    let gw = gateway(&upstream, "").await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    for flag in ["on", "true", "1"] {
+        let resp = post_login(
+            &gw,
+            &[
+                ("username", "alice"),
+                ("password", "password123"),
+                ("remember_me", flag),
+            ],
+            Client::Api,
+            &[],
+        )
+        .await;
+        assert_eq!(resp.status(), 200, "remember_me={flag}");
+        let set_cookie = the_session_set_cookie(resp.headers());
+        let attrs = cookie_attributes(&set_cookie);
+        assert!(
+            attrs.iter().any(|a| a == "max-age=2592000"),
+            "remember_me={flag}: {set_cookie}"
+        );
+    }
+    // Explicitly off: a browser-session cookie.
+    let resp = post_login(
+        &gw,
+        &[
+            ("username", "alice"),
+            ("password", "password123"),
+            ("remember_me", "false"),
+        ],
+        Client::Api,
+        &[],
+    )
+    .await;
+    let set_cookie = the_session_set_cookie(resp.headers());
+    assert!(
+        !set_cookie.to_ascii_lowercase().contains("max-age"),
+        "{set_cookie}"
+    );
+}
+
+#[tokio::test]
+async fn tls_login_sets_secure_host_prefixed_cookie() {
+    let ca = TestCa::new();
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .tls(&ca)
+        .start()
+        .await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    let client = ca.reqwest_client();
+
+    let resp = post_login_to(
+        &client,
+        &gw.https_url_for(&format!("{PREFIX}/login")),
+        &[
+            ("username", "alice"),
+            ("password", "password123"),
+            ("remember_me", "on"),
+        ],
+        Client::Browser,
+        &[],
+    )
+    .await;
+    assert_eq!(resp.status(), 303);
+    let set_cookie = the_session_set_cookie(resp.headers());
+    assert!(
+        set_cookie.starts_with("__Host-stepgate_session="),
+        "{set_cookie}"
+    );
+    let attrs = cookie_attributes(&set_cookie);
+    for wanted in [
+        "httponly",
+        "samesite=lax",
+        "path=/",
+        "secure",
+        "max-age=2592000",
+    ] {
+        assert!(
+            attrs.iter().any(|a| a == wanted),
+            "{set_cookie} lacks {wanted}"
+        );
+    }
+    // `__Host-` cookies must not name a domain.
+    assert!(
+        !attrs.iter().any(|a| a.starts_with("domain")),
+        "{set_cookie}"
+    );
+
+    let pair = set_session_cookie(resp.headers()).expect("session cookie");
+    let session_url = gw.https_url_for(&format!("{PREFIX}/api/session"));
+    let resp = send(client.get(&session_url).header(COOKIE, &pair)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(json(resp).await["user"]["username"], "alice");
+}
+
+#[tokio::test]
+async fn rejects_cookie_without_host_prefix_over_https() {
+    // Over HTTPS only the `__Host-` cookie counts: a sibling subdomain can plant a plain
+    // `stepgate_session` cookie for our host, but never a `__Host-` one.
+    let ca = TestCa::new();
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .tls(&ca)
+        .start()
+        .await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    let client = ca.reqwest_client();
+    let resp = post_login_to(
+        &client,
+        &gw.https_url_for(&format!("{PREFIX}/login")),
+        &[("username", "alice"), ("password", "password123")],
+        Client::Api,
+        &[],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let pair = set_session_cookie(resp.headers()).expect("session cookie");
+    let value = pair.split_once('=').expect("name=value").1;
+    let session_url = gw.https_url_for(&format!("{PREFIX}/api/session"));
+    let resp = send(
+        client
+            .get(&session_url)
+            .header(COOKIE, format!("stepgate_session={value}")),
+    )
+    .await;
+    assert_eq!(resp.status(), 401);
+}
+
+/// A failed login: 401, the generic message, no cookie.
+async fn assert_invalid_credentials(resp: reqwest::Response) -> String {
+    assert_eq!(resp.status(), 401);
+    assert!(set_session_cookie(resp.headers()).is_none());
+    text(resp).await
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_user_get_the_same_answer() {
+    let upstream = EchoUpstream::start().await;
+    let gw = gateway(&upstream, "").await;
+    create_user(&gw, "alice", "password123", &[]).await;
+
+    let wrong = [("username", "alice"), ("password", "wrong-password")];
+    let unknown = [("username", "mallory"), ("password", "password123")];
+
+    let a = assert_invalid_credentials(post_login(&gw, &wrong, Client::Api, &[]).await).await;
+    let b = assert_invalid_credentials(post_login(&gw, &unknown, Client::Api, &[]).await).await;
+    let a: serde_json::Value = serde_json::from_str(&a).expect("json");
+    let b: serde_json::Value = serde_json::from_str(&b).expect("json");
+    assert_eq!(a["error"], "invalid_credentials");
+    assert_eq!(a, b, "the answers must not tell which part was wrong");
+
+    let a = assert_invalid_credentials(post_login(&gw, &wrong, Client::Browser, &[]).await).await;
+    let b = assert_invalid_credentials(post_login(&gw, &unknown, Client::Browser, &[]).await).await;
+    for page in [&a, &b] {
+        assert!(page.contains("Incorrect username or password."), "{page}");
+    }
+    // The pages differ only by the username echoed back into the form.
+    assert_eq!(a.replace("alice", "USER"), b.replace("mallory", "USER"));
+}
+
+#[tokio::test]
+async fn empty_and_invalid_usernames_get_the_generic_answer() {
+    let upstream = EchoUpstream::start().await;
+    let gw = gateway(&upstream, "").await;
+    for name in ["", "   ", "-rf", "al ice", "\u{212A}elvin"] {
+        let resp = post_login(
+            &gw,
+            &[("username", name), ("password", "password123")],
+            Client::Api,
+            &[],
+        )
+        .await;
+        let body = assert_invalid_credentials(resp).await;
+        assert!(body.contains("invalid_credentials"), "{name:?}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn username_is_case_and_whitespace_insensitive() {
+    let upstream = EchoUpstream::start().await;
+    let gw = gateway(&upstream, "").await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    for typed in ["Alice", "ALICE", "  alice "] {
+        let cookie = login(&gw, typed, "password123").await;
+        let (status, body) = session_info(&gw, Some(&cookie)).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["user"]["username"], "alice", "typed {typed:?}");
+    }
+}
+
+#[tokio::test]
+async fn password_is_case_sensitive() {
+    let upstream = EchoUpstream::start().await;
+    let gw = gateway(&upstream, "").await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    let resp = post_login(
+        &gw,
+        &[("username", "alice"), ("password", "PASSWORD123")],
+        Client::Api,
+        &[],
+    )
+    .await;
+    assert_invalid_credentials(resp).await;
+}
+
+#[tokio::test]
+async fn disabled_user_cannot_log_in() {
+    let upstream = EchoUpstream::start().await;
+    let gw = gateway(&upstream, "").await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    gw.app()
+        .users
+        .set_disabled(&username("alice"), true)
+        .expect("disable");
+    let resp = post_login(
+        &gw,
+        &[("username", "alice"), ("password", "password123")],
+        Client::Api,
+        &[],
+    )
+    .await;
+    let body = assert_invalid_credentials(resp).await;
+    let body: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(body["error"], "invalid_credentials");
+
+    // Enabled again, the same password works.
+    gw.app()
+        .users
+        .set_disabled(&username("alice"), false)
+        .expect("enable");
+    login(&gw, "alice", "password123").await;
+}
+
+#[tokio::test]
+async fn unknown_user_costs_a_password_verification() {
+    let upstream = EchoUpstream::start().await;
+    let gw = gateway(&upstream, "").await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    let hasher = &gw.app().hasher;
+
+    let before = hasher.stats().started;
+    let resp = post_login(
+        &gw,
+        &[("username", "nobody"), ("password", "password123")],
+        Client::Api,
+        &[],
+    )
+    .await;
+    assert_invalid_credentials(resp).await;
+    assert_eq!(
+        hasher.stats().started,
+        before + 1,
+        "unknown user: no argon2 run"
+    );
+
+    let before = hasher.stats().started;
+    let resp = post_login(
+        &gw,
+        &[("username", "alice"), ("password", "wrong")],
+        Client::Api,
+        &[],
+    )
+    .await;
+    assert_invalid_credentials(resp).await;
+    assert_eq!(
+        hasher.stats().started,
+        before + 1,
+        "wrong password: one argon2 run"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The `rd` return target
+
+const ALLOWED_DOMAINS: &str = "[access]\nallowed_redirect_domains = [\"example.com\"]\n";
+
+/// Logs alice in as a browser with `rd` and returns where the gateway sends her.
+async fn redirect_after_login(http: &reqwest::Client, url: &str, rd: &str) -> String {
+    let resp = post_login_to(
+        http,
+        url,
+        &[
+            ("username", "alice"),
+            ("password", "password123"),
+            ("rd", rd),
+        ],
+        Client::Browser,
+        &[],
+    )
+    .await;
+    assert_eq!(resp.status(), 303, "rd {rd:?}");
+    location(&resp).expect("Location")
+}
+
+#[tokio::test]
+async fn rejects_open_redirect_targets() {
+    let upstream = EchoUpstream::start().await;
+    let gw = gateway(&upstream, ALLOWED_DOMAINS).await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    let own = gw.addr().to_string();
+    let url = gw.url_for(&format!("{PREFIX}/login"));
+    let http = http_client();
+    let refused = [
+        "//evil.com".to_owned(),
+        "//evil.com/path".to_owned(),
+        "/\\evil.com".to_owned(),
+        "/%2F%2Fevil.com".to_owned(),
+        "/%5Cevil.com".to_owned(),
+        "/..//evil.com".to_owned(),
+        "https://evil.com".to_owned(),
+        "https://evil.com/".to_owned(),
+        "http://evil.com/".to_owned(),
+        "https:evil.com".to_owned(),
+        "https:/evil.com".to_owned(),
+        "https://app.example.com.evil.net".to_owned(),
+        "https://example.com@evil.net/".to_owned(),
+        "https://notexample.com/".to_owned(),
+        "javascript:alert(1)".to_owned(),
+        "JavaScript:alert(1)".to_owned(),
+        "data:text/html,<script>alert(1)</script>".to_owned(),
+        "\t//evil.com".to_owned(),
+        " /x".to_owned(),
+        format!("https://user@{own}/"),
+        format!("https://user:pass@{own}/"),
+        format!("https://@{own}/"),
+    ];
+    for rd in &refused {
+        assert_eq!(
+            redirect_after_login(&http, &url, rd).await,
+            "/",
+            "rd {rd:?} was accepted"
+        );
+    }
+}
+
+#[tokio::test]
+async fn accepts_local_and_allowed_domain_targets_on_plain_http() {
+    let upstream = EchoUpstream::start().await;
+    let gw = gateway(&upstream, ALLOWED_DOMAINS).await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    let url = gw.url_for(&format!("{PREFIX}/login"));
+    let http = http_client();
+    let own = gw.addr().to_string();
+    let own_url = format!("http://{own}/back");
+    let accepted = [
+        ("/path?x=1", "/path?x=1".to_owned()),
+        ("/a/b/c#frag", "/a/b/c#frag".to_owned()),
+        (
+            "https://sub.example.com/x",
+            "https://sub.example.com/x".to_owned(),
+        ),
+        ("https://example.com/", "https://example.com/".to_owned()),
+        (
+            "https://SUB.Example.COM/x",
+            "https://sub.example.com/x".to_owned(),
+        ),
+        // The gateway itself is served over plain http, so http targets are accepted too.
+        (
+            "http://sub.example.com/x",
+            "http://sub.example.com/x".to_owned(),
+        ),
+        (own_url.as_str(), own_url.clone()),
+    ];
+    for (rd, expected) in &accepted {
+        assert_eq!(
+            &redirect_after_login(&http, &url, rd).await,
+            expected,
+            "rd {rd:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tls_gateway_refuses_http_targets_and_accepts_https_ones() {
+    let ca = TestCa::new();
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .tls(&ca)
+        .extra_toml(ALLOWED_DOMAINS)
+        .start()
+        .await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    let http = ca.reqwest_client();
+    let url = gw.https_url_for(&format!("{PREFIX}/login"));
+    assert_eq!(
+        redirect_after_login(&http, &url, "https://sub.example.com/x").await,
+        "https://sub.example.com/x"
+    );
+    assert_eq!(
+        redirect_after_login(&http, &url, "/path?x=1").await,
+        "/path?x=1"
+    );
+    // A downgrade to plain http is refused once the gateway itself is on https.
+    assert_eq!(
+        redirect_after_login(&http, &url, "http://sub.example.com/x").await,
+        "/"
+    );
+    assert_eq!(
+        redirect_after_login(&http, &url, "https://evil.com/").await,
+        "/"
+    );
+}
+
+#[tokio::test]
+async fn login_page_reports_the_sanitised_rd() {
+    let upstream = EchoUpstream::start().await;
+    let gw = gateway(&upstream, "").await;
+    let resp = send(
+        http_client()
+            .get(gw.url_for(&format!("{PREFIX}/login?rd=%2F%2Fevil.com")))
+            .header(ACCEPT, "application/json"),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        json(resp).await,
+        serde_json::json!({"status": "unauthenticated", "rd": "/"})
+    );
+    let resp = send(
+        http_client()
+            .get(gw.url_for(&format!("{PREFIX}/login?rd=javascript:alert(1)")))
+            .header(ACCEPT, common::auth::BROWSER_ACCEPT),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let page = text(resp).await;
+    assert!(!page.contains("javascript:"), "{page}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cross-site requests
+
+#[tokio::test]
+async fn rejects_cross_site_login_post() {
+    let upstream = EchoUpstream::start().await;
+    let gw = gateway(&upstream, "").await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    let fields = [("username", "alice"), ("password", "password123")];
+    // Right host, wrong scheme: another origin.
+    let wrong_scheme = gw.http_url().replace("http://", "https://");
+    let refused: [&[(&str, &str)]; 5] = [
+        &[("sec-fetch-site", "cross-site")],
+        &[("sec-fetch-site", "CROSS-SITE")],
+        &[("origin", "https://evil.example")],
+        &[("origin", "null")],
+        &[("origin", &wrong_scheme)],
+    ];
+    for headers in refused {
+        let before = gw.app().hasher.stats().started;
+        let resp = post_login(&gw, &fields, Client::Api, headers).await;
+        assert_eq!(resp.status(), 403, "{headers:?}");
+        assert!(set_session_cookie(resp.headers()).is_none(), "{headers:?}");
+        assert_eq!(
+            json(resp).await["error"],
+            "cross_site_request",
+            "{headers:?}"
+        );
+        // Refused before the password was even looked at.
+        assert_eq!(gw.app().hasher.stats().started, before, "{headers:?}");
+    }
+}
+
+#[tokio::test]
+async fn accepts_same_origin_login_post() {
+    let upstream = EchoUpstream::start().await;
+    let gw = gateway(&upstream, "").await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    let fields = [("username", "alice"), ("password", "password123")];
+    let own_origin = gw.http_url();
+    let accepted: [&[(&str, &str)]; 3] = [
+        &[("origin", &own_origin)],
+        &[("origin", &own_origin), ("sec-fetch-site", "same-origin")],
+        &[("sec-fetch-site", "same-origin")],
+    ];
+    for headers in accepted {
+        let resp = post_login(&gw, &fields, Client::Api, headers).await;
+        assert_eq!(resp.status(), 200, "{headers:?}");
+        assert!(set_session_cookie(resp.headers()).is_some(), "{headers:?}");
+    }
+}
+
+#[tokio::test]
+async fn rejects_cross_site_logout_post() {
+    // A foreign page must not be able to log the user out (or do anything else) by POSTing.
+    let upstream = EchoUpstream::start().await;
+    let gw = gateway(&upstream, "").await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    let cookie = login(&gw, "alice", "password123").await;
+    let url = gw.url_for(&format!("{PREFIX}/logout"));
+    for (name, value) in [
+        ("sec-fetch-site", "cross-site"),
+        ("origin", "https://evil.example"),
+    ] {
+        let resp = send(
+            http_client()
+                .post(&url)
+                .header(ACCEPT, "application/json")
+                .header(COOKIE, &cookie)
+                .header(name, value),
+        )
+        .await;
+        assert_eq!(resp.status(), 403, "{name}: {value}");
+        assert!(
+            all_set_cookies(resp.headers()).is_empty(),
+            "a refused logout must not touch the cookie"
+        );
+        assert_eq!(session_info(&gw, Some(&cookie)).await.0, 200, "{name}");
+    }
+    // Same origin: the logout goes through.
+    let resp = send(
+        http_client()
+            .post(&url)
+            .header(ACCEPT, "application/json")
+            .header(COOKIE, &cookie)
+            .header("origin", gw.http_url()),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(session_info(&gw, Some(&cookie)).await.0, 401);
+}

@@ -1,0 +1,685 @@
+//! Sessions through the running gateway: fixation, logout and replay, restarts, expiry with an
+//! injected clock, malformed cookies, the session API and account changes.
+
+mod common;
+
+use std::time::Duration;
+
+use reqwest::header::{COOKIE, HeaderValue};
+
+use common::auth::{
+    Client, PREFIX, START, all_set_cookies, create_user, create_user_full, get, is_logged_in, json,
+    location, login, login_with, logout, manual_clock, post_login, send, session_info,
+    set_session_cookie, username,
+};
+use common::{EchoUpstream, Gateway, http_client};
+
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// Every proxied request needs a login.
+const PROTECTED: &str = "[access]\ndefault_policy = \"one_factor\"\n";
+
+/// A protected request with `cookie`: is it let through? A refusal must be the "not logged in"
+/// answer (302 to the login page for a browser, 401 for an API client), nothing else.
+async fn reaches_app(gw: &Gateway, upstream: &EchoUpstream, cookie: &str) -> bool {
+    let before = upstream.requests();
+    let resp = get(gw, "/app/page", Some(cookie), Client::Api).await;
+    match resp.status().as_u16() {
+        200 => {
+            assert_eq!(upstream.requests(), before + 1);
+            true
+        }
+        401 => {
+            assert_eq!(upstream.requests(), before, "refused but forwarded");
+            assert_eq!(json(resp).await["error"], "authentication_required");
+            false
+        }
+        other => panic!("protected request answered {other}"),
+    }
+}
+
+/// The value part of a `name=value` cookie pair.
+fn value(pair: &str) -> &str {
+    pair.split_once('=').expect("name=value").1
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session fixation
+
+#[tokio::test]
+async fn rejects_session_fixation_by_renewing_the_id_at_login() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    let first = login(&gw, "alice", "password123").await;
+    assert!(is_logged_in(&gw, &first).await);
+
+    // Logging in again while carrying a live session: a new id, and the old one ends.
+    let second = login_with(
+        &gw,
+        &[("username", "alice"), ("password", "password123")],
+        &[("cookie", &first)],
+    )
+    .await;
+    assert_ne!(value(&first), value(&second));
+    assert!(
+        !is_logged_in(&gw, &first).await,
+        "the old id outlived the login"
+    );
+    assert!(is_logged_in(&gw, &second).await);
+}
+
+#[tokio::test]
+async fn rejects_session_fixation_with_attacker_chosen_id() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    // Well-formed (43 base64url characters, 32 bytes) but never issued by the gateway.
+    let planted = format!("stepgate_session={}", "Q".repeat(42) + "A");
+    assert!(!is_logged_in(&gw, &planted).await);
+
+    let issued = login_with(
+        &gw,
+        &[("username", "alice"), ("password", "password123")],
+        &[("cookie", &planted)],
+    )
+    .await;
+    assert_ne!(value(&issued), value(&planted));
+    assert!(
+        !is_logged_in(&gw, &planted).await,
+        "the planted id was adopted"
+    );
+    assert!(is_logged_in(&gw, &issued).await);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logout and replay
+
+#[tokio::test]
+async fn rejects_cookie_replay_after_logout() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .extra_toml(PROTECTED)
+        .start()
+        .await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    let cookie = login(&gw, "alice", "password123").await;
+    let other = login(&gw, "alice", "password123").await;
+    assert!(reaches_app(&gw, &upstream, &cookie).await);
+
+    let resp = send(
+        http_client()
+            .post(gw.url_for(&format!("{PREFIX}/logout")))
+            .header("accept", "application/json")
+            .header(COOKIE, &cookie),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    // The browser is told to drop the cookie.
+    let cleared = all_set_cookies(resp.headers());
+    assert!(
+        cleared
+            .iter()
+            .any(|c| c.starts_with("stepgate_session=;") && c.contains("Max-Age=0")),
+        "{cleared:?}"
+    );
+    assert_eq!(json(resp).await["status"], "logged_out");
+
+    // Replaying the old cookie: not logged in, as a browser and as an API client.
+    let resp = get(&gw, "/app/page", Some(&cookie), Client::Browser).await;
+    assert_eq!(resp.status(), 302);
+    assert!(
+        location(&resp)
+            .expect("Location")
+            .starts_with("/.stepgate/login?rd=")
+    );
+    assert!(!reaches_app(&gw, &upstream, &cookie).await);
+    // Only that session ended: the user's other session lives on.
+    assert!(reaches_app(&gw, &upstream, &other).await);
+}
+
+#[tokio::test]
+async fn html_logout_redirects_to_the_logout_page() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    let cookie = login(&gw, "alice", "password123").await;
+    let resp = send(
+        http_client()
+            .post(gw.url_for(&format!("{PREFIX}/logout")))
+            .header("accept", common::auth::BROWSER_ACCEPT)
+            .header(COOKIE, &cookie),
+    )
+    .await;
+    assert_eq!(resp.status(), 303);
+    assert_eq!(location(&resp).as_deref(), Some("/.stepgate/logout"));
+    assert!(!is_logged_in(&gw, &cookie).await);
+}
+
+#[tokio::test]
+async fn logout_without_session_is_harmless() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    assert_eq!(logout(&gw, "stepgate_session=garbage").await, 200);
+    let resp = send(
+        http_client()
+            .post(gw.url_for(&format!("{PREFIX}/logout")))
+            .header("accept", "application/json"),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn sessions_survive_restart_and_logouts_stay_final() {
+    let upstream = EchoUpstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let start = || {
+        Gateway::builder()
+            .upstream(&upstream.url())
+            .extra_toml(PROTECTED)
+            .storage_dir(&store)
+            .start()
+    };
+
+    let gw = start().await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    let logged_out = login(&gw, "alice", "password123").await;
+    let live = login(&gw, "alice", "password123").await;
+    assert_eq!(logout(&gw, &logged_out).await, 200);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(30), gw.shutdown())
+            .await
+            .expect("shutdown timed out"),
+        "shutdown did not drain"
+    );
+
+    let gw = start().await;
+    assert!(
+        !reaches_app(&gw, &upstream, &logged_out).await,
+        "a logged-out cookie came back to life after a restart"
+    );
+    assert!(
+        reaches_app(&gw, &upstream, &live).await,
+        "a live session did not survive the restart"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Expiry, with the clock under the test's control
+
+async fn clocked_gateway(upstream: &EchoUpstream, clock: stepgate::clock::SharedClock) -> Gateway {
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .extra_toml(PROTECTED)
+        .clock(clock)
+        .start()
+        .await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    gw
+}
+
+#[tokio::test]
+async fn session_ends_after_an_hour_of_inactivity() {
+    let upstream = EchoUpstream::start().await;
+    let (clock, shared) = manual_clock();
+    let gw = clocked_gateway(&upstream, shared).await;
+    let cookie = login(&gw, "alice", "password123").await;
+
+    clock.advance(HOUR - MINUTE);
+    assert!(reaches_app(&gw, &upstream, &cookie).await, "59 min idle");
+    clock.advance(HOUR);
+    assert!(!reaches_app(&gw, &upstream, &cookie).await, "60 min idle");
+    // Gone for good, not just asleep.
+    clock.set(START);
+    assert!(!reaches_app(&gw, &upstream, &cookie).await);
+}
+
+#[tokio::test]
+async fn activity_keeps_a_session_alive() {
+    let upstream = EchoUpstream::start().await;
+    let (clock, shared) = manual_clock();
+    let gw = clocked_gateway(&upstream, shared).await;
+    let cookie = login(&gw, "alice", "password123").await;
+    // Five requests 50 minutes apart: over four hours in all, never an hour idle.
+    for i in 0..5 {
+        clock.advance(50 * MINUTE);
+        assert!(reaches_app(&gw, &upstream, &cookie).await, "request {i}");
+    }
+}
+
+#[tokio::test]
+async fn session_ends_at_the_absolute_limit_even_when_active() {
+    let upstream = EchoUpstream::start().await;
+    let (clock, shared) = manual_clock();
+    let gw = clocked_gateway(&upstream, shared).await;
+    let cookie = login(&gw, "alice", "password123").await;
+    // Active every 50 minutes up to 11 h 40 min.
+    for i in 0..14 {
+        clock.advance(50 * MINUTE);
+        assert!(reaches_app(&gw, &upstream, &cookie).await, "request {i}");
+    }
+    clock.advance(19 * MINUTE);
+    assert!(reaches_app(&gw, &upstream, &cookie).await, "11 h 59 min");
+    clock.advance(MINUTE);
+    assert!(!reaches_app(&gw, &upstream, &cookie).await, "12 h");
+}
+
+#[tokio::test]
+async fn remember_me_lasts_thirty_days_without_inactivity_limit() {
+    let upstream = EchoUpstream::start().await;
+    let (clock, shared) = manual_clock();
+    let gw = clocked_gateway(&upstream, shared).await;
+    let remembered = login_with(
+        &gw,
+        &[
+            ("username", "alice"),
+            ("password", "password123"),
+            ("remember_me", "on"),
+        ],
+        &[],
+    )
+    .await;
+    let normal = login(&gw, "alice", "password123").await;
+
+    clock.advance(10 * DAY);
+    assert!(
+        !reaches_app(&gw, &upstream, &normal).await,
+        "normal session, 10 days idle"
+    );
+    assert!(
+        reaches_app(&gw, &upstream, &remembered).await,
+        "10 days idle"
+    );
+    clock.set(START.plus(30 * DAY - MINUTE));
+    assert!(
+        reaches_app(&gw, &upstream, &remembered).await,
+        "20 days idle, 29 d 23 h 59 min"
+    );
+    clock.advance(MINUTE);
+    assert!(!reaches_app(&gw, &upstream, &remembered).await, "30 days");
+}
+
+#[tokio::test]
+async fn shorter_configured_lifetimes_apply() {
+    let upstream = EchoUpstream::start().await;
+    let (clock, shared) = manual_clock();
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .extra_toml(PROTECTED)
+        .extra_toml("[session]\nabsolute = \"30m\"\ninactivity = \"5m\"\n")
+        .clock(shared)
+        .start()
+        .await;
+    create_user(&gw, "alice", "password123", &[]).await;
+
+    let idle = login(&gw, "alice", "password123").await;
+    clock.advance(4 * MINUTE);
+    assert!(reaches_app(&gw, &upstream, &idle).await);
+    clock.advance(5 * MINUTE);
+    assert!(!reaches_app(&gw, &upstream, &idle).await, "5 min idle");
+
+    let busy = login(&gw, "alice", "password123").await;
+    for _ in 0..7 {
+        clock.advance(4 * MINUTE);
+        assert!(reaches_app(&gw, &upstream, &busy).await);
+    }
+    clock.advance(2 * MINUTE);
+    assert!(!reaches_app(&gw, &upstream, &busy).await, "30 min absolute");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Malformed, tampered, expired and unknown cookies
+
+/// `cookie` (a whole `Cookie` header value) must be "not logged in" everywhere: a browser is sent
+/// to the login page, an API client gets 401, the session API says 401. Never 2xx, never 500.
+async fn assert_not_logged_in(gw: &Gateway, upstream: &EchoUpstream, cookie: HeaderValue) {
+    let before = upstream.requests();
+    let browser = send(
+        http_client()
+            .get(gw.url_for("/app"))
+            .header("accept", common::auth::BROWSER_ACCEPT)
+            .header(COOKIE, cookie.clone()),
+    )
+    .await;
+    assert_eq!(browser.status(), 302, "browser with {cookie:?}");
+    let api = send(
+        http_client()
+            .get(gw.url_for("/app"))
+            .header("accept", "application/json")
+            .header(COOKIE, cookie.clone()),
+    )
+    .await;
+    assert_eq!(api.status(), 401, "API client with {cookie:?}");
+    let session = send(
+        http_client()
+            .get(gw.url_for(&format!("{PREFIX}/api/session")))
+            .header(COOKIE, cookie.clone()),
+    )
+    .await;
+    assert_eq!(session.status(), 401, "session API with {cookie:?}");
+    assert_eq!(upstream.requests(), before, "forwarded with {cookie:?}");
+}
+
+const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// The same 32 bytes with a non-zero unused bit in the last character: a lenient decoder would
+/// read it as the genuine id.
+fn with_trailing_bits(id: &str) -> String {
+    let last = id.as_bytes()[42];
+    let index = BASE64URL
+        .iter()
+        .position(|c| *c == last)
+        .expect("base64url");
+    assert_eq!(
+        index % 4,
+        0,
+        "43rd character carries 4 data bits and 2 zero bits"
+    );
+    format!("{}{}", &id[..42], BASE64URL[index + 1] as char)
+}
+
+fn flip_one_char(id: &str) -> String {
+    let mut chars: Vec<char> = id.chars().collect();
+    let i = chars.len() / 2;
+    chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
+    chars.into_iter().collect()
+}
+
+#[tokio::test]
+async fn malformed_and_tampered_cookies_are_not_logged_in() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .extra_toml(PROTECTED)
+        .start()
+        .await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    let valid = login(&gw, "alice", "password123").await;
+    let id = value(&valid).to_owned();
+    assert_eq!(id.len(), 43);
+
+    let cases: Vec<String> = vec![
+        "stepgate_session=garbage".into(),
+        "stepgate_session=".into(),
+        "stepgate_session".into(),
+        "stepgate_session=\"\"".into(),
+        format!("stepgate_session={}", "A".repeat(5000)),
+        // Wrong length: 42 and 44 characters, 16 bytes, padded.
+        format!("stepgate_session={}", &id[..42]),
+        format!("stepgate_session={id}A"),
+        "stepgate_session=AAAAAAAAAAAAAAAAAAAAAA".into(),
+        format!("stepgate_session={id}="),
+        // Standard base64 alphabet instead of base64url, and non-canonical trailing bits.
+        format!("stepgate_session=+/{}", &id[2..]),
+        format!("stepgate_session={}", with_trailing_bits(&id)),
+        // A valid id with one character flipped.
+        format!("stepgate_session={}", flip_one_char(&id)),
+        // The id under another cookie name, or with the name in another case.
+        format!("session={id}"),
+        format!("STEPGATE_SESSION={id}"),
+        format!("__Host-stepgate_session={id}"),
+        // Several bad cookies at once.
+        "stepgate_session=garbage; stepgate_session=more-garbage".into(),
+        format!(
+            "stepgate_session={}; stepgate_session=x",
+            flip_one_char(&id)
+        ),
+        ";;;===;".into(),
+    ];
+    for case in cases {
+        let header = HeaderValue::from_str(&case).expect("header value");
+        assert_not_logged_in(&gw, &upstream, header).await;
+    }
+    // Bytes that are not text.
+    let header = HeaderValue::from_bytes(b"stepgate_session=\xff\xfe\x80").expect("obs-text");
+    assert_not_logged_in(&gw, &upstream, header).await;
+
+    // The genuine cookie still works after all that.
+    assert!(is_logged_in(&gw, &valid).await);
+}
+
+#[tokio::test]
+async fn duplicated_cookies_with_one_valid_id_log_in() {
+    // A browser may hold a stale cookie next to the current one (other path or domain): the
+    // gateway accepts any live id among the values sent.
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    let valid = login(&gw, "alice", "password123").await;
+    let both = format!("stepgate_session=stale; {valid}");
+    assert!(is_logged_in(&gw, &both).await);
+}
+
+#[tokio::test]
+async fn expired_cookie_is_not_logged_in() {
+    let upstream = EchoUpstream::start().await;
+    let (clock, shared) = manual_clock();
+    let gw = clocked_gateway(&upstream, shared).await;
+    let cookie = login(&gw, "alice", "password123").await;
+    clock.advance(2 * HOUR);
+    assert_not_logged_in(
+        &gw,
+        &upstream,
+        HeaderValue::from_str(&cookie).expect("header"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_well_formed_cookie_is_not_logged_in() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .extra_toml(PROTECTED)
+        .start()
+        .await;
+    let cookie = format!("stepgate_session={}", "w".repeat(42) + "A");
+    assert_not_logged_in(
+        &gw,
+        &upstream,
+        HeaderValue::from_str(&cookie).expect("header"),
+    )
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The session API
+
+#[tokio::test]
+async fn session_api_is_401_without_a_session() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    let (status, body) = session_info(&gw, None).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["authenticated"], false);
+    assert!(body.get("user").is_none(), "{body}");
+}
+
+#[tokio::test]
+async fn session_api_describes_the_session() {
+    let upstream = EchoUpstream::start().await;
+    let (clock, shared) = manual_clock();
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .clock(shared)
+        .start()
+        .await;
+    create_user_full(
+        &gw,
+        "alice",
+        "password123",
+        &["admins", "users"],
+        Some("Alice Liddell"),
+        Some("alice@example.com"),
+    )
+    .await;
+    let cookie = login(&gw, "alice", "password123").await;
+
+    let (status, body) = session_info(&gw, Some(&cookie)).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["authenticated"], true);
+    assert_eq!(
+        body["user"],
+        serde_json::json!({
+            "username": "alice",
+            "display_name": "Alice Liddell",
+            "email": "alice@example.com",
+            "groups": ["admins", "users"],
+        })
+    );
+    assert_eq!(body["auth_level"], "one_factor");
+    // A normal session: the inactivity limit comes first (START is 2026-01-05T00:00:00Z).
+    assert_eq!(body["expires_at"], "2026-01-05T01:00:00Z");
+
+    // Activity moves the end forward.
+    clock.advance(30 * MINUTE);
+    let (_, body) = session_info(&gw, Some(&cookie)).await;
+    assert_eq!(body["expires_at"], "2026-01-05T01:30:00Z");
+    // ... but never past the absolute limit.
+    for _ in 0..22 {
+        clock.advance(30 * MINUTE);
+        assert_eq!(session_info(&gw, Some(&cookie)).await.0, 200);
+    }
+    let (status, body) = session_info(&gw, Some(&cookie)).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["expires_at"], "2026-01-05T12:00:00Z");
+
+    // A remember-me session ends at its absolute limit only.
+    let remembered = login_with(
+        &gw,
+        &[
+            ("username", "alice"),
+            ("password", "password123"),
+            ("remember_me", "on"),
+        ],
+        &[],
+    )
+    .await;
+    let (_, body) = session_info(&gw, Some(&remembered)).await;
+    assert_eq!(body["auth_level"], "one_factor");
+    assert_eq!(body["expires_at"], "2026-02-04T11:30:00Z");
+}
+
+#[tokio::test]
+async fn session_api_omits_nothing_for_a_user_without_email() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    create_user(&gw, "bob", "password123", &[]).await;
+    let cookie = login(&gw, "bob", "password123").await;
+    let (status, body) = session_info(&gw, Some(&cookie)).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["user"]["display_name"], "bob");
+    assert_eq!(body["user"]["email"], serde_json::Value::Null);
+    assert_eq!(body["user"]["groups"], serde_json::json!([]));
+    let expires = body["expires_at"].as_str().expect("expires_at string");
+    assert!(
+        expires.len() == 20 && expires.ends_with('Z') && expires.as_bytes()[10] == b'T',
+        "not RFC 3339 UTC: {expires}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Account changes end sessions at once
+
+#[tokio::test]
+async fn disabling_a_user_ends_their_sessions_at_once() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .extra_toml(PROTECTED)
+        .start()
+        .await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    create_user(&gw, "bob", "password123", &[]).await;
+    let alice = login(&gw, "alice", "password123").await;
+    let alice_remembered = login_with(
+        &gw,
+        &[
+            ("username", "alice"),
+            ("password", "password123"),
+            ("remember_me", "on"),
+        ],
+        &[],
+    )
+    .await;
+    let bob = login(&gw, "bob", "password123").await;
+    assert!(reaches_app(&gw, &upstream, &alice).await);
+
+    gw.app()
+        .users
+        .set_disabled(&username("alice"), true)
+        .expect("disable");
+    assert!(!reaches_app(&gw, &upstream, &alice).await);
+    assert!(!reaches_app(&gw, &upstream, &alice_remembered).await);
+    assert!(
+        reaches_app(&gw, &upstream, &bob).await,
+        "another user was affected"
+    );
+
+    // Enabling the account again does not bring old sessions back.
+    gw.app()
+        .users
+        .set_disabled(&username("alice"), false)
+        .expect("enable");
+    assert!(!reaches_app(&gw, &upstream, &alice).await);
+}
+
+#[tokio::test]
+async fn deleting_a_user_ends_their_sessions_at_once() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .extra_toml(PROTECTED)
+        .start()
+        .await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    let cookie = login(&gw, "alice", "password123").await;
+    assert!(reaches_app(&gw, &upstream, &cookie).await);
+
+    gw.app().users.delete(&username("alice")).expect("delete");
+    assert!(!reaches_app(&gw, &upstream, &cookie).await);
+
+    // A new account under the same name does not inherit the old sessions.
+    create_user(&gw, "alice", "other-password", &[]).await;
+    assert!(!reaches_app(&gw, &upstream, &cookie).await);
+}
+
+#[tokio::test]
+async fn password_change_ends_sessions_at_once() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .extra_toml(PROTECTED)
+        .start()
+        .await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    let cookie = login(&gw, "alice", "password123").await;
+    let hash = gw
+        .app()
+        .hasher
+        .hash(stepgate::auth::password::Password::new(
+            "new-password-456".into(),
+        ))
+        .await
+        .expect("hash");
+    gw.app()
+        .users
+        .set_password(&username("alice"), hash)
+        .expect("set password");
+    assert!(!reaches_app(&gw, &upstream, &cookie).await);
+    let resp = post_login(
+        &gw,
+        &[("username", "alice"), ("password", "password123")],
+        Client::Api,
+        &[],
+    )
+    .await;
+    assert_eq!(resp.status(), 401, "the old password still works");
+    assert!(set_session_cookie(resp.headers()).is_none());
+    login(&gw, "alice", "new-password-456").await;
+}
