@@ -111,6 +111,7 @@ pub async fn run(opts: DemoOptions) -> io::Result<()> {
     crate::logging::init(&config.log);
     let app = App::new(config, Arc::new(SystemClock)).map_err(io::Error::other)?;
     ensure_demo_user(&app).await?;
+    let signal = crate::server::shutdown_signal()?;
     let running = crate::server::start(app).await?;
     let url = match running.http_addr {
         Some(addr) => format!("http://{addr}/"),
@@ -127,7 +128,7 @@ pub async fn run(opts: DemoOptions) -> io::Result<()> {
     );
     println!("Press Ctrl-C to stop.");
 
-    crate::server::wait_for_signal().await;
+    signal.await;
     running.shutdown().await?;
     let _ = stop_console.send(());
     let _ = console.await;

@@ -35,10 +35,10 @@ fn qualities(headers: &HeaderMap) -> (f32, f32) {
     (html, json)
 }
 
-/// `Accept` explicitly includes `text/html`: a browser navigating.
+/// A browser navigating: it prefers HTML (see [`preferred`]) and is not a script
+/// (`X-Requested-With`). Such clients are redirected; everyone else gets a status and JSON.
 pub fn is_browser(headers: &HeaderMap) -> bool {
-    let (html, _) = qualities(headers);
-    html > 0.0 && !headers.contains_key("x-requested-with")
+    preferred(headers) == Format::Html && !headers.contains_key("x-requested-with")
 }
 
 /// JSON when the client prefers `application/json` over `text/html`, or does not ask for HTML at

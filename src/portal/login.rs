@@ -107,10 +107,13 @@ fn authenticated(ctx: &Ctx<'_>, rd: &str) -> Result<Response<Body>, Error> {
     }
 }
 
-fn audit(ctx: &Ctx<'_>, kind: AuditKind, username: &str) {
-    let event = AuditEvent::new(ctx.app.clock.now(), kind)
-        .with_username(username)
-        .with_client_ip(ctx.client_ip);
+/// Records a login event. The name is kept only when it is a valid username (in its canonical
+/// form): people sometimes type their password into the username field.
+fn audit(ctx: &Ctx<'_>, kind: AuditKind, attempted: &str) {
+    let mut event = AuditEvent::new(ctx.app.clock.now(), kind).with_client_ip(ctx.client_ip);
+    if let Ok(name) = Username::parse(attempted) {
+        event = event.with_username(name.as_str());
+    }
     audit::record(&ctx.app.store, event);
 }
 

@@ -200,32 +200,26 @@ impl RunningGateway {
 
 /// Runs until SIGTERM or Ctrl-C, then shuts down gracefully.
 pub async fn serve_until_signal(app: Arc<App>) -> io::Result<()> {
+    let signal = shutdown_signal()?;
     let running = start(app).await?;
-    wait_for_signal().await;
+    signal.await;
     tracing::info!("shutdown requested: draining in-flight requests");
     running.shutdown().await?;
     Ok(())
 }
 
-/// Resolves on Ctrl-C or (on Unix) SIGTERM.
-pub async fn wait_for_signal() {
+/// Installs the SIGTERM and Ctrl-C handlers now, and returns a future that resolves on either.
+/// Installing before announcing readiness means a signal can never hit the default action.
+pub fn shutdown_signal() -> io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
+        #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
-    }
+    })
 }
