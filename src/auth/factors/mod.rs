@@ -37,7 +37,7 @@ use crate::store::{Store, StoreError};
 pub use codes::{Channel, OneTimeCode};
 pub use phone::normalise_phone;
 pub use secret_box::SecretBox;
-pub use settings::{MfaSettings, RawMfa, TotpAlgorithm, validate};
+pub use settings::{MfaSettings, RawMfa, TotpAlgorithm};
 use state::UserFactors;
 
 /// A kind of second factor.
