@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod directory;
+pub mod factors;
 pub mod password;
 pub mod regulation;
 pub mod session;

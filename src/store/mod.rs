@@ -9,14 +9,18 @@
 //!   as `sessions`, so revoking every session of a user does not scan all sessions.
 //! - `bans`: regulation subject (`user:alice`, `net:192.0.2.7/32`) -> [`records::BanRecord`].
 //! - `audit`: monotonic id (big-endian u64) -> [`records::AuditRecord`].
+//! - `factors`: canonical username -> [`records::FactorRecord`] (TOTP secret sealed with the
+//!   key file, pending enrolment, backup code hashes, phone, preferences).
+//! - `factor_codes`: `username \0 channel` -> [`records::CodeRecord`] (keyed hash of the newest
+//!   e-mailed/texted code, recent sends).
 //!
 //! Values are versioned JSON records (`{"V1": {...}}`), never the domain types themselves, so
 //! the domain can change without silently reinterpreting old data. A record that does not
 //! decode is reported as [`StoreError::Corrupt`], never a panic, and the error never echoes the
 //! stored bytes (a garbled user record may hold a password hash).
 //!
-//! Durability: writes that matter for security (users, bans) are flushed before the method
-//! returns. Session writes are *not* flushed by the store itself: the session manager applies
+//! Durability: writes that matter for security (users, bans, second factors) are flushed before
+//! the method returns. Session writes are *not* flushed by the store itself: the session manager applies
 //! them under its cache lock and calls [`Store::flush`] after releasing it, so lookups are not
 //! held up by disk syncs. Audit appends and `last_seen` refreshes ride on sled's periodic flush.
 //!
@@ -25,6 +29,7 @@
 
 mod audit;
 mod bans;
+mod factors;
 mod records;
 mod sessions;
 mod users;
@@ -96,6 +101,8 @@ pub struct Store {
     sessions_by_user: sled::Tree,
     bans: sled::Tree,
     audit: sled::Tree,
+    factors: sled::Tree,
+    factor_codes: sled::Tree,
 }
 
 impl fmt::Debug for Store {
@@ -148,6 +155,8 @@ impl Store {
             sessions_by_user: db.open_tree("sessions_by_user")?,
             bans: db.open_tree("bans")?,
             audit: db.open_tree("audit")?,
+            factors: db.open_tree("factors")?,
+            factor_codes: db.open_tree("factor_codes")?,
             db,
             path,
         })

@@ -6,6 +6,12 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::audit::{AuditEvent, AuditKind};
+use crate::auth::factors::Method;
+use crate::auth::factors::settings::TotpAlgorithm;
+use crate::auth::factors::state::{
+    CodeHash, CodeState, IssuedCode, PendingTotp, Phone, Sealed, TotpFactor, TotpParams,
+    UserFactors,
+};
 use crate::auth::password::PasswordHash;
 use crate::auth::regulation::FailureState;
 use crate::auth::session::{AuthLevel, Session, SessionKey};
@@ -261,6 +267,229 @@ impl AuditRecord {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Second factors
+
+fn b64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn b64_decode(what: &'static str, text: &str) -> Result<Vec<u8>, StoreError> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|_| StoreError::corrupt(what, "invalid base64"))
+}
+
+fn code_hash(what: &'static str, text: &str) -> Result<CodeHash, StoreError> {
+    let bytes: [u8; 32] = b64_decode(what, text)?
+        .try_into()
+        .map_err(|_| StoreError::corrupt(what, "code hash of the wrong length"))?;
+    Ok(CodeHash(bytes))
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) enum FactorRecord {
+    V1(FactorRecordV1),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FactorRecordV1 {
+    totp: Option<TotpRecordV1>,
+    pending_totp: Option<PendingTotpRecordV1>,
+    /// Base64 keyed hashes of the unused backup codes.
+    backup_codes: Vec<String>,
+    email_verification: Option<bool>,
+    phone: Option<PhoneRecordV1>,
+    /// [`Method::as_str`].
+    preferred: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TotpParamsV1 {
+    /// `SHA1`, `SHA256` or `SHA512`.
+    algorithm: String,
+    digits: u8,
+    period_secs: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TotpRecordV1 {
+    /// Base64 of the sealed secret (nonce, ciphertext, tag).
+    secret_sealed: String,
+    params: TotpParamsV1,
+    created_at_ms: i64,
+    last_used_step: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PendingTotpRecordV1 {
+    secret_sealed: String,
+    params: TotpParamsV1,
+    expires_at_ms: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PhoneRecordV1 {
+    number: String,
+    verified: bool,
+}
+
+impl TotpParamsV1 {
+    fn from_params(p: &TotpParams) -> Self {
+        TotpParamsV1 {
+            algorithm: p.algorithm.as_str().to_string(),
+            digits: p.digits,
+            period_secs: p.period,
+        }
+    }
+
+    fn into_params(self, what: &'static str) -> Result<TotpParams, StoreError> {
+        let algorithm = TotpAlgorithm::parse(&self.algorithm)
+            .ok_or_else(|| StoreError::corrupt(what, "unknown TOTP algorithm"))?;
+        if !(6..=8).contains(&self.digits) || self.period_secs == 0 {
+            return Err(StoreError::corrupt(what, "TOTP parameters out of range"));
+        }
+        Ok(TotpParams {
+            algorithm,
+            digits: self.digits,
+            period: self.period_secs,
+        })
+    }
+}
+
+impl FactorRecord {
+    pub(crate) fn from_factors(f: &UserFactors) -> Self {
+        FactorRecord::V1(FactorRecordV1 {
+            totp: f.totp.as_ref().map(|t| TotpRecordV1 {
+                secret_sealed: b64_encode(&t.secret.0),
+                params: TotpParamsV1::from_params(&t.params),
+                created_at_ms: t.created_at.as_millis(),
+                last_used_step: t.last_used_step,
+            }),
+            pending_totp: f.pending_totp.as_ref().map(|p| PendingTotpRecordV1 {
+                secret_sealed: b64_encode(&p.secret.0),
+                params: TotpParamsV1::from_params(&p.params),
+                expires_at_ms: p.expires_at.as_millis(),
+            }),
+            backup_codes: f.backup_codes.iter().map(|h| b64_encode(&h.0)).collect(),
+            email_verification: f.email_verification,
+            phone: f.phone.as_ref().map(|p| PhoneRecordV1 {
+                number: p.number.clone(),
+                verified: p.verified,
+            }),
+            preferred: f.preferred.map(|m| m.as_str().to_string()),
+        })
+    }
+
+    pub(crate) fn into_factors(self) -> Result<UserFactors, StoreError> {
+        const WHAT: &str = "second factor";
+        match self {
+            FactorRecord::V1(r) => Ok(UserFactors {
+                totp: r
+                    .totp
+                    .map(|t| -> Result<TotpFactor, StoreError> {
+                        Ok(TotpFactor {
+                            secret: Sealed(b64_decode(WHAT, &t.secret_sealed)?),
+                            params: t.params.into_params(WHAT)?,
+                            created_at: Timestamp::from_millis(t.created_at_ms),
+                            last_used_step: t.last_used_step,
+                        })
+                    })
+                    .transpose()?,
+                pending_totp: r
+                    .pending_totp
+                    .map(|p| -> Result<PendingTotp, StoreError> {
+                        Ok(PendingTotp {
+                            secret: Sealed(b64_decode(WHAT, &p.secret_sealed)?),
+                            params: p.params.into_params(WHAT)?,
+                            expires_at: Timestamp::from_millis(p.expires_at_ms),
+                        })
+                    })
+                    .transpose()?,
+                backup_codes: r
+                    .backup_codes
+                    .iter()
+                    .map(|h| code_hash(WHAT, h))
+                    .collect::<Result<_, _>>()?,
+                email_verification: r.email_verification,
+                phone: r.phone.map(|p| Phone {
+                    number: p.number,
+                    verified: p.verified,
+                }),
+                preferred: r
+                    .preferred
+                    .map(|m| {
+                        Method::parse(&m)
+                            .ok_or_else(|| StoreError::corrupt(WHAT, "unknown preferred method"))
+                    })
+                    .transpose()?,
+            }),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) enum CodeRecord {
+    V1(CodeRecordV1),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CodeRecordV1 {
+    current: Option<IssuedCodeRecordV1>,
+    sends_ms: Vec<i64>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IssuedCodeRecordV1 {
+    /// Base64 keyed hash of the code.
+    hash: String,
+    issued_at_ms: i64,
+    expires_at_ms: i64,
+    failed_attempts: u32,
+}
+
+impl CodeRecord {
+    pub(crate) fn from_state(s: &CodeState) -> Self {
+        CodeRecord::V1(CodeRecordV1 {
+            current: s.current.as_ref().map(|c| IssuedCodeRecordV1 {
+                hash: b64_encode(&c.hash.0),
+                issued_at_ms: c.issued_at.as_millis(),
+                expires_at_ms: c.expires_at.as_millis(),
+                failed_attempts: c.failed_attempts,
+            }),
+            sends_ms: s.sends.iter().map(|t| t.as_millis()).collect(),
+        })
+    }
+
+    pub(crate) fn into_state(self) -> Result<CodeState, StoreError> {
+        match self {
+            CodeRecord::V1(r) => Ok(CodeState {
+                current: r
+                    .current
+                    .map(|c| -> Result<IssuedCode, StoreError> {
+                        Ok(IssuedCode {
+                            hash: code_hash("one-time code", &c.hash)?,
+                            issued_at: Timestamp::from_millis(c.issued_at_ms),
+                            expires_at: Timestamp::from_millis(c.expires_at_ms),
+                            failed_attempts: c.failed_attempts,
+                        })
+                    })
+                    .transpose()?,
+                sends: r.sends_ms.into_iter().map(Timestamp::from_millis).collect(),
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,5 +540,76 @@ mod tests {
         let bytes = br#"{"V1":{"username":"Alice","display_name":"","email":null,"groups":[],"disabled":false,"password_hash":"","created_at_ms":0}}"#;
         let rec = decode::<UserRecord>("user", bytes).unwrap();
         assert!(matches!(rec.into_user(), Err(StoreError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn factor_record_round_trips_and_is_versioned() {
+        let factors = UserFactors {
+            totp: Some(TotpFactor {
+                secret: Sealed(vec![1, 2, 3]),
+                params: TotpParams {
+                    algorithm: TotpAlgorithm::Sha256,
+                    digits: 8,
+                    period: 60,
+                },
+                created_at: Timestamp(5),
+                last_used_step: Some(77),
+            }),
+            pending_totp: Some(PendingTotp {
+                secret: Sealed(vec![4, 5]),
+                params: TotpParams {
+                    algorithm: TotpAlgorithm::Sha1,
+                    digits: 6,
+                    period: 30,
+                },
+                expires_at: Timestamp(9),
+            }),
+            backup_codes: vec![CodeHash([3; 32]), CodeHash([4; 32])],
+            email_verification: Some(false),
+            phone: Some(Phone {
+                number: "+4915112345678".into(),
+                verified: true,
+            }),
+            preferred: Some(Method::Sms),
+        };
+        let bytes = encode("f", &FactorRecord::from_factors(&factors)).unwrap();
+        assert!(bytes.starts_with(br#"{"V1":"#));
+        let back = decode::<FactorRecord>("f", &bytes)
+            .unwrap()
+            .into_factors()
+            .unwrap();
+        assert_eq!(back, factors);
+
+        let state = CodeState {
+            current: Some(IssuedCode {
+                hash: CodeHash([9; 32]),
+                issued_at: Timestamp(1),
+                expires_at: Timestamp(2),
+                failed_attempts: 3,
+            }),
+            sends: vec![Timestamp(1), Timestamp(4)],
+        };
+        let bytes = encode("c", &CodeRecord::from_state(&state)).unwrap();
+        let back = decode::<CodeRecord>("c", &bytes)
+            .unwrap()
+            .into_state()
+            .unwrap();
+        assert_eq!(back, state);
+    }
+
+    #[test]
+    fn factor_record_with_bad_values_is_corrupt() {
+        let bad_method = br#"{"V1":{"totp":null,"pending_totp":null,"backup_codes":[],"email_verification":null,"phone":null,"preferred":"carrier_pigeon"}}"#;
+        let rec = decode::<FactorRecord>("f", bad_method).unwrap();
+        assert!(matches!(
+            rec.into_factors(),
+            Err(StoreError::Corrupt { .. })
+        ));
+        let bad_hash = br#"{"V1":{"totp":null,"pending_totp":null,"backup_codes":["AAAA"],"email_verification":null,"phone":null,"preferred":null}}"#;
+        let rec = decode::<FactorRecord>("f", bad_hash).unwrap();
+        assert!(matches!(
+            rec.into_factors(),
+            Err(StoreError::Corrupt { .. })
+        ));
     }
 }
