@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::auth::directory::UserDirectory;
+use crate::auth::factors::{FactorError, Factors, SecretBox};
 use crate::auth::password::{PasswordError, PasswordHasher};
 use crate::auth::regulation::Regulator;
 use crate::auth::session::SessionManager;
@@ -23,6 +24,7 @@ pub struct App {
     pub users: UserDirectory,
     pub regulator: Arc<Regulator>,
     pub hasher: PasswordHasher,
+    pub factors: Arc<Factors>,
     /// The HTTPS listener's address once bound (the configured port may be 0).
     pub https_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
@@ -45,6 +47,13 @@ impl App {
             config.regulation,
         ));
         let hasher = config.password.hasher()?;
+        let secret_box = SecretBox::load_or_create(&config.storage.key_file)?;
+        let factors = Arc::new(Factors::new(
+            store.clone(),
+            clock.clone(),
+            secret_box,
+            config.mfa.clone(),
+        ));
         Ok(Arc::new(App {
             config: Arc::new(config),
             upstreams,
@@ -55,6 +64,7 @@ impl App {
             users,
             regulator,
             hasher,
+            factors,
             https_addr: std::sync::OnceLock::new(),
         }))
     }
@@ -86,4 +96,6 @@ pub enum AppError {
     StorageDir { path: String, reason: String },
     #[error("password hashing: {0}")]
     Password(#[from] PasswordError),
+    #[error("storage.key_file: {0}")]
+    Factors(#[from] FactorError),
 }

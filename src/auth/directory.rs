@@ -160,6 +160,8 @@ impl UserDirectory {
         if !self.store.delete_user(username)? {
             return Err(StoreError::NoSuchUser(username.clone()));
         }
+        // A later account with the same name must not inherit these second factors.
+        self.store.delete_factors(username)?;
         self.store.flush()?;
         self.forget(username);
         self.audit(AuditKind::UserDeleted, username, None);

@@ -34,6 +34,7 @@ pub struct Config {
     pub password: crate::auth::password::PasswordSettings,
     pub session: crate::auth::session::SessionConfig,
     pub regulation: crate::auth::regulation::RegulationSettings,
+    pub mfa: crate::auth::factors::MfaSettings,
 }
 
 #[derive(Debug, Clone)]

@@ -20,6 +20,7 @@ pub struct RawConfig {
     pub password: crate::auth::password::RawPassword,
     pub session: crate::auth::session::RawSessionConfig,
     pub regulation: crate::auth::regulation::RawRegulation,
+    pub mfa: crate::auth::factors::RawMfa,
 }
 
 #[derive(Debug, Default, Deserialize)]

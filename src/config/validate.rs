@@ -52,6 +52,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
     let password = crate::auth::password::validate(&raw.password, &mut errors);
     let session = crate::auth::session::validate(&raw.session, &mut errors);
     let regulation = crate::auth::regulation::validate(&raw.regulation, &mut errors);
+    let mfa = crate::auth::factors::settings::validate(&raw.mfa, &mut errors);
     errors.finish(Config {
         server,
         limits,
@@ -64,6 +65,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         password,
         session,
         regulation,
+        mfa,
     })
 }
 

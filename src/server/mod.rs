@@ -155,7 +155,14 @@ async fn housekeeping(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
         let result = tokio::task::spawn_blocking(move || {
             let sessions = app.sessions.purge_expired()?;
             let bans = app.regulator.prune()?;
-            Ok::<_, crate::store::StoreError>((sessions, bans))
+            let factors = app.factors.prune().map_err(|e| match e {
+                crate::auth::factors::FactorError::Store(e) => e,
+                other => crate::store::StoreError::Corrupt {
+                    what: "factors",
+                    reason: other.to_string(),
+                },
+            })?;
+            Ok::<_, crate::store::StoreError>((sessions, bans + factors))
         })
         .await;
         match result {

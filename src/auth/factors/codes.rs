@@ -165,6 +165,25 @@ impl Factors {
         self.verify_code_for(username, channel, &dest, code)
     }
 
+    /// Takes back the newest code of `channel` and its send, when it could not be delivered:
+    /// the user may ask again at once, and the undelivered code is void.
+    pub fn withdraw_code(&self, username: &Username, channel: Channel) -> Result<(), FactorError> {
+        self.store.update_code_state(username, channel, |mut s| {
+            if let Some(current) = s.current.take()
+                && let Some(pos) = s.sends.iter().rposition(|t| *t == current.issued_at)
+            {
+                s.sends.remove(pos);
+            }
+            Ok::<_, FactorError>((s, ()))
+        })
+    }
+
+    /// The confirmed phone number SMS codes go to, if any.
+    pub fn verified_phone(&self, username: &Username) -> Result<Option<String>, FactorError> {
+        let f = self.store.get_factors(username)?;
+        Ok(f.phone.filter(|p| p.verified).map(|p| p.number))
+    }
+
     pub(super) fn verify_code_for(
         &self,
         username: &Username,
@@ -208,6 +227,24 @@ mod tests {
             assert_eq!(Channel::parse(c.as_str()), Some(c));
         }
         assert_eq!(Channel::parse("Email"), None);
+    }
+
+    #[test]
+    fn withdrawn_code_is_void_and_lifts_the_cooldown() {
+        let fx = super::super::tests::fixture();
+        let alice = fx.alice.username.clone();
+        let code = fx.factors.issue_code(&alice, Channel::Email).unwrap();
+        assert!(matches!(
+            fx.factors.issue_code(&alice, Channel::Email),
+            Err(FactorError::Cooldown { .. })
+        ));
+        fx.factors.withdraw_code(&alice, Channel::Email).unwrap();
+        assert!(matches!(
+            fx.factors
+                .verify_code(&alice, Channel::Email, code.as_str()),
+            Err(FactorError::NoCode)
+        ));
+        assert!(fx.factors.issue_code(&alice, Channel::Email).is_ok());
     }
 
     #[test]

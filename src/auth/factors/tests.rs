@@ -14,12 +14,12 @@ const MIN: Duration = Duration::from_secs(60);
 /// 5 s into a 30 s step, so a few seconds either way stay in the same step.
 const T0_SECS: i64 = 56_666_667 * 30 + 5;
 
-struct Fixture {
+pub(super) struct Fixture {
     dir: tempfile::TempDir,
     store: Arc<Store>,
     clock: ManualClock,
-    factors: Arc<Factors>,
-    alice: User,
+    pub(super) factors: Arc<Factors>,
+    pub(super) alice: User,
 }
 
 fn user(name: &str, email: Option<&str>) -> User {
@@ -67,7 +67,7 @@ fn fixture_with(settings: MfaSettings) -> Fixture {
     }
 }
 
-fn fixture() -> Fixture {
+pub(super) fn fixture() -> Fixture {
     fixture_with(MfaSettings::default())
 }
 
