@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::auth::factors::MfaSettings;
 use crate::auth::session::{AuthLevel, Session};
 use crate::auth::user::User;
 use crate::policy::{AccessPolicy, Policy, RequestFacts, UserFacts};
@@ -47,6 +48,7 @@ pub fn decide(
     access: &AccessPolicy,
     facts: &RequestFacts<'_>,
     identity: Option<Identity>,
+    mfa: &MfaSettings,
 ) -> Decision {
     let verdict = match &identity {
         Some(id) => {
@@ -66,6 +68,12 @@ pub fn decide(
         // Password given, second factor still owed: nothing passes until it is proven.
         (Policy::OneFactor | Policy::TwoFactor, Some(id))
             if id.session.auth_level == AuthLevel::AwaitSecondFactor =>
+        {
+            Decision::SecondFactor(id)
+        }
+        // `mfa.required` (or a required group): a password-only session must enrol first.
+        (Policy::OneFactor, Some(id))
+            if id.session.auth_level < AuthLevel::TwoFactor && mfa.is_required_for(&id.user) =>
         {
             Decision::SecondFactor(id)
         }
@@ -126,6 +134,10 @@ mod tests {
         }
     }
 
+    fn mfa() -> MfaSettings {
+        MfaSettings::default()
+    }
+
     fn policy() -> AccessPolicy {
         let mut public = Rule::new(Policy::Bypass);
         public.paths = vec![regex::Regex::new("^/public/").unwrap()];
@@ -145,15 +157,15 @@ mod tests {
         let get = Method::GET;
         let p = policy();
         assert!(matches!(
-            decide(&p, &facts("/public/x", &get), None),
+            decide(&p, &facts("/public/x", &get), None, &mfa()),
             Decision::Bypass
         ));
         assert!(matches!(
-            decide(&p, &facts("/", &get), None),
+            decide(&p, &facts("/", &get), None, &mfa()),
             Decision::Login
         ));
         assert!(matches!(
-            decide(&p, &facts("/admin", &get), None),
+            decide(&p, &facts("/admin", &get), None, &mfa()),
             Decision::Login
         ));
     }
@@ -164,26 +176,35 @@ mod tests {
         let p = policy();
         let alice = identity("alice", &["admins"], AuthLevel::OneFactor);
         assert!(matches!(
-            decide(&p, &facts("/", &get), Some(alice.clone())),
+            decide(&p, &facts("/", &get), Some(alice.clone()), &mfa()),
             Decision::Forward(_)
         ));
         assert!(matches!(
-            decide(&p, &facts("/admin", &get), Some(alice)),
+            decide(&p, &facts("/admin", &get), Some(alice), &mfa()),
             Decision::SecondFactor(_)
         ));
         let alice2 = identity("alice", &["admins"], AuthLevel::TwoFactor);
         assert!(matches!(
-            decide(&p, &facts("/admin", &get), Some(alice2)),
+            decide(&p, &facts("/admin", &get), Some(alice2), &mfa()),
             Decision::Forward(_)
         ));
         let pending = identity("alice", &["admins"], AuthLevel::AwaitSecondFactor);
         assert!(matches!(
-            decide(&p, &facts("/", &get), Some(pending)),
+            decide(&p, &facts("/", &get), Some(pending), &mfa()),
+            Decision::SecondFactor(_)
+        ));
+        let required = MfaSettings {
+            required_groups: vec!["admins".into()],
+            ..MfaSettings::default()
+        };
+        let alice = identity("alice", &["admins"], AuthLevel::OneFactor);
+        assert!(matches!(
+            decide(&p, &facts("/", &get), Some(alice), &required),
             Decision::SecondFactor(_)
         ));
         let bob = identity("bob", &["staff"], AuthLevel::TwoFactor);
         assert!(matches!(
-            decide(&p, &facts("/admin", &get), Some(bob)),
+            decide(&p, &facts("/admin", &get), Some(bob), &mfa()),
             Decision::Deny
         ));
     }

@@ -46,7 +46,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Re
 }
 
 async fn dispatch(
-    app: &App,
+    app: &Arc<App>,
     req: Request<Incoming>,
     conn: ConnInfo,
 ) -> Result<Response<Body>, Error> {
@@ -88,11 +88,13 @@ async fn dispatch(
         Some(q) => format!("{path}?{q}"),
         None => path.clone(),
     };
-    let identity = match decide(&config.access.policy, &facts, identity) {
+    let identity = match decide(&config.access.policy, &facts, identity, &config.mfa) {
         Decision::Bypass => None,
         Decision::Forward(identity) => Some(identity),
         Decision::Login => return Ok(challenge(app, req.headers(), &path_and_query)),
-        Decision::SecondFactor(_) => return Err(Error::SecondFactorRequired),
+        Decision::SecondFactor(_) => {
+            return Ok(second_factor_challenge(app, req.headers(), &path_and_query));
+        }
         Decision::Deny => return Err(Error::Forbidden),
     };
     let peer_trusted = client_ip::is_trusted(conn.peer.ip(), &config.server.trusted_proxies);
@@ -123,6 +125,21 @@ fn challenge(app: &App, headers: &HeaderMap, rd: &str) -> Response<Body> {
     crate::portal::render::json(
         StatusCode::UNAUTHORIZED,
         serde_json::json!({ "error": "authentication_required", "login_url": login }),
+    )
+}
+
+/// A second factor is owed (after the password, or for a `two_factor` rule): browsers go to the
+/// verification page, API clients get 401 with its URL.
+fn second_factor_challenge(app: &App, headers: &HeaderMap, rd: &str) -> Response<Body> {
+    let verify = crate::portal::verify_url(&app.config.portal.prefix, rd);
+    if negotiate::is_browser(headers)
+        && let Ok(resp) = crate::portal::render::redirect(StatusCode::FOUND, &verify)
+    {
+        return resp;
+    }
+    crate::portal::render::json(
+        StatusCode::UNAUTHORIZED,
+        serde_json::json!({ "error": "second_factor_required", "verify_url": verify }),
     )
 }
 

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::{Ctx, form, render};
 use crate::auth::audit::{self, AuditEvent, AuditKind};
+use crate::auth::factors::Method;
 use crate::auth::password::Password;
 use crate::auth::session::{AuthLevel, SessionId};
 use crate::auth::user::Username;
@@ -66,8 +67,12 @@ pub fn page(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Body>, Er
         .and_then(|q| serde_urlencoded::from_str(q).ok())
         .unwrap_or_default();
     let rd = safe_rd(ctx, query.rd.as_deref());
-    if identify(ctx.app, req.headers(), ctx.conn.tls)?.is_some() {
-        return authenticated(ctx, &rd);
+    if let Some(identity) = identify(ctx.app, req.headers(), ctx.conn.tls)? {
+        return if identity.session.auth_level == AuthLevel::AwaitSecondFactor {
+            second_factor_next(ctx, &rd)
+        } else {
+            authenticated(ctx, &rd)
+        };
     }
     match ctx.format {
         Format::Json => Ok(render::json(

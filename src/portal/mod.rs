@@ -8,6 +8,8 @@
 //! | `POST /login` | username + password (form or JSON) -> new session, 303 to `rd` |
 //! | `GET  /logout` | confirmation page; `POST /logout` ends the session |
 //! | `GET  /api/session` | the current session as JSON, 401 when not logged in |
+//! | `GET/POST /verify`, `POST /verify/send` | the second-factor step (and re-verification) |
+//! | `GET  /settings`, `POST /settings/...` | the user's own second factors and password |
 //! | `GET  /static/*` | embedded stylesheet and scripts |
 
 mod assets;
@@ -17,8 +19,11 @@ mod logout;
 mod origin;
 pub mod render;
 mod session_api;
+mod settings;
+mod verify;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response};
@@ -29,6 +34,7 @@ use crate::error::Error;
 use crate::http::ConnInfo;
 use crate::http::body::{self, Body};
 use crate::http::negotiate::{self, Format};
+use crate::notify::Lang;
 use crate::proxy::headers::request_host;
 
 /// Is `path` the prefix itself or below it?
@@ -44,6 +50,10 @@ pub fn is_healthz(prefix: &str, path: &str) -> bool {
 /// What every portal handler needs to know about the request.
 pub struct Ctx<'a> {
     pub app: &'a App,
+    /// The same app, for work handed to the blocking pool.
+    pub arc: &'a Arc<App>,
+    /// The language for messages sent on the user's behalf (email, SMS).
+    pub lang: Lang,
     pub conn: ConnInfo,
     pub client_ip: IpAddr,
     pub format: Format,
@@ -62,7 +72,7 @@ impl Ctx<'_> {
 }
 
 pub async fn handle(
-    app: &App,
+    app: &Arc<App>,
     req: Request<Incoming>,
     path: &str,
     conn: ConnInfo,
@@ -72,6 +82,8 @@ pub async fn handle(
     let sub = path.strip_prefix(prefix).unwrap_or("").to_string();
     let ctx = Ctx {
         app,
+        arc: app,
+        lang: language(req.headers()),
         conn,
         client_ip,
         format: negotiate::preferred(req.headers()),
@@ -87,9 +99,30 @@ pub async fn handle(
         (Method::POST, "/login") => login::submit(&ctx, req).await,
         (Method::GET | Method::HEAD, "/logout") => logout::page(&ctx, &req),
         (Method::POST, "/logout") => logout::submit(&ctx, &req).await,
-        (Method::GET | Method::HEAD, "/api/session") => session_api::get(&ctx, &req),
+        (Method::GET | Method::HEAD, "/api/session") => session_api::get(&ctx, &req).await,
+        (Method::GET | Method::HEAD, "/verify") => verify::page(&ctx, &req).await,
+        (Method::POST, "/verify") => verify::submit(&ctx, req).await,
+        (Method::POST, "/verify/send") => verify::send(&ctx, req).await,
+        (Method::GET | Method::HEAD, "/settings") => settings::page(&ctx, &req).await,
+        (Method::POST, "/settings/totp/begin") => settings::totp_begin(&ctx, req).await,
+        (Method::POST, "/settings/totp/confirm") => settings::totp_confirm(&ctx, req).await,
+        (Method::POST, "/settings/backup-codes/regenerate") => {
+            settings::regenerate_backup(&ctx, req).await
+        }
+        (Method::POST, "/settings/email-verification") => {
+            settings::email_verification(&ctx, req).await
+        }
+        (Method::POST, "/settings/phone") => settings::phone(&ctx, req).await,
+        (Method::POST, "/settings/phone/confirm") => settings::phone_confirm(&ctx, req).await,
+        (Method::POST, "/settings/preferred-method") => {
+            settings::preferred_method(&ctx, req).await
+        }
+        (Method::POST, "/settings/2fa/disable") => settings::disable(&ctx, req).await,
+        (Method::POST, "/settings/password") => settings::change_password(&ctx, req).await,
         (Method::GET | Method::HEAD, s) if s.starts_with("/static/") => assets::serve(&s[8..]),
-        (_, "/healthz" | "/login" | "/logout" | "/api/session") => Err(Error::MethodNotAllowed),
+        (_, "/healthz" | "/login" | "/logout" | "/api/session" | "/verify" | "/settings") => {
+            Err(Error::MethodNotAllowed)
+        }
         _ => Err(Error::NotFound),
     }
 }
@@ -102,10 +135,25 @@ fn healthz() -> Response<Body> {
     resp
 }
 
+/// The language of the request: the first `Accept-Language` entry we speak.
+pub fn language(headers: &http::HeaderMap) -> Lang {
+    headers
+        .get(http::header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|tag| Lang::from_tag(tag.split(';').next().unwrap_or("").trim()))
+        .unwrap_or(Lang::En)
+}
+
 /// `{prefix}/login?rd=<target>`: where a challenged browser is sent.
 pub fn login_url(prefix: &str, rd: &str) -> String {
     let encoded: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
     format!("{prefix}/login?rd={encoded}")
+}
+
+/// `{prefix}/verify?rd=<target>`: where a session owing a second factor is sent.
+pub fn verify_url(prefix: &str, rd: &str) -> String {
+    verify::url(prefix, rd)
 }
 
 #[cfg(test)]

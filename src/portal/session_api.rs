@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::http::body::Body;
 use crate::http::identify::identify;
 
-pub fn get(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
+pub async fn get(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
     let Some(identity) = identify(ctx.app, req.headers(), ctx.conn.tls)? else {
         return Ok(render::json(
             StatusCode::UNAUTHORIZED,
@@ -33,6 +33,13 @@ pub fn get(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Body>, Err
         expires_at = expires_at.min(session.last_seen.plus(settings.inactivity));
     }
     let user = &identity.user;
+    let summary = super::verify::summary(ctx.arc, user).await?;
+    let mut two_factor = super::settings::two_factor_json(&summary);
+    two_factor["methods"] = serde_json::json!(summary
+        .methods
+        .iter()
+        .map(|m| m.as_str())
+        .collect::<Vec<_>>());
     Ok(render::json(
         StatusCode::OK,
         serde_json::json!({
@@ -46,6 +53,7 @@ pub fn get(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Body>, Err
             "auth_level": session.auth_level.as_str(),
             "expires_at": expires_at.to_rfc3339(),
             "second_factor_at": session.second_factor_at.map(|t| t.to_rfc3339()),
+            "two_factor": two_factor,
         }),
     ))
 }
