@@ -149,16 +149,18 @@ pub fn validate_email(raw: &RawEmail, errors: &mut ConfigErrors) -> Option<Email
             errors.push("email.from", "missing required key");
             None
         }
-        Some(from) => match from.trim().parse::<Mailbox>() {
-            Ok(mailbox) => Some(mailbox),
-            Err(e) => {
-                errors.push(
+        Some(from) => {
+            match from.trim().parse::<Mailbox>() {
+                Ok(mailbox) => Some(mailbox),
+                Err(e) => {
+                    errors.push(
                     "email.from",
                     format!("{from:?} is not a mailbox such as \"Stepgate <noreply@example.com>\" ({e})"),
                 );
-                None
+                    None
+                }
             }
-        },
+        }
     };
     let transport = match raw.transport.as_deref().unwrap_or("smtp") {
         "smtp" => smtp(raw, errors).map(EmailTransport::Smtp),
@@ -241,12 +243,10 @@ fn credentials(raw: &RawEmail, errors: &mut ConfigErrors) -> Option<Option<SmtpC
     };
     match (&raw.username, password) {
         (None, None) => Some(None),
-        (Some(username), Some(password)) if !username.is_empty() => {
-            Some(Some(SmtpCredentials {
-                username: username.clone(),
-                password,
-            }))
-        }
+        (Some(username), Some(password)) if !username.is_empty() => Some(Some(SmtpCredentials {
+            username: username.clone(),
+            password,
+        })),
         (Some(_), Some(_)) => {
             errors.push("email.username", "must not be empty");
             None
@@ -353,7 +353,9 @@ fn smtp_url(value: &str, errors: &mut ConfigErrors) -> Option<(String, u16, Smtp
         (false, Some(other)) => {
             errors.push(
                 KEY,
-                format!("tls={other:?} is not supported: use tls=required (the default) or tls=none"),
+                format!(
+                    "tls={other:?} is not supported: use tls=required (the default) or tls=none"
+                ),
             );
             return None;
         }
@@ -420,8 +422,8 @@ pub fn validate_sms(raw: &RawSms, errors: &mut ConfigErrors) -> Option<SmsConfig
         (None, None) => None,
     };
     if let Some(token) = &bearer_token {
-        let usable = !token.expose().is_empty()
-            && token.expose().bytes().all(|b| b.is_ascii_graphic());
+        let usable =
+            !token.expose().is_empty() && token.expose().bytes().all(|b| b.is_ascii_graphic());
         if !usable {
             errors.push(
                 if raw.bearer_token.is_some() {
@@ -484,18 +486,12 @@ fn webhook_url(value: &str, errors: &mut ConfigErrors) -> Option<http::Uri> {
             return None;
         }
         (other, _) => {
-            errors.push(
-                KEY,
-                format!("scheme {other:?} is not supported: use https"),
-            );
+            errors.push(KEY, format!("scheme {other:?} is not supported: use https"));
             return None;
         }
     }
     if !url.username().is_empty() || url.password().is_some() {
-        errors.push(
-            KEY,
-            "must not contain credentials: use sms.bearer_token",
-        );
+        errors.push(KEY, "must not contain credentials: use sms.bearer_token");
         return None;
     }
     if url.fragment().is_some() {

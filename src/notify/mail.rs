@@ -7,13 +7,15 @@ use std::time::{Duration, SystemTime};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
-use lettre::{Address, AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{
+    Address, AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
+};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
 use super::NotifyError;
 use super::config::{EmailConfig, EmailTransport, SmtpConfig, SmtpSecurity};
-use super::messages::RenderedEmail;
+use super::messages::{RenderedEmail, single_line};
 
 enum Transport {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
@@ -60,21 +62,18 @@ impl MailSender {
         date: SystemTime,
     ) -> Result<(), NotifyError> {
         let message = self.message(to, display_name, rendered, date)?;
-        let sent = match &self.transport {
-            Transport::Smtp(smtp) => {
-                tokio::time::timeout(self.timeout, smtp.send(message))
-                    .await
-                    .map_err(|_| NotifyError::Timeout)?
-                    .map(|_| ())
-                    .map_err(|e| NotifyError::Send(e.to_string()))
-            }
+        match &self.transport {
+            Transport::Smtp(smtp) => tokio::time::timeout(self.timeout, smtp.send(message))
+                .await
+                .map_err(|_| NotifyError::Timeout)?
+                .map(|_| ())
+                .map_err(|e| NotifyError::Send(e.to_string())),
             Transport::File { transport, .. } => transport
                 .send(message)
                 .await
                 .map(|_| ())
                 .map_err(|e| NotifyError::Send(e.to_string())),
-        };
-        sent
+        }
     }
 
     /// SMTP: connect, TLS, EHLO, AUTH if configured, NOOP. File: the directory exists.
@@ -108,10 +107,7 @@ impl MailSender {
         rendered: &RenderedEmail,
         date: SystemTime,
     ) -> Result<Message, NotifyError> {
-        let address: Address = to
-            .trim()
-            .parse()
-            .map_err(|_| NotifyError::InvalidAddress)?;
+        let address: Address = to.trim().parse().map_err(|_| NotifyError::InvalidAddress)?;
         let name = single_line(display_name);
         let recipient = Mailbox::new((!name.is_empty()).then_some(name), address);
         Message::builder()
@@ -125,17 +121,6 @@ impl MailSender {
             ))
             .map_err(|e| NotifyError::Render(e.to_string()))
     }
-}
-
-/// A header value from user or configuration text: no control characters (so no line breaks),
-/// surrounding space trimmed. Encoding is left to lettre.
-fn single_line(value: &str) -> String {
-    value
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .trim()
-        .to_string()
 }
 
 fn smtp_transport(
@@ -168,8 +153,8 @@ fn smtp_transport(
 
 /// Web PKI roots plus the optional `ca_file`; the certificate must name `config.host`.
 fn tls_parameters(config: &SmtpConfig) -> Result<TlsParameters, NotifyError> {
-    let mut builder =
-        TlsParameters::builder(config.host.clone()).certificate_store(CertificateStore::WebpkiRoots);
+    let mut builder = TlsParameters::builder(config.host.clone())
+        .certificate_store(CertificateStore::WebpkiRoots);
     if let Some(path) = &config.ca_file {
         let setup = |reason: String| {
             NotifyError::Setup(format!("email.ca_file: {}: {reason}", path.display()))
@@ -188,15 +173,4 @@ fn tls_parameters(config: &SmtpConfig) -> Result<TlsParameters, NotifyError> {
     builder
         .build_rustls()
         .map_err(|e| NotifyError::Setup(format!("email: TLS setup: {e}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn single_line_removes_line_breaks() {
-        assert_eq!(single_line(" Eve\r\nBcc: x@evil.example "), "Eve  Bcc: x@evil.example");
-        assert_eq!(single_line("Zoé"), "Zoé");
-    }
 }

@@ -211,12 +211,24 @@ fn lang_tag(lang: Lang) -> &'static str {
     }
 }
 
+/// Text from a user or the configuration made fit for a header or a one-line greeting: control
+/// characters (line breaks included) become spaces, surrounding space is trimmed. Encoding is
+/// left to lettre and escaping to askama.
+pub fn single_line(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
 fn greeting(cat: &Catalogue, display_name: &str) -> String {
-    let name = display_name.trim();
+    let name = single_line(display_name);
     if name.is_empty() {
         cat.greeting_anonymous.to_string()
     } else {
-        fill(cat.greeting, &[("name", name)])
+        fill(cat.greeting, &[("name", &name)])
     }
 }
 
@@ -310,7 +322,10 @@ mod tests {
     #[test]
     fn fill_replaces_known_placeholders_once() {
         assert_eq!(
-            fill("{code} is your {product} code", &[("code", "123456"), ("product", "Acme")]),
+            fill(
+                "{code} is your {product} code",
+                &[("code", "123456"), ("product", "Acme")]
+            ),
             "123456 is your Acme code"
         );
         assert_eq!(fill("{unknown} {code}", &[("code", "1")]), "{unknown} 1");
@@ -344,7 +359,10 @@ mod tests {
             assert!(part.contains("482913"), "{part}");
             assert!(part.contains("Hello Ada,"), "{part}");
             assert!(part.contains("valid for 10 minutes"), "{part}");
-            assert!(part.contains("If you did not try to sign in, change your password"), "{part}");
+            assert!(
+                part.contains("If you did not try to sign in, change your password"),
+                "{part}"
+            );
         }
         assert!(mail.html.contains("<html lang=\"en\">"));
     }
@@ -371,9 +389,28 @@ mod tests {
         .expect("render");
         assert!(!mail.html.contains("<script>"), "{}", mail.html);
         assert!(!mail.html.contains("<b>Acme</b>"), "{}", mail.html);
-        assert!(mail.html.contains("&#60;script&#62;alert(1)"), "{}", mail.html);
+        assert!(
+            mail.html.contains("&#60;script&#62;alert(1)"),
+            "{}",
+            mail.html
+        );
         // The plain-text part is not HTML: it shows the name as typed.
         assert!(mail.text.contains("Hello <script>alert(1)</script>,"));
+    }
+
+    #[test]
+    fn single_line_removes_line_breaks() {
+        assert_eq!(
+            single_line(" Eve\r\nBcc: x@evil.example "),
+            "Eve  Bcc: x@evil.example"
+        );
+        assert_eq!(single_line("Zoé"), "Zoé");
+        let mail = code_email(Lang::En, "Acme", "Eve\nBcc: x", "1").expect("render");
+        assert!(
+            mail.text.starts_with("Hello Eve Bcc: x,\n"),
+            "{}",
+            mail.text
+        );
     }
 
     #[test]
@@ -403,11 +440,19 @@ mod tests {
             subjects.dedup();
             assert_eq!(subjects.len(), notices.len());
         }
-        let used = notice_email(Lang::En, "Acme", "Ada", Notice::BackupCodeUsed { remaining: 3 })
-            .expect("render");
+        let used = notice_email(
+            Lang::En,
+            "Acme",
+            "Ada",
+            Notice::BackupCodeUsed { remaining: 3 },
+        )
+        .expect("render");
         assert!(used.text.contains("Backup codes left: 3."));
         let fr = notice_email(Lang::Fr, "Acme", "Ada", Notice::PasswordChanged).expect("render");
-        assert!(fr.text.contains("Le mot de passe de votre compte Acme a été modifié."));
+        assert!(
+            fr.text
+                .contains("Le mot de passe de votre compte Acme a été modifié.")
+        );
     }
 
     #[test]

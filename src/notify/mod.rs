@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use config::{
-    EmailConfig, EmailTransport, RawEmail, RawSms, Secret, SmsConfig, SmtpConfig,
-    SmtpCredentials, SmtpSecurity, validate_email, validate_sms,
+    EmailConfig, EmailTransport, RawEmail, RawSms, Secret, SmsConfig, SmtpConfig, SmtpCredentials,
+    SmtpSecurity, validate_email, validate_sms,
 };
 pub use messages::EMAIL_CODE_VALIDITY;
 
@@ -230,7 +230,9 @@ mod tests {
         assert!(!notifier.email_enabled());
         assert!(!notifier.sms_enabled());
         assert_eq!(
-            notifier.send_email_code("a@example.com", "A", Lang::En, "1").await,
+            notifier
+                .send_email_code("a@example.com", "A", Lang::En, "1")
+                .await,
             Err(NotifyError::NotConfigured)
         );
         assert_eq!(

@@ -83,7 +83,10 @@ fn smtps_url_means_implicit_tls_on_465() {
 
 #[test]
 fn smtp_url_means_required_starttls_on_587() {
-    for url in ["smtp://mail.example.com", "smtp://mail.example.com?tls=required"] {
+    for url in [
+        "smtp://mail.example.com",
+        "smtp://mail.example.com?tls=required",
+    ] {
         let config = email(&format!("[email]\nurl = \"{url}\"\n{FROM}")).expect("valid");
         let smtp = smtp_of(&config);
         assert_eq!(smtp.port, 587, "{url}");
@@ -108,34 +111,60 @@ fn plaintext_smtp_is_allowed_to_loopback_only() {
 
 #[test]
 fn rejects_plaintext_smtp_to_a_remote_host() {
-    for host in ["mail.example.com", "10.0.0.1", "localhost.example.com", "[::2]"] {
+    for host in [
+        "mail.example.com",
+        "10.0.0.1",
+        "localhost.example.com",
+        "[::2]",
+    ] {
         let errors = email(&format!(
             "[email]\nurl = \"smtp://{host}:25?tls=none\"\n{FROM}"
         ))
         .expect_err(host);
         assert_eq!(errors.problems().len(), 1, "{errors}");
         assert_eq!(errors.problems()[0].key, "email.url");
-        assert!(errors.problems()[0].reason.contains("plaintext"), "{errors}");
+        assert!(
+            errors.problems()[0].reason.contains("plaintext"),
+            "{errors}"
+        );
     }
 }
 
 #[test]
 fn rejects_bad_smtp_urls_with_their_key() {
     let cases = [
-        ("http://mail.example.com", "scheme \"http\" is not supported"),
+        (
+            "http://mail.example.com",
+            "scheme \"http\" is not supported",
+        ),
         ("mail.example.com:25", "is not supported"),
         ("not a url", "is not a URL"),
-        ("smtps://user:secret@mail.example.com", "must not contain credentials"),
-        ("smtps://mail.example.com?tls=none", "smtps:// is always TLS"),
-        ("smtp://mail.example.com?tls=opportunistic", "tls=\"opportunistic\""),
-        ("smtp://mail.example.com?foo=bar", "unsupported query parameter"),
+        (
+            "smtps://user:secret@mail.example.com",
+            "must not contain credentials",
+        ),
+        (
+            "smtps://mail.example.com?tls=none",
+            "smtps:// is always TLS",
+        ),
+        (
+            "smtp://mail.example.com?tls=opportunistic",
+            "tls=\"opportunistic\"",
+        ),
+        (
+            "smtp://mail.example.com?foo=bar",
+            "unsupported query parameter",
+        ),
         ("smtp://mail.example.com/path", "must not have a path"),
     ];
     for (url, reason) in cases {
         let errors = email(&format!("[email]\nurl = \"{url}\"\n{FROM}")).expect_err(url);
         let all = problems(&errors);
         assert_eq!(errors.problems()[0].key, "email.url", "{url}: {all:?}");
-        assert!(errors.problems()[0].reason.contains(reason), "{url}: {all:?}");
+        assert!(
+            errors.problems()[0].reason.contains(reason),
+            "{url}: {all:?}"
+        );
         assert!(!errors.to_string().contains("secret"), "{url}: {all:?}");
     }
 }
@@ -212,13 +241,18 @@ fn smtp_password_never_shows_in_debug() {
     let shown = format!("{config:?}");
     assert!(!shown.contains("hunter2"), "{shown}");
     assert!(shown.contains("[redacted]"), "{shown}");
-    let raw = doc("[email]\npassword = \"hunter2\"").email.expect("section");
+    let raw = doc("[email]\npassword = \"hunter2\"")
+        .email
+        .expect("section");
     assert!(!format!("{raw:?}").contains("hunter2"));
 }
 
 #[test]
 fn file_transport_needs_dir_and_refuses_smtp_keys() {
-    let config = email(&format!("[email]\ntransport = \"file\"\ndir = \"outbox\"\n{FROM}")).expect("valid");
+    let config = email(&format!(
+        "[email]\ntransport = \"file\"\ndir = \"outbox\"\n{FROM}"
+    ))
+    .expect("valid");
     assert_eq!(
         config.transport,
         EmailTransport::File {
@@ -240,7 +274,10 @@ fn every_email_problem_is_reported_at_once() {
     )
     .expect_err("invalid");
     let keys: Vec<&str> = errors.problems().iter().map(|p| p.key.as_str()).collect();
-    assert_eq!(keys, ["email.timeout", "email.from", "email.dir", "email.url"]);
+    assert_eq!(
+        keys,
+        ["email.timeout", "email.from", "email.dir", "email.url"]
+    );
     let errors = email(&format!("[email]\ntransport = \"carrier-pigeon\"\n{FROM}")).expect_err("t");
     assert_eq!(errors.problems()[0].key, "email.transport");
 }
@@ -259,8 +296,14 @@ fn sms_config_is_read() {
         "[sms]\nwebhook_url = \"https://sms.example.com/send\"\nbearer_token = \"tok-123\"\ntemplate = \"{product}: {code}\"\ntimeout = \"3s\"",
     )
     .expect("valid");
-    assert_eq!(config.webhook_url.to_string(), "https://sms.example.com/send");
-    assert_eq!(config.bearer_token.as_ref().map(Secret::expose), Some("tok-123"));
+    assert_eq!(
+        config.webhook_url.to_string(),
+        "https://sms.example.com/send"
+    );
+    assert_eq!(
+        config.bearer_token.as_ref().map(Secret::expose),
+        Some("tok-123")
+    );
     assert_eq!(config.template.as_deref(), Some("{product}: {code}"));
     assert_eq!(config.timeout, Duration::from_secs(3));
     assert!(!format!("{config:?}").contains("tok-123"));
@@ -292,7 +335,10 @@ fn rejects_bad_webhook_urls_with_their_key() {
     for (url, reason) in cases {
         let errors = sms(&format!("[sms]\nwebhook_url = \"{url}\"")).expect_err(url);
         assert_eq!(errors.problems()[0].key, "sms.webhook_url", "{url}");
-        assert!(errors.problems()[0].reason.contains(reason), "{url}: {errors}");
+        assert!(
+            errors.problems()[0].reason.contains(reason),
+            "{url}: {errors}"
+        );
     }
     sms("[sms]\nwebhook_url = \"http://127.0.0.1:9000/send\"").expect("loopback http");
     let errors = sms("[sms]\ntemplate = \"{code}\"").expect_err("missing url");
