@@ -224,6 +224,44 @@ mod tests {
         assert_eq!(Lang::Fr.tag(), "fr");
     }
 
+    #[test]
+    fn smtp_transport_outside_a_runtime_is_an_error_not_a_panic() {
+        let config = EmailConfig {
+            transport: EmailTransport::Smtp(SmtpConfig {
+                host: "127.0.0.1".into(),
+                port: 25,
+                security: SmtpSecurity::Plaintext,
+                credentials: None,
+                ca_file: None,
+            }),
+            from: "noreply@example.com".parse().expect("mailbox"),
+            timeout: Duration::from_secs(10),
+        };
+        let result = Notifier::new(Some(&config), None, "Acme");
+        assert!(matches!(result, Err(NotifyError::Setup(_))), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn missing_ca_file_is_a_setup_error() {
+        let config = EmailConfig {
+            transport: EmailTransport::Smtp(SmtpConfig {
+                host: "mail.example.com".into(),
+                port: 465,
+                security: SmtpSecurity::ImplicitTls,
+                credentials: None,
+                ca_file: Some("/nonexistent/smtp-ca.pem".into()),
+            }),
+            from: "noreply@example.com".parse().expect("mailbox"),
+            timeout: Duration::from_secs(10),
+        };
+        match Notifier::new(Some(&config), None, "Acme") {
+            Err(NotifyError::Setup(reason)) => {
+                assert!(reason.starts_with("email.ca_file: "), "{reason}")
+            }
+            other => panic!("expected a setup error, got {other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn unconfigured_channels_refuse() {
         let notifier = Notifier::new(None, None, "Acme").expect("notifier");
