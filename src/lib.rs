@@ -15,6 +15,7 @@ pub mod demo;
 pub mod error;
 pub mod http;
 pub mod logging;
+pub mod notify;
 pub mod policy;
 pub mod portal;
 pub mod proxy;

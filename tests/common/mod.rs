@@ -8,6 +8,8 @@ pub mod ca;
 pub mod cli;
 pub mod echo;
 pub mod gateway;
+pub mod sms_sink;
+pub mod smtp;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -24,6 +26,8 @@ pub use echo::{
     pattern_byte, pattern_chunks, sha256_hex,
 };
 pub use gateway::{Gateway, GatewayBuilder, toml_string};
+pub use sms_sink::{SmsRequest, SmsSink};
+pub use smtp::{AuthAttempt, ReceivedMail, SmtpServer};
 
 /// A loopback address where nothing listens: connecting to it is refused.
 pub fn refused_addr() -> SocketAddr {
