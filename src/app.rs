@@ -10,6 +10,7 @@ use crate::auth::regulation::Regulator;
 use crate::auth::session::SessionManager;
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::notify::{Notifier, NotifyError};
 use crate::proxy::upstream::{UpstreamSetupError, Upstreams};
 use crate::store::{Store, StoreError};
 
@@ -25,6 +26,7 @@ pub struct App {
     pub regulator: Arc<Regulator>,
     pub hasher: PasswordHasher,
     pub factors: Arc<Factors>,
+    pub notifier: Notifier,
     /// The HTTPS listener's address once bound (the configured port may be 0).
     pub https_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
@@ -54,6 +56,12 @@ impl App {
             secret_box,
             config.mfa.clone(),
         ));
+        let notifier = Notifier::new(
+            config.email.as_ref(),
+            config.sms.as_ref(),
+            &config.portal.title,
+        )?
+        .with_clock(clock.clone());
         Ok(Arc::new(App {
             config: Arc::new(config),
             upstreams,
@@ -65,6 +73,7 @@ impl App {
             regulator,
             hasher,
             factors,
+            notifier,
             https_addr: std::sync::OnceLock::new(),
         }))
     }
@@ -98,4 +107,6 @@ pub enum AppError {
     Password(#[from] PasswordError),
     #[error("storage.key_file: {0}")]
     Factors(#[from] FactorError),
+    #[error("email or SMS setup: {0}")]
+    Notify(#[from] NotifyError),
 }

@@ -35,6 +35,9 @@ pub struct Config {
     pub session: crate::auth::session::SessionConfig,
     pub regulation: crate::auth::regulation::RegulationSettings,
     pub mfa: crate::auth::factors::MfaSettings,
+    /// `None`: no `[email]` section, no email codes or notices.
+    pub email: Option<crate::notify::EmailConfig>,
+    pub sms: Option<crate::notify::SmsConfig>,
 }
 
 #[derive(Debug, Clone)]

@@ -21,6 +21,8 @@ pub struct RawConfig {
     pub session: crate::auth::session::RawSessionConfig,
     pub regulation: crate::auth::regulation::RawRegulation,
     pub mfa: crate::auth::factors::RawMfa,
+    pub email: Option<crate::notify::RawEmail>,
+    pub sms: Option<crate::notify::RawSms>,
 }
 
 #[derive(Debug, Default, Deserialize)]

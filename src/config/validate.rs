@@ -53,6 +53,14 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
     let session = crate::auth::session::validate(&raw.session, &mut errors);
     let regulation = crate::auth::regulation::validate(&raw.regulation, &mut errors);
     let mfa = crate::auth::factors::settings::validate(&raw.mfa, &mut errors);
+    let email = raw
+        .email
+        .as_ref()
+        .and_then(|r| crate::notify::validate_email(r, &mut errors));
+    let sms = raw
+        .sms
+        .as_ref()
+        .and_then(|r| crate::notify::validate_sms(r, &mut errors));
     errors.finish(Config {
         server,
         limits,
@@ -66,6 +74,8 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         session,
         regulation,
         mfa,
+        email,
+        sms,
     })
 }
 

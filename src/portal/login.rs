@@ -186,6 +186,16 @@ pub async fn submit(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Bo
         }
     };
 
+    // A user with a second factor (or who must enrol one) is not logged in yet: the session
+    // only opens the verification step.
+    let summary = super::verify::summary(ctx.arc, &user).await?;
+    let owes_second_factor = !summary.methods.is_empty();
+    let must_enrol = !owes_second_factor && app.config.mfa.is_required_for(&user);
+    let level = if owes_second_factor {
+        AuthLevel::AwaitSecondFactor
+    } else {
+        AuthLevel::OneFactor
+    };
     let sessions = app.sessions.clone();
     let username = user.username.clone();
     let remember = form.remember_me;
@@ -193,7 +203,7 @@ pub async fn submit(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Bo
         for old in arrived {
             sessions.revoke(&old.key())?;
         }
-        sessions.create(&username, AuthLevel::OneFactor, remember)
+        sessions.create(&username, level, remember)
     })
     .await
     .map_err(|e| Error::Internal(format!("session task: {e}")))?
@@ -201,13 +211,42 @@ pub async fn submit(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Bo
     audit(ctx, AuditKind::LoginSucceeded, user.username.as_str());
 
     let max_age = remember.then_some(app.config.session.settings.remember_me);
-    let cookie = cookies::issue(
-        &app.config.session,
-        ctx.conn.tls,
-        id.cookie_value(),
-        max_age,
-    );
-    let mut resp = authenticated(ctx, &rd)?;
+    let cookie = cookies::issue(&app.config.session, ctx.conn.tls, id.cookie_value(), max_age);
+    let mut resp = if owes_second_factor || must_enrol {
+        if let Some(method @ (Method::Email | Method::Sms)) = summary.preferred {
+            // The code is on its way when the verification page opens. A failure here is
+            // shown there: the page offers to send again.
+            if let Err(e) = super::verify::send_code(ctx, &user, method).await {
+                tracing::info!(error = %e, "login code not sent automatically");
+            }
+        }
+        second_factor_next(ctx, &rd)?
+    } else {
+        authenticated(ctx, &rd)?
+    };
     render::set_cookie(&mut resp, &cookie)?;
     Ok(resp)
+}
+
+fn second_factor_next(ctx: &Ctx<'_>, rd: &str) -> Result<Response<Body>, Error> {
+    let url = super::verify::url(ctx.prefix(), rd);
+    match ctx.format {
+        Format::Json => Ok(render::json(
+            StatusCode::OK,
+            serde_json::json!({ "status": "second_factor_required", "verify_url": url }),
+        )),
+        Format::Html => render::redirect(StatusCode::SEE_OTHER, &url),
+    }
+}
+
+/// Not logged in: the login page (HTML) or 401 with its URL (JSON).
+pub fn redirect_to_login(ctx: &Ctx<'_>, rd: &str) -> Result<Response<Body>, Error> {
+    let url = super::login_url(ctx.prefix(), rd);
+    match ctx.format {
+        Format::Json => Ok(render::json(
+            StatusCode::UNAUTHORIZED,
+            serde_json::json!({ "error": "authentication_required", "login_url": url }),
+        )),
+        Format::Html => render::redirect(StatusCode::SEE_OTHER, &url),
+    }
 }

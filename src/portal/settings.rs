@@ -1,7 +1,6 @@
 //! The user's own security settings: second factors and password. Changes need a recent
 //! second factor when two-step verification is on (`mfa.settings_reverify`).
 
-use std::sync::Arc;
 
 use askama::Template;
 use base64::Engine;
@@ -64,6 +63,7 @@ struct TotpPage<'a> {
 #[template(path = "backup_codes.html")]
 struct BackupCodesPage<'a> {
     product: &'a str,
+    prefix: &'a str,
     codes: &'a [String],
     download: String,
     continue_to: &'a str,
@@ -382,6 +382,7 @@ fn backup_codes_response(
                 StatusCode::OK,
                 &BackupCodesPage {
                     product: ctx.product(),
+                    prefix: ctx.prefix(),
                     codes,
                     download,
                     continue_to,
@@ -580,9 +581,4 @@ pub async fn change_password(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Re
         &cookies::issue(settings, ctx.conn.tls, id.cookie_value(), max_age),
     )?;
     Ok(resp)
-}
-
-/// Used by the session API.
-pub async fn summary_for(app: &Arc<crate::app::App>, user: &Arc<User>) -> Result<FactorSummary, Error> {
-    summary(app, user).await
 }
