@@ -21,7 +21,7 @@ pub use echo::{
     DOWNLOAD_CHUNK, EchoUpstream, PatternChunks, ReceivedRequest, download_pattern_sha256,
     pattern_byte, pattern_chunks, sha256_hex,
 };
-pub use gateway::{Gateway, GatewayBuilder, toml_string};
+pub use gateway::{Gateway, GatewayBuilder, OutputLines, sigterm, stepgate_command, toml_string};
 
 /// A loopback address where nothing listens: connecting to it is refused.
 pub fn refused_addr() -> SocketAddr {
