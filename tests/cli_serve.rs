@@ -48,6 +48,7 @@ async fn serve_drains_in_flight_request_on_sigterm_and_exits_zero() {
         &config,
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n\n[log]\nformat = \"json\"\nlevel = \"info\"\n\n\
+             [access]\ndefault_policy = \"bypass\"\n\n\
              [storage]\npath = {}\n\n[[upstreams]]\nurl = {}\n",
             toml_string(&store.display().to_string()),
             toml_string(&upstream.url()),

@@ -18,6 +18,8 @@
 //! `extra_toml` fragments are merged over the generated configuration, so a fragment may reopen
 //! a section the builder already writes (`[server]`, `[limits]`, ...). Arrays are appended to
 //! (figment's `admerge`): an `[[upstreams]]` entry in a fragment is added after the builder's.
+//! The generated configuration lets every request through (`access.default_policy = "bypass"`)
+//! so proxy-core tests need no login; a fragment with `[access]` puts a policy back.
 //! The storage directory is a fresh temporary directory unless [`GatewayBuilder::storage_dir`]
 //! names one, and it lives as long as the [`Gateway`].
 
@@ -151,6 +153,10 @@ impl GatewayBuilder {
             "\n[storage]\npath = {}\n",
             toml_string(&storage.display().to_string())
         ));
+        // Proxy-core tests run without login; tests of the access rules override this with
+        // an `[access]` fragment. Cheap argon2 parameters keep login tests fast.
+        toml.push_str("\n[access]\ndefault_policy = \"bypass\"\n");
+        toml.push_str("\n[password]\nargon2_memory_kib = 256\nargon2_iterations = 1\n");
         for upstream in &self.upstreams {
             toml.push_str("\n[[upstreams]]\n");
             if let Some(host) = &upstream.host {
