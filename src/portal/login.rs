@@ -211,7 +211,12 @@ pub async fn submit(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Bo
     audit(ctx, AuditKind::LoginSucceeded, user.username.as_str());
 
     let max_age = remember.then_some(app.config.session.settings.remember_me);
-    let cookie = cookies::issue(&app.config.session, ctx.conn.tls, id.cookie_value(), max_age);
+    let cookie = cookies::issue(
+        &app.config.session,
+        ctx.conn.tls,
+        id.cookie_value(),
+        max_age,
+    );
     let mut resp = if owes_second_factor || must_enrol {
         if let Some(method @ (Method::Email | Method::Sms)) = summary.preferred {
             // The code is on its way when the verification page opens. A failure here is

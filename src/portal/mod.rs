@@ -114,9 +114,7 @@ pub async fn handle(
         }
         (Method::POST, "/settings/phone") => settings::phone(&ctx, req).await,
         (Method::POST, "/settings/phone/confirm") => settings::phone_confirm(&ctx, req).await,
-        (Method::POST, "/settings/preferred-method") => {
-            settings::preferred_method(&ctx, req).await
-        }
+        (Method::POST, "/settings/preferred-method") => settings::preferred_method(&ctx, req).await,
         (Method::POST, "/settings/2fa/disable") => settings::disable(&ctx, req).await,
         (Method::POST, "/settings/password") => settings::change_password(&ctx, req).await,
         (Method::GET | Method::HEAD, s) if s.starts_with("/static/") => assets::serve(&s[8..]),

@@ -35,11 +35,13 @@ pub async fn get(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Body
     let user = &identity.user;
     let summary = super::verify::summary(ctx.arc, user).await?;
     let mut two_factor = super::settings::two_factor_json(&summary);
-    two_factor["methods"] = serde_json::json!(summary
-        .methods
-        .iter()
-        .map(|m| m.as_str())
-        .collect::<Vec<_>>());
+    two_factor["methods"] = serde_json::json!(
+        summary
+            .methods
+            .iter()
+            .map(|m| m.as_str())
+            .collect::<Vec<_>>()
+    );
     Ok(render::json(
         StatusCode::OK,
         serde_json::json!({

@@ -1,7 +1,6 @@
 //! The user's own security settings: second factors and password. Changes need a recent
 //! second factor when two-step verification is on (`mfa.settings_reverify`).
 
-
 use askama::Template;
 use base64::Engine;
 use http::{HeaderMap, Request, Response, StatusCode};
@@ -163,15 +162,20 @@ async fn check_password(ctx: &Ctx<'_>, user: &User, password: String) -> Result<
     }
     let name = user.username.clone();
     let ip = ctx.client_ip;
-    blocking(ctx.arc, move |app| app.regulator.record_failure(name.as_str(), ip))
-        .await?
-        .map_err(|e| Error::Internal(format!("regulation: {e}")))?;
+    blocking(ctx.arc, move |app| {
+        app.regulator.record_failure(name.as_str(), ip)
+    })
+    .await?
+    .map_err(|e| Error::Internal(format!("regulation: {e}")))?;
     Err(Error::WrongPassword)
 }
 
 fn done(ctx: &Ctx<'_>, key: &str) -> Result<Response<Body>, Error> {
     match ctx.format {
-        Format::Json => Ok(render::json(StatusCode::OK, serde_json::json!({ "status": "ok" }))),
+        Format::Json => Ok(render::json(
+            StatusCode::OK,
+            serde_json::json!({ "status": "ok" }),
+        )),
         Format::Html => render::redirect(
             StatusCode::SEE_OTHER,
             &format!("{}/settings?notice={key}", ctx.prefix()),
@@ -280,9 +284,11 @@ pub async fn totp_begin(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Respons
     if needs_email_code(ctx, &user, &summary) {
         let code = form.email_code.unwrap_or_default();
         let name = user.username.clone();
-        blocking(ctx.arc, move |app| app.factors.verify_code(&name, Channel::Email, &code))
-            .await?
-            .map_err(|_| Error::EmailCodeRequired)?;
+        blocking(ctx.arc, move |app| {
+            app.factors.verify_code(&name, Channel::Email, &code)
+        })
+        .await?
+        .map_err(|_| Error::EmailCodeRequired)?;
     }
     let enrolling = user.clone();
     let enrolment = blocking(ctx.arc, move |app| app.factors.begin_totp(&enrolling))
@@ -328,7 +334,11 @@ pub async fn totp_confirm(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Respo
     let was = summary(ctx.arc, &user).await?;
     let confirming = user.clone();
     let code = form.code;
-    let codes = match blocking(ctx.arc, move |app| app.factors.confirm_totp(&confirming, &code)).await? {
+    let codes = match blocking(ctx.arc, move |app| {
+        app.factors.confirm_totp(&confirming, &code)
+    })
+    .await?
+    {
         Ok(codes) => codes,
         Err(FactorError::InvalidCode | FactorError::Replayed | FactorError::Expired) => {
             return Err(Error::InvalidCode);
@@ -342,15 +352,22 @@ pub async fn totp_confirm(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Respo
     // Entering a valid code from the new app proves a second factor now.
     let key = identity.session.key;
     let now = ctx.app.clock.now();
-    let rotated = blocking(ctx.arc, move |app| app.sessions.complete_second_factor(&key, now))
-        .await?
-        .map_err(|e| Error::Internal(format!("session: {e}")))?;
+    let rotated = blocking(ctx.arc, move |app| {
+        app.sessions.complete_second_factor(&key, now)
+    })
+    .await?
+    .map_err(|e| Error::Internal(format!("session: {e}")))?;
     let continue_to = if rd == "/" {
         format!("{}/settings", ctx.prefix())
     } else {
         rd.clone()
     };
-    let mut resp = backup_codes_response(ctx, &codes, &continue_to, Some("Two-step verification is on."))?;
+    let mut resp = backup_codes_response(
+        ctx,
+        &codes,
+        &continue_to,
+        Some("Two-step verification is on."),
+    )?;
     if let Some((id, session)) = rotated {
         let settings = &ctx.app.config.session;
         let max_age = session.remember_me.then_some(settings.settings.remember_me);
@@ -393,19 +410,29 @@ fn backup_codes_response(
     }
 }
 
-pub async fn regenerate_backup(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+pub async fn regenerate_backup(
+    ctx: &Ctx<'_>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Error> {
     let identity = settings_identity(ctx, req.headers())?;
     let user = identity.user.clone();
     let summary = summary(ctx.arc, &user).await?;
     if !summary.totp {
-        return Err(Error::BadRequest("backup codes need an authenticator app first"));
+        return Err(Error::BadRequest(
+            "backup codes need an authenticator app first",
+        ));
     }
     require_fresh_second_factor(ctx, &identity, &summary)?;
     let name = user.username.clone();
     let codes = blocking(ctx.arc, move |app| app.factors.regenerate_backup(&name))
         .await?
         .map_err(factor_error)?;
-    audit_change(ctx, &user, AuditKind::FactorChanged, "backup_codes_regenerated");
+    audit_change(
+        ctx,
+        &user,
+        AuditKind::FactorChanged,
+        "backup_codes_regenerated",
+    );
     backup_codes_response(ctx, &codes, &format!("{}/settings", ctx.prefix()), None)
 }
 
@@ -415,7 +442,10 @@ struct EnabledForm {
     enabled: bool,
 }
 
-pub async fn email_verification(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+pub async fn email_verification(
+    ctx: &Ctx<'_>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Error> {
     let identity = settings_identity(ctx, req.headers())?;
     let form: EnabledForm = form::read(req).await?;
     let user = identity.user.clone();
@@ -426,10 +456,17 @@ pub async fn email_verification(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result
     require_fresh_second_factor(ctx, &identity, &summary)?;
     let name = user.username.clone();
     let enabled = form.enabled;
-    blocking(ctx.arc, move |app| app.factors.set_email_verification(&name, enabled))
-        .await?
-        .map_err(factor_error)?;
-    audit_change(ctx, &user, AuditKind::FactorChanged, if enabled { "email_on" } else { "email_off" });
+    blocking(ctx.arc, move |app| {
+        app.factors.set_email_verification(&name, enabled)
+    })
+    .await?
+    .map_err(factor_error)?;
+    audit_change(
+        ctx,
+        &user,
+        AuditKind::FactorChanged,
+        if enabled { "email_on" } else { "email_off" },
+    );
     if summary.state == TwoFactorState::NotEnabled && enabled {
         notify(ctx, &user, Notice::TwoFactorEnabled).await;
     }
@@ -463,10 +500,18 @@ pub async fn phone(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Bod
         FactorError::InvalidPhone => Error::BadRequest("not a phone number in international form"),
         other => factor_error(other),
     })?;
-    if let Err(e) = ctx.app.notifier.send_sms_code(&phone, ctx.lang, code.as_str()).await {
+    if let Err(e) = ctx
+        .app
+        .notifier
+        .send_sms_code(&phone, ctx.lang, code.as_str())
+        .await
+    {
         tracing::warn!(error = %e, "could not send a phone confirmation code");
         let name = user.username.clone();
-        let _ = blocking(ctx.arc, move |app| app.factors.withdraw_code(&name, Channel::PhoneConfirm)).await;
+        let _ = blocking(ctx.arc, move |app| {
+            app.factors.withdraw_code(&name, Channel::PhoneConfirm)
+        })
+        .await;
         return Err(Error::CodeNotSent);
     }
     audit_change(ctx, &user, AuditKind::FactorChanged, "phone_added");
@@ -499,7 +544,10 @@ struct MethodForm {
     method: String,
 }
 
-pub async fn preferred_method(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+pub async fn preferred_method(
+    ctx: &Ctx<'_>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Error> {
     let identity = settings_identity(ctx, req.headers())?;
     let form: MethodForm = form::read(req).await?;
     let method = Method::parse(&form.method).ok_or(Error::BadRequest("unknown method"))?;
@@ -528,7 +576,12 @@ pub async fn disable(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<B
     blocking(ctx.arc, move |app| app.factors.disable_all(&name))
         .await?
         .map_err(factor_error)?;
-    audit_change(ctx, &user, AuditKind::TwoFactorDisabled, "all factors deleted");
+    audit_change(
+        ctx,
+        &user,
+        AuditKind::TwoFactorDisabled,
+        "all factors deleted",
+    );
     notify(ctx, &user, Notice::TwoFactorDisabled).await;
     done(ctx, "disabled")
 }
@@ -542,7 +595,10 @@ struct ChangePasswordForm {
     new_password: String,
 }
 
-pub async fn change_password(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+pub async fn change_password(
+    ctx: &Ctx<'_>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Error> {
     let identity = settings_identity(ctx, req.headers())?;
     let form: ChangePasswordForm = form::read(req).await?;
     let user = identity.user.clone();

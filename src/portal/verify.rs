@@ -115,7 +115,10 @@ pub fn factor_error(e: FactorError) -> Error {
     }
 }
 
-fn identity_for_verify(ctx: &Ctx<'_>, req_headers: &http::HeaderMap) -> Result<Option<Identity>, Error> {
+fn identity_for_verify(
+    ctx: &Ctx<'_>,
+    req_headers: &http::HeaderMap,
+) -> Result<Option<Identity>, Error> {
     identify(ctx.app, req_headers, ctx.conn.tls)
 }
 
@@ -145,13 +148,18 @@ pub async fn send_code(ctx: &Ctx<'_>, user: &Arc<User>, method: Method) -> Resul
         _ => return Err(Error::BadRequest("only email and SMS codes are sent")),
     };
     let username = user.username.clone();
-    let code = blocking(ctx.arc, move |app| app.factors.issue_code(&username, channel))
-        .await?
-        .map_err(factor_error)?;
+    let code = blocking(ctx.arc, move |app| {
+        app.factors.issue_code(&username, channel)
+    })
+    .await?
+    .map_err(factor_error)?;
     let lang = ctx.lang;
     let sent = match method {
         Method::Email => {
-            let to = user.email.clone().ok_or(Error::BadRequest("no email address"))?;
+            let to = user
+                .email
+                .clone()
+                .ok_or(Error::BadRequest("no email address"))?;
             ctx.app
                 .notifier
                 .send_email_code(&to, &user.display_name, lang, code.as_str())
@@ -172,7 +180,10 @@ pub async fn send_code(ctx: &Ctx<'_>, user: &Arc<User>, method: Method) -> Resul
     if let Err(e) = sent {
         tracing::warn!(error = %e, method = method.as_str(), "could not send a login code");
         let username = user.username.clone();
-        let _ = blocking(ctx.arc, move |app| app.factors.withdraw_code(&username, channel)).await;
+        let _ = blocking(ctx.arc, move |app| {
+            app.factors.withdraw_code(&username, channel)
+        })
+        .await;
         return Err(Error::CodeNotSent);
     }
     Ok(())
@@ -214,7 +225,16 @@ pub async fn page(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Bod
                 "rd": rd,
             }),
         )),
-        Format::Html => verify_page(ctx, &identity, &summary, method, &rd, StatusCode::OK, None, None),
+        Format::Html => verify_page(
+            ctx,
+            &identity,
+            &summary,
+            method,
+            &rd,
+            StatusCode::OK,
+            None,
+            None,
+        ),
     }
 }
 
@@ -286,11 +306,16 @@ pub async fn send(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body
     let method = Method::parse(&form.method).ok_or(Error::BadRequest("unknown method"))?;
     let summary = summary(ctx.arc, &identity.user).await?;
     if !summary.methods.contains(&method) {
-        return Err(Error::BadRequest("this verification method is not available"));
+        return Err(Error::BadRequest(
+            "this verification method is not available",
+        ));
     }
     send_code(ctx, &identity.user, method).await?;
     match ctx.format {
-        Format::Json => Ok(render::json(StatusCode::OK, serde_json::json!({ "status": "sent" }))),
+        Format::Json => Ok(render::json(
+            StatusCode::OK,
+            serde_json::json!({ "status": "sent" }),
+        )),
         Format::Html => verify_page(
             ctx,
             &identity,
@@ -322,21 +347,27 @@ pub async fn submit(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Bo
     let method = Method::parse(&form.method).ok_or(Error::BadRequest("unknown method"))?;
     let summary = summary(ctx.arc, &identity.user).await?;
     if !summary.methods.contains(&method) {
-        return Err(Error::BadRequest("this verification method is not available"));
+        return Err(Error::BadRequest(
+            "this verification method is not available",
+        ));
     }
     let code = form.code;
     let name = username.clone();
     let outcome = blocking(ctx.arc, move |app| match method {
         Method::Totp => app.factors.verify_totp(&name, &code).map(|()| None),
         Method::Backup => app.factors.verify_backup(&name, &code).map(Some),
-        Method::Email => app.factors.verify_code(&name, Channel::Email, &code).map(|()| None),
-        Method::Sms => app.factors.verify_code(&name, Channel::Sms, &code).map(|()| None),
+        Method::Email => app
+            .factors
+            .verify_code(&name, Channel::Email, &code)
+            .map(|()| None),
+        Method::Sms => app
+            .factors
+            .verify_code(&name, Channel::Sms, &code)
+            .map(|()| None),
     })
     .await?;
     match outcome {
-        Ok(backup_remaining) => {
-            succeed(ctx, &identity, method, backup_remaining, &rd).await
-        }
+        Ok(backup_remaining) => succeed(ctx, &identity, method, backup_remaining, &rd).await,
         Err(
             e @ (FactorError::InvalidCode
             | FactorError::Replayed
@@ -357,10 +388,12 @@ async fn succeed(
 ) -> Result<Response<Body>, Error> {
     let key = identity.session.key;
     let now = ctx.app.clock.now();
-    let (id, _) = blocking(ctx.arc, move |app| app.sessions.complete_second_factor(&key, now))
-        .await?
-        .map_err(|e| Error::Internal(format!("session: {e}")))?
-        .ok_or(Error::Unauthenticated)?;
+    let (id, _) = blocking(ctx.arc, move |app| {
+        app.sessions.complete_second_factor(&key, now)
+    })
+    .await?
+    .map_err(|e| Error::Internal(format!("session: {e}")))?
+    .ok_or(Error::Unauthenticated)?;
     let user = &identity.user;
     audit::record(
         &ctx.app.store,
@@ -433,7 +466,10 @@ async fn fail(
             ),
             Format::Html => super::login::redirect_to_login(ctx, rd)?,
         };
-        render::set_cookie(&mut resp, &cookies::clear(&ctx.app.config.session, ctx.conn.tls))?;
+        render::set_cookie(
+            &mut resp,
+            &cookies::clear(&ctx.app.config.session, ctx.conn.tls),
+        )?;
         return Ok(resp);
     }
     let message = match error {

@@ -18,6 +18,8 @@
 //! `extra_toml` fragments are merged over the generated configuration, so a fragment may reopen
 //! a section the builder already writes (`[server]`, `[limits]`, ...). Arrays are appended to
 //! (figment's `admerge`): an `[[upstreams]]` entry in a fragment is added after the builder's.
+//! The generated configuration lets every request through (`access.default_policy = "bypass"`)
+//! so proxy-core tests need no login; a fragment with `[access]` puts a policy back.
 //! The storage directory is a fresh temporary directory unless [`GatewayBuilder::storage_dir`]
 //! names one, and it lives as long as the [`Gateway`].
 
@@ -294,5 +296,89 @@ impl Drop for Gateway {
                 Err(_) => drop(running),
             }
         }
+    }
+}
+
+/// The built `stepgate` binary, with `STEPGATE_*` and `RUST_LOG` removed from its environment
+/// so the caller's shell cannot change what a test runs; killed if the handle is dropped.
+pub fn stepgate_command() -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_stepgate"));
+    for (name, _) in std::env::vars_os() {
+        let is_ours = name
+            .to_str()
+            .is_some_and(|n| n.starts_with("STEPGATE_") || n == "RUST_LOG");
+        if is_ours {
+            command.env_remove(&name);
+        }
+    }
+    command
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+/// Sends SIGTERM to process `pid`.
+pub fn sigterm(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -TERM {pid} failed");
+}
+
+/// The lines a child process writes to one of its pipes, read as they come.
+pub struct OutputLines {
+    rx: tokio::sync::mpsc::UnboundedReceiver<String>,
+    seen: Vec<String>,
+}
+
+impl OutputLines {
+    /// Starts reading `pipe` (a `ChildStdout` or `ChildStderr`) line by line.
+    pub fn new<R>(pipe: R) -> OutputLines
+    where
+        R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    {
+        use tokio::io::AsyncBufReadExt;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(pipe).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        OutputLines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for the next line satisfying `wanted` and returns it; panics, showing everything
+    /// read, if the pipe closes first. Bound it with a timeout.
+    pub async fn wait_for(&mut self, wanted: impl Fn(&str) -> bool) -> String {
+        while let Some(line) = self.rx.recv().await {
+            self.seen.push(line.clone());
+            if wanted(&line) {
+                return line;
+            }
+        }
+        panic!(
+            "output ended without the expected line; it was:\n{}",
+            self.seen.join("\n")
+        );
+    }
+
+    /// Reads until the pipe closes; returns every line read, including earlier ones.
+    pub async fn all(mut self) -> Vec<String> {
+        while let Some(line) = self.rx.recv().await {
+            self.seen.push(line);
+        }
+        self.seen
+    }
+
+    /// The lines read so far.
+    pub fn seen(&self) -> &[String] {
+        &self.seen
     }
 }

@@ -25,7 +25,7 @@ pub use echo::{
     DOWNLOAD_CHUNK, EchoUpstream, PatternChunks, ReceivedRequest, download_pattern_sha256,
     pattern_byte, pattern_chunks, sha256_hex,
 };
-pub use gateway::{Gateway, GatewayBuilder, toml_string};
+pub use gateway::{Gateway, GatewayBuilder, OutputLines, sigterm, stepgate_command, toml_string};
 pub use sms_sink::{SmsRequest, SmsSink};
 pub use smtp::{AuthAttempt, ReceivedMail, SmtpServer};
 

@@ -1,0 +1,152 @@
+//! `stepgate check-config` and `stepgate serve` on good and bad configuration files: every
+//! problem is reported with its key path, and a bad file never gets a listener.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use common::{refused_addr, stepgate_command};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Two upstreams, the second with an unsupported scheme.
+const BAD_SCHEME: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+
+[[upstreams]]
+url = "http://127.0.0.1:3000"
+
+[[upstreams]]
+host = "b.test"
+url = "ftp://127.0.0.1:21"
+"#;
+
+fn write_config(dir: &Path, toml: &str) -> PathBuf {
+    let path = dir.join("stepgate.toml");
+    std::fs::write(&path, toml).expect("write config");
+    path
+}
+
+async fn run(args: &[&str]) -> Output {
+    let mut command = stepgate_command();
+    command.args(args);
+    tokio::time::timeout(DEADLINE, command.output())
+        .await
+        .expect("stepgate did not exit")
+        .expect("run stepgate")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn check_config_names_the_bad_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_config(dir.path(), BAD_SCHEME);
+    let out = run(&["check-config", "--config", path.to_str().expect("utf-8")]).await;
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "exit {:?}", out.status);
+    assert!(
+        stderr.contains("upstreams[1].url: scheme must be http or https"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn check_config_reports_every_problem_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_config(
+        dir.path(),
+        r#"
+[server]
+listen = "nowhere"
+trusted_proxies = ["10.0.0.0/8", "not-a-network"]
+
+[limits]
+idle_timeout = "soon"
+
+[[upstreams]]
+url = "http://127.0.0.1:3000/with/path"
+"#,
+    );
+    let out = run(&["check-config", "--config", path.to_str().expect("utf-8")]).await;
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    for key in [
+        "server.listen:",
+        "server.trusted_proxies[1]:",
+        "limits.idle_timeout:",
+        "upstreams[0].url:",
+    ] {
+        assert!(stderr.contains(key), "{key} missing from:\n{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn check_config_rejects_unknown_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_config(
+        dir.path(),
+        "[server]\nlisen = \"127.0.0.1:0\"\n\n[[upstreams]]\nurl = \"http://127.0.0.1:3000\"\n",
+    );
+    let out = run(&["check-config", "--config", path.to_str().expect("utf-8")]).await;
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("server.lisen: unknown key"), "{stderr}");
+}
+
+#[tokio::test]
+async fn check_config_accepts_the_example_configuration() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/stepgate.example.toml");
+    let out = run(&["check-config", "--config", example.to_str().expect("utf-8")]).await;
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("configuration is valid"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[tokio::test]
+async fn check_config_fails_on_a_missing_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("absent.toml");
+    let out = run(&["check-config", "--config", missing.to_str().expect("utf-8")]).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("config:"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn serve_refuses_to_start_on_a_bad_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A concrete port, so the test can check that nothing ever listened on it.
+    let addr = refused_addr();
+    let toml = BAD_SCHEME.replace("127.0.0.1:0", &addr.to_string());
+    let path = write_config(dir.path(), &toml);
+    let out = run(&["serve", "--config", path.to_str().expect("utf-8")]).await;
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "exit {:?}", out.status);
+    assert!(
+        stderr.contains("upstreams[1].url: scheme must be http or https"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("listening"), "{stderr}");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "something listens on {addr}"
+    );
+}

@@ -1,0 +1,88 @@
+//! `stepgate demo` as a real process: it announces its URL, serves the demo console through
+//! the gateway, and exits 0 on SIGTERM.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{OutputLines, http_client, sigterm, stepgate_command};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
+    tokio::time::timeout(DEADLINE, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+const ANNOUNCEMENT: &str = "Stepgate demo running at ";
+
+#[tokio::test]
+async fn demo_serves_the_console_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("demo-data");
+    let mut child = stepgate_command()
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_dir.to_str().expect("utf-8"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn stepgate demo");
+    let pid = child.id().expect("pid");
+    let mut stdout = OutputLines::new(child.stdout.take().expect("stdout"));
+
+    let line = within(
+        "the demo URL",
+        stdout.wait_for(|l| l.starts_with(ANNOUNCEMENT)),
+    )
+    .await;
+    let url = line[ANNOUNCEMENT.len()..].trim().to_owned();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with('/'),
+        "{url}"
+    );
+    assert!(
+        !url.ends_with(":0/"),
+        "the announced URL has the real port: {url}"
+    );
+    assert!(data_dir.is_dir(), "the data directory is created");
+
+    let client = http_client();
+    // The console itself needs a login (tests/auth_demo.rs signs in and reads it).
+    let resp = within("GET /", client.get(&url).send())
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 401);
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(body["login_url"], "/.stepgate/login?rd=%2F");
+
+    let resp = within("GET /public", client.get(format!("{url}public")).send())
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.text()
+            .await
+            .expect("body")
+            .contains("Anyone can see this page")
+    );
+
+    let resp = within(
+        "healthz",
+        client.get(format!("{url}.stepgate/healthz")).send(),
+    )
+    .await
+    .expect("request");
+    assert_eq!(resp.status(), 200);
+
+    sigterm(pid);
+    let status = within("the demo to exit", child.wait())
+        .await
+        .expect("wait");
+    assert!(status.success(), "exit {status:?}");
+}
