@@ -457,12 +457,19 @@ policy = "deny"
     assert_eq!(s("/closed", Some(&cookie)).await, 403);
     assert_eq!(s("/elsewhere", Some(&cookie)).await, 403);
 
-    // Logged in with a password only: a second factor is required, and none exists yet.
+    // Logged in with a password only: a second factor is required first. API clients are told
+    // where to verify; browsers are sent there (and on to enrolment when they have none).
     let resp = get(&gw, "/secure", Some(&cookie), Client::Api).await;
-    assert_eq!(resp.status(), 403);
-    assert_eq!(json(resp).await["error"], "second_factor_required");
+    assert_eq!(resp.status(), 401);
+    let body = json(resp).await;
+    assert_eq!(body["error"], "second_factor_required");
+    assert_eq!(body["verify_url"], "/.stepgate/verify?rd=%2Fsecure");
     let resp = get(&gw, "/secure", Some(&cookie), Client::Browser).await;
-    assert_eq!(resp.status(), 403);
+    assert_eq!(resp.status(), 302);
+    assert_eq!(
+        location(&resp).as_deref(),
+        Some("/.stepgate/verify?rd=%2Fsecure")
+    );
     // A denied anonymous browser is not sent to log in: nobody may pass.
     let resp = get(&gw, "/closed", None, Client::Browser).await;
     assert_eq!(resp.status(), 403);
