@@ -42,7 +42,12 @@ impl App {
             clock.clone(),
             config.session.settings,
         ));
-        let users = UserDirectory::new(store.clone(), sessions.clone(), clock.clone());
+        let users = UserDirectory::new(
+            store.clone(),
+            sessions.clone(),
+            clock.clone(),
+            config.mfa.clone(),
+        );
         let regulator = Arc::new(Regulator::new(
             store.clone(),
             clock.clone(),

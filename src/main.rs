@@ -40,7 +40,7 @@ enum Command {
     /// Run the gateway.
     Serve(ConfigArg),
     /// Validate a configuration file: exit 0, or print every problem and exit 1.
-    CheckConfig(ConfigArg),
+    CheckConfig(CheckConfigArgs),
     /// Start a self-contained demo: the gateway in front of a built-in demo console.
     Demo(stepgate::demo::DemoOptions),
     /// Manage user accounts (through the running gateway, or on the store when it is stopped).
@@ -52,6 +52,15 @@ enum Command {
 }
 
 const DEFAULT_CONFIG: &str = "config/stepgate.toml";
+
+#[derive(clap::Args)]
+struct CheckConfigArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Also connect to the configured SMTP server (TLS, EHLO, AUTH) and report the outcome.
+    #[arg(long)]
+    smtp: bool,
+}
 
 #[derive(clap::Args)]
 struct UserArgs {
@@ -92,21 +101,26 @@ struct CheckPolicyArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig(args) => match config::load(&args.config) {
-            Ok(_) => {
-                println!("{}: configuration is valid", args.config.display());
-                ExitCode::SUCCESS
+        Command::CheckConfig(CheckConfigArgs { config: args, smtp }) => {
+            match config::load(&args.config) {
+                Ok(config) => {
+                    println!("{}: configuration is valid", args.config.display());
+                    if smtp {
+                        return check_smtp(&config);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    eprintln!("{}", errors);
+                    eprintln!(
+                        "{}: {} problem(s) found",
+                        args.config.display(),
+                        errors.problems().len()
+                    );
+                    ExitCode::FAILURE
+                }
             }
-            Err(errors) => {
-                eprintln!("{}", errors);
-                eprintln!(
-                    "{}: {} problem(s) found",
-                    args.config.display(),
-                    errors.problems().len()
-                );
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::Serve(args) => {
             let config = match config::load(&args.config) {
                 Ok(c) => c,
@@ -206,6 +220,23 @@ fn report(outcome: Result<String, AdminError>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `check-config --smtp`: one real connection to the configured mail server.
+fn check_smtp(config: &stepgate::config::Config) -> ExitCode {
+    let Some(email) = config.email.as_ref() else {
+        eprintln!("email: no [email] section is configured");
+        return ExitCode::FAILURE;
+    };
+    let result = run(async {
+        let notifier = stepgate::notify::Notifier::new(Some(email), None, &config.portal.title)
+            .map_err(std::io::Error::other)?;
+        notifier.check_smtp().await.map_err(std::io::Error::other)
+    });
+    if result == ExitCode::SUCCESS {
+        println!("email: the mail server accepted the connection");
+    }
+    result
 }
 
 fn run(fut: impl std::future::Future<Output = std::io::Result<()>>) -> ExitCode {

@@ -54,6 +54,21 @@ fn drain(
     });
 }
 
+/// The 6-digit code in the newest message of the demo's outbox.
+fn emailed_code(outbox: &std::path::Path) -> String {
+    let newest = std::fs::read_dir(outbox)
+        .expect("the demo writes an outbox")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .expect("an email in the outbox");
+    let text = std::fs::read_to_string(newest.path()).expect("read email");
+    let re = regex::Regex::new(r"\b(\d{6})\b").expect("regex");
+    re.captures(&text)
+        .map(|c| c[1].to_string())
+        .expect("a 6-digit code in the email")
+}
+
 fn spawn_demo(data_dir: &std::path::Path) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_stepgate"));
     cmd.arg("demo")
@@ -77,7 +92,8 @@ fn spawn_demo(data_dir: &std::path::Path) -> Child {
 #[tokio::test]
 async fn demo_account_logs_in_and_sigterm_exits_cleanly() {
     let data = tempfile::tempdir().expect("tempdir");
-    let mut child = spawn_demo(&data.path().join("demo-data"));
+    let data_dir = data.path().join("demo-data");
+    let mut child = spawn_demo(&data_dir);
     let output = Output::default();
     let (url_tx, url_rx) = tokio::sync::oneshot::channel();
     drain(
@@ -110,7 +126,25 @@ async fn demo_account_logs_in_and_sigterm_exits_cleanly() {
     )
     .await;
     assert_eq!(resp.status(), 200, "{}", output.text());
-    let cookie = set_session_cookie(resp.headers()).expect("session cookie");
+    let pending = set_session_cookie(resp.headers()).expect("session cookie");
+    let body = json(resp).await;
+    // The demo turns email codes on: the second step's code is in the outbox.
+    assert_eq!(body["status"], "second_factor_required", "{body}");
+    let code = emailed_code(&data_dir.join("outbox"));
+    let resp = send(
+        http_client()
+            .post(format!("{base}/.stepgate/verify"))
+            .header("accept", "application/json")
+            .header("cookie", &pending)
+            .form(&[("method", "email"), ("code", code.as_str())]),
+    )
+    .await;
+    assert_eq!(resp.status(), 200, "{}", output.text());
+    let cookie = set_session_cookie(resp.headers()).expect("rotated session cookie");
+    assert_ne!(
+        cookie, pending,
+        "the session id is rotated after the second factor"
+    );
 
     let resp = send(
         http_client()

@@ -150,3 +150,50 @@ async fn serve_refuses_to_start_on_a_bad_config() {
         "something listens on {addr}"
     );
 }
+
+fn smtp_config(port: u16) -> String {
+    format!(
+        r#"
+[[upstreams]]
+url = "http://127.0.0.1:3000"
+
+[email]
+transport = "smtp"
+url = "smtp://127.0.0.1:{port}?tls=none"
+from = "Stepgate <noreply@example.test>"
+"#
+    )
+}
+
+#[tokio::test]
+async fn check_config_smtp_connects_to_the_mail_server() {
+    let smtp = common::SmtpServer::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_config(dir.path(), &smtp_config(smtp.port()));
+    let out = run(&["check-config", "--smtp", "--config", path.to_str().unwrap()]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("the mail server accepted the connection"),
+        "{stdout}"
+    );
+    assert!(
+        smtp.connections() >= 1,
+        "no connection reached the SMTP server"
+    );
+}
+
+#[tokio::test]
+async fn check_config_smtp_fails_when_the_server_is_unreachable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_config(dir.path(), &smtp_config(refused_addr().port()));
+    let out = run(&["check-config", "--smtp", "--config", path.to_str().unwrap()]).await;
+    assert!(!out.status.success());
+    // Without --smtp the same file is valid: only the connection failed.
+    let out = run(&["check-config", "--config", path.to_str().unwrap()]).await;
+    assert!(out.status.success());
+}

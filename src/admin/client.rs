@@ -272,6 +272,10 @@ pub enum UserCommand {
     Enable { name: String },
     /// Delete an account and end its sessions.
     Delete { name: String },
+    /// Delete every second factor of an account (lost phone): authenticator app, backup codes,
+    /// phone and email setting. The user can sign in with the password and enrol again.
+    #[command(name = "reset-2fa")]
+    ResetTwoFactor { name: String },
 }
 
 fn source(password_stdin: bool) -> PasswordSource {
@@ -343,6 +347,16 @@ pub fn run_user_command(config: &Config, command: UserCommand) -> Result<String,
             let username = set_disabled(config, &name, false)?;
             Ok(format!("enabled {username}\n"))
         }
+        UserCommand::ResetTwoFactor { name } => {
+            let username = parse_username(&name)?;
+            perform_ok(
+                config,
+                &Request::ResetTwoFactor {
+                    username: username.as_str().to_string(),
+                },
+            )?;
+            Ok(format!("second factors of {username} deleted\n"))
+        }
         UserCommand::Delete { name } => {
             let username = parse_username(&name)?;
             perform_ok(
@@ -365,7 +379,7 @@ pub fn get_user(config: &Config, name: &str) -> Result<UserView, AdminError> {
             username: username.as_str().to_string(),
         },
     )? {
-        Response::User { user } => Ok(user),
+        Response::User { user } => Ok(*user),
         other => Err(unexpected(other)),
     }
 }
@@ -486,14 +500,21 @@ pub fn render_user(u: &UserView) -> String {
     } else {
         printable(&u.groups.join(", "))
     };
+    let methods = if u.two_factor_methods.is_empty() {
+        "-".to_string()
+    } else {
+        printable(&u.two_factor_methods.join(", "))
+    };
     format!(
-        "username:     {}\ndisplay name: {}\nemail:        {}\ngroups:       {}\ndisabled:     {}\ncreated:      {}\n",
+        "username:     {}\ndisplay name: {}\nemail:        {}\ngroups:       {}\ndisabled:     {}\ncreated:      {}\n2fa state:    {}\n2fa methods:  {}\n",
         printable(&u.username),
         printable(&u.display_name),
         printable(u.email.as_deref().unwrap_or("-")),
         groups,
         yes_no(u.disabled),
         u.created_at.to_rfc3339(),
+        printable(&u.two_factor_state),
+        methods,
     )
 }
 
@@ -531,6 +552,8 @@ mod tests {
             groups: vec!["admins".into(), "dev".into()],
             disabled: true,
             created_at: Timestamp(0),
+            two_factor_state: "not_enabled".into(),
+            two_factor_methods: vec![],
         }
     }
 

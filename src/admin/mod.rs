@@ -36,7 +36,7 @@ pub fn offline_directory(config: &Config) -> Result<OfflineDirectory, AppError> 
         clock.clone(),
         config.session.settings,
     ));
-    let users = UserDirectory::new(store.clone(), sessions.clone(), clock);
+    let users = UserDirectory::new(store.clone(), sessions.clone(), clock, config.mfa.clone());
     Ok(OfflineDirectory {
         store,
         sessions,

@@ -294,6 +294,8 @@ mod tests {
             groups: groups.iter().map(|g| g.to_string()).collect(),
             disabled: false,
             created_at: Timestamp(0),
+            two_factor_state: "not_enabled".into(),
+            two_factor_methods: vec![],
         }
     }
 

@@ -72,6 +72,9 @@ pub enum Request {
     Get {
         username: String,
     },
+    ResetTwoFactor {
+        username: String,
+    },
 }
 
 /// An account as shown to an administrator: everything but the password hash.
@@ -85,6 +88,11 @@ pub struct UserView {
     pub disabled: bool,
     /// Milliseconds since the Unix epoch.
     pub created_at: Timestamp,
+    /// `not_enabled`, `enabled` or `expired`.
+    #[serde(default)]
+    pub two_factor_state: String,
+    #[serde(default)]
+    pub two_factor_methods: Vec<String>,
 }
 
 impl From<&User> for UserView {
@@ -96,8 +104,27 @@ impl From<&User> for UserView {
             groups: u.groups.clone(),
             disabled: u.disabled,
             created_at: u.created_at,
+            two_factor_state: String::new(),
+            two_factor_methods: Vec::new(),
         }
     }
+}
+
+/// The account with its second-factor state, as `user show` and `user list` print it.
+fn view(users: &UserDirectory, user: &User) -> UserView {
+    let mut v = UserView::from(user);
+    match users.two_factor(user) {
+        Ok(summary) => {
+            v.two_factor_state = summary.state.as_str().to_string();
+            v.two_factor_methods = summary
+                .methods
+                .iter()
+                .map(|m| m.as_str().to_string())
+                .collect();
+        }
+        Err(e) => v.two_factor_state = format!("unknown ({e})"),
+    }
+    v
 }
 
 /// Why a request failed.
@@ -121,7 +148,7 @@ pub enum Response {
     /// The change was made (and is on disk).
     Done,
     User {
-        user: UserView,
+        user: Box<UserView>,
     },
     Users {
         users: Vec<UserView>,
@@ -202,14 +229,19 @@ fn run(users: &UserDirectory, request: Request) -> Result<Response, Response> {
             let mut list = users.list().map_err(store_error)?;
             list.sort_by(|a, b| a.username.cmp(&b.username));
             Ok(Response::Users {
-                users: list.iter().map(UserView::from).collect(),
+                users: list.iter().map(|u| view(users, u)).collect(),
             })
+        }
+        Request::ResetTwoFactor { username } => {
+            let username = username_field(&username)?;
+            users.reset_two_factor(&username).map_err(store_error)?;
+            Ok(Response::Done)
         }
         Request::Get { username } => {
             let name = username_field(&username)?;
             match users.get(&name).map_err(store_error)? {
                 Some(user) => Ok(Response::User {
-                    user: UserView::from(user.as_ref()),
+                    user: Box::new(view(users, user.as_ref())),
                 }),
                 None => Err(Response::error(
                     ErrorKind::NotFound,
@@ -370,7 +402,12 @@ mod tests {
             clock.clone(),
             SessionSettings::default(),
         ));
-        let users = UserDirectory::new(store, sessions.clone(), clock);
+        let users = UserDirectory::new(
+            store,
+            sessions.clone(),
+            clock,
+            crate::auth::factors::MfaSettings::default(),
+        );
         Fixture {
             _dir: dir,
             sessions,

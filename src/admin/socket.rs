@@ -314,6 +314,7 @@ fn request_name(request: &protocol::Request) -> &'static str {
         R::Delete { .. } => "delete",
         R::List => "list",
         R::Get { .. } => "get",
+        R::ResetTwoFactor { .. } => "reset_two_factor",
     }
 }
 

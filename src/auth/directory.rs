@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
 use crate::auth::audit::{self, AuditEvent, AuditKind};
+use crate::auth::factors::{FactorError, FactorSummary, MfaSettings, summary_from_store};
 use crate::auth::password::PasswordHash;
 use crate::auth::session::SessionManager;
 use crate::auth::user::{User, Username};
@@ -27,6 +28,7 @@ pub struct UserDirectory {
     store: Arc<Store>,
     sessions: Arc<SessionManager>,
     clock: SharedClock,
+    mfa: MfaSettings,
     cache: RwLock<UserCache>,
 }
 
@@ -42,11 +44,17 @@ struct UserCache {
 const CACHE_CAPACITY: usize = 100_000;
 
 impl UserDirectory {
-    pub fn new(store: Arc<Store>, sessions: Arc<SessionManager>, clock: SharedClock) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        sessions: Arc<SessionManager>,
+        clock: SharedClock,
+        mfa: MfaSettings,
+    ) -> Self {
         UserDirectory {
             store,
             sessions,
             clock,
+            mfa,
             cache: RwLock::new(UserCache::default()),
         }
     }
@@ -151,6 +159,26 @@ impl UserDirectory {
         } else {
             self.audit(AuditKind::UserEnabled, username, None);
         }
+        Ok(())
+    }
+
+    /// The account's second factors (state and methods), for administrators.
+    pub fn two_factor(&self, user: &User) -> Result<FactorSummary, FactorError> {
+        summary_from_store(&self.store, user, &self.mfa, self.clock.now())
+    }
+
+    /// Administrator reset: deletes every second factor of the account (secret, backup codes,
+    /// phone, email setting), as when the user turns two-step verification off.
+    pub fn reset_two_factor(&self, username: &Username) -> Result<(), StoreError> {
+        if self.store.get_user(username)?.is_none() {
+            return Err(StoreError::NoSuchUser(username.clone()));
+        }
+        self.store.delete_factors(username)?;
+        self.store.flush()?;
+        let event = AuditEvent::new(self.clock.now(), AuditKind::TwoFactorDisabled)
+            .with_username(username.as_str())
+            .with_detail("reset by an administrator");
+        audit::record(&self.store, event);
         Ok(())
     }
 

@@ -54,8 +54,19 @@ default_policy = "one_factor"
 [[access.rules]]
 path = "^/public(/|$)"
 policy = "bypass"
+
+[email]
+transport = "file"
+dir = {outbox:?}
+from = "Stepgate demo <stepgate-demo@localhost>"
+
+[mfa]
+issuer = "Stepgate demo"
+# Every account with an email address gets login codes by email until it sets up an app.
+email_default = true
 "#,
         store = data_dir.join("store").display().to_string(),
+        outbox = outbox_dir(data_dir).display().to_string(),
     );
     config::from_figment(&Figment::from(Toml::string(&toml)).merge(config::env_provider()))
 }
@@ -89,6 +100,11 @@ async fn ensure_demo_user(app: &App) -> io::Result<()> {
         })
         .map_err(io::Error::other)?;
     Ok(())
+}
+
+/// Where the demo's emails (login codes, notices) are written, one `.eml` file each.
+pub fn outbox_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("outbox")
 }
 
 /// Runs the demo until Ctrl-C or SIGTERM.

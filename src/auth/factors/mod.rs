@@ -237,6 +237,18 @@ fn summarize(
     }
 }
 
+/// The summary of a user's factors read straight from the store (no key needed): for the
+/// administration commands, which may run without the gateway.
+pub fn summary_from_store(
+    store: &Store,
+    user: &User,
+    settings: &MfaSettings,
+    now: Timestamp,
+) -> Result<FactorSummary, FactorError> {
+    let f = store.get_factors(&user.username)?;
+    Ok(summarize(&f, has_email(user), settings, now))
+}
+
 impl Factors {
     pub fn new(
         store: Arc<Store>,
