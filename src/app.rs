@@ -27,6 +27,8 @@ pub struct App {
     pub hasher: PasswordHasher,
     pub factors: Arc<Factors>,
     pub notifier: Notifier,
+    /// Browser forms waiting for a step-up verification.
+    pub held_forms: crate::http::held_forms::HeldForms,
     /// The HTTPS listener's address once bound (the configured port may be 0).
     pub https_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
@@ -79,6 +81,7 @@ impl App {
             hasher,
             factors,
             notifier,
+            held_forms: Default::default(),
             https_addr: std::sync::OnceLock::new(),
         }))
     }

@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use crate::auth::factors::MfaSettings;
 use crate::auth::session::{AuthLevel, Session};
+use crate::auth::step_up;
+use crate::clock::Timestamp;
 use crate::auth::user::User;
+use crate::policy::rules::StepUp;
 use crate::policy::{AccessPolicy, Policy, RequestFacts, UserFacts};
 
 /// A logged-in user, as established from the session cookie.
@@ -27,6 +30,8 @@ pub enum Decision {
     Login,
     /// Logged in with a password only, but the rule needs a second factor.
     SecondFactor(Identity),
+    /// Logged in, but the rule needs a second factor proven more recently than this.
+    StepUp { identity: Identity, step_up: StepUp },
     /// Not allowed, whoever asks.
     Deny,
 }
@@ -38,6 +43,7 @@ impl Decision {
             Decision::Forward(_) => "forward",
             Decision::Login => "login",
             Decision::SecondFactor(_) => "second_factor",
+            Decision::StepUp { .. } => "step_up",
             Decision::Deny => "deny",
         }
     }
@@ -49,6 +55,7 @@ pub fn decide(
     facts: &RequestFacts<'_>,
     identity: Option<Identity>,
     mfa: &MfaSettings,
+    now: Timestamp,
 ) -> Decision {
     let verdict = match &identity {
         Some(id) => {
@@ -60,7 +67,7 @@ pub fn decide(
         }
         None => access.evaluate(facts, None),
     };
-    match (verdict.policy, identity) {
+    let decision = match (verdict.policy, identity) {
         (Policy::Deny, None) if verdict.needs_identity => Decision::Login,
         (Policy::Deny, _) => Decision::Deny,
         (Policy::Bypass, _) => Decision::Bypass,
@@ -85,6 +92,22 @@ pub fn decide(
                 Decision::SecondFactor(id)
             }
         }
+    };
+    // Step-up: on top of the policy, a fresh second factor (or, where the rule allows it for
+    // users without one, a fresh password).
+    match (decision, access.step_up_for(verdict.rule)) {
+        (Decision::Forward(identity), Some(step_up)) => {
+            let session = &identity.session;
+            let fresh = step_up::second_factor_fresh(session, step_up.window, now)
+                || (step_up.password_fallback
+                    && step_up::password_fresh(session, step_up.window, now));
+            if fresh {
+                Decision::Forward(identity)
+            } else {
+                Decision::StepUp { identity, step_up }
+            }
+        }
+        (decision, _) => decision,
     }
 }
 
@@ -94,7 +117,6 @@ mod tests {
     use crate::auth::password::PasswordHash;
     use crate::auth::session::SessionId;
     use crate::auth::user::Username;
-    use crate::clock::Timestamp;
     use crate::policy::{Rule, Subject};
     use http::Method;
 
@@ -121,6 +143,7 @@ mod tests {
                 second_factor_at: None,
                 challenge_started_at: None,
                 challenge_failures: 0,
+                reauth_at: None,
             },
         }
     }
@@ -149,6 +172,7 @@ mod tests {
         AccessPolicy {
             default_policy: Policy::OneFactor,
             rules: vec![public, admin, admin_others],
+            default_step_up: None,
         }
     }
 
@@ -157,15 +181,15 @@ mod tests {
         let get = Method::GET;
         let p = policy();
         assert!(matches!(
-            decide(&p, &facts("/public/x", &get), None, &mfa()),
+            decide(&p, &facts("/public/x", &get), None, &mfa(), Timestamp(0)),
             Decision::Bypass
         ));
         assert!(matches!(
-            decide(&p, &facts("/", &get), None, &mfa()),
+            decide(&p, &facts("/", &get), None, &mfa(), Timestamp(0)),
             Decision::Login
         ));
         assert!(matches!(
-            decide(&p, &facts("/admin", &get), None, &mfa()),
+            decide(&p, &facts("/admin", &get), None, &mfa(), Timestamp(0)),
             Decision::Login
         ));
     }
@@ -176,21 +200,21 @@ mod tests {
         let p = policy();
         let alice = identity("alice", &["admins"], AuthLevel::OneFactor);
         assert!(matches!(
-            decide(&p, &facts("/", &get), Some(alice.clone()), &mfa()),
+            decide(&p, &facts("/", &get), Some(alice.clone()), &mfa(), Timestamp(0)),
             Decision::Forward(_)
         ));
         assert!(matches!(
-            decide(&p, &facts("/admin", &get), Some(alice), &mfa()),
+            decide(&p, &facts("/admin", &get), Some(alice), &mfa(), Timestamp(0)),
             Decision::SecondFactor(_)
         ));
         let alice2 = identity("alice", &["admins"], AuthLevel::TwoFactor);
         assert!(matches!(
-            decide(&p, &facts("/admin", &get), Some(alice2), &mfa()),
+            decide(&p, &facts("/admin", &get), Some(alice2), &mfa(), Timestamp(0)),
             Decision::Forward(_)
         ));
         let pending = identity("alice", &["admins"], AuthLevel::AwaitSecondFactor);
         assert!(matches!(
-            decide(&p, &facts("/", &get), Some(pending), &mfa()),
+            decide(&p, &facts("/", &get), Some(pending), &mfa(), Timestamp(0)),
             Decision::SecondFactor(_)
         ));
         let required = MfaSettings {
@@ -199,12 +223,12 @@ mod tests {
         };
         let alice = identity("alice", &["admins"], AuthLevel::OneFactor);
         assert!(matches!(
-            decide(&p, &facts("/", &get), Some(alice), &required),
+            decide(&p, &facts("/", &get), Some(alice), &required, Timestamp(0)),
             Decision::SecondFactor(_)
         ));
         let bob = identity("bob", &["staff"], AuthLevel::TwoFactor);
         assert!(matches!(
-            decide(&p, &facts("/admin", &get), Some(bob), &mfa()),
+            decide(&p, &facts("/admin", &get), Some(bob), &mfa(), Timestamp(0)),
             Decision::Deny
         ));
     }

@@ -61,6 +61,12 @@ pub enum Error {
     EmailCodeRequired,
     #[error("the code could not be sent")]
     CodeNotSent,
+    #[error("a fresh second factor is required")]
+    StepUpRequired { verify_url: String },
+    #[error("step-up needs a second factor the user does not have")]
+    StepUpUnavailable,
+    #[error("the held form cannot be sent again")]
+    HeldFormRefused,
 }
 
 impl Error {
@@ -89,6 +95,10 @@ impl Error {
             Error::InvalidCode => StatusCode::UNAUTHORIZED,
             Error::EmailCodeRequired => StatusCode::UNAUTHORIZED,
             Error::CodeNotSent => StatusCode::SERVICE_UNAVAILABLE,
+            Error::StepUpRequired { .. } => StatusCode::UNAUTHORIZED,
+            Error::StepUpUnavailable => StatusCode::FORBIDDEN,
+            Error::HeldFormRefused => StatusCode::FORBIDDEN,
+
         }
     }
 
@@ -118,6 +128,10 @@ impl Error {
             Error::InvalidCode => "invalid_code",
             Error::EmailCodeRequired => "email_code_required",
             Error::CodeNotSent => "code_not_sent",
+            Error::StepUpRequired { .. } => "step_up_required",
+            Error::StepUpUnavailable => "step_up_unavailable",
+            Error::HeldFormRefused => "held_form_refused",
+
         }
     }
 
@@ -192,6 +206,9 @@ impl Error {
                 "Email code required",
                 "Enter the code we emailed you to set up two-step verification.",
             ),
+            Error::StepUpRequired { .. } => ("Confirm it's you", "This action needs a recent confirmation with your second factor. Confirm it, then submit again."),
+            Error::StepUpUnavailable => ("Second factor needed", "This page needs a recent confirmation with a second factor, and your account has none. Set one up in your security settings first."),
+            Error::HeldFormRefused => ("Form expired", "This form can no longer be sent: it was already sent, it has expired, or it belongs to another session. Please fill it in again."),
             Error::CodeNotSent => (
                 "Code not sent",
                 "We could not send the code. Please try again.",
@@ -205,6 +222,7 @@ impl Error {
 struct ErrorPage<'a> {
     product: &'a str,
     prefix: &'a str,
+    link: Option<(&'a str, &'a str)>,
     title: &'a str,
     message: &'a str,
     retry_after_secs: Option<u64>,
@@ -243,15 +261,23 @@ pub fn error_response(err: &Error, format: Format, portal: &PortalConfig) -> Res
             if let Some(secs) = retry_after_secs {
                 v["retry_after"] = secs.into();
             }
-            if let Error::ReverifyRequired { verify_url } = err {
+            if let Error::ReverifyRequired { verify_url } | Error::StepUpRequired { verify_url } = err
+            {
                 v["verify_url"] = verify_url.as_str().into();
             }
             ("application/json", v.to_string())
         }
         Format::Html => {
+            let settings_url = format!("{}/settings", portal.prefix);
+            let link = match err {
+                Error::StepUpRequired { verify_url } => Some((verify_url.as_str(), "Confirm it's you")),
+                Error::StepUpUnavailable => Some((settings_url.as_str(), "Security settings")),
+                _ => None,
+            };
             let page = ErrorPage {
                 product: &portal.title,
                 prefix: &portal.prefix,
+                link,
                 title,
                 message,
                 retry_after_secs,
@@ -314,6 +340,11 @@ mod tests {
             Error::InvalidCode,
             Error::EmailCodeRequired,
             Error::CodeNotSent,
+            Error::StepUpRequired {
+                verify_url: "/v".into(),
+            },
+            Error::StepUpUnavailable,
+            Error::HeldFormRefused,
         ]
     }
 

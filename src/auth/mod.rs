@@ -6,4 +6,5 @@ pub mod factors;
 pub mod password;
 pub mod regulation;
 pub mod session;
+pub mod step_up;
 pub mod user;

@@ -145,6 +145,9 @@ pub struct Session {
     /// a second factor), and how many wrong codes it has seen.
     pub challenge_started_at: Option<Timestamp>,
     pub challenge_failures: u32,
+    /// When the password was last re-entered for step-up (rules with a password fallback, for
+    /// users who have no second factor).
+    pub reauth_at: Option<Timestamp>,
 }
 
 impl Session {
@@ -454,6 +457,7 @@ impl SessionManager {
             second_factor_at: (level == AuthLevel::TwoFactor).then_some(now),
             challenge_started_at: (level == AuthLevel::AwaitSecondFactor).then_some(now),
             challenge_failures: 0,
+            reauth_at: None,
         };
         {
             let mut cache = self.lock();

@@ -55,6 +55,13 @@ default_policy = "one_factor"
 path = "^/public(/|$)"
 policy = "bypass"
 
+# The console's settings page is sensitive: a second factor checked in the last 5 minutes.
+[[access.rules]]
+path = "^/settings(/|$)"
+policy = "one_factor"
+step_up = "5m"
+step_up_fallback = "password"
+
 [email]
 transport = "file"
 dir = {outbox:?}

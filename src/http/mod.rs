@@ -6,6 +6,8 @@ pub mod client_ip;
 pub mod cookies;
 pub mod identify;
 pub mod negotiate;
+pub mod held_forms;
+mod step_up;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -88,14 +90,22 @@ async fn dispatch(
         Some(q) => format!("{path}?{q}"),
         None => path.clone(),
     };
-    let identity = match decide(&config.access.policy, &facts, identity, &config.mfa) {
+    let now = app.clock.now();
+    let identity = match decide(&config.access.policy, &facts, identity, &config.mfa, now) {
         Decision::Bypass => None,
         Decision::Forward(identity) => Some(identity),
         Decision::Login => return Ok(challenge(app, req.headers(), &path_and_query)),
         Decision::SecondFactor(_) => {
             return Ok(second_factor_challenge(app, req.headers(), &path_and_query));
         }
+        Decision::StepUp { identity, step_up } => {
+            return step_up::challenge(app, req, &identity, step_up, &path_and_query).await;
+        }
         Decision::Deny => return Err(Error::Forbidden),
+    };
+    let req = match &identity {
+        Some(id) => step_up::replay_held_form(app, req, id, host.as_deref(), &path_and_query).await?,
+        None => req.map(body::stream),
     };
     let peer_trusted = client_ip::is_trusted(conn.peer.ip(), &config.server.trusted_proxies);
     let fwd = ForwardRequest {
@@ -143,6 +153,10 @@ fn second_factor_challenge(app: &App, headers: &HeaderMap, rd: &str) -> Response
     )
 }
 
+/// When the session's last second factor was verified (RFC 3339), for the upstream's own
+/// freshness checks.
+pub const REMOTE_AUTH_TIME: HeaderName = HeaderName::from_static("remote-auth-time");
+
 /// The identity headers for a user. Values that cannot be a header (control characters) are
 /// left out rather than forwarded half-written.
 fn identity_headers(names: &IdentityHeaders, id: &Identity) -> Vec<(HeaderName, HeaderValue)> {
@@ -159,7 +173,15 @@ fn identity_headers(names: &IdentityHeaders, id: &Identity) -> Vec<(HeaderName, 
         push(&names.email, email);
     }
     push(&names.groups, &user.groups.join(","));
+    if let Some(at) = id.session.second_factor_at {
+        push(&REMOTE_AUTH_TIME, &at.to_rfc3339());
+    }
     out
+}
+
+/// The host a request names (HTTP/2 authority or Host), owned; empty when absent.
+fn headers_host<B>(req: &Request<B>) -> String {
+    request_host(req).unwrap_or("").to_string()
 }
 
 /// Request line plus header fields larger than `limit` bytes: 431.

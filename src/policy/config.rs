@@ -35,6 +35,8 @@ use crate::config::{ConfigErrors, parse_duration};
 #[serde(default, deny_unknown_fields)]
 pub struct RawAccess {
     pub default_policy: Option<String>,
+    /// Step-up window for every authenticated request whose rule sets none.
+    pub default_step_up: Option<String>,
     pub allowed_redirect_domains: Vec<String>,
     pub rules: Vec<RawRule>,
 }
@@ -52,6 +54,8 @@ pub struct RawRule {
     /// together with every other problem.
     pub policy: Option<String>,
     pub step_up: Option<String>,
+    /// `"password"`: a user without a second factor satisfies step-up with the password.
+    pub step_up_fallback: Option<String>,
 }
 
 /// A single string or a list of strings.
@@ -105,6 +109,10 @@ pub fn validate(raw: &RawAccess, errors: &mut ConfigErrors) -> AccessConfig {
         policy: AccessPolicy {
             default_policy,
             rules,
+            default_step_up: raw
+                .default_step_up
+                .as_deref()
+                .and_then(|s| parse_duration(s, &format!("{KEY}.default_step_up"), errors)),
         },
         allowed_redirect_domains,
     }
@@ -152,6 +160,17 @@ fn validate_rule(raw: &RawRule, key: &str, errors: &mut ConfigErrors) -> Rule {
         // Only reached with a recorded problem when `None`; deny is the safe stand-in.
         policy: policy.unwrap_or(Policy::Deny),
         step_up,
+        step_up_password_fallback: match raw.step_up_fallback.as_deref() {
+            None => false,
+            Some("password") => true,
+            Some(other) => {
+                errors.push(
+                    format!("{key}.step_up_fallback"),
+                    format!("{other:?} is not a fallback (the only one is \"password\")"),
+                );
+                false
+            }
+        },
     }
 }
 

@@ -102,6 +102,9 @@ pub struct Rule {
     pub policy: Policy,
     /// How recently the second factor must have been proven for this rule (used by step-up).
     pub step_up: Option<Duration>,
+    /// A user with no second factor may satisfy this rule's step-up by entering the password
+    /// again (`step_up_fallback = "password"`).
+    pub step_up_password_fallback: bool,
 }
 
 impl Rule {
@@ -115,6 +118,7 @@ impl Rule {
             subjects: Vec::new(),
             policy,
             step_up: None,
+            step_up_password_fallback: false,
         }
     }
 
@@ -137,6 +141,41 @@ impl Rule {
 pub struct AccessPolicy {
     pub default_policy: Policy,
     pub rules: Vec<Rule>,
+    /// Step-up window for every authenticated request whose rule sets none
+    /// (`access.default_step_up`).
+    pub default_step_up: Option<Duration>,
+}
+
+/// What a request needs beyond its policy: a second factor proven within `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepUp {
+    pub window: Duration,
+    pub password_fallback: bool,
+}
+
+impl AccessPolicy {
+    /// The step-up requirement of the rule that matched (`None`: the default policy applied).
+    pub fn step_up_for(&self, rule: Option<usize>) -> Option<StepUp> {
+        let rule = rule.and_then(|i| self.rules.get(i));
+        let window = rule.and_then(|r| r.step_up).or(self.default_step_up)?;
+        Some(StepUp {
+            window,
+            password_fallback: rule.is_some_and(|r| r.step_up_password_fallback),
+        })
+    }
+
+    /// Every distinct step-up window configured, shortest first.
+    pub fn step_up_windows(&self) -> Vec<Duration> {
+        let mut windows: Vec<Duration> = self
+            .rules
+            .iter()
+            .filter_map(|r| r.step_up)
+            .chain(self.default_step_up)
+            .collect();
+        windows.sort();
+        windows.dedup();
+        windows
+    }
 }
 
 impl Default for AccessPolicy {
@@ -145,6 +184,7 @@ impl Default for AccessPolicy {
         AccessPolicy {
             default_policy: Policy::OneFactor,
             rules: Vec::new(),
+            default_step_up: None,
         }
     }
 }
@@ -302,6 +342,7 @@ mod tests {
                     ..rule(Policy::OneFactor)
                 },
             ],
+            default_step_up: None,
         }
     }
 
@@ -383,6 +424,7 @@ mod tests {
                 networks: vec![net("10.0.0.0/8")],
                 ..rule(Policy::Bypass)
             }],
+            default_step_up: None,
         };
         let get = Method::GET;
         let m = deny_outside.evaluate(&req("h", "/", &get, "::ffff:10.1.2.3"), None);
@@ -393,6 +435,7 @@ mod tests {
                 networks: vec![net("198.51.100.0/24")],
                 ..rule(Policy::Deny)
             }],
+            default_step_up: None,
         };
         // A blocked IPv4 client arriving on a dual-stack socket is still blocked.
         let m = block_bad.evaluate(&req("h", "/", &get, "::ffff:198.51.100.7"), None);
@@ -449,6 +492,7 @@ mod tests {
                 subjects: vec![Subject::User("alice".into())],
                 ..rule(Policy::Bypass)
             }],
+            default_step_up: None,
         };
         let get = Method::GET;
         let m = p.evaluate(&req("h", "/", &get, "10.0.0.1"), None);
@@ -462,6 +506,7 @@ mod tests {
                 subjects: vec![Subject::Group("contractors".into())],
                 ..rule(Policy::Deny)
             }],
+            default_step_up: None,
         };
         let m = p.evaluate(&req("h", "/", &get, "10.0.0.1"), None);
         assert!(m.needs_identity);
@@ -480,6 +525,7 @@ mod tests {
                 },
                 rule(Policy::Bypass),
             ],
+            default_step_up: None,
         };
         let get = Method::GET;
         let m = p.evaluate(&req("h", "/", &get, "10.0.0.1"), None);
@@ -522,6 +568,7 @@ mod tests {
                 subjects: vec![Subject::User("alice".into()), Subject::Group("Ops".into())],
                 ..rule(Policy::OneFactor)
             }],
+            default_step_up: None,
         };
         let get = Method::GET;
         let r = req("h", "/", &get, "10.0.0.1");
@@ -550,6 +597,7 @@ mod tests {
         let p = AccessPolicy {
             default_policy: Policy::Deny,
             rules: vec![rule(Policy::TwoFactor)],
+            default_step_up: None,
         };
         let delete = Method::DELETE;
         let m = p.evaluate(&req("anything", "/x/y", &delete, "::1"), None);
@@ -588,6 +636,7 @@ mod tests {
         let p = AccessPolicy {
             default_policy: Policy::Deny,
             rules,
+            default_step_up: None,
         };
         let get = Method::GET;
         let m = p.evaluate(

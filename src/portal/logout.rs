@@ -48,6 +48,7 @@ pub async fn submit(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<B
     if let Some(identity) = identify(app, req.headers(), ctx.conn.tls)? {
         let sessions = app.sessions.clone();
         let key = identity.session.key;
+        app.held_forms.forget(&key);
         tokio::task::spawn_blocking(move || sessions.revoke(&key))
             .await
             .map_err(|e| Error::Internal(format!("session task: {e}")))?

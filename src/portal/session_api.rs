@@ -32,6 +32,23 @@ pub async fn get(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Body
     if !session.remember_me {
         expires_at = expires_at.min(session.last_seen.plus(settings.inactivity));
     }
+    let now = ctx.app.clock.now();
+    let step_up: Vec<serde_json::Value> = ctx
+        .app
+        .config
+        .access
+        .policy
+        .step_up_windows()
+        .into_iter()
+        .map(|window| {
+            serde_json::json!({
+                "window": humantime::format_duration(window).to_string(),
+                "window_seconds": window.as_secs(),
+                "satisfied_until": crate::auth::step_up::satisfied_until(session, window, now)
+                    .map(|t| t.to_rfc3339()),
+            })
+        })
+        .collect();
     let user = &identity.user;
     let summary = super::verify::summary(ctx.arc, user).await?;
     let mut two_factor = super::settings::two_factor_json(&summary);
@@ -56,6 +73,7 @@ pub async fn get(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Body
             "expires_at": expires_at.to_rfc3339(),
             "second_factor_at": session.second_factor_at.map(|t| t.to_rfc3339()),
             "two_factor": two_factor,
+            "step_up": step_up,
         }),
     ))
 }

@@ -137,12 +137,9 @@ fn require_fresh_second_factor(
     if summary.state == TwoFactorState::NotEnabled {
         return Ok(());
     }
+    // The same rule as step-up on proxied paths, with the `mfa.settings_reverify` window.
     let window = ctx.app.config.mfa.settings_reverify;
-    let fresh = identity
-        .session
-        .second_factor_at
-        .is_some_and(|t| ctx.app.clock.now().since(t) < window);
-    if fresh {
+    if crate::auth::step_up::second_factor_fresh(&identity.session, window, ctx.app.clock.now()) {
         Ok(())
     } else {
         Err(Error::ReverifyRequired {
@@ -201,7 +198,7 @@ fn state_label(state: TwoFactorState) -> &'static str {
     }
 }
 
-fn needs_email_code(ctx: &Ctx<'_>, user: &User, summary: &FactorSummary) -> bool {
+pub(super) fn needs_email_code(ctx: &Ctx<'_>, user: &User, summary: &FactorSummary) -> bool {
     summary.state == TwoFactorState::NotEnabled
         && ctx.app.config.mfa.is_required_for(user)
         && user.email.is_some()
@@ -621,10 +618,15 @@ pub async fn change_password(
     let name = user.username.clone();
     let level = identity.session.auth_level;
     let remember = identity.session.remember_me;
-    // Every session of the account ends; this browser gets a fresh one at the same level.
+    let second_factor_at = identity.session.second_factor_at;
+    // Every session of the account ends; this browser gets a fresh one at the same level,
+    // keeping the time of its last second factor (a password change proves no second factor).
     let (id, _) = blocking(ctx.arc, move |app| {
         app.users.set_password(&name, hash)?;
-        app.sessions.create(&name, level, remember)
+        let (id, session) = app.sessions.create(&name, level, remember)?;
+        app.sessions
+            .update(&session.key, |s| s.second_factor_at = second_factor_at)?;
+        Ok::<_, crate::store::StoreError>((id, session))
     })
     .await?
     .map_err(|e| Error::Internal(format!("password change: {e}")))?;

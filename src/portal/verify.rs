@@ -50,6 +50,176 @@ struct SendForm {
     rd: Option<String>,
 }
 
+/// Step-up fallback for accounts without a second factor (rules with
+/// `step_up_fallback = "password"`): the password, entered again.
+const PASSWORD: &str = "password";
+
+#[derive(Template)]
+#[template(path = "reauth.html")]
+struct ReauthPage<'a> {
+    product: &'a str,
+    prefix: &'a str,
+    rd: &'a str,
+    username: &'a str,
+    error: Option<&'a str>,
+}
+
+fn reauth_page(
+    ctx: &Ctx<'_>,
+    identity: &Identity,
+    rd: &str,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Result<Response<Body>, Error> {
+    match ctx.format {
+        Format::Json => Ok(render::json(
+            status,
+            serde_json::json!({ "status": "password_required", "methods": [PASSWORD], "rd": rd }),
+        )),
+        Format::Html => render::page(
+            status,
+            &ReauthPage {
+                product: ctx.product(),
+                prefix: ctx.prefix(),
+                rd,
+                username: identity.user.username.as_str(),
+                error,
+            },
+        ),
+    }
+}
+
+/// The password again, for a step-up rule with a password fallback, by a user who has no
+/// second factor. Records `reauth_at`; never raises the session to two factors.
+async fn reauth_submit(
+    ctx: &Ctx<'_>,
+    identity: &Identity,
+    summary: &FactorSummary,
+    password: String,
+    rd: &str,
+) -> Result<Response<Body>, Error> {
+    if !summary.methods.is_empty() || identity.session.auth_level < AuthLevel::OneFactor {
+        return Err(Error::BadRequest("confirm with your second factor"));
+    }
+    let ok = ctx
+        .app
+        .hasher
+        .verify(
+            crate::auth::password::Password::new(password),
+            Some(&identity.user.password_hash),
+        )
+        .await;
+    if !ok {
+        if count_failure(ctx, identity, "password").await? {
+            return ended_for_failures(ctx, rd);
+        }
+        return reauth_page(
+            ctx,
+            identity,
+            rd,
+            StatusCode::UNAUTHORIZED,
+            Some("The password is not right."),
+        );
+    }
+    let key = identity.session.key;
+    let now = ctx.app.clock.now();
+    let (id, session) = blocking(ctx.arc, move |app| {
+        app.sessions.update(&key, |s| {
+            s.reauth_at = Some(now);
+            s.challenge_failures = 0;
+        })?;
+        app.sessions.rotate(&key)
+    })
+    .await?
+    .map_err(|e| Error::Internal(format!("session: {e}")))?
+    .ok_or(Error::Unauthenticated)?;
+    let held = ctx.app.held_forms.verified(&key, session.key, now);
+    finish(ctx, &identity.session, id, held, rd)
+}
+
+/// Counts a wrong code or password against the challenge and the account's regulation.
+/// Returns whether the session has now been ended for too many failures.
+async fn count_failure(ctx: &Ctx<'_>, identity: &Identity, what: &str) -> Result<bool, Error> {
+    let username = identity.user.username.clone();
+    let ip = ctx.client_ip;
+    let key = identity.session.key;
+    let session = blocking(ctx.arc, move |app| {
+        let _ = app.regulator.record_failure(username.as_str(), ip);
+        app.sessions.update(&key, |s| s.challenge_failures += 1)
+    })
+    .await?
+    .map_err(|e| Error::Internal(format!("session: {e}")))?;
+    audit::record(
+        &ctx.app.store,
+        AuditEvent::new(ctx.app.clock.now(), AuditKind::SecondFactorFailed)
+            .with_username(identity.user.username.as_str())
+            .with_client_ip(ctx.client_ip)
+            .with_detail(what),
+    );
+    let exhausted = session.is_none_or(|s| s.challenge_failures >= MAX_CHALLENGE_FAILURES);
+    if exhausted {
+        let key = identity.session.key;
+        blocking(ctx.arc, move |app| app.sessions.revoke(&key))
+            .await?
+            .map_err(|e| Error::Internal(format!("session revoke: {e}")))?;
+    }
+    Ok(exhausted)
+}
+
+/// The answer once a challenge has ended the session: sign in again.
+fn ended_for_failures(ctx: &Ctx<'_>, rd: &str) -> Result<Response<Body>, Error> {
+    let mut resp = match ctx.format {
+        Format::Json => render::json(
+            StatusCode::UNAUTHORIZED,
+            serde_json::json!({ "error": "too_many_attempts", "login_url": super::login_url(ctx.prefix(), rd) }),
+        ),
+        Format::Html => super::login::redirect_to_login(ctx, rd)?,
+    };
+    render::set_cookie(&mut resp, &cookies::clear(&ctx.app.config.session, ctx.conn.tls))?;
+    Ok(resp)
+}
+
+/// After a successful verification: the new cookie, then the held form's Continue page, or
+/// the return target.
+fn finish(
+    ctx: &Ctx<'_>,
+    before: &crate::auth::session::Session,
+    id: crate::auth::session::SessionId,
+    held: Option<crate::http::held_forms::HeldForm>,
+    rd: &str,
+) -> Result<Response<Body>, Error> {
+    let settings = &ctx.app.config.session;
+    let max_age = before.remember_me.then_some(settings.settings.remember_me);
+    let cookie = cookies::issue(settings, ctx.conn.tls, id.cookie_value(), max_age);
+    let mut resp = match (ctx.format, held) {
+        (Format::Html, Some(form)) => render::page(
+            StatusCode::OK,
+            &ContinuePage {
+                product: ctx.product(),
+                prefix: ctx.prefix(),
+                action: &form.path_and_query,
+                id: &form.id,
+            },
+        )?,
+        (Format::Json, _) => render::json(
+            StatusCode::OK,
+            serde_json::json!({ "status": "authenticated", "redirect": rd }),
+        ),
+        (Format::Html, None) => render::redirect(StatusCode::SEE_OTHER, rd)?,
+    };
+    render::set_cookie(&mut resp, &cookie)?;
+    Ok(resp)
+}
+
+#[derive(Template)]
+#[template(path = "continue.html")]
+struct ContinuePage<'a> {
+    product: &'a str,
+    prefix: &'a str,
+    action: &'a str,
+    id: &'a str,
+}
+
 #[derive(Template)]
 #[template(path = "verify.html")]
 struct VerifyPage<'a> {
@@ -211,6 +381,9 @@ pub async fn page(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Bod
         return expired_challenge(ctx, &identity, &rd).await;
     }
     let summary = summary(ctx.arc, &identity.user).await?;
+    if summary.methods.is_empty() && query.method.as_deref() == Some(PASSWORD) {
+        return reauth_page(ctx, &identity, &rd, StatusCode::OK, None);
+    }
     let Some(method) = chosen_method(&summary, query.method.as_deref()) else {
         // No factor yet: enrol first (a `two_factor` rule or `mfa.required` sent the user here).
         return super::settings::redirect_to_enrolment(ctx, &rd);
@@ -305,7 +478,10 @@ pub async fn send(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body
     }
     let method = Method::parse(&form.method).ok_or(Error::BadRequest("unknown method"))?;
     let summary = summary(ctx.arc, &identity.user).await?;
-    if !summary.methods.contains(&method) {
+    // A first enrolment under `mfa.required` needs an emailed code before email is a method.
+    let enrolment_code =
+        method == Method::Email && super::settings::needs_email_code(ctx, &identity.user, &summary);
+    if !summary.methods.contains(&method) && !enrolment_code {
         return Err(Error::BadRequest(
             "this verification method is not available",
         ));
@@ -344,8 +520,11 @@ pub async fn submit(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Bo
             retry_after: banned.retry_after,
         });
     }
-    let method = Method::parse(&form.method).ok_or(Error::BadRequest("unknown method"))?;
     let summary = summary(ctx.arc, &identity.user).await?;
+    if form.method == PASSWORD {
+        return reauth_submit(ctx, &identity, &summary, form.code, &rd).await;
+    }
+    let method = Method::parse(&form.method).ok_or(Error::BadRequest("unknown method"))?;
     if !summary.methods.contains(&method) {
         return Err(Error::BadRequest(
             "this verification method is not available",
@@ -388,12 +567,14 @@ async fn succeed(
 ) -> Result<Response<Body>, Error> {
     let key = identity.session.key;
     let now = ctx.app.clock.now();
-    let (id, _) = blocking(ctx.arc, move |app| {
+    let (id, session) = blocking(ctx.arc, move |app| {
         app.sessions.complete_second_factor(&key, now)
     })
     .await?
     .map_err(|e| Error::Internal(format!("session: {e}")))?
     .ok_or(Error::Unauthenticated)?;
+    // A form held for step-up follows the session to its new id.
+    let held = ctx.app.held_forms.verified(&key, session.key, now);
     let user = &identity.user;
     audit::record(
         &ctx.app.store,
@@ -412,21 +593,7 @@ async fn succeed(
         );
         super::settings::notify(ctx, user, Notice::BackupCodeUsed { remaining }).await;
     }
-    let settings = &ctx.app.config.session;
-    let max_age = identity
-        .session
-        .remember_me
-        .then_some(settings.settings.remember_me);
-    let cookie = cookies::issue(settings, ctx.conn.tls, id.cookie_value(), max_age);
-    let mut resp = match ctx.format {
-        Format::Json => render::json(
-            StatusCode::OK,
-            serde_json::json!({ "status": "authenticated", "redirect": rd }),
-        ),
-        Format::Html => render::redirect(StatusCode::SEE_OTHER, rd)?,
-    };
-    render::set_cookie(&mut resp, &cookie)?;
-    Ok(resp)
+    finish(ctx, &identity.session, id, held, rd)
 }
 
 async fn fail(
@@ -437,40 +604,8 @@ async fn fail(
     rd: &str,
     error: FactorError,
 ) -> Result<Response<Body>, Error> {
-    let username = identity.user.username.clone();
-    let ip = ctx.client_ip;
-    let key = identity.session.key;
-    let session = blocking(ctx.arc, move |app| {
-        let _ = app.regulator.record_failure(username.as_str(), ip);
-        app.sessions.update(&key, |s| s.challenge_failures += 1)
-    })
-    .await?
-    .map_err(|e| Error::Internal(format!("session: {e}")))?;
-    audit::record(
-        &ctx.app.store,
-        AuditEvent::new(ctx.app.clock.now(), AuditKind::SecondFactorFailed)
-            .with_username(identity.user.username.as_str())
-            .with_client_ip(ctx.client_ip)
-            .with_detail(method.as_str()),
-    );
-    let exhausted = session.is_none_or(|s| s.challenge_failures >= MAX_CHALLENGE_FAILURES);
-    if exhausted {
-        let key = identity.session.key;
-        blocking(ctx.arc, move |app| app.sessions.revoke(&key))
-            .await?
-            .map_err(|e| Error::Internal(format!("session revoke: {e}")))?;
-        let mut resp = match ctx.format {
-            Format::Json => render::json(
-                StatusCode::UNAUTHORIZED,
-                serde_json::json!({ "error": "too_many_attempts", "login_url": super::login_url(ctx.prefix(), rd) }),
-            ),
-            Format::Html => super::login::redirect_to_login(ctx, rd)?,
-        };
-        render::set_cookie(
-            &mut resp,
-            &cookies::clear(&ctx.app.config.session, ctx.conn.tls),
-        )?;
-        return Ok(resp);
+    if count_failure(ctx, identity, method.as_str()).await? {
+        return ended_for_failures(ctx, rd);
     }
     let message = match error {
         FactorError::Replayed => "This code was already used. Wait for the next one.",

@@ -7,7 +7,6 @@ pub mod upstream;
 use http::header::{HOST, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 
 use crate::error::Error;
 use crate::http::body::{self, Body};
@@ -28,7 +27,7 @@ pub struct ForwardRequest<'a> {
 /// Sends `req` to `upstream` and returns its response, bodies streaming both ways.
 pub async fn forward(
     upstream: &Upstream,
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
     fwd: ForwardRequest<'_>,
 ) -> Result<Response<Body>, Error> {
     let upgrade_protocol = if req.version() == Version::HTTP_11 {
@@ -40,7 +39,7 @@ pub async fn forward(
         .as_ref()
         .map(|_| hyper::upgrade::on(&mut req));
 
-    let (mut parts, incoming) = req.into_parts();
+    let (mut parts, request_body) = req.into_parts();
     let headers = &mut parts.headers;
     // Order matters: a header named in `Connection` is removed before ours are added, so a
     // client can never use `Connection` to remove the gateway's own identity headers.
@@ -74,7 +73,7 @@ pub async fn forward(
         .build()
         .map_err(|_| Error::BadRequest("request target cannot be forwarded"))?;
     parts.version = Version::HTTP_11;
-    let outgoing = Request::from_parts(parts, body::stream(incoming));
+    let outgoing = Request::from_parts(parts, request_body);
 
     let mut resp =
         match tokio::time::timeout(config.timeout, upstream.client.request(outgoing)).await {

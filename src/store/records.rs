@@ -135,6 +135,8 @@ pub(crate) struct SessionRecordV1 {
     challenge_started_at_ms: Option<i64>,
     #[serde(default)]
     challenge_failures: u32,
+    #[serde(default)]
+    reauth_at_ms: Option<i64>,
 }
 
 impl SessionRecord {
@@ -153,6 +155,7 @@ impl SessionRecord {
             second_factor_at_ms: s.second_factor_at.map(Timestamp::as_millis),
             challenge_started_at_ms: s.challenge_started_at.map(Timestamp::as_millis),
             challenge_failures: s.challenge_failures,
+            reauth_at_ms: s.reauth_at.map(Timestamp::as_millis),
         })
     }
 
@@ -180,6 +183,7 @@ impl SessionRecord {
                 second_factor_at: r.second_factor_at_ms.map(Timestamp::from_millis),
                 challenge_started_at: r.challenge_started_at_ms.map(Timestamp::from_millis),
                 challenge_failures: r.challenge_failures,
+                reauth_at: r.reauth_at_ms.map(Timestamp::from_millis),
             }),
         }
     }

@@ -171,6 +171,7 @@ mod tests {
             second_factor_at: None,
             challenge_started_at: Some(Timestamp(1)),
             challenge_failures: 2,
+            reauth_at: Some(Timestamp(3)),
         }
     }
 
