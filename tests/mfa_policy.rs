@@ -317,3 +317,34 @@ async fn rejects_second_factor_brute_force_across_repeated_password_logins() {
     assert_eq!(status, 429);
     assert!(cookie.is_none());
 }
+
+#[tokio::test]
+async fn rejects_open_redirect_after_the_second_factor() {
+    let rig = Rig::start("").await;
+    let totp = rig.user_with_totp("alice", None).await;
+    for (i, evil) in [
+        "https://evil.example/steal",
+        "//evil.example/steal",
+        "/\\evil.example",
+        "javascript:alert(1)",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if i > 0 {
+            rig.next_step();
+        }
+        let pending = rig.login_pending("alice").await;
+        let code = rig.totp_now(&totp.secret);
+        let resp = common::auth::send(
+            common::http_client()
+                .post(rig.gw.url_for("/.stepgate/verify"))
+                .header("accept", common::auth::BROWSER_ACCEPT)
+                .header("cookie", &pending)
+                .form(&[("method", "totp"), ("code", &code), ("rd", evil)]),
+        )
+        .await;
+        assert_eq!(resp.status(), 303, "{evil}");
+        assert_eq!(location(&resp).as_deref(), Some("/"), "{evil}");
+    }
+}

@@ -22,6 +22,12 @@ async fn backup_code_logs_in_once_and_is_counted_audited_and_notified() {
     assert_eq!(totp.backup_codes.len(), 6);
     let distinct: std::collections::HashSet<&String> = totp.backup_codes.iter().collect();
     assert_eq!(distinct.len(), 6);
+    for code in &totp.backup_codes {
+        // At least 10 symbols of a 32-letter alphabet: 50 bits each.
+        let bare: String = code.chars().filter(|c| *c != '-').collect();
+        assert!(bare.len() >= 10, "{code}");
+        assert!(bare.chars().all(|c| c.is_ascii_alphanumeric()), "{code}");
+    }
 
     let mails = rig.smtp.messages().len();
     let pending = rig.login_pending("alice").await;
@@ -440,6 +446,38 @@ async fn rig_with_cli() -> (Rig, common::cli::CliEnv) {
         storage,
     };
     (rig, env)
+}
+
+#[tokio::test]
+async fn password_change_does_not_refresh_the_reverify_window() {
+    let rig = Rig::start("").await;
+    let totp = rig.user_with_totp("alice", None).await;
+    let pending = rig.login_pending("alice").await;
+    let cookie = rig
+        .verify_ok(&pending, "totp", &rig.totp_now(&totp.secret))
+        .await;
+    // The password change itself is within the window of that second factor...
+    rig.advance(4 * MINUTE);
+    let (status, new_cookie, body) = rig
+        .post_json(
+            "/settings/password",
+            Some(&cookie),
+            json!({ "current_password": PASSWORD, "new_password": "Another-Horse-9922" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let cookie = new_cookie.expect("new session");
+    // ...but proves no new one: five minutes after the code, changes need another.
+    rig.advance(MINUTE);
+    let (status, _, body) = rig
+        .post_json(
+            "/settings/backup-codes/regenerate",
+            Some(&cookie),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"], "reverify_required");
 }
 
 #[tokio::test]

@@ -424,3 +424,61 @@ async fn api_session_reports_every_second_factor_field() {
         })
     );
 }
+
+/// Every byte of every file under `dir`, file by file.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            out.push((path, bytes));
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn rejects_reading_totp_secret_or_backup_codes_from_a_copy_of_the_store() {
+    let rig = Rig::start("").await;
+    let totp = rig.user_with_totp("alice", None).await;
+    // Make sure everything is on disk.
+    rig.gw.app().store.flush().expect("flush");
+    let secret = totp_rs::Secret::try_from_base32(&totp.secret).expect("base32");
+    let files = files_under(rig.gw.storage_path());
+    assert!(!files.is_empty());
+    for (path, bytes) in &files {
+        assert!(
+            !contains(bytes, secret.as_bytes()),
+            "{} holds the raw TOTP secret",
+            path.display()
+        );
+        assert!(
+            !contains(bytes, totp.secret.as_bytes()),
+            "{} holds the base32 TOTP secret",
+            path.display()
+        );
+        for code in &totp.backup_codes {
+            let bare = code.replace('-', "");
+            assert!(
+                !contains(bytes, code.as_bytes()) && !contains(bytes, bare.as_bytes()),
+                "{} holds a backup code",
+                path.display()
+            );
+        }
+    }
+    // The key that seals the secret lives outside the store directory, private to its owner.
+    let key_file = &rig.gw.app().config.storage.key_file;
+    assert!(!key_file.starts_with(rig.gw.storage_path()));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(key_file)
+        .expect("key file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
