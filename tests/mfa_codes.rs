@@ -1,0 +1,335 @@
+//! Codes sent by e-mail (to a real SMTP server in the test) and by SMS (to a webhook sink):
+//! sent at login, message contents and language, lifetime, newest-only, attempt cap, resend
+//! cooldown, hourly limit, and what the user sees when sending fails.
+
+mod common;
+
+use serde_json::json;
+
+use common::mfa::{MINUTE, Rig, SECOND, sms_code, wrong_code};
+use common::{SmsSink, SmtpServer};
+
+const NO_BAN: &str = "[regulation]\nmax_retries = 100\n";
+
+#[tokio::test]
+async fn email_code_is_sent_at_login_with_text_and_html_parts() {
+    let rig = Rig::start("").await;
+    rig.user_with_email_codes("alice").await;
+    let before = rig.smtp.messages().len();
+
+    let pending = rig.login_pending("alice").await;
+    // Sent before the answer: already in the server.
+    assert_eq!(rig.smtp.messages().len(), before + 1);
+    let mail = rig.code_mail_after(before).await;
+    assert_eq!(mail.envelope_to, ["alice@example.test"]);
+    assert_eq!(mail.subject, "Your Stepgate verification code");
+    assert_eq!((mail.text_parts, mail.html_parts), (1, 1));
+    let code = mail.code();
+    assert!(mail.html.contains(&code), "{}", mail.html);
+    assert!(mail.text.contains("Hello Name of alice,"), "{}", mail.text);
+    assert!(mail.text.contains("valid for 10 minutes"), "{}", mail.text);
+
+    let (status, body) = rig.session(&pending).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (401, &json!("second_factor_required"))
+    );
+    let cookie = rig.verify_ok(&pending, "email", &code).await;
+    let info = rig.session_ok(&cookie).await;
+    assert_eq!(info["auth_level"], "two_factor");
+    assert_eq!(info["two_factor"]["methods"], json!(["email"]));
+
+    // Single use.
+    rig.advance(MINUTE);
+    let again = rig.login_pending("alice").await;
+    rig.verify_refused(&again, "email", &code).await;
+}
+
+#[tokio::test]
+async fn email_code_comes_in_french_for_a_french_browser() {
+    let rig = Rig::start("").await;
+    rig.user_with_email_codes("zoe").await;
+    let before = rig.smtp.messages().len();
+    let pending = rig
+        .login_pending_with("zoe", &[("accept-language", "fr-FR,fr;q=0.9,en;q=0.5")])
+        .await;
+    let mail = rig.code_mail_after(before).await;
+    assert_eq!(mail.subject, "Votre code de vérification Stepgate");
+    assert!(mail.text.contains("Bonjour Name of zoe,"), "{}", mail.text);
+    assert!(mail.text.contains("valable 10 minutes"), "{}", mail.text);
+    assert!(mail.html.contains("lang=\"fr\""), "{}", mail.html);
+    let code = mail.code();
+    assert!(mail.html.contains(&code));
+    rig.verify_ok(&pending, "email", &code).await;
+}
+
+#[tokio::test]
+async fn sms_login_needs_a_confirmed_phone_first() {
+    let rig = Rig::start(NO_BAN).await;
+    rig.user("alice", None, &[]).await;
+    let cookie = rig.login_one_factor("alice").await;
+
+    // A number that is not in international form is refused.
+    let (status, _, body) = rig
+        .post_json("/settings/phone", Some(&cookie), json!({ "phone": "0612" }))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(rig.sms.received().is_empty());
+
+    let (status, _, body) = rig
+        .post_json(
+            "/settings/phone",
+            Some(&cookie),
+            json!({ "phone": "+33612345678" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let sms = rig.sms_after(0).await;
+    assert_eq!(sms.method, "POST");
+    assert_eq!(sms.path, "/send");
+    let payload = sms.json();
+    assert_eq!(payload["to"], "+33612345678");
+    let confirm_code = sms_code(&sms);
+
+    // Added but unconfirmed: no second factor yet.
+    let one = rig.login_one_factor("alice").await;
+    assert_eq!(
+        rig.session_ok(&one).await["two_factor"]["state"],
+        "not_enabled"
+    );
+    let (status, _, body) = rig
+        .post_json(
+            "/settings/phone/confirm",
+            Some(&cookie),
+            json!({ "code": wrong_code(&confirm_code) }),
+        )
+        .await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"], "invalid_code");
+    let (status, _, body) = rig
+        .post_json(
+            "/settings/phone/confirm",
+            Some(&cookie),
+            json!({ "code": confirm_code }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Confirmed: login sends a code to the phone at once.
+    let pending = rig.login_pending("alice").await;
+    let sms = rig.sms_after(1).await;
+    assert_eq!(sms.json()["to"], "+33612345678");
+    let message = sms.json()["message"].as_str().expect("message").to_owned();
+    assert!(message.contains("Stepgate"), "{message}");
+    let code = sms_code(&sms);
+    assert_ne!(code, confirm_code);
+    // The phone-confirmation code is not a login code.
+    rig.verify_refused(&pending, "sms", &confirm_code).await;
+    let cookie = rig.verify_ok(&pending, "sms", &code).await;
+    let info = rig.session_ok(&cookie).await;
+    assert_eq!(info["auth_level"], "two_factor");
+    assert_eq!(info["two_factor"]["methods"], json!(["sms"]));
+}
+
+#[tokio::test]
+async fn email_code_expires_after_ten_minutes() {
+    let rig = Rig::start("").await;
+    rig.user_with_email_codes("alice").await;
+    let cookie = rig.login_with_email_code("alice").await;
+
+    // Re-verification codes follow the same rules as login codes.
+    rig.advance(MINUTE);
+    let n = rig.smtp.messages().len();
+    let (status, _, body) = rig.send_code(&cookie, "email").await;
+    assert_eq!(status, 200, "{body}");
+    let code = rig.code_mail_after(n).await.code();
+    rig.advance(10 * MINUTE - SECOND);
+    let cookie = rig.verify_ok(&cookie, "email", &code).await;
+
+    rig.advance(MINUTE);
+    let n = rig.smtp.messages().len();
+    let (status, _, body) = rig.send_code(&cookie, "email").await;
+    assert_eq!(status, 200, "{body}");
+    let code = rig.code_mail_after(n).await.code();
+    rig.advance(10 * MINUTE);
+    let body = rig.verify_refused(&cookie, "email", &code).await;
+    assert!(
+        body["message"].as_str().unwrap_or("").contains("expired"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn only_the_newest_email_code_is_valid() {
+    let rig = Rig::start(NO_BAN).await;
+    rig.user_with_email_codes("alice").await;
+    let n = rig.smtp.messages().len();
+    let pending = rig.login_pending("alice").await;
+    let first = rig.code_mail_after(n).await.code();
+    rig.advance(MINUTE);
+    let n = rig.smtp.messages().len();
+    let (status, _, body) = rig.send_code(&pending, "email").await;
+    assert_eq!(status, 200, "{body}");
+    let second = rig.code_mail_after(n).await.code();
+    if first != second {
+        rig.verify_refused(&pending, "email", &first).await;
+    }
+    rig.verify_ok(&pending, "email", &second).await;
+}
+
+#[tokio::test]
+async fn five_wrong_tries_kill_an_email_code() {
+    let rig = Rig::start(NO_BAN).await;
+    rig.user_with_email_codes("alice").await;
+    // Two logged-in sessions, so the code's tries can be spread over both and neither
+    // session reaches its own limit of wrong codes.
+    let s1 = rig.login_with_email_code("alice").await;
+    rig.advance(MINUTE);
+    let s2 = rig.login_with_email_code("alice").await;
+    rig.advance(MINUTE);
+
+    let n = rig.smtp.messages().len();
+    let (status, _, body) = rig.send_code(&s1, "email").await;
+    assert_eq!(status, 200, "{body}");
+    let code = rig.code_mail_after(n).await.code();
+    let wrong = wrong_code(&code);
+    for _ in 0..4 {
+        rig.verify_refused(&s1, "email", &wrong).await;
+    }
+    rig.verify_refused(&s2, "email", &wrong).await;
+    // Fifth wrong try: the code is void even when typed right.
+    let body = rig.verify_refused(&s2, "email", &code).await;
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no longer be used"),
+        "{body}"
+    );
+    // A new code works in the same session.
+    rig.advance(MINUTE);
+    let n = rig.smtp.messages().len();
+    let (status, _, _) = rig.send_code(&s2, "email").await;
+    assert_eq!(status, 200);
+    let code = rig.code_mail_after(n).await.code();
+    rig.verify_ok(&s2, "email", &code).await;
+}
+
+#[tokio::test]
+async fn resend_waits_for_the_sixty_second_cooldown() {
+    let rig = Rig::start("").await;
+    rig.user_with_email_codes("alice").await;
+    let n = rig.smtp.messages().len();
+    let pending = rig.login_pending("alice").await;
+    rig.code_mail_after(n).await;
+    let sent = rig.smtp.messages().len();
+
+    let (status, retry_after, body) = rig.send_code(&pending, "email").await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(retry_after.as_deref(), Some("60"));
+    assert_eq!(body["error"], "too_many_requests");
+    rig.advance(59 * SECOND);
+    let (status, retry_after, body) = rig.send_code(&pending, "email").await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert_eq!(body["retry_after"], 1);
+    assert_eq!(
+        rig.smtp.messages().len(),
+        sent,
+        "nothing sent while cooling down"
+    );
+
+    rig.advance(SECOND);
+    let (status, _, body) = rig.send_code(&pending, "email").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "sent");
+    let code = rig.code_mail_after(sent).await.code();
+    rig.verify_ok(&pending, "email", &code).await;
+}
+
+#[tokio::test]
+async fn at_most_five_codes_are_sent_per_hour() {
+    let rig = Rig::start("").await;
+    rig.user_with_email_codes("alice").await;
+    let start = rig.now();
+    // Send 1: at login.
+    let cookie = rig.login_with_email_code("alice").await;
+    for i in 2..=5 {
+        rig.advance(MINUTE);
+        let (status, _, body) = rig.send_code(&cookie, "email").await;
+        assert_eq!(status, 200, "send {i}: {body}");
+    }
+    let sent = rig.smtp.messages().len();
+    rig.advance(MINUTE);
+    // Sixth within the hour: refused until the first send leaves the hour.
+    let (status, retry_after, body) = rig.send_code(&cookie, "email").await;
+    assert_eq!(status, 429, "{body}");
+    let expected = 3600 - rig.now().since(start).as_secs();
+    assert_eq!(retry_after, Some(expected.to_string()));
+    assert_eq!(rig.smtp.messages().len(), sent);
+
+    rig.clock.set(start.plus(60 * MINUTE));
+    let (status, _, body) = rig.send_code(&cookie, "email").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(rig.smtp.messages().len(), sent + 1);
+}
+
+#[tokio::test]
+async fn smtp_refusal_gives_a_clear_503_and_the_user_can_retry_at_once() {
+    let smtp = SmtpServer::builder().refuse_recipients().start().await;
+    let rig = Rig::start_with(smtp, SmsSink::start().await, "").await;
+    rig.user("alice", Some("alice@example.test"), &[]).await;
+    let cookie = rig.login_one_factor("alice").await;
+    rig.enable_email_codes(&cookie).await;
+
+    // The login goes on to the verification step even though the code could not be sent.
+    let pending = rig.login_pending("alice").await;
+    for attempt in 0..7 {
+        // Never a cooldown or hourly limit: an undelivered code is not counted.
+        let (status, retry_after, body) = rig.send_code(&pending, "email").await;
+        assert_eq!(status, 503, "attempt {attempt}: {body}");
+        assert_eq!(retry_after, None);
+        assert_eq!(body["error"], "code_not_sent");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("could not send the code"),
+            "{body}"
+        );
+    }
+    assert!(rig.smtp.messages().is_empty());
+    // Nothing is lost: the pending session is still there.
+    let (status, body) = rig.session(&pending).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (401, &json!("second_factor_required"))
+    );
+}
+
+#[tokio::test]
+async fn sms_webhook_failure_gives_503_and_a_retry_succeeds_at_once() {
+    let rig = Rig::start(NO_BAN).await;
+    rig.user("alice", None, &[]).await;
+    let cookie = rig.login_one_factor("alice").await;
+    rig.add_phone(&cookie, "+447700900123").await;
+    let received = rig.sms.received().len();
+
+    rig.sms.set_status(500);
+    let pending = rig.login_pending("alice").await;
+    let failed = rig.sms_after(received).await;
+    let (status, retry_after, body) = rig.send_code(&pending, "sms").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(retry_after, None);
+    assert_eq!(body["error"], "code_not_sent");
+    // The code the gateway failed to deliver is void.
+    rig.verify_refused(&pending, "sms", &sms_code(&failed))
+        .await;
+
+    rig.sms.set_status(200);
+    let n = rig.sms.received().len();
+    let (status, _, body) = rig.send_code(&pending, "sms").await;
+    assert_eq!(status, 200, "{body}");
+    let code = sms_code(&rig.sms_after(n).await);
+    rig.verify_ok(&pending, "sms", &code).await;
+}
