@@ -7,8 +7,8 @@ use std::sync::Arc;
 use crate::auth::factors::MfaSettings;
 use crate::auth::session::{AuthLevel, Session};
 use crate::auth::step_up;
-use crate::clock::Timestamp;
 use crate::auth::user::User;
+use crate::clock::Timestamp;
 use crate::policy::rules::StepUp;
 use crate::policy::{AccessPolicy, Policy, RequestFacts, UserFacts};
 
@@ -200,16 +200,34 @@ mod tests {
         let p = policy();
         let alice = identity("alice", &["admins"], AuthLevel::OneFactor);
         assert!(matches!(
-            decide(&p, &facts("/", &get), Some(alice.clone()), &mfa(), Timestamp(0)),
+            decide(
+                &p,
+                &facts("/", &get),
+                Some(alice.clone()),
+                &mfa(),
+                Timestamp(0)
+            ),
             Decision::Forward(_)
         ));
         assert!(matches!(
-            decide(&p, &facts("/admin", &get), Some(alice), &mfa(), Timestamp(0)),
+            decide(
+                &p,
+                &facts("/admin", &get),
+                Some(alice),
+                &mfa(),
+                Timestamp(0)
+            ),
             Decision::SecondFactor(_)
         ));
         let alice2 = identity("alice", &["admins"], AuthLevel::TwoFactor);
         assert!(matches!(
-            decide(&p, &facts("/admin", &get), Some(alice2), &mfa(), Timestamp(0)),
+            decide(
+                &p,
+                &facts("/admin", &get),
+                Some(alice2),
+                &mfa(),
+                Timestamp(0)
+            ),
             Decision::Forward(_)
         ));
         let pending = identity("alice", &["admins"], AuthLevel::AwaitSecondFactor);

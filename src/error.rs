@@ -98,7 +98,6 @@ impl Error {
             Error::StepUpRequired { .. } => StatusCode::UNAUTHORIZED,
             Error::StepUpUnavailable => StatusCode::FORBIDDEN,
             Error::HeldFormRefused => StatusCode::FORBIDDEN,
-
         }
     }
 
@@ -131,7 +130,6 @@ impl Error {
             Error::StepUpRequired { .. } => "step_up_required",
             Error::StepUpUnavailable => "step_up_unavailable",
             Error::HeldFormRefused => "held_form_refused",
-
         }
     }
 
@@ -206,9 +204,18 @@ impl Error {
                 "Email code required",
                 "Enter the code we emailed you to set up two-step verification.",
             ),
-            Error::StepUpRequired { .. } => ("Confirm it's you", "This action needs a recent confirmation with your second factor. Confirm it, then submit again."),
-            Error::StepUpUnavailable => ("Second factor needed", "This page needs a recent confirmation with a second factor, and your account has none. Set one up in your security settings first."),
-            Error::HeldFormRefused => ("Form expired", "This form can no longer be sent: it was already sent, it has expired, or it belongs to another session. Please fill it in again."),
+            Error::StepUpRequired { .. } => (
+                "Confirm it's you",
+                "This action needs a recent confirmation with your second factor. Confirm it, then submit again.",
+            ),
+            Error::StepUpUnavailable => (
+                "Second factor needed",
+                "This page needs a recent confirmation with a second factor, and your account has none. Set one up in your security settings first.",
+            ),
+            Error::HeldFormRefused => (
+                "Form expired",
+                "This form can no longer be sent: it was already sent, it has expired, or it belongs to another session. Please fill it in again.",
+            ),
             Error::CodeNotSent => (
                 "Code not sent",
                 "We could not send the code. Please try again.",
@@ -261,7 +268,8 @@ pub fn error_response(err: &Error, format: Format, portal: &PortalConfig) -> Res
             if let Some(secs) = retry_after_secs {
                 v["retry_after"] = secs.into();
             }
-            if let Error::ReverifyRequired { verify_url } | Error::StepUpRequired { verify_url } = err
+            if let Error::ReverifyRequired { verify_url } | Error::StepUpRequired { verify_url } =
+                err
             {
                 v["verify_url"] = verify_url.as_str().into();
             }
@@ -270,7 +278,9 @@ pub fn error_response(err: &Error, format: Format, portal: &PortalConfig) -> Res
         Format::Html => {
             let settings_url = format!("{}/settings", portal.prefix);
             let link = match err {
-                Error::StepUpRequired { verify_url } => Some((verify_url.as_str(), "Confirm it's you")),
+                Error::StepUpRequired { verify_url } => {
+                    Some((verify_url.as_str(), "Confirm it's you"))
+                }
                 Error::StepUpUnavailable => Some((settings_url.as_str(), "Security settings")),
                 _ => None,
             };

@@ -210,17 +210,38 @@ mod tests {
         // The pre-rotation id no longer owns it.
         assert_eq!(
             forms
-                .take(&old, &id, &Method::POST, "app.test", "/settings?x=1", Timestamp(2_000))
+                .take(
+                    &old,
+                    &id,
+                    &Method::POST,
+                    "app.test",
+                    "/settings?x=1",
+                    Timestamp(2_000)
+                )
                 .unwrap_err(),
             ReplayRefused::Unknown
         );
         let form = forms
-            .take(&new, &id, &Method::POST, "APP.test", "/settings?x=1", Timestamp(2_000))
+            .take(
+                &new,
+                &id,
+                &Method::POST,
+                "APP.test",
+                "/settings?x=1",
+                Timestamp(2_000),
+            )
             .unwrap();
         assert_eq!(&form.body[..], b"name=a%20b&x=%E2%82%AC");
         assert_eq!(
             forms
-                .take(&new, &id, &Method::POST, "app.test", "/settings?x=1", Timestamp(3_000))
+                .take(
+                    &new,
+                    &id,
+                    &Method::POST,
+                    "app.test",
+                    "/settings?x=1",
+                    Timestamp(3_000)
+                )
                 .unwrap_err(),
             ReplayRefused::Unknown
         );
@@ -248,13 +269,27 @@ mod tests {
         let id = held(&forms, mine, Timestamp(0));
         assert_eq!(
             forms
-                .take(&other, &id, &Method::POST, "app.test", "/settings?x=1", Timestamp(1))
+                .take(
+                    &other,
+                    &id,
+                    &Method::POST,
+                    "app.test",
+                    "/settings?x=1",
+                    Timestamp(1)
+                )
                 .unwrap_err(),
             ReplayRefused::Unknown
         );
         assert_eq!(
             forms
-                .take(&mine, &id, &Method::POST, "app.test", "/admin", Timestamp(1))
+                .take(
+                    &mine,
+                    &id,
+                    &Method::POST,
+                    "app.test",
+                    "/admin",
+                    Timestamp(1)
+                )
                 .unwrap_err(),
             ReplayRefused::WrongTarget
         );
@@ -263,8 +298,14 @@ mod tests {
     #[test]
     fn recognises_only_an_exact_marker() {
         let id = "0123456789abcdef0123456789abcdef";
-        assert_eq!(marker_id(format!("__stepgate_held={id}").as_bytes()), Some(id));
-        assert_eq!(marker_id(format!("__stepgate_held={id}&x=1").as_bytes()), None);
+        assert_eq!(
+            marker_id(format!("__stepgate_held={id}").as_bytes()),
+            Some(id)
+        );
+        assert_eq!(
+            marker_id(format!("__stepgate_held={id}&x=1").as_bytes()),
+            None
+        );
         assert_eq!(marker_id(b"__stepgate_held=zz"), None);
         assert_eq!(marker_id(b"name=value"), None);
     }

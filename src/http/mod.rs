@@ -4,9 +4,9 @@
 pub mod body;
 pub mod client_ip;
 pub mod cookies;
+pub mod held_forms;
 pub mod identify;
 pub mod negotiate;
-pub mod held_forms;
 mod step_up;
 
 use std::net::SocketAddr;
@@ -104,7 +104,9 @@ async fn dispatch(
         Decision::Deny => return Err(Error::Forbidden),
     };
     let req = match &identity {
-        Some(id) => step_up::replay_held_form(app, req, id, host.as_deref(), &path_and_query).await?,
+        Some(id) => {
+            step_up::replay_held_form(app, req, id, host.as_deref(), &path_and_query).await?
+        }
         None => req.map(body::stream),
     };
     let peer_trusted = client_ip::is_trusted(conn.peer.ip(), &config.server.trusted_proxies);

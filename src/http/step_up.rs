@@ -89,7 +89,9 @@ pub async fn challenge(
         let content_type = headers
             .get(CONTENT_TYPE)
             .cloned()
-            .unwrap_or(HeaderValue::from_static("application/x-www-form-urlencoded"));
+            .unwrap_or(HeaderValue::from_static(
+                "application/x-www-form-urlencoded",
+            ));
         let host = super::headers_host(&req);
         let body = read_limited(req.into_body(), MAX_FORM_BYTES).await?;
         app.held_forms.hold(
@@ -113,7 +115,9 @@ async fn read_limited(incoming: Incoming, limit: usize) -> Result<Bytes, Error> 
         .await
         .map(|c| c.to_bytes())
         .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 Error::PayloadTooLarge
             } else {
                 Error::BadRequest("the request body could not be read")
@@ -158,7 +162,9 @@ pub async fn replay_held_form(
             tracing::info!(?refused, "held form replay refused");
             Error::HeldFormRefused
         })?;
-    parts.headers.insert(CONTENT_TYPE, form.content_type.clone());
+    parts
+        .headers
+        .insert(CONTENT_TYPE, form.content_type.clone());
     parts
         .headers
         .insert(CONTENT_LENGTH, HeaderValue::from(form.body.len()));

@@ -175,7 +175,10 @@ fn ended_for_failures(ctx: &Ctx<'_>, rd: &str) -> Result<Response<Body>, Error> 
         ),
         Format::Html => super::login::redirect_to_login(ctx, rd)?,
     };
-    render::set_cookie(&mut resp, &cookies::clear(&ctx.app.config.session, ctx.conn.tls))?;
+    render::set_cookie(
+        &mut resp,
+        &cookies::clear(&ctx.app.config.session, ctx.conn.tls),
+    )?;
     Ok(resp)
 }
 
