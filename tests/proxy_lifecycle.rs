@@ -226,3 +226,111 @@ async fn connection_cap_holds_a_third_connection_until_one_closes() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(body, br#"{"status":"ok"}"#);
 }
+
+#[tokio::test]
+async fn closes_tls_connection_that_never_finishes_the_handshake() {
+    let ca = common::TestCa::new();
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .tls(&ca)
+        .extra_toml("[limits]\ntls_handshake_timeout = \"300ms\"")
+        .start()
+        .await;
+    let mut tcp = within("connect", TcpStream::connect(gw.https_addr()))
+        .await
+        .expect("connect");
+    let started = Instant::now();
+    // Not a single byte of a ClientHello: the gateway gives up at the handshake deadline.
+    let mut answer = Vec::new();
+    let _ = within("stalled handshake to close", tcp.read_to_end(&mut answer)).await;
+    assert!(answer.is_empty());
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "closed after {:?}, before the handshake timeout",
+        started.elapsed()
+    );
+    // The listener still serves proper clients.
+    let resp = ca
+        .reqwest_client()
+        .get(gw.https_url_for("/after"))
+        .send()
+        .await
+        .expect("https request");
+    assert_eq!(resp.status(), 200);
+}
+
+/// A gateway process limited to a few file descriptors: when they run out, `accept` fails
+/// (EMFILE). The server must log it and keep going, serving again once descriptors free up.
+#[tokio::test]
+async fn failed_accept_never_stops_the_server() {
+    let upstream = EchoUpstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let config = dir.path().join("stepgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\npath = {store:?}\n\
+             [access]\ndefault_policy = \"bypass\"\n[password]\nargon2_memory_kib = 256\n\
+             argon2_iterations = 1\n[[upstreams]]\nurl = \"{url}\"\n",
+            store = dir.path().join("store").display().to_string(),
+            url = upstream.url(),
+        ),
+    )
+    .expect("write config");
+    let bin = env!("CARGO_BIN_EXE_stepgate");
+    let mut child = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 64 && exec {bin} serve --config {}",
+            config.display()
+        ))
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn gateway");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    within("gateway to listen", async {
+        loop {
+            if TcpStream::connect(addr).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // Exhaust the gateway's descriptors with idle connections.
+    let mut held = Vec::new();
+    for _ in 0..120 {
+        match TcpStream::connect(addr).await {
+            Ok(s) => held.push(s),
+            Err(_) => break,
+        }
+    }
+    assert!(held.len() > 64, "expected more connections than descriptors");
+    drop(held);
+    // Once descriptors are free again, requests are served: the accept loop survived.
+    let resp = within("request after accept failures", async {
+        loop {
+            match http_client().get(format!("http://{addr}/ok")).send().await {
+                Ok(r) => break r,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert!(child.try_wait().expect("wait").is_none(), "the gateway exited");
+    let _ = child.kill().await;
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr).await;
+    }
+    assert!(stderr.contains("accept failed"), "no accept failure logged:\n{stderr}");
+}
