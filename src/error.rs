@@ -282,6 +282,7 @@ mod tests {
         PortalConfig {
             prefix: "/.stepgate".into(),
             title: "Stepgate".into(),
+            url: None,
         }
     }
 

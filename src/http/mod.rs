@@ -1,6 +1,7 @@
 //! Request dispatch: every request goes through [`handle`], which sends it to the portal (the
 //! gateway's own pages under `portal.prefix`) or forwards it upstream.
 
+pub mod basic_auth;
 pub mod body;
 pub mod client_ip;
 pub mod cookies;
@@ -145,7 +146,10 @@ fn second_factor_challenge(app: &App, headers: &HeaderMap, rd: &str) -> Response
 
 /// The identity headers for a user. Values that cannot be a header (control characters) are
 /// left out rather than forwarded half-written.
-fn identity_headers(names: &IdentityHeaders, id: &Identity) -> Vec<(HeaderName, HeaderValue)> {
+pub(crate) fn identity_headers(
+    names: &IdentityHeaders,
+    id: &Identity,
+) -> Vec<(HeaderName, HeaderValue)> {
     let user = &id.user;
     let mut out = Vec::with_capacity(4);
     let mut push = |name: &HeaderName, value: &str| {

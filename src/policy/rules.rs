@@ -102,6 +102,9 @@ pub struct Rule {
     pub policy: Policy,
     /// How recently the second factor must have been proven for this rule (used by step-up).
     pub step_up: Option<Duration>,
+    /// API clients may present `Authorization: Basic` credentials on the forward-auth
+    /// endpoints (only ever set on `one_factor` rules).
+    pub allow_basic: bool,
 }
 
 impl Rule {
@@ -115,6 +118,7 @@ impl Rule {
             subjects: Vec::new(),
             policy,
             step_up: None,
+            allow_basic: false,
         }
     }
 

@@ -417,7 +417,13 @@ async fn succeed(
         .session
         .remember_me
         .then_some(settings.settings.remember_me);
-    let cookie = cookies::issue(settings, ctx.conn.tls, id.cookie_value(), max_age);
+    let cookie = cookies::issue(
+        settings,
+        ctx.conn.tls,
+        ctx.host.as_deref(),
+        id.cookie_value(),
+        max_age,
+    );
     let mut resp = match ctx.format {
         Format::Json => render::json(
             StatusCode::OK,
@@ -468,7 +474,7 @@ async fn fail(
         };
         render::set_cookie(
             &mut resp,
-            &cookies::clear(&ctx.app.config.session, ctx.conn.tls),
+            &cookies::clear(&ctx.app.config.session, ctx.conn.tls, ctx.host.as_deref()),
         )?;
         return Ok(resp);
     }
