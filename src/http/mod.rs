@@ -64,6 +64,16 @@ async fn dispatch(
             return redirect_to_https(app, &req);
         }
     }
+    // Behind a trusted proxy that terminated TLS, the client's connection was HTTPS.
+    let conn = ConnInfo {
+        tls: conn.tls
+            || client_ip::forwarded_https(
+                conn.peer.ip(),
+                req.headers(),
+                &config.server.trusted_proxies,
+            ),
+        ..conn
+    };
     let client_ip = client_ip::client_ip(
         conn.peer.ip(),
         req.headers(),

@@ -8,6 +8,7 @@ pub mod ca;
 pub mod cli;
 pub mod echo;
 pub mod gateway;
+pub mod proxies;
 pub mod sms_sink;
 pub mod smtp;
 
