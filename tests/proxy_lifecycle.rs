@@ -313,7 +313,10 @@ async fn failed_accept_never_stops_the_server() {
             Err(_) => break,
         }
     }
-    assert!(held.len() > 64, "expected more connections than descriptors");
+    assert!(
+        held.len() > 64,
+        "expected more connections than descriptors"
+    );
     drop(held);
     // Once descriptors are free again, requests are served: the accept loop survived.
     let resp = within("request after accept failures", async {
@@ -326,11 +329,17 @@ async fn failed_accept_never_stops_the_server() {
     })
     .await;
     assert_eq!(resp.status(), 200);
-    assert!(child.try_wait().expect("wait").is_none(), "the gateway exited");
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "the gateway exited"
+    );
     let _ = child.kill().await;
     let mut stderr = String::new();
     if let Some(mut e) = child.stderr.take() {
         let _ = e.read_to_string(&mut stderr).await;
     }
-    assert!(stderr.contains("accept failed"), "no accept failure logged:\n{stderr}");
+    assert!(
+        stderr.contains("accept failed"),
+        "no accept failure logged:\n{stderr}"
+    );
 }

@@ -573,6 +573,6 @@ mod tests {
         let out = render_user(&view("alice", "Evil\u{1b}]0;pwned\u{7}\nusername: root"));
         assert!(!out.contains('\u{1b}'));
         assert!(!out.contains("\nusername: root"));
-        assert_eq!(out.lines().count(), 6);
+        assert_eq!(out.lines().count(), 8, "one line per field: {out}");
     }
 }

@@ -209,7 +209,46 @@ pub struct RawSessionConfig {
     pub inactivity: Option<String>,
     pub remember_me: Option<String>,
     pub cookie_name: Option<String>,
+    /// One domain whose subdomains share the session (its portal is `portal.url`).
     pub cookie_domain: Option<String>,
+    /// Several domains, each with its own portal: `[[session.domains]]`.
+    #[serde(default)]
+    pub domains: Vec<RawCookieDomain>,
+}
+
+/// One `[[session.domains]]` entry as written.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCookieDomain {
+    pub domain: Option<String>,
+    pub portal_url: Option<String>,
+}
+
+/// A domain whose subdomains share the session cookie, and the portal that serves it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CookieDomain {
+    /// Lower-cased, without a leading dot.
+    pub domain: String,
+    /// Scheme and authority of the portal for this domain (`https://auth.example.com`), inside
+    /// the domain. `None`: the portal is reached on the application's own host.
+    pub portal_url: Option<String>,
+}
+
+impl CookieDomain {
+    /// Is `host` (port allowed, any case) this domain or one of its subdomains?
+    pub fn covers(&self, host: &str) -> bool {
+        domain_covers(&self.domain, host)
+    }
+}
+
+/// `host` (port and trailing dot ignored, any case) is `domain` or ends with `.domain`.
+pub fn domain_covers(domain: &str, host: &str) -> bool {
+    let host = crate::policy::host::strip_port(host);
+    let host = host.strip_suffix('.').unwrap_or(host);
+    host.eq_ignore_ascii_case(domain)
+        || (host.len() > domain.len() + 1
+            && host.as_bytes()[host.len() - domain.len() - 1] == b'.'
+            && host.as_bytes()[host.len() - domain.len()..].eq_ignore_ascii_case(domain.as_bytes()))
 }
 
 /// Validated `[session]`.
@@ -217,8 +256,20 @@ pub struct RawSessionConfig {
 pub struct SessionConfig {
     pub settings: SessionSettings,
     pub cookie_name: String,
-    /// Lower-cased, without a leading dot. `None`: a host-only cookie.
-    pub cookie_domain: Option<String>,
+    /// Domains whose subdomains share the session. Empty: host-only cookies. From
+    /// `session.cookie_domain` (one entry, portal `portal.url`) or `[[session.domains]]`.
+    pub domains: Vec<CookieDomain>,
+}
+
+impl SessionConfig {
+    /// The configured domain covering `host` (the most specific one), if any. A cookie set on a
+    /// request for `host` carries this domain; `None`: a host-only cookie.
+    pub fn domain_for(&self, host: &str) -> Option<&CookieDomain> {
+        self.domains
+            .iter()
+            .filter(|d| d.covers(host))
+            .max_by_key(|d| d.domain.len())
+    }
 }
 
 impl Default for SessionConfig {
@@ -226,7 +277,7 @@ impl Default for SessionConfig {
         SessionConfig {
             settings: SessionSettings::default(),
             cookie_name: DEFAULT_COOKIE_NAME.to_string(),
-            cookie_domain: None,
+            domains: Vec::new(),
         }
     }
 }
@@ -272,28 +323,88 @@ pub fn validate(raw: &RawSessionConfig, errors: &mut ConfigErrors) -> SessionCon
         }
     };
 
-    let cookie_domain = match &raw.cookie_domain {
-        None => None,
-        Some(domain) => match check_cookie_domain(domain) {
-            Ok(d) => Some(d),
+    let mut domains = Vec::new();
+    if let Some(domain) = &raw.cookie_domain {
+        match check_cookie_domain(domain) {
+            Ok(d) => domains.push(CookieDomain {
+                domain: d,
+                // Filled from `portal.url` by the configuration's validation.
+                portal_url: None,
+            }),
+            Err(reason) => errors.push("session.cookie_domain", reason),
+        }
+        if !raw.domains.is_empty() {
+            errors.push(
+                "session.domains",
+                "use either session.cookie_domain or [[session.domains]], not both",
+            );
+        }
+    }
+    for (i, entry) in raw.domains.iter().enumerate() {
+        let key = format!("session.domains[{i}]");
+        let Some(domain) = &entry.domain else {
+            errors.push(format!("{key}.domain"), "missing required key");
+            continue;
+        };
+        let domain = match check_cookie_domain(domain) {
+            Ok(d) => d,
             Err(reason) => {
-                errors.push("session.cookie_domain", reason);
-                None
+                errors.push(format!("{key}.domain"), reason);
+                continue;
             }
-        },
-    };
-    if cookie_name.starts_with("__Host-") && raw.cookie_domain.is_some() {
+        };
+        if domains.iter().any(|d: &CookieDomain| d.domain == domain) {
+            errors.push(
+                format!("{key}.domain"),
+                format!("{domain:?} is listed twice"),
+            );
+            continue;
+        }
+        let portal_url = match &entry.portal_url {
+            None => None,
+            Some(url) => match crate::config::parse_portal_url(url) {
+                Ok(url) if url_host_inside(&url, &domain) => Some(url),
+                Ok(url) => {
+                    errors.push(
+                        format!("{key}.portal_url"),
+                        format!(
+                            "{url} is not inside {domain}: the cookie it sets at login would not reach {domain}"
+                        ),
+                    );
+                    None
+                }
+                Err(reason) => {
+                    errors.push(format!("{key}.portal_url"), reason);
+                    None
+                }
+            },
+        };
+        domains.push(CookieDomain { domain, portal_url });
+    }
+    if cookie_name.starts_with("__Host-") && !domains.is_empty() {
+        let key = if raw.cookie_domain.is_some() {
+            "session.cookie_domain"
+        } else {
+            "session.domains"
+        };
         errors.push(
-            "session.cookie_domain",
-            "a cookie named __Host-... must not set a domain; remove session.cookie_domain",
+            key,
+            "a cookie named __Host-... must not set a domain; remove the cookie domain or rename the cookie",
         );
     }
 
     SessionConfig {
         settings,
         cookie_name,
-        cookie_domain,
+        domains,
     }
+}
+
+/// Is the host of `url` (an `http(s)://authority` from [`crate::config::parse_portal_url`])
+/// inside `domain`?
+pub fn url_host_inside(url: &str, domain: &str) -> bool {
+    let authority = url.split_once("://").map(|(_, a)| a).unwrap_or(url);
+    domain_covers(domain, authority)
 }
 
 /// A cookie name is an RFC 9110 token.
@@ -1141,6 +1252,7 @@ mod tests {
             remember_me: Some("7d".into()),
             cookie_name: Some("sg".into()),
             cookie_domain: Some(".Example.COM".into()),
+            domains: Vec::new(),
         };
         let cfg = validate(&raw, &mut errs);
         assert!(errs.is_empty(), "{errs}");
@@ -1148,7 +1260,13 @@ mod tests {
         assert_eq!(cfg.settings.inactivity, 15 * MIN);
         assert_eq!(cfg.settings.remember_me, 7 * 24 * HOUR);
         assert_eq!(cfg.cookie_name, "sg");
-        assert_eq!(cfg.cookie_domain.as_deref(), Some("example.com"));
+        assert_eq!(
+            cfg.domains,
+            vec![CookieDomain {
+                domain: "example.com".into(),
+                portal_url: None
+            }]
+        );
     }
 
     #[test]
@@ -1160,6 +1278,7 @@ mod tests {
             remember_me: Some("1 fortnight".into()),
             cookie_name: Some("bad name;".into()),
             cookie_domain: Some("exa mple.com".into()),
+            domains: Vec::new(),
         };
         validate(&raw, &mut errs);
         let keys: Vec<&str> = errs.problems().iter().map(|p| p.key.as_str()).collect();

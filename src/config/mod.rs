@@ -16,7 +16,7 @@ use http::Uri;
 use ipnet::IpNet;
 
 pub use problem::{ConfigErrors, ConfigProblem, key_join, parse_duration};
-pub use validate::validate;
+pub use validate::{parse_portal_url, validate};
 
 use crate::policy::host::HostPattern;
 
@@ -96,6 +96,9 @@ pub struct PortalConfig {
     /// Path prefix reserved for the gateway's own pages, e.g. `/.stepgate` (no trailing slash).
     pub prefix: String,
     pub title: String,
+    /// Where users sign in when the portal has its own host (`https://auth.example.com`): scheme
+    /// and authority only. `None`: the portal is reached on each application's own host.
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -68,6 +68,8 @@ pub struct RawUpstream {
 pub struct RawPortal {
     pub prefix: Option<String>,
     pub title: Option<String>,
+    /// `https://auth.example.com`: the portal's own address, for forward-auth redirects.
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

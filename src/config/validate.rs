@@ -50,7 +50,8 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
     let identity_headers = identity_headers(&raw.identity_headers, &mut errors);
     let access = crate::policy::validate(&raw.access, &mut errors);
     let password = crate::auth::password::validate(&raw.password, &mut errors);
-    let session = crate::auth::session::validate(&raw.session, &mut errors);
+    let mut session = crate::auth::session::validate(&raw.session, &mut errors);
+    portal_and_cookie_domains(&portal, &mut session, &mut errors);
     let regulation = crate::auth::regulation::validate(&raw.regulation, &mut errors);
     let mfa = crate::auth::factors::settings::validate(&raw.mfa, &mut errors);
     let email = raw
@@ -355,13 +356,81 @@ fn portal(raw: &RawPortal, errors: &mut ConfigErrors) -> PortalConfig {
             format!("{prefix:?} must be an absolute path such as \"/.stepgate\", without a trailing slash, of letters, digits and -._~"),
         );
     }
+    let url = raw.url.as_deref().and_then(|u| match parse_portal_url(u) {
+        Ok(url) => Some(url),
+        Err(reason) => {
+            errors.push("portal.url", reason);
+            None
+        }
+    });
     PortalConfig {
+        url,
         prefix: if valid {
             prefix.to_string()
         } else {
             DEFAULT_PREFIX.to_string()
         },
         title: raw.title.clone().unwrap_or_else(|| "Stepgate".to_string()),
+    }
+}
+
+/// `portal.url` as written -> `scheme://authority` (lower-case, no trailing slash). Only http and
+/// https, a host, no user information, no path, query or fragment: the portal keeps its paths
+/// under `portal.prefix`.
+pub fn parse_portal_url(s: &str) -> Result<String, String> {
+    let url = url::Url::parse(s.trim()).map_err(|e| format!("{s:?} is not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{s:?}: the scheme must be https (or http)"));
+    }
+    let Some(host) = url.host_str() else {
+        return Err(format!(
+            "{s:?} needs a host, as in \"https://auth.example.com\""
+        ));
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("{s:?} must not contain user information"));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "{s:?} must be scheme and host only (no path or query): the portal's pages live under portal.prefix"
+        ));
+    }
+    Ok(match url.port() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
+    })
+}
+
+/// `portal.url` is the portal of `session.cookie_domain`; with `[[session.domains]]` it serves
+/// the entries without their own `portal_url` that contain it. A portal outside every cookie
+/// domain could never set a cookie the applications receive.
+fn portal_and_cookie_domains(
+    portal: &PortalConfig,
+    session: &mut crate::auth::session::SessionConfig,
+    errors: &mut ConfigErrors,
+) {
+    let Some(url) = &portal.url else { return };
+    if session.domains.is_empty() {
+        return;
+    }
+    let mut inside_any = false;
+    for d in &mut session.domains {
+        if crate::auth::session::url_host_inside(url, &d.domain) {
+            inside_any = true;
+            if d.portal_url.is_none() {
+                d.portal_url = Some(url.clone());
+            }
+        }
+    }
+    if !inside_any {
+        let names: Vec<&str> = session.domains.iter().map(|d| d.domain.as_str()).collect();
+        errors.push(
+            "portal.url",
+            format!(
+                "{url} is outside the session cookie domain(s) {}: the cookie it sets at login would not reach the applications",
+                names.join(", ")
+            ),
+        );
     }
 }
 

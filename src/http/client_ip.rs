@@ -6,7 +6,23 @@ use std::net::IpAddr;
 use http::HeaderMap;
 use ipnet::IpNet;
 
-use crate::proxy::headers::X_FORWARDED_FOR;
+use crate::proxy::headers::{X_FORWARDED_FOR, X_FORWARDED_PROTO};
+
+/// Did the client reach a trusted proxy over HTTPS? `X-Forwarded-Proto: https` (the right-most
+/// value, set by the nearest proxy), believed only from a trusted peer. A portal behind a
+/// TLS-terminating proxy then sets `Secure` cookies and expects `https://` origins.
+pub fn forwarded_https(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> bool {
+    if !is_trusted(peer, trusted) {
+        return false;
+    }
+    headers
+        .get_all(&X_FORWARDED_PROTO)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .last()
+        .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+}
 
 pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
     let peer = canonical(peer);
@@ -72,6 +88,26 @@ mod tests {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let peer: IpAddr = "10.0.0.2".parse().unwrap();
         assert_eq!(client_ip(peer, &xff("not-an-ip"), &trusted), peer);
+    }
+
+    #[test]
+    fn forwarded_proto_believed_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        assert!(forwarded_https("10.0.0.2".parse().unwrap(), &h, &trusted));
+        assert!(!forwarded_https(
+            "198.51.100.7".parse().unwrap(),
+            &h,
+            &trusted
+        ));
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https, http"));
+        assert!(!forwarded_https("10.0.0.2".parse().unwrap(), &h, &trusted));
+        assert!(!forwarded_https(
+            "10.0.0.2".parse().unwrap(),
+            &HeaderMap::new(),
+            &trusted
+        ));
     }
 
     #[test]

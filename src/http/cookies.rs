@@ -11,7 +11,7 @@ use crate::auth::session::SessionConfig;
 
 /// The cookie name used on a connection (`tls`: the request came over HTTPS).
 pub fn session_cookie_name(config: &SessionConfig, tls: bool) -> String {
-    if tls && config.cookie_domain.is_none() && !config.cookie_name.starts_with("__Host-") {
+    if tls && config.domains.is_empty() && !config.cookie_name.starts_with("__Host-") {
         format!("__Host-{}", config.cookie_name)
     } else {
         config.cookie_name.clone()
@@ -35,10 +35,13 @@ pub fn read<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
     values
 }
 
-/// `Set-Cookie` value for a new session. `max_age`: `None` for a browser-session cookie.
+/// `Set-Cookie` value for a new session, set in answer to a request for `host` (which picks the
+/// cookie domain, see [`SessionConfig::domain_for`]). `max_age`: `None` for a browser-session
+/// cookie.
 pub fn issue(
     config: &SessionConfig,
     tls: bool,
+    host: Option<&str>,
     value: String,
     max_age: Option<std::time::Duration>,
 ) -> String {
@@ -47,8 +50,8 @@ pub fn issue(
         .http_only(true)
         .secure(tls)
         .same_site(SameSite::Lax);
-    if let Some(domain) = &config.cookie_domain {
-        c = c.domain(domain.clone());
+    if let Some(domain) = host.and_then(|h| config.domain_for(h)) {
+        c = c.domain(domain.domain.clone());
     }
     if let Some(age) = max_age {
         let secs = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
@@ -57,16 +60,16 @@ pub fn issue(
     c.build().to_string()
 }
 
-/// `Set-Cookie` value that deletes the session cookie.
-pub fn clear(config: &SessionConfig, tls: bool) -> String {
+/// `Set-Cookie` value that deletes the session cookie set for `host`.
+pub fn clear(config: &SessionConfig, tls: bool, host: Option<&str>) -> String {
     let mut c = Cookie::build((session_cookie_name(config, tls), ""))
         .path("/")
         .http_only(true)
         .secure(tls)
         .same_site(SameSite::Lax)
         .max_age(cookie::time::Duration::ZERO);
-    if let Some(domain) = &config.cookie_domain {
-        c = c.domain(domain.clone());
+    if let Some(domain) = host.and_then(|h| config.domain_for(h)) {
+        c = c.domain(domain.domain.clone());
     }
     c.build().to_string()
 }
@@ -81,14 +84,17 @@ mod tests {
         let mut c = SessionConfig::default();
         assert_eq!(session_cookie_name(&c, true), "__Host-stepgate_session");
         assert_eq!(session_cookie_name(&c, false), "stepgate_session");
-        c.cookie_domain = Some("example.com".into());
+        c.domains = vec![crate::auth::session::CookieDomain {
+            domain: "example.com".into(),
+            portal_url: None,
+        }];
         assert_eq!(session_cookie_name(&c, true), "stepgate_session");
     }
 
     #[test]
     fn issued_cookie_attributes() {
         let c = SessionConfig::default();
-        let v = issue(&c, true, "abc".into(), None);
+        let v = issue(&c, true, Some("auth.example.com"), "abc".into(), None);
         assert!(v.starts_with("__Host-stepgate_session=abc"), "{v}");
         for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
             assert!(v.contains(attr), "{v} lacks {attr}");
@@ -97,6 +103,7 @@ mod tests {
         let v = issue(
             &c,
             false,
+            None,
             "abc".into(),
             Some(std::time::Duration::from_secs(60)),
         );

@@ -1,6 +1,7 @@
 //! Request dispatch: every request goes through [`handle`], which sends it to the portal (the
 //! gateway's own pages under `portal.prefix`) or forwards it upstream.
 
+pub mod basic_auth;
 pub mod body;
 pub mod client_ip;
 pub mod cookies;
@@ -65,6 +66,16 @@ async fn dispatch(
             return redirect_to_https(app, &req);
         }
     }
+    // Behind a trusted proxy that terminated TLS, the client's connection was HTTPS.
+    let conn = ConnInfo {
+        tls: conn.tls
+            || client_ip::forwarded_https(
+                conn.peer.ip(),
+                req.headers(),
+                &config.server.trusted_proxies,
+            ),
+        ..conn
+    };
     let client_ip = client_ip::client_ip(
         conn.peer.ip(),
         req.headers(),
@@ -161,7 +172,10 @@ pub const REMOTE_AUTH_TIME: HeaderName = HeaderName::from_static("remote-auth-ti
 
 /// The identity headers for a user. Values that cannot be a header (control characters) are
 /// left out rather than forwarded half-written.
-fn identity_headers(names: &IdentityHeaders, id: &Identity) -> Vec<(HeaderName, HeaderValue)> {
+pub(crate) fn identity_headers(
+    names: &IdentityHeaders,
+    id: &Identity,
+) -> Vec<(HeaderName, HeaderValue)> {
     let user = &id.user;
     let mut out = Vec::with_capacity(4);
     let mut push = |name: &HeaderName, value: &str| {

@@ -14,6 +14,8 @@
 //! subjects = ["user:alice", "group:admins"]
 //! policy = "two_factor"                        # required
 //! step_up = "5m"
+//! allow_basic = false                          # forward-auth: accept Authorization: Basic
+//!                                              # (one_factor rules only)
 //! ```
 //!
 //! Every criterion accepts a single string or a list. An explicitly empty list is refused: it
@@ -56,6 +58,8 @@ pub struct RawRule {
     pub step_up: Option<String>,
     /// `"password"`: a user without a second factor satisfies step-up with the password.
     pub step_up_fallback: Option<String>,
+    /// Accept `Authorization: Basic` on the forward-auth endpoints (one_factor rules only).
+    pub allow_basic: Option<bool>,
 }
 
 /// A single string or a list of strings.
@@ -151,6 +155,14 @@ fn validate_rule(raw: &RawRule, key: &str, errors: &mut ConfigErrors) -> Rule {
         );
     }
 
+    let allow_basic = raw.allow_basic.unwrap_or(false);
+    if allow_basic && policy.is_some_and(|p| p != Policy::OneFactor) {
+        errors.push(
+            format!("{key}.allow_basic"),
+            "only rules with policy one_factor accept Basic credentials; a second factor cannot be sent in a header",
+        );
+    }
+
     Rule {
         hosts,
         paths,
@@ -171,6 +183,7 @@ fn validate_rule(raw: &RawRule, key: &str, errors: &mut ConfigErrors) -> Rule {
                 false
             }
         },
+        allow_basic,
     }
 }
 

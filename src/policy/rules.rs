@@ -105,6 +105,9 @@ pub struct Rule {
     /// A user with no second factor may satisfy this rule's step-up by entering the password
     /// again (`step_up_fallback = "password"`).
     pub step_up_password_fallback: bool,
+    /// API clients may present `Authorization: Basic` credentials on the forward-auth
+    /// endpoints (only ever set on `one_factor` rules).
+    pub allow_basic: bool,
 }
 
 impl Rule {
@@ -119,6 +122,7 @@ impl Rule {
             policy,
             step_up: None,
             step_up_password_fallback: false,
+            allow_basic: false,
         }
     }
 

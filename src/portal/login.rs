@@ -46,18 +46,15 @@ struct LoginPage<'a> {
 
 const INVALID_CREDENTIALS: &str = "Incorrect username or password.";
 
-/// A validated return target: a same-origin path, or an https URL inside the allowed domains.
+/// A validated return target: a same-origin path, or an https URL inside the allowed redirect
+/// domains or the session cookie domains (the applications a login covers).
 pub fn safe_rd(ctx: &Ctx<'_>, rd: Option<&str>) -> String {
     let own_host = ctx.host.as_deref().unwrap_or("");
-    rd.and_then(|rd| {
-        crate::policy::safe_redirect(
-            rd,
-            own_host,
-            &ctx.app.config.access.allowed_redirect_domains,
-            !ctx.conn.tls,
-        )
-    })
-    .unwrap_or_else(|| "/".to_string())
+    let config = &ctx.app.config;
+    let mut allowed = config.access.allowed_redirect_domains.clone();
+    allowed.extend(config.session.domains.iter().map(|d| d.domain.clone()));
+    rd.and_then(|rd| crate::policy::safe_redirect(rd, own_host, &allowed, !ctx.conn.tls))
+        .unwrap_or_else(|| "/".to_string())
 }
 
 pub fn page(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
@@ -214,6 +211,7 @@ pub async fn submit(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Bo
     let cookie = cookies::issue(
         &app.config.session,
         ctx.conn.tls,
+        ctx.host.as_deref(),
         id.cookie_value(),
         max_age,
     );

@@ -69,7 +69,7 @@ pub async fn submit(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<B
     };
     render::set_cookie(
         &mut resp,
-        &cookies::clear(&app.config.session, ctx.conn.tls),
+        &cookies::clear(&app.config.session, ctx.conn.tls, ctx.host.as_deref()),
     )?;
     Ok(resp)
 }

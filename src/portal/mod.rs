@@ -11,8 +11,11 @@
 //! | `GET/POST /verify`, `POST /verify/send` | the second-factor step (and re-verification) |
 //! | `GET  /settings`, `POST /settings/...` | the user's own second factors and password |
 //! | `GET  /static/*` | embedded stylesheet and scripts |
+//! | `GET  /authz/auth-request` | forward-auth for nginx `auth_request` (see [`authz`]) |
+//! | `GET  /authz/forward-auth` | forward-auth for Traefik and Caddy (see [`authz`]) |
 
 mod assets;
+pub mod authz;
 mod form;
 mod login;
 mod logout;
@@ -117,10 +120,24 @@ pub async fn handle(
         (Method::POST, "/settings/preferred-method") => settings::preferred_method(&ctx, req).await,
         (Method::POST, "/settings/2fa/disable") => settings::disable(&ctx, req).await,
         (Method::POST, "/settings/password") => settings::change_password(&ctx, req).await,
-        (Method::GET | Method::HEAD, s) if s.starts_with("/static/") => assets::serve(&s[8..]),
-        (_, "/healthz" | "/login" | "/logout" | "/api/session" | "/verify" | "/settings") => {
-            Err(Error::MethodNotAllowed)
+        (Method::GET | Method::HEAD, "/authz/auth-request") => {
+            authz::handle(&ctx, req.headers(), authz::Front::AuthRequest).await
         }
+        (Method::GET | Method::HEAD, "/authz/forward-auth") => {
+            authz::handle(&ctx, req.headers(), authz::Front::ForwardAuth).await
+        }
+        (Method::GET | Method::HEAD, s) if s.starts_with("/static/") => assets::serve(&s[8..]),
+        (
+            _,
+            "/healthz"
+            | "/login"
+            | "/logout"
+            | "/api/session"
+            | "/verify"
+            | "/settings"
+            | "/authz/auth-request"
+            | "/authz/forward-auth",
+        ) => Err(Error::MethodNotAllowed),
         _ => Err(Error::NotFound),
     }
 }

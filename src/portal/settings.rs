@@ -370,7 +370,13 @@ pub async fn totp_confirm(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Respo
         let max_age = session.remember_me.then_some(settings.settings.remember_me);
         render::set_cookie(
             &mut resp,
-            &cookies::issue(settings, ctx.conn.tls, id.cookie_value(), max_age),
+            &cookies::issue(
+                settings,
+                ctx.conn.tls,
+                ctx.host.as_deref(),
+                id.cookie_value(),
+                max_age,
+            ),
         )?;
     }
     Ok(resp)
@@ -636,7 +642,13 @@ pub async fn change_password(
     let max_age = remember.then_some(settings.settings.remember_me);
     render::set_cookie(
         &mut resp,
-        &cookies::issue(settings, ctx.conn.tls, id.cookie_value(), max_age),
+        &cookies::issue(
+            settings,
+            ctx.conn.tls,
+            ctx.host.as_deref(),
+            id.cookie_value(),
+            max_age,
+        ),
     )?;
     Ok(resp)
 }

@@ -177,7 +177,7 @@ fn ended_for_failures(ctx: &Ctx<'_>, rd: &str) -> Result<Response<Body>, Error> 
     };
     render::set_cookie(
         &mut resp,
-        &cookies::clear(&ctx.app.config.session, ctx.conn.tls),
+        &cookies::clear(&ctx.app.config.session, ctx.conn.tls, ctx.host.as_deref()),
     )?;
     Ok(resp)
 }
@@ -193,7 +193,13 @@ fn finish(
 ) -> Result<Response<Body>, Error> {
     let settings = &ctx.app.config.session;
     let max_age = before.remember_me.then_some(settings.settings.remember_me);
-    let cookie = cookies::issue(settings, ctx.conn.tls, id.cookie_value(), max_age);
+    let cookie = cookies::issue(
+        settings,
+        ctx.conn.tls,
+        ctx.host.as_deref(),
+        id.cookie_value(),
+        max_age,
+    );
     let mut resp = match (ctx.format, held) {
         (Format::Html, Some(form)) => render::page(
             StatusCode::OK,

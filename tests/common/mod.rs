@@ -9,6 +9,7 @@ pub mod cli;
 pub mod echo;
 pub mod gateway;
 pub mod mfa;
+pub mod proxies;
 pub mod sms_sink;
 pub mod smtp;
 

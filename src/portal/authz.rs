@@ -1,0 +1,682 @@
+//! Forward-auth: the same access decision as the built-in proxy, for a reverse proxy (nginx,
+//! Traefik, Caddy) that forwards the traffic itself and only asks Stepgate whether it may.
+//!
+//! | endpoint | asked by | the original request comes from |
+//! |---|---|---|
+//! | `{prefix}/authz/auth-request` | nginx `auth_request` | `X-Original-URL`, `X-Original-Method` |
+//! | `{prefix}/authz/forward-auth` | Traefik `ForwardAuth`, Caddy `forward_auth` | `X-Forwarded-Method`, `-Proto`, `-Host`, `-Uri` |
+//!
+//! Answers: 200 to let the request through (with the identity headers when a user is known,
+//! without them on a bypass rule); 403 when it is denied; otherwise the user must sign in or
+//! prove a second factor: the auth-request endpoint answers 401 with `Location` (nginx turns it
+//! into a redirect with `error_page 401 =302`), the forward-auth endpoint redirects browsers
+//! (302 for GET/HEAD, 303 otherwise) and answers 401 to API clients.
+//!
+//! Fail closed: the forwarding headers are believed only from `server.trusted_proxies`; every
+//! missing, repeated or malformed header, unparsable URL, ambiguous path, host the portal cannot
+//! serve and store failure ends in 400, 401 or 403 (429 for a ban on the forward-auth endpoint),
+//! never in a 2xx.
+
+use http::header::{CACHE_CONTROL, HeaderName, LOCATION, WWW_AUTHENTICATE};
+use http::uri::{Authority, PathAndQuery};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
+
+use super::{Ctx, render};
+use crate::auth::audit::{self, AuditEvent, AuditKind};
+use crate::auth::session::{AuthLevel, Session, SessionId};
+use crate::auth::user::Username;
+use crate::decision::{Decision, Identity, decide};
+use crate::error::Error;
+use crate::http::basic_auth::{self, Authorization, BasicCredentials};
+use crate::http::body::{self, Body};
+use crate::http::{client_ip, identify, negotiate};
+use crate::policy::{Policy, RequestFacts, UserFacts};
+
+const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
+const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+
+/// Which proxy contract a request follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Front {
+    /// nginx `auth_request`: `X-Original-URL` + `X-Original-Method`; challenges are 401 + Location.
+    AuthRequest,
+    /// Traefik / Caddy: `X-Forwarded-Method/-Proto/-Host/-Uri`; browsers are redirected.
+    ForwardAuth,
+}
+
+/// The request the proxy is asking about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Original {
+    pub method: Method,
+    pub https: bool,
+    /// Host and optional port, lower-case.
+    pub authority: String,
+    /// The canonical path, which the rules see.
+    pub path: String,
+    /// Path and query as the client sent them, for the return URL.
+    pub raw_path_and_query: String,
+}
+
+impl Original {
+    pub fn scheme(&self) -> &'static str {
+        if self.https { "https" } else { "http" }
+    }
+
+    /// The absolute URL the user asked for: where to return after signing in.
+    pub fn url(&self) -> String {
+        format!(
+            "{}://{}{}",
+            self.scheme(),
+            self.authority,
+            self.raw_path_and_query
+        )
+    }
+}
+
+/// Answers one forward-auth request.
+pub async fn handle(
+    ctx: &Ctx<'_>,
+    headers: &HeaderMap,
+    front: Front,
+) -> Result<Response<Body>, Error> {
+    answer(ctx, headers, front)
+        .await
+        .map_err(|e| fail_closed(e, front))
+}
+
+/// Only 400, 401 and 403 (and 429 on the forward-auth endpoint, which the proxy relays with its
+/// `Retry-After`) leave this module as errors: nginx turns anything else into a 500, and a
+/// store failure must read as "no" to every proxy.
+fn fail_closed(err: Error, front: Front) -> Error {
+    let status = err.status();
+    let kept = matches!(
+        status,
+        StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+    ) || (status == StatusCode::TOO_MANY_REQUESTS && front == Front::ForwardAuth);
+    if kept {
+        err
+    } else {
+        tracing::error!(error = %err, "forward-auth request failed; answering 403");
+        Error::Forbidden
+    }
+}
+
+async fn answer(ctx: &Ctx<'_>, headers: &HeaderMap, front: Front) -> Result<Response<Body>, Error> {
+    let config = &ctx.app.config;
+    let peer = client_ip::canonical(ctx.conn.peer.ip());
+    if !client_ip::is_trusted(peer, &config.server.trusted_proxies) {
+        tracing::warn!(
+            %peer,
+            "forward-auth request refused: {peer} is not in server.trusted_proxies, so its \
+             forwarding headers cannot be believed. If {peer} is your reverse proxy, add it: \
+             [server] trusted_proxies = [\"{peer}\"]"
+        );
+        return Err(Error::Forbidden);
+    }
+    let original = match front {
+        Front::AuthRequest => from_original_url(headers)?,
+        Front::ForwardAuth => from_forwarded(headers)?,
+    };
+    let portal = portal_base(ctx, &original)?;
+    let facts = RequestFacts {
+        host: &original.authority,
+        path: &original.path,
+        method: &original.method,
+        client_ip: ctx.client_ip,
+    };
+    let policy = &config.access.policy;
+    // Basic credentials are only looked at where the rule deciding for anonymous requests opts
+    // in; elsewhere an `Authorization` header belongs to the application.
+    let basic_possible = policy
+        .evaluate(&facts, None)
+        .rule
+        .is_some_and(|i| policy.rules[i].allow_basic);
+    let realm = basic_possible.then(|| realm(&config.portal.title));
+
+    if let Some(realm) = &realm {
+        match basic_auth::read(headers) {
+            Authorization::Absent => {}
+            Authorization::Malformed => return Ok(basic_challenge(realm)),
+            Authorization::Basic(creds) => {
+                return basic(ctx, &facts, creds, realm).await;
+            }
+        }
+    }
+
+    let identity = identify::identify(ctx.app, headers, original.https)?;
+    let decision = decide(policy, &facts, identity, &config.mfa, ctx.app.clock.now());
+    tracing::debug!(
+        decision = decision.name(),
+        host = %original.authority,
+        path = %original.path,
+        "forward-auth decision"
+    );
+    let rd = original.url();
+    match decision {
+        Decision::Bypass => Ok(allowed(Vec::new())),
+        Decision::Forward(identity) => Ok(allowed(crate::http::identity_headers(
+            &config.identity_headers,
+            &identity,
+        ))),
+        Decision::Login => {
+            let url = format!("{portal}{}", super::login_url(&config.portal.prefix, &rd));
+            challenge(
+                front,
+                headers,
+                &original,
+                &url,
+                "authentication_required",
+                realm.as_deref(),
+            )
+        }
+        Decision::SecondFactor(_) => {
+            let url = format!("{portal}{}", super::verify_url(&config.portal.prefix, &rd));
+            challenge(
+                front,
+                headers,
+                &original,
+                &url,
+                "second_factor_required",
+                None,
+            )
+        }
+        Decision::StepUp { step_up, .. } => {
+            let mut url = format!("{portal}{}", super::verify_url(&config.portal.prefix, &rd));
+            if step_up.password_fallback {
+                // Offered by the verification page only to accounts without a second factor.
+                url.push_str("&method=password");
+            }
+            challenge(front, headers, &original, &url, "step_up_required", None)
+        }
+        Decision::Deny => Err(Error::Forbidden),
+    }
+}
+
+/// `Authorization: Basic` on a rule that may accept it: check the password (regulated like the
+/// login form), then decide for that user with a password-only, unstored session. Only a
+/// `one_factor` rule with `allow_basic` lets it through.
+async fn basic(
+    ctx: &Ctx<'_>,
+    facts: &RequestFacts<'_>,
+    creds: BasicCredentials,
+    realm: &str,
+) -> Result<Response<Body>, Error> {
+    let config = &ctx.app.config;
+    let Some(identity) = check_basic(ctx, creds).await? else {
+        return Ok(basic_challenge(realm));
+    };
+    let user = UserFacts {
+        username: identity.user.username.as_str(),
+        groups: &identity.user.groups,
+    };
+    let rule_accepts_basic = config
+        .access
+        .policy
+        .evaluate(facts, Some(&user))
+        .rule
+        .map(|i| &config.access.policy.rules[i])
+        .is_some_and(|r| r.allow_basic && r.policy == Policy::OneFactor);
+    let now = ctx.app.clock.now();
+    match decide(
+        &config.access.policy,
+        facts,
+        Some(identity),
+        &config.mfa,
+        now,
+    ) {
+        Decision::Bypass => Ok(allowed(Vec::new())),
+        Decision::Forward(identity) if rule_accepts_basic => Ok(allowed(
+            crate::http::identity_headers(&config.identity_headers, &identity),
+        )),
+        // A password alone does not pass this rule for this user.
+        Decision::Forward(_)
+        | Decision::Login
+        | Decision::SecondFactor(_)
+        | Decision::StepUp { .. } => Ok(basic_challenge(realm)),
+        Decision::Deny => Err(Error::Forbidden),
+    }
+}
+
+/// The user behind Basic credentials, or `None` when they are wrong (recorded for regulation
+/// and audit). A ban is an error: 429.
+async fn check_basic(ctx: &Ctx<'_>, creds: BasicCredentials) -> Result<Option<Identity>, Error> {
+    let app = ctx.app;
+    let attempted = creds.username.trim().to_string();
+    if let Err(banned) = app.regulator.check(&attempted, ctx.client_ip) {
+        audit_attempt(ctx, AuditKind::Banned, &attempted);
+        return Err(Error::TooManyRequests {
+            retry_after: banned.retry_after,
+        });
+    }
+    let user = match Username::parse(&attempted) {
+        Ok(name) => app
+            .users
+            .get(&name)
+            .map_err(|e| Error::Internal(format!("user lookup: {e}")))?,
+        Err(_) => None,
+    };
+    // An unknown user costs the same as a wrong password.
+    let verified = app
+        .hasher
+        .verify(creds.password, user.as_ref().map(|u| &u.password_hash))
+        .await;
+    match user {
+        Some(user) if verified && !user.disabled => {
+            let now = app.clock.now();
+            let session = Session {
+                key: SessionId::generate().key(),
+                username: user.username.clone(),
+                created_at: now,
+                last_seen: now,
+                expires_at: now,
+                remember_me: false,
+                auth_level: AuthLevel::OneFactor,
+                second_factor_at: None,
+                challenge_started_at: None,
+                challenge_failures: 0,
+                reauth_at: None,
+            };
+            Ok(Some(Identity { user, session }))
+        }
+        _ => {
+            let regulator = app.regulator.clone();
+            let ip = ctx.client_ip;
+            let name = attempted.clone();
+            let banned = tokio::task::spawn_blocking(move || regulator.record_failure(&name, ip))
+                .await
+                .map_err(|e| Error::Internal(format!("regulation task: {e}")))?
+                .map_err(|e| Error::Internal(format!("regulation: {e}")))?;
+            audit_attempt(ctx, AuditKind::LoginFailed, &attempted);
+            if banned.is_some() {
+                audit_attempt(ctx, AuditKind::Banned, &attempted);
+            }
+            Ok(None)
+        }
+    }
+}
+
+fn audit_attempt(ctx: &Ctx<'_>, kind: AuditKind, attempted: &str) {
+    let mut event = AuditEvent::new(ctx.app.clock.now(), kind)
+        .with_client_ip(ctx.client_ip)
+        .with_detail("basic credentials (forward-auth)");
+    if let Ok(name) = Username::parse(attempted) {
+        event = event.with_username(name.as_str());
+    }
+    audit::record(&ctx.app.store, event);
+}
+
+/// 200: let the request through, with these identity headers (none on a bypass rule).
+fn allowed(identity: Vec<(HeaderName, HeaderValue)>) -> Response<Body> {
+    let mut resp = Response::new(body::empty());
+    let h = resp.headers_mut();
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for (name, value) in identity {
+        h.insert(name, value);
+    }
+    resp
+}
+
+/// Sign in or verify at `url` (absolute, on the portal).
+fn challenge(
+    front: Front,
+    headers: &HeaderMap,
+    original: &Original,
+    url: &str,
+    code: &str,
+    basic_realm: Option<&str>,
+) -> Result<Response<Body>, Error> {
+    let redirect_browser = front == Front::ForwardAuth && negotiate::is_browser(headers);
+    let mut resp = if redirect_browser {
+        let status = if matches!(original.method, Method::GET | Method::HEAD) {
+            StatusCode::FOUND
+        } else {
+            StatusCode::SEE_OTHER
+        };
+        render::redirect(status, url)?
+    } else {
+        let field = if code == "authentication_required" {
+            "login_url"
+        } else {
+            "verify_url"
+        };
+        let mut resp = render::json(
+            StatusCode::UNAUTHORIZED,
+            serde_json::json!({ "error": code, field: url }),
+        );
+        // nginx reads the target from `Location` (auth_request_set ... $upstream_http_location).
+        if front == Front::AuthRequest {
+            let location = HeaderValue::from_str(url)
+                .map_err(|_| Error::Internal("portal URL is not a valid header".into()))?;
+            resp.headers_mut().insert(LOCATION, location);
+        }
+        resp
+    };
+    if let Some(realm) = basic_realm
+        && !redirect_browser
+    {
+        add_basic_challenge(&mut resp, realm);
+    }
+    Ok(resp)
+}
+
+/// 401 asking for Basic credentials.
+fn basic_challenge(realm: &str) -> Response<Body> {
+    let mut resp = render::json(
+        StatusCode::UNAUTHORIZED,
+        serde_json::json!({ "error": "authentication_required" }),
+    );
+    add_basic_challenge(&mut resp, realm);
+    resp
+}
+
+fn add_basic_challenge(resp: &mut Response<Body>, realm: &str) {
+    let value = format!("Basic realm=\"{realm}\", charset=\"UTF-8\"");
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        resp.headers_mut().insert(WWW_AUTHENTICATE, v);
+    }
+}
+
+/// The realm shown by clients: the portal title, kept to characters that need no quoting.
+fn realm(title: &str) -> String {
+    let safe: String = title
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || " -_.".contains(*c))
+        .collect();
+    if safe.trim().is_empty() {
+        "Stepgate".to_string()
+    } else {
+        safe.trim().to_string()
+    }
+}
+
+/// Scheme and authority of the portal that serves `original`'s host, which must be able to set
+/// a session cookie that host receives:
+/// - inside a session cookie domain: that domain's portal (or the host itself when it has none);
+/// - no cookie domain at all: `portal.url` when it is that very host, else the host itself;
+/// - anything else is a host this gateway cannot sign anyone in to: 403.
+fn portal_base(ctx: &Ctx<'_>, original: &Original) -> Result<String, Error> {
+    let config = &ctx.app.config;
+    let same_host = || format!("{}://{}", original.scheme(), original.authority);
+    if let Some(domain) = config.session.domain_for(&original.authority) {
+        return Ok(domain.portal_url.clone().unwrap_or_else(same_host));
+    }
+    if !config.session.domains.is_empty() {
+        tracing::warn!(
+            host = %original.authority,
+            "forward-auth request refused: the host is outside every session cookie domain \
+             (session.cookie_domain / [[session.domains]])"
+        );
+        return Err(Error::Forbidden);
+    }
+    match &config.portal.url {
+        None => Ok(same_host()),
+        Some(url) if same_host_name(url, &original.authority) => Ok(url.clone()),
+        Some(url) => {
+            tracing::warn!(
+                host = %original.authority,
+                portal = %url,
+                "forward-auth request refused: without session.cookie_domain, a login at \
+                 portal.url only covers the portal's own host; set session.cookie_domain"
+            );
+            Err(Error::Forbidden)
+        }
+    }
+}
+
+fn same_host_name(url: &str, authority: &str) -> bool {
+    let url_authority = url.split_once("://").map_or(url, |(_, a)| a);
+    let a = crate::policy::host::strip_port(url_authority);
+    let b = crate::policy::host::strip_port(authority);
+    a.trim_end_matches('.')
+        .eq_ignore_ascii_case(b.trim_end_matches('.'))
+}
+
+/// Exactly one value of `name`, as visible ASCII. Missing, repeated or non-ASCII: 400.
+fn single<'h>(
+    headers: &'h HeaderMap,
+    name: &HeaderName,
+    what: &'static str,
+) -> Result<&'h str, Error> {
+    let mut values = headers.get_all(name).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(Error::BadRequest(what));
+    };
+    let value = value.to_str().map_err(|_| Error::BadRequest(what))?.trim();
+    if value.is_empty() {
+        return Err(Error::BadRequest(what));
+    }
+    Ok(value)
+}
+
+fn method(value: &str, what: &'static str) -> Result<Method, Error> {
+    Method::from_bytes(value.as_bytes()).map_err(|_| Error::BadRequest(what))
+}
+
+/// A Host the proxy reports: a host name or IP literal with an optional port, lower-cased; no
+/// user information.
+fn authority(value: &str, what: &'static str) -> Result<String, Error> {
+    let authority: Authority = value.parse().map_err(|_| Error::BadRequest(what))?;
+    if authority.as_str().contains('@') || authority.host().is_empty() {
+        return Err(Error::BadRequest(what));
+    }
+    Ok(authority.as_str().to_ascii_lowercase())
+}
+
+/// Canonical path and the raw path and query of a request target that must start with `/`.
+fn target(pq: &PathAndQuery) -> Result<(String, String), Error> {
+    let raw = pq.as_str();
+    if !raw.starts_with('/') {
+        return Err(Error::BadRequest("the original path must start with /"));
+    }
+    let path =
+        crate::policy::canonicalize(pq.path()).map_err(|e| Error::AmbiguousPath(e.to_string()))?;
+    Ok((path, raw.to_string()))
+}
+
+/// nginx: `X-Original-URL: https://app.example.com/path?q` and `X-Original-Method: GET`.
+pub fn from_original_url(headers: &HeaderMap) -> Result<Original, Error> {
+    const URL: &str = "missing or malformed X-Original-URL";
+    let url = single(headers, &X_ORIGINAL_URL, URL)?;
+    let method = method(
+        single(
+            headers,
+            &X_ORIGINAL_METHOD,
+            "missing or malformed X-Original-Method",
+        )?,
+        "missing or malformed X-Original-Method",
+    )?;
+    let uri: Uri = url.parse().map_err(|_| Error::BadRequest(URL))?;
+    let https = match uri.scheme_str() {
+        Some(s) if s.eq_ignore_ascii_case("https") => true,
+        Some(s) if s.eq_ignore_ascii_case("http") => false,
+        _ => return Err(Error::BadRequest(URL)),
+    };
+    let authority = authority(uri.authority().ok_or(Error::BadRequest(URL))?.as_str(), URL)?;
+    let pq = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let (path, raw_path_and_query) = target(&pq)?;
+    Ok(Original {
+        method,
+        https,
+        authority,
+        path,
+        raw_path_and_query,
+    })
+}
+
+/// Traefik and Caddy: `X-Forwarded-Method`, `-Proto`, `-Host` and `-Uri`.
+pub fn from_forwarded(headers: &HeaderMap) -> Result<Original, Error> {
+    const METHOD: &str = "missing or malformed X-Forwarded-Method";
+    const PROTO: &str = "missing or malformed X-Forwarded-Proto";
+    const HOST: &str = "missing or malformed X-Forwarded-Host";
+    const URI: &str = "missing or malformed X-Forwarded-Uri";
+    let method = method(single(headers, &X_FORWARDED_METHOD, METHOD)?, METHOD)?;
+    let proto = single(headers, &X_FORWARDED_PROTO, PROTO)?;
+    let https = if proto.eq_ignore_ascii_case("https") {
+        true
+    } else if proto.eq_ignore_ascii_case("http") {
+        false
+    } else {
+        return Err(Error::BadRequest(PROTO));
+    };
+    let authority = authority(single(headers, &X_FORWARDED_HOST, HOST)?, HOST)?;
+    let uri = single(headers, &X_FORWARDED_URI, URI)?;
+    if !uri.starts_with('/') {
+        return Err(Error::BadRequest(URI));
+    }
+    let pq: PathAndQuery = uri.parse().map_err(|_| Error::BadRequest(URI))?;
+    let (path, raw_path_and_query) = target(&pq)?;
+    Ok(Original {
+        method,
+        https,
+        authority,
+        path,
+        raw_path_and_query,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn nginx(url: &str) -> Result<Original, Error> {
+        from_original_url(&headers(&[
+            ("x-original-url", url),
+            ("x-original-method", "GET"),
+        ]))
+    }
+
+    fn forwarded(proto: &str, host: &str, uri: &str) -> Result<Original, Error> {
+        from_forwarded(&headers(&[
+            ("x-forwarded-method", "POST"),
+            ("x-forwarded-proto", proto),
+            ("x-forwarded-host", host),
+            ("x-forwarded-uri", uri),
+        ]))
+    }
+
+    fn status(r: Result<Original, Error>) -> u16 {
+        r.map(|_| 200).unwrap_or_else(|e| e.status().as_u16())
+    }
+
+    #[test]
+    fn reads_the_nginx_original_url() {
+        let o = nginx("https://App.Example.com:8443/a/./b?x=%2F").unwrap();
+        assert_eq!(o.method, Method::GET);
+        assert!(o.https);
+        assert_eq!(o.authority, "app.example.com:8443");
+        assert_eq!(o.path, "/a/b");
+        assert_eq!(o.url(), "https://app.example.com:8443/a/./b?x=%2F");
+    }
+
+    #[test]
+    fn reads_the_forwarded_headers() {
+        let o = forwarded("http", "app.example.com", "/x/%7Ey?q=1").unwrap();
+        assert_eq!(o.method, Method::POST);
+        assert!(!o.https);
+        assert_eq!(o.path, "/x/~y");
+        assert_eq!(o.url(), "http://app.example.com/x/%7Ey?q=1");
+    }
+
+    #[test]
+    fn rejects_malformed_original_url() {
+        for bad in [
+            "",
+            "/relative/only",
+            "app.example.com/x",
+            "ftp://app.example.com/",
+            "https://user@app.example.com/",
+            "https:///nohost",
+            "https://app.example.com/%zz",
+            "https://app.example.com/a%2Fb",
+            "https://app.example.com/../admin",
+            "https://app.example.com/%2e%2e/admin",
+        ] {
+            assert_eq!(status(nginx(bad)), 400, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_non_utf8_original_url() {
+        let mut h = headers(&[("x-original-method", "GET")]);
+        h.insert(
+            X_ORIGINAL_URL,
+            HeaderValue::from_bytes(b"https://app.example.com/\xff").unwrap(),
+        );
+        assert_eq!(status(from_original_url(&h)), 400);
+    }
+
+    #[test]
+    fn rejects_missing_or_repeated_headers() {
+        assert_eq!(status(from_original_url(&HeaderMap::new())), 400);
+        let h = headers(&[("x-original-url", "https://app.example.com/")]);
+        assert_eq!(status(from_original_url(&h)), 400, "method missing");
+        let h = headers(&[
+            ("x-original-url", "https://app.example.com/"),
+            ("x-original-url", "https://app.example.com/public"),
+            ("x-original-method", "GET"),
+        ]);
+        assert_eq!(status(from_original_url(&h)), 400, "two URLs");
+        assert_eq!(status(from_forwarded(&HeaderMap::new())), 400);
+        for (proto, host, uri) in [
+            ("gopher", "app.example.com", "/"),
+            ("https", "", "/"),
+            ("https", "user@app.example.com", "/"),
+            ("https", "app.example.com", "admin"),
+            ("https", "app.example.com", "/a/%2e%2e/%2e%2e/x"),
+        ] {
+            assert_eq!(
+                status(forwarded(proto, host, uri)),
+                400,
+                "{proto} {host} {uri}"
+            );
+        }
+    }
+
+    #[test]
+    fn store_failures_never_pass() {
+        let e = fail_closed(Error::Internal("store".into()), Front::AuthRequest);
+        assert_eq!(e.status(), StatusCode::FORBIDDEN);
+        let e = fail_closed(Error::Internal("store".into()), Front::ForwardAuth);
+        assert_eq!(e.status(), StatusCode::FORBIDDEN);
+        let ban = || Error::TooManyRequests {
+            retry_after: std::time::Duration::from_secs(5),
+        };
+        assert_eq!(
+            fail_closed(ban(), Front::ForwardAuth).status(),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            fail_closed(ban(), Front::AuthRequest).status(),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            fail_closed(Error::BadRequest("x"), Front::AuthRequest).status(),
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn realm_keeps_only_plain_characters() {
+        assert_eq!(realm("Stepgate"), "Stepgate");
+        assert_eq!(realm("Acme \"SSO\"\r\n"), "Acme SSO");
+        assert_eq!(realm("\"\""), "Stepgate");
+    }
+}

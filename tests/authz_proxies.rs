@@ -1,0 +1,378 @@
+//! Forward-auth through real nginx (`auth_request`) and Caddy (`forward_auth`), each started
+//! from the shipped example configuration with only ports and paths replaced, in front of a
+//! test gateway and an echo upstream. Every scenario runs against both proxies.
+
+mod common;
+
+use reqwest::header::{ACCEPT, COOKIE, ORIGIN};
+
+use common::auth::{BROWSER_ACCEPT, PREFIX, create_user_full, location, send, set_session_cookie};
+use common::proxies::{APP1_HOST, APP2_HOST, PORTAL_HOST, Proxy, ProxyPorts};
+use common::{EchoUpstream, Gateway, ReceivedRequest};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Nginx,
+    Caddy,
+}
+
+const ACCESS: &str = r#"
+[server]
+trusted_proxies = ["127.0.0.1"]
+
+[session]
+cookie_domain = "example.com"
+
+[access]
+default_policy = "one_factor"
+
+[[access.rules]]
+path = "^/public(/|$)"
+policy = "bypass"
+
+[[access.rules]]
+path = "^/forbidden(/|$)"
+policy = "deny"
+
+[[access.rules]]
+path = "^/secure(/|$)"
+policy = "two_factor"
+"#;
+
+struct Setup {
+    upstream: EchoUpstream,
+    _gw: Gateway,
+    proxy: Proxy,
+    http: reqwest::Client,
+}
+
+impl Setup {
+    async fn start(kind: Kind) -> Setup {
+        let upstream = EchoUpstream::start().await;
+        let ports = ProxyPorts::pick();
+        let gw = Gateway::builder()
+            .upstream(&upstream.url())
+            .extra_toml(ACCESS)
+            .extra_toml(&format!("[portal]\nurl = \"{}\"\n", ports.portal_url()))
+            .start()
+            .await;
+        create_user_full(
+            &gw,
+            "alice",
+            "password123",
+            &["users", "staff"],
+            Some("Alice Liddell"),
+            Some("alice@example.com"),
+        )
+        .await;
+        let proxy = match kind {
+            Kind::Nginx => Proxy::nginx(&ports, gw.addr(), upstream.addr()).await,
+            Kind::Caddy => Proxy::caddy(&ports, gw.addr(), upstream.addr()).await,
+        };
+        let http = proxy.client();
+        Setup {
+            upstream,
+            _gw: gw,
+            proxy,
+            http,
+        }
+    }
+
+    fn url(&self, host: &str, path: &str) -> String {
+        self.proxy.url(host, path)
+    }
+
+    fn login_location(&self, host: &str, path: &str) -> String {
+        let rd = self.url(host, path);
+        let rd: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
+        format!("{}{PREFIX}/login?rd={rd}", self.url(PORTAL_HOST, ""))
+    }
+
+    /// `GET` through the proxy as a browser, with the cookie and extra headers.
+    async fn browse(
+        &self,
+        host: &str,
+        path: &str,
+        cookie: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut b = self
+            .http
+            .get(self.url(host, path))
+            .header(ACCEPT, BROWSER_ACCEPT);
+        if let Some(c) = cookie {
+            b = b.header(COOKIE, c);
+        }
+        for (k, v) in extra {
+            b = b.header(*k, *v);
+        }
+        send(b).await
+    }
+
+    /// Signs in on the portal through the proxy (as a browser form post would, with its
+    /// Origin) and returns the session cookie; checks it covers the whole cookie domain.
+    async fn login(&self, rd: &str) -> String {
+        let portal = self.url(PORTAL_HOST, "");
+        let resp = send(
+            self.http
+                .post(format!("{portal}{PREFIX}/login"))
+                .header(ACCEPT, "application/json")
+                .header(ORIGIN, &portal)
+                .form(&[
+                    ("username", "alice"),
+                    ("password", "password123"),
+                    ("rd", rd),
+                ]),
+        )
+        .await;
+        assert_eq!(resp.status(), 200, "{}", self.proxy.output());
+        let set_cookie = resp
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(set_cookie.contains("Domain=example.com"), "{set_cookie}");
+        assert!(set_cookie.contains("Secure"), "{set_cookie}");
+        let cookie = set_session_cookie(resp.headers()).expect("session cookie");
+        let body: serde_json::Value = resp.json().await.expect("json");
+        assert_eq!(
+            body["redirect"], rd,
+            "the return URL inside the cookie domain is kept"
+        );
+        cookie
+    }
+
+    /// The request the echo upstream saw last, after a request that must have reached it.
+    fn seen(&self, before: usize) -> ReceivedRequest {
+        assert_eq!(
+            self.upstream.requests(),
+            before + 1,
+            "the upstream was not reached"
+        );
+        self.upstream.last_request().expect("a request")
+    }
+}
+
+const FORGED: &[(&str, &str)] = &[
+    ("Remote-User", "admin"),
+    ("Remote-Groups", "admins,root"),
+    ("Remote-Name", "Administrator"),
+    ("Remote-Email", "admin@evil.test"),
+    ("Remote_User", "admin"),
+    ("remote_groups", "root"),
+];
+
+fn assert_no_forged(seen: &ReceivedRequest) {
+    for (name, value) in &seen.headers {
+        let folded = name.replace('_', "-");
+        if folded.starts_with("remote-") {
+            assert!(
+                !value.contains("admin") && !value.contains("root") && !value.contains("evil"),
+                "forged {name}: {value} reached the upstream"
+            );
+        }
+    }
+}
+
+async fn login_and_identity(kind: Kind) {
+    let s = Setup::start(kind).await;
+    let before = s.upstream.requests();
+    let resp = s.browse(APP1_HOST, "/private/page?x=1", None, &[]).await;
+    assert_eq!(resp.status(), 302, "{}", s.proxy.output());
+    assert_eq!(
+        location(&resp).as_deref(),
+        Some(s.login_location(APP1_HOST, "/private/page?x=1").as_str())
+    );
+    assert_eq!(
+        s.upstream.requests(),
+        before,
+        "nothing reached the upstream"
+    );
+
+    let cookie = s.login(&s.url(APP1_HOST, "/private/page?x=1")).await;
+    for host in [APP1_HOST, APP2_HOST] {
+        let before = s.upstream.requests();
+        let resp = s.browse(host, "/private/page", Some(&cookie), FORGED).await;
+        assert_eq!(resp.status(), 200, "{host}");
+        let seen = s.seen(before);
+        assert_eq!(seen.header("remote-user"), Some("alice"));
+        assert_eq!(seen.header_all("remote-user").len(), 1);
+        assert_eq!(seen.header("remote-groups"), Some("users,staff"));
+        assert_eq!(seen.header("remote-name"), Some("Alice Liddell"));
+        assert_eq!(seen.header("remote-email"), Some("alice@example.com"));
+        assert_no_forged(&seen);
+    }
+}
+
+async fn forged_headers_on_bypass(kind: Kind) {
+    let s = Setup::start(kind).await;
+    let before = s.upstream.requests();
+    let resp = s.browse(APP1_HOST, "/public/info", None, FORGED).await;
+    assert_eq!(resp.status(), 200);
+    let seen = s.seen(before);
+    assert_no_forged(&seen);
+    assert_eq!(seen.header("remote-user"), None);
+    assert_eq!(seen.header("remote-groups"), None);
+}
+
+async fn deny(kind: Kind) {
+    let s = Setup::start(kind).await;
+    let cookie = s.login(&s.url(APP1_HOST, "/")).await;
+    let before = s.upstream.requests();
+    for cookie in [None, Some(cookie.as_str())] {
+        let resp = s.browse(APP1_HOST, "/forbidden/x", cookie, &[]).await;
+        assert_eq!(resp.status(), 403);
+    }
+    assert_eq!(s.upstream.requests(), before);
+}
+
+async fn two_factor_rule_sends_to_verify(kind: Kind) {
+    let s = Setup::start(kind).await;
+    let cookie = s.login(&s.url(APP1_HOST, "/")).await;
+    let before = s.upstream.requests();
+    let resp = s
+        .browse(APP1_HOST, "/secure/vault", Some(&cookie), &[])
+        .await;
+    assert_eq!(resp.status(), 302);
+    let to = location(&resp).expect("Location");
+    assert!(
+        to.starts_with(&format!("{}{PREFIX}/verify", s.url(PORTAL_HOST, ""))),
+        "{to}"
+    );
+    assert!(to.contains("secure%2Fvault"), "{to}");
+    assert_eq!(s.upstream.requests(), before);
+}
+
+async fn logout_ends_access(kind: Kind) {
+    let s = Setup::start(kind).await;
+    let cookie = s.login(&s.url(APP1_HOST, "/")).await;
+    let resp = s.browse(APP2_HOST, "/private", Some(&cookie), &[]).await;
+    assert_eq!(resp.status(), 200);
+    let portal = s.url(PORTAL_HOST, "");
+    let resp = send(
+        s.http
+            .post(format!("{portal}{PREFIX}/logout"))
+            .header(ACCEPT, "application/json")
+            .header(ORIGIN, &portal)
+            .header(COOKIE, &cookie),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let cleared = resp
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(cleared.contains("Domain=example.com"), "{cleared}");
+    let before = s.upstream.requests();
+    let resp = s.browse(APP2_HOST, "/private", Some(&cookie), &[]).await;
+    assert_eq!(resp.status(), 302);
+    assert_eq!(
+        location(&resp).as_deref(),
+        Some(s.login_location(APP2_HOST, "/private").as_str())
+    );
+    assert_eq!(s.upstream.requests(), before);
+}
+
+/// A client naming a bypass path in the headers the proxy sets for Stepgate gets nowhere: the
+/// proxy replaces them with the real request.
+async fn spoofed_target_headers(kind: Kind) {
+    let s = Setup::start(kind).await;
+    let public = s.url(APP1_HOST, "/public/x");
+    let spoof = [
+        ("X-Original-URL", public.as_str()),
+        ("X-Original-Method", "GET"),
+        ("X-Forwarded-Uri", "/public/x"),
+        ("X-Forwarded-Host", APP1_HOST),
+        ("X-Forwarded-Method", "GET"),
+    ];
+    let before = s.upstream.requests();
+    let resp = s.browse(APP1_HOST, "/private", None, &spoof).await;
+    assert_eq!(resp.status(), 302);
+    assert_eq!(
+        location(&resp).as_deref(),
+        Some(s.login_location(APP1_HOST, "/private").as_str())
+    );
+    let resp = s.browse(APP1_HOST, "/forbidden/x", None, &spoof).await;
+    assert_eq!(resp.status(), 403);
+    assert_eq!(s.upstream.requests(), before);
+}
+
+/// A form POST keeps working: the subrequest is a body-less GET carrying the original method.
+async fn post_is_checked_and_forwarded(kind: Kind) {
+    let s = Setup::start(kind).await;
+    let resp = send(
+        s.http
+            .post(s.url(APP1_HOST, "/private/form"))
+            .header(ACCEPT, "application/json")
+            .body("a=1"),
+    )
+    .await;
+    let status = resp.status().as_u16();
+    match kind {
+        // nginx turns every 401 into a redirect (error_page 401 =302).
+        Kind::Nginx => assert_eq!(status, 302),
+        Kind::Caddy => assert_eq!(status, 401),
+    }
+    let cookie = s.login(&s.url(APP1_HOST, "/")).await;
+    let before = s.upstream.requests();
+    let resp = send(
+        s.http
+            .post(s.url(APP1_HOST, "/private/form"))
+            .header(COOKIE, &cookie)
+            .body("a=1"),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let seen = s.seen(before);
+    assert_eq!(seen.method, "POST");
+    assert_eq!(seen.header("remote-user"), Some("alice"));
+}
+
+macro_rules! both_proxies {
+    ($($scenario:ident),* $(,)?) => {
+        mod nginx {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(super::Kind::Nginx).await;
+                }
+            )*
+        }
+        mod caddy {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(super::Kind::Caddy).await;
+                }
+            )*
+        }
+    };
+}
+
+both_proxies!(
+    login_and_identity,
+    forged_headers_on_bypass,
+    deny,
+    two_factor_rule_sends_to_verify,
+    logout_ends_access,
+    spoofed_target_headers,
+    post_is_checked_and_forwarded,
+);
+
+/// Caddy redirects browsers itself (302) and answers API clients 401 with the login URL.
+#[tokio::test]
+async fn caddy_answers_api_clients_with_401() {
+    let s = Setup::start(Kind::Caddy).await;
+    let resp = send(
+        s.http
+            .get(s.url(APP1_HOST, "/private"))
+            .header(ACCEPT, "application/json"),
+    )
+    .await;
+    assert_eq!(resp.status(), 401);
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(body["login_url"], s.login_location(APP1_HOST, "/private"));
+}
