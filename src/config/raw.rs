@@ -68,6 +68,10 @@ pub struct RawUpstream {
 pub struct RawPortal {
     pub prefix: Option<String>,
     pub title: Option<String>,
+    /// An image file shown above every page (PNG, JPEG, GIF, WebP, SVG or ICO), read at startup.
+    pub logo: Option<PathBuf>,
+    /// Accent colour of buttons and links, `#rgb` or `#rrggbb`.
+    pub accent: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
