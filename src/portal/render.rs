@@ -71,7 +71,7 @@ impl Frame {
 
 /// `?<query without lang>&lang=<tag>`.
 fn switch_href(query: &str, lang: Lang) -> String {
-    let mut out = url::form_urlencoded::Serializer::new(String::from("?"));
+    let mut out = url::form_urlencoded::Serializer::for_suffix(String::from("?"), 1);
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
         if k != "lang" {
             out.append_pair(&k, &v);

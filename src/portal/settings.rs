@@ -34,6 +34,8 @@ struct SettingsPage<'a> {
     /// `mfa.required` applies and no factor is set up yet.
     must_enrol: bool,
     methods: Vec<MethodRow>,
+    /// Methods that can be preferred (a backup code is never asked first).
+    preferable: usize,
     totp: bool,
     enrolled_at: Option<String>,
     backup_remaining: usize,
@@ -264,6 +266,11 @@ pub async fn page(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Bod
                 preferred: summary.preferred == Some(m),
             })
             .collect(),
+        preferable: summary
+            .methods
+            .iter()
+            .filter(|m| **m != Method::Backup)
+            .count(),
         totp: summary.totp,
         enrolled_at: summary.enrolled_at.map(super::sessions::display_time),
         backup_remaining: summary.backup_codes_remaining,
