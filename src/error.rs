@@ -9,9 +9,10 @@ use askama::Template;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Response, StatusCode};
 
-use crate::config::PortalConfig;
 use crate::http::body::{self, Body};
 use crate::http::negotiate::Format;
+use crate::portal::i18n::Tr;
+use crate::portal::render::Frame;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -133,93 +134,49 @@ impl Error {
         }
     }
 
-    /// What the user is told. Never internals, versions or upstream addresses.
+    /// Catalogue keys of what the user is told: a title and a sentence. Never internals,
+    /// versions or upstream addresses.
     fn public_text(&self) -> (&'static str, &'static str) {
         match self {
-            Error::HeadersTooLarge => (
-                "Request too large",
-                "The request headers are too large. Clearing this site's cookies may help.",
-            ),
-            Error::BadRequest(_) => ("Bad request", "The request could not be understood."),
-            Error::AmbiguousPath(_) => {
-                ("Bad request", "The address of this request is not allowed.")
+            Error::HeadersTooLarge => ("error.headers_too_large_title", "error.headers_too_large"),
+            Error::BadRequest(_) => ("error.bad_request_title", "error.bad_request"),
+            Error::AmbiguousPath(_) => ("error.bad_request_title", "error.invalid_path"),
+            Error::UnknownHost => ("error.unknown_host_title", "error.unknown_host"),
+            Error::NotFound => ("error.not_found_title", "error.not_found"),
+            Error::MethodNotAllowed => {
+                ("error.method_not_allowed_title", "error.method_not_allowed")
             }
-            Error::UnknownHost => (
-                "Unknown site",
-                "No application is configured for this address.",
-            ),
-            Error::NotFound => ("Not found", "There is nothing at this address."),
-            Error::MethodNotAllowed => (
-                "Method not allowed",
-                "This address does not accept that kind of request.",
-            ),
-            Error::PayloadTooLarge => ("Request too large", "The submitted data is too large."),
-            Error::Forbidden => (
-                "Access denied",
-                "You do not have permission to open this page.",
-            ),
+            Error::PayloadTooLarge => ("error.headers_too_large_title", "error.payload_too_large"),
+            Error::Forbidden => ("error.forbidden_title", "error.forbidden"),
             Error::SecondFactorRequired => (
-                "Second factor required",
-                "This page needs a second factor, and none is set up for your account yet.",
+                "error.second_factor_required_title",
+                "error.second_factor_required",
             ),
-            Error::CrossSite => (
-                "Request refused",
-                "This form was submitted from another site and was refused.",
-            ),
-            Error::TooManyRequests { .. } => (
-                "Too many attempts",
-                "Too many attempts were made. Please wait before trying again.",
-            ),
+            Error::CrossSite => ("error.cross_site_title", "error.cross_site"),
+            Error::TooManyRequests { .. } => ("error.too_many_title", "error.too_many"),
             Error::UpstreamUnavailable(_) | Error::UpstreamBadUpgrade => (
-                "Application unavailable",
-                "The application behind this gateway is not responding. Please try again shortly.",
+                "error.upstream_unavailable_title",
+                "error.upstream_unavailable",
             ),
-            Error::UpstreamTimeout => (
-                "Application timed out",
-                "The application behind this gateway took too long to answer. Please try again.",
-            ),
-            Error::Internal(_) => (
-                "Something went wrong",
-                "The request could not be completed. Please try again.",
-            ),
-            Error::Unauthenticated => ("Sign-in required", "Please sign in first."),
-            Error::SecondFactorPending => (
-                "Verification required",
-                "Finish signing in with your second factor first.",
-            ),
-            Error::ReverifyRequired { .. } => (
-                "Confirm it's you",
-                "For this change, confirm it's you with your second factor first.",
-            ),
-            Error::WrongPassword => ("Wrong password", "The password is not right."),
-            Error::WeakPassword(_) => (
-                "Password not accepted",
-                "The new password does not meet the password rules.",
-            ),
-            Error::InvalidCode => (
-                "Wrong code",
-                "That code is not right. Check it and try again.",
-            ),
+            Error::UpstreamTimeout => ("error.upstream_timeout_title", "error.upstream_timeout"),
+            Error::Internal(_) => ("error.internal_title", "error.internal"),
+            Error::Unauthenticated => ("error.unauthenticated_title", "error.unauthenticated"),
+            Error::SecondFactorPending => ("error.pending_title", "error.pending"),
+            Error::ReverifyRequired { .. } => ("verify.step_up_heading", "error.reverify"),
+            Error::WrongPassword => ("error.wrong_password_title", "error.wrong_password"),
+            Error::WeakPassword(_) => ("error.weak_password_title", "error.weak_password"),
+            Error::InvalidCode => ("error.invalid_code_title", "error.invalid_code"),
             Error::EmailCodeRequired => (
-                "Email code required",
-                "Enter the code we emailed you to set up two-step verification.",
+                "error.email_code_required_title",
+                "error.email_code_required",
             ),
-            Error::StepUpRequired { .. } => (
-                "Confirm it's you",
-                "This action needs a recent confirmation with your second factor. Confirm it, then submit again.",
-            ),
+            Error::StepUpRequired { .. } => ("verify.step_up_heading", "error.step_up"),
             Error::StepUpUnavailable => (
-                "Second factor needed",
-                "This page needs a recent confirmation with a second factor, and your account has none. Set one up in your security settings first.",
+                "error.step_up_unavailable_title",
+                "error.step_up_unavailable",
             ),
-            Error::HeldFormRefused => (
-                "Form expired",
-                "This form can no longer be sent: it was already sent, it has expired, or it belongs to another session. Please fill it in again.",
-            ),
-            Error::CodeNotSent => (
-                "Code not sent",
-                "We could not send the code. Please try again.",
-            ),
+            Error::HeldFormRefused => ("error.held_form_title", "error.held_form"),
+            Error::CodeNotSent => ("error.code_not_sent_title", "error.code_not_sent"),
         }
     }
 }
@@ -227,22 +184,35 @@ impl Error {
 #[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage<'a> {
-    product: &'a str,
-    prefix: &'a str,
+    f: &'a Frame,
+    status: u16,
     link: Option<(&'a str, &'a str)>,
     title: &'a str,
     message: &'a str,
-    retry_after_secs: Option<u64>,
+    /// "Try again in ..." for a 429.
+    retry: Option<String>,
+    /// The application is down or slow: offer to reload.
+    upstream: bool,
+}
+
+/// "Try again in N seconds", or in minutes from two minutes on.
+fn retry_text(t: Tr, secs: u64) -> String {
+    if secs >= 120 {
+        t.fill("error.retry_minutes", "minutes", secs.div_ceil(60))
+    } else {
+        t.fill("error.retry_seconds", "seconds", secs)
+    }
 }
 
 /// Turns an error into the response the client sees: an HTML page for browsers, JSON otherwise.
-pub fn error_response(err: &Error, format: Format, portal: &PortalConfig) -> Response<Body> {
+pub fn error_response(err: &Error, format: Format, frame: &Frame) -> Response<Body> {
+    let t = frame.t;
     // A browser that must verify or sign in first is taken there rather than shown an error.
     if format == Format::Html {
         let location = match err {
             Error::ReverifyRequired { verify_url } => Some(verify_url.clone()),
-            Error::SecondFactorPending => Some(format!("{}/verify", portal.prefix)),
-            Error::Unauthenticated => Some(format!("{}/login", portal.prefix)),
+            Error::SecondFactorPending => Some(format!("{}/verify", frame.prefix)),
+            Error::Unauthenticated => Some(format!("{}/login", frame.prefix)),
             _ => None,
         };
         if let Some(location) = location
@@ -257,7 +227,8 @@ pub fn error_response(err: &Error, format: Format, portal: &PortalConfig) -> Res
     } else {
         tracing::debug!(status = status.as_u16(), error = %err, "request refused");
     }
-    let (title, message) = err.public_text();
+    let (title_key, message_key) = err.public_text();
+    let (title, message) = (t.get(title_key), t.get(message_key));
     let retry_after_secs = match err {
         Error::TooManyRequests { retry_after } => Some(retry_after.as_secs().max(1)),
         _ => None,
@@ -276,21 +247,29 @@ pub fn error_response(err: &Error, format: Format, portal: &PortalConfig) -> Res
             ("application/json", v.to_string())
         }
         Format::Html => {
-            let settings_url = format!("{}/settings", portal.prefix);
+            let settings_url = format!("{}/settings", frame.prefix);
             let link = match err {
                 Error::StepUpRequired { verify_url } => {
-                    Some((verify_url.as_str(), "Confirm it's you"))
+                    Some((verify_url.as_str(), t.get("error.verify_link")))
                 }
-                Error::StepUpUnavailable => Some((settings_url.as_str(), "Security settings")),
+                Error::StepUpUnavailable | Error::SecondFactorRequired => {
+                    Some((settings_url.as_str(), t.get("error.settings_link")))
+                }
                 _ => None,
             };
             let page = ErrorPage {
-                product: &portal.title,
-                prefix: &portal.prefix,
+                f: frame,
+                status: status.as_u16(),
                 link,
                 title,
                 message,
-                retry_after_secs,
+                retry: retry_after_secs.map(|secs| retry_text(t, secs)),
+                upstream: matches!(
+                    err,
+                    Error::UpstreamUnavailable(_)
+                        | Error::UpstreamTimeout
+                        | Error::UpstreamBadUpgrade
+                ),
             };
             let html = page
                 .render()
@@ -314,12 +293,80 @@ pub fn error_response(err: &Error, format: Format, portal: &PortalConfig) -> Res
 mod tests {
     use super::*;
 
-    fn portal() -> PortalConfig {
-        PortalConfig {
+    use crate::config::PortalConfig;
+    use crate::notify::Lang;
+    use crate::portal::i18n::{self, LANGS};
+
+    fn portal() -> Frame {
+        frame(Lang::En)
+    }
+
+    fn frame(lang: Lang) -> Frame {
+        let portal = PortalConfig {
             prefix: "/.stepgate".into(),
             title: "Stepgate".into(),
             url: None,
+            logo: None,
+            accent: None,
+        };
+        Frame::new(&portal, lang, Some(""))
+    }
+
+    async fn body_text(resp: Response<Body>) -> String {
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    #[test]
+    fn every_error_text_is_in_every_catalogue() {
+        for e in every_error() {
+            let (title, message) = e.public_text();
+            for lang in LANGS {
+                assert!(
+                    i18n::has_key(lang, title),
+                    "{e:?}: {title} ({})",
+                    lang.tag()
+                );
+                assert!(
+                    i18n::has_key(lang, message),
+                    "{e:?}: {message} ({})",
+                    lang.tag()
+                );
+            }
         }
+    }
+
+    #[tokio::test]
+    async fn error_pages_speak_french() {
+        let e = Error::UpstreamTimeout;
+        let resp = error_response(&e, Format::Html, &frame(Lang::Fr));
+        assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+        let text = body_text(resp).await;
+        assert!(text.contains("<html lang=\"fr\""), "{text}");
+        assert!(text.contains("Délai dépassé"), "{text}");
+        let resp = error_response(&e, Format::Json, &frame(Lang::Fr));
+        assert!(
+            body_text(resp)
+                .await
+                .contains("\"error\":\"upstream_timeout\"")
+        );
+    }
+
+    #[tokio::test]
+    async fn too_many_requests_page_shows_the_wait() {
+        let e = Error::TooManyRequests {
+            retry_after: Duration::from_secs(42),
+        };
+        let text = body_text(error_response(&e, Format::Html, &portal())).await;
+        assert!(text.contains("Try again in 42 seconds."), "{text}");
+        let e = Error::TooManyRequests {
+            retry_after: Duration::from_secs(600),
+        };
+        let text = body_text(error_response(&e, Format::Html, &frame(Lang::Fr))).await;
+        assert!(text.contains("Réessayez dans 10 minutes."), "{text}");
     }
 
     fn every_error() -> Vec<Error> {
@@ -384,11 +431,7 @@ mod tests {
         let e = Error::UpstreamUnavailable("tcp connect error 10.1.2.3:8080".into());
         for format in [Format::Html, Format::Json] {
             let resp = error_response(&e, format, &portal());
-            let body = http_body_util::BodyExt::collect(resp.into_body())
-                .await
-                .unwrap()
-                .to_bytes();
-            let text = String::from_utf8_lossy(&body);
+            let text = body_text(resp).await;
             assert!(!text.contains("10.1.2.3"), "{text}");
             assert!(!text.contains("tcp connect"), "{text}");
         }

@@ -99,6 +99,40 @@ pub struct PortalConfig {
     /// Where users sign in when the portal has its own host (`https://auth.example.com`): scheme
     /// and authority only. `None`: the portal is reached on each application's own host.
     pub url: Option<String>,
+    pub logo: Option<Logo>,
+    /// `#rrggbb`, lower case.
+    pub accent: Option<String>,
+}
+
+/// The operator's logo, read into memory at startup and served by the portal.
+#[derive(Clone)]
+pub struct Logo {
+    pub bytes: std::sync::Arc<[u8]>,
+    pub content_type: &'static str,
+    /// A short hash of the bytes, for a URL that can be cached forever.
+    pub version: String,
+}
+
+impl Logo {
+    pub fn new(bytes: Vec<u8>, content_type: &'static str) -> Logo {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(&bytes);
+        let version = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+        Logo {
+            bytes: bytes.into(),
+            content_type,
+            version,
+        }
+    }
+}
+
+impl std::fmt::Debug for Logo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Logo")
+            .field("content_type", &self.content_type)
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]

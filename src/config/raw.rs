@@ -70,6 +70,10 @@ pub struct RawPortal {
     pub title: Option<String>,
     /// `https://auth.example.com`: the portal's own address, for forward-auth redirects.
     pub url: Option<String>,
+    /// An image file shown above every page (PNG, JPEG, GIF, WebP, SVG or ICO), read at startup.
+    pub logo: Option<PathBuf>,
+    /// Accent colour of buttons and links, `#rgb` or `#rrggbb`.
+    pub accent: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

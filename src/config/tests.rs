@@ -180,3 +180,51 @@ fn missing_file_is_a_clear_error() {
     let errs = load(std::path::Path::new("/nonexistent/stepgate.toml")).unwrap_err();
     assert!(errs.to_string().contains("/nonexistent/stepgate.toml"));
 }
+
+#[test]
+fn portal_accent_is_validated_and_normalised() {
+    let ok = parse(
+        r##"
+[portal]
+accent = "#A3c"
+[[upstreams]]
+url = "http://127.0.0.1:3000"
+"##,
+    )
+    .unwrap();
+    assert_eq!(ok.portal.accent.as_deref(), Some("#aa33cc"));
+    for bad in ["red", "#12345", "#ggg", "#fff;}body{", "123456"] {
+        let errs = parse(&format!(
+            "[portal]\naccent = {bad:?}\n[[upstreams]]\nurl = \"http://127.0.0.1:3000\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(keys(&errs), vec!["portal.accent"], "{bad}");
+    }
+}
+
+#[test]
+fn portal_logo_is_read_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let logo = dir.path().join("logo.svg");
+    std::fs::write(&logo, "<svg xmlns=\"http://www.w3.org/2000/svg\"/>").unwrap();
+    let c = parse(&format!(
+        "[portal]\nlogo = {:?}\n[[upstreams]]\nurl = \"http://127.0.0.1:3000\"\n",
+        logo.display().to_string()
+    ))
+    .unwrap();
+    let got = c.portal.logo.unwrap();
+    assert_eq!(got.content_type, "image/svg+xml");
+    assert!(got.bytes.starts_with(b"<svg"));
+
+    let missing = dir.path().join("none.png");
+    let text = dir.path().join("logo.txt");
+    std::fs::write(&text, "x").unwrap();
+    for path in [missing, text] {
+        let errs = parse(&format!(
+            "[portal]\nlogo = {:?}\n[[upstreams]]\nurl = \"http://127.0.0.1:3000\"\n",
+            path.display().to_string()
+        ))
+        .unwrap_err();
+        assert_eq!(keys(&errs), vec!["portal.logo"], "{}", path.display());
+    }
+}

@@ -371,6 +371,11 @@ fn portal(raw: &RawPortal, errors: &mut ConfigErrors) -> PortalConfig {
             DEFAULT_PREFIX.to_string()
         },
         title: raw.title.clone().unwrap_or_else(|| "Stepgate".to_string()),
+        logo: raw.logo.as_deref().and_then(|path| logo(path, errors)),
+        accent: raw
+            .accent
+            .as_deref()
+            .and_then(|value| accent(value, errors)),
     }
 }
 
@@ -432,6 +437,80 @@ fn portal_and_cookie_domains(
             ),
         );
     }
+}
+
+/// Largest logo file accepted: it is kept in memory and sent with every page view.
+pub const MAX_LOGO_BYTES: u64 = 512 * 1024;
+
+fn logo(path: &std::path::Path, errors: &mut ConfigErrors) -> Option<super::Logo> {
+    const KEY: &str = "portal.logo";
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let content_type = match ext.as_deref() {
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("gif") => "image/gif",
+        Some("webp") => "image/webp",
+        Some("svg") => "image/svg+xml",
+        Some("ico") => "image/x-icon",
+        _ => {
+            errors.push(
+                KEY,
+                format!(
+                    "{}: the file name must end in .png, .jpg, .jpeg, .gif, .webp, .svg or .ico",
+                    path.display()
+                ),
+            );
+            return None;
+        }
+    };
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() > MAX_LOGO_BYTES => {
+            errors.push(
+                KEY,
+                format!("{} is larger than {MAX_LOGO_BYTES} bytes", path.display()),
+            );
+            return None;
+        }
+        _ => {}
+    }
+    match std::fs::read(path) {
+        Ok(bytes) if bytes.is_empty() => {
+            errors.push(KEY, format!("{} is empty", path.display()));
+            None
+        }
+        Ok(bytes) => Some(super::Logo::new(bytes, content_type)),
+        Err(e) => {
+            errors.push(KEY, format!("cannot read {}: {e}", path.display()));
+            None
+        }
+    }
+}
+
+/// `#rgb` or `#rrggbb` -> `#rrggbb` in lower case. Nothing else reaches the generated CSS.
+fn accent(value: &str, errors: &mut ConfigErrors) -> Option<String> {
+    let hex = value.strip_prefix('#').unwrap_or("");
+    let valid = matches!(hex.len(), 3 | 6) && hex.bytes().all(|b| b.is_ascii_hexdigit());
+    if !valid {
+        errors.push(
+            "portal.accent",
+            format!("{value:?} must be a colour written #rgb or #rrggbb"),
+        );
+        return None;
+    }
+    let hex = hex.to_ascii_lowercase();
+    Some(if hex.len() == 3 {
+        hex.chars()
+            .flat_map(|c| [c, c])
+            .fold(String::from("#"), |mut s, c| {
+                s.push(c);
+                s
+            })
+    } else {
+        format!("#{hex}")
+    })
 }
 
 fn log(raw: &RawLog, errors: &mut ConfigErrors) -> LogConfig {

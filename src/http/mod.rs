@@ -42,9 +42,21 @@ impl ConnInfo {
 /// Entry point for every request. Never fails: errors become responses here, and only here.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
     let format = negotiate::preferred(req.headers());
+    // Error pages speak the request's language; those of the portal offer the other one.
+    let lang = crate::portal::i18n::negotiate(req.headers(), req.uri().query());
+    let switch_query = (matches!(*req.method(), http::Method::GET | http::Method::HEAD)
+        && crate::portal::owns(&app.config.portal.prefix, req.uri().path()))
+    .then(|| req.uri().query().unwrap_or("").to_string());
     match dispatch(&app, req, conn).await {
         Ok(resp) => resp,
-        Err(err) => error_response(&err, format, &app.config.portal),
+        Err(err) => {
+            let frame = crate::portal::render::Frame::new(
+                &app.config.portal,
+                lang,
+                switch_query.as_deref(),
+            );
+            error_response(&err, format, &frame)
+        }
     }
 }
 

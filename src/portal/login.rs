@@ -5,6 +5,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
+use super::render::Frame;
 use super::{Ctx, form, render};
 use crate::auth::audit::{self, AuditEvent, AuditKind};
 use crate::auth::factors::Method;
@@ -37,14 +38,14 @@ struct LoginForm {
 #[derive(Template)]
 #[template(path = "login.html")]
 struct LoginPage<'a> {
-    product: &'a str,
-    prefix: &'a str,
+    f: &'a Frame,
     rd: &'a str,
     username: &'a str,
     error: Option<&'a str>,
 }
 
-const INVALID_CREDENTIALS: &str = "Incorrect username or password.";
+/// Catalogue key of the one answer to a wrong username or password.
+const INVALID_CREDENTIALS: &str = "login.invalid";
 
 /// A validated return target: a same-origin path, or an https URL inside the allowed redirect
 /// domains or the session cookie domains (the applications a login covers).
@@ -90,8 +91,7 @@ fn login_page(
     render::page(
         status,
         &LoginPage {
-            product: ctx.product(),
-            prefix: ctx.prefix(),
+            f: &ctx.frame,
             rd,
             username,
             error,
@@ -170,14 +170,14 @@ pub async fn submit(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Bo
             return match ctx.format {
                 Format::Json => Ok(render::json(
                     StatusCode::UNAUTHORIZED,
-                    serde_json::json!({ "error": "invalid_credentials", "message": INVALID_CREDENTIALS }),
+                    serde_json::json!({ "error": "invalid_credentials", "message": ctx.t.get(INVALID_CREDENTIALS) }),
                 )),
                 Format::Html => login_page(
                     ctx,
                     StatusCode::UNAUTHORIZED,
                     &rd,
                     &attempted,
-                    Some(INVALID_CREDENTIALS),
+                    Some(ctx.t.get(INVALID_CREDENTIALS)),
                 ),
             };
         }

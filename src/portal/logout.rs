@@ -4,6 +4,7 @@ use askama::Template;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use super::render::Frame;
 use super::{Ctx, render};
 use crate::auth::audit::{self, AuditEvent, AuditKind};
 use crate::error::Error;
@@ -15,8 +16,7 @@ use crate::http::negotiate::Format;
 #[derive(Template)]
 #[template(path = "logout.html")]
 struct LogoutPage<'a> {
-    product: &'a str,
-    prefix: &'a str,
+    f: &'a Frame,
     signed_in: bool,
     username: &'a str,
 }
@@ -31,8 +31,7 @@ pub fn page(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Body>, Er
         Format::Html => render::page(
             StatusCode::OK,
             &LogoutPage {
-                product: ctx.product(),
-                prefix: ctx.prefix(),
+                f: &ctx.frame,
                 signed_in: identity.is_some(),
                 username: identity
                     .as_ref()

@@ -13,15 +13,21 @@
 //! | `GET  /static/*` | embedded stylesheet and scripts |
 //! | `GET  /authz/auth-request` | forward-auth for nginx `auth_request` (see [`authz`]) |
 //! | `GET  /authz/forward-auth` | forward-auth for Traefik and Caddy (see [`authz`]) |
+//! | `POST /settings/sessions/revoke-others` | signs out the user's other sessions |
+//! | `GET  /static/*` | embedded stylesheet and script (content-hashed), theme, logo |
+//!
+//! Pages speak the request's language ([`i18n`]); `?lang=` also sets the language cookie.
 
 mod assets;
 pub mod authz;
 mod form;
+pub mod i18n;
 mod login;
 mod logout;
 mod origin;
 pub mod render;
 mod session_api;
+mod sessions;
 mod settings;
 mod verify;
 
@@ -39,6 +45,7 @@ use crate::http::body::{self, Body};
 use crate::http::negotiate::{self, Format};
 use crate::notify::Lang;
 use crate::proxy::headers::request_host;
+use i18n::Tr;
 
 /// Is `path` the prefix itself or below it?
 pub fn owns(prefix: &str, path: &str) -> bool {
@@ -55,8 +62,12 @@ pub struct Ctx<'a> {
     pub app: &'a App,
     /// The same app, for work handed to the blocking pool.
     pub arc: &'a Arc<App>,
-    /// The language for messages sent on the user's behalf (email, SMS).
+    /// The language of pages and of messages sent on the user's behalf (email, SMS).
     pub lang: Lang,
+    /// Its texts.
+    pub t: Tr,
+    /// The page layout every HTML answer is drawn in.
+    pub frame: render::Frame,
     pub conn: ConnInfo,
     pub client_ip: IpAddr,
     pub format: Format,
@@ -83,10 +94,21 @@ pub async fn handle(
 ) -> Result<Response<Body>, Error> {
     let prefix = app.config.portal.prefix.as_str();
     let sub = path.strip_prefix(prefix).unwrap_or("").to_string();
+    let query = req.uri().query();
+    let lang = i18n::negotiate(req.headers(), query);
+    let chosen = i18n::from_query(query);
+    let is_get = matches!(*req.method(), Method::GET | Method::HEAD);
+    let frame = render::Frame::new(
+        &app.config.portal,
+        lang,
+        is_get.then(|| query.unwrap_or("")),
+    );
     let ctx = Ctx {
         app,
         arc: app,
-        lang: language(req.headers()),
+        lang,
+        t: Tr::new(lang),
+        frame,
         conn,
         client_ip,
         format: negotiate::preferred(req.headers()),
@@ -96,37 +118,56 @@ pub async fn handle(
     if method == Method::POST {
         origin::check_same_origin(req.headers(), conn.proto(), ctx.host.as_deref())?;
     }
-    match (method, sub.as_str()) {
+    let mut resp = route(&ctx, req, method, &sub).await?;
+    // A language picked with `?lang=` is remembered.
+    if let Some(lang) = chosen {
+        render::set_cookie(&mut resp, &i18n::lang_cookie(lang, conn.tls))?;
+    }
+    Ok(resp)
+}
+
+async fn route(
+    ctx: &Ctx<'_>,
+    req: Request<Incoming>,
+    method: Method,
+    sub: &str,
+) -> Result<Response<Body>, Error> {
+    match (method, sub) {
         (Method::GET | Method::HEAD, "/healthz") => Ok(healthz()),
-        (Method::GET | Method::HEAD, "/login") => login::page(&ctx, &req),
-        (Method::POST, "/login") => login::submit(&ctx, req).await,
-        (Method::GET | Method::HEAD, "/logout") => logout::page(&ctx, &req),
-        (Method::POST, "/logout") => logout::submit(&ctx, &req).await,
-        (Method::GET | Method::HEAD, "/api/session") => session_api::get(&ctx, &req).await,
-        (Method::GET | Method::HEAD, "/verify") => verify::page(&ctx, &req).await,
-        (Method::POST, "/verify") => verify::submit(&ctx, req).await,
-        (Method::POST, "/verify/send") => verify::send(&ctx, req).await,
-        (Method::GET | Method::HEAD, "/settings") => settings::page(&ctx, &req).await,
-        (Method::POST, "/settings/totp/begin") => settings::totp_begin(&ctx, req).await,
-        (Method::POST, "/settings/totp/confirm") => settings::totp_confirm(&ctx, req).await,
+        (Method::GET | Method::HEAD, "/login") => login::page(ctx, &req),
+        (Method::POST, "/login") => login::submit(ctx, req).await,
+        (Method::GET | Method::HEAD, "/logout") => logout::page(ctx, &req),
+        (Method::POST, "/logout") => logout::submit(ctx, &req).await,
+        (Method::GET | Method::HEAD, "/api/session") => session_api::get(ctx, &req).await,
+        (Method::GET | Method::HEAD, "/verify") => verify::page(ctx, &req).await,
+        (Method::POST, "/verify") => verify::submit(ctx, req).await,
+        (Method::POST, "/verify/send") => verify::send(ctx, req).await,
+        (Method::GET | Method::HEAD, "/settings") => settings::page(ctx, &req).await,
+        (Method::POST, "/settings/totp/begin") => settings::totp_begin(ctx, req).await,
+        (Method::POST, "/settings/totp/confirm") => settings::totp_confirm(ctx, req).await,
         (Method::POST, "/settings/backup-codes/regenerate") => {
-            settings::regenerate_backup(&ctx, req).await
+            settings::regenerate_backup(ctx, req).await
         }
         (Method::POST, "/settings/email-verification") => {
-            settings::email_verification(&ctx, req).await
+            settings::email_verification(ctx, req).await
         }
-        (Method::POST, "/settings/phone") => settings::phone(&ctx, req).await,
-        (Method::POST, "/settings/phone/confirm") => settings::phone_confirm(&ctx, req).await,
-        (Method::POST, "/settings/preferred-method") => settings::preferred_method(&ctx, req).await,
-        (Method::POST, "/settings/2fa/disable") => settings::disable(&ctx, req).await,
-        (Method::POST, "/settings/password") => settings::change_password(&ctx, req).await,
+        (Method::POST, "/settings/phone") => settings::phone(ctx, req).await,
+        (Method::POST, "/settings/phone/confirm") => settings::phone_confirm(ctx, req).await,
+        (Method::POST, "/settings/preferred-method") => settings::preferred_method(ctx, req).await,
+        (Method::POST, "/settings/2fa/disable") => settings::disable(ctx, req).await,
+        (Method::POST, "/settings/password") => settings::change_password(ctx, req).await,
+        (Method::POST, "/settings/sessions/revoke-others") => {
+            sessions::revoke_others(ctx, req).await
+        }
+        (Method::GET | Method::HEAD, s) if s.starts_with("/static/") => {
+            assets::serve(&s[8..], &ctx.app.config.portal)
+        }
         (Method::GET | Method::HEAD, "/authz/auth-request") => {
-            authz::handle(&ctx, req.headers(), authz::Front::AuthRequest).await
+            authz::handle(ctx, req.headers(), authz::Front::AuthRequest).await
         }
         (Method::GET | Method::HEAD, "/authz/forward-auth") => {
-            authz::handle(&ctx, req.headers(), authz::Front::ForwardAuth).await
+            authz::handle(ctx, req.headers(), authz::Front::ForwardAuth).await
         }
-        (Method::GET | Method::HEAD, s) if s.starts_with("/static/") => assets::serve(&s[8..]),
         (
             _,
             "/healthz"
@@ -148,16 +189,6 @@ fn healthz() -> Response<Body> {
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
-}
-
-/// The language of the request: the first `Accept-Language` entry we speak.
-pub fn language(headers: &http::HeaderMap) -> Lang {
-    headers
-        .get(http::header::ACCEPT_LANGUAGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .map(|tag| Lang::from_tag(tag.split(';').next().unwrap_or("").trim()))
-        .unwrap_or(Lang::En)
 }
 
 /// `{prefix}/login?rd=<target>`: where a challenged browser is sent.

@@ -1,5 +1,6 @@
 //! Rendering portal answers: HTML pages (askama, auto-escaped) or JSON, always with the
-//! gateway's security headers.
+//! gateway's security headers. Every page is drawn inside the same [`Frame`]: language,
+//! product title, logo, stylesheets and the language switcher.
 
 use askama::Template;
 use http::header::{
@@ -8,8 +9,77 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
+use super::assets;
+use super::i18n::{self, Tr};
+use crate::config::PortalConfig;
 use crate::error::Error;
 use crate::http::body::{self, Body};
+use crate::notify::Lang;
+
+/// A link to the same page in another language.
+#[derive(Debug, Clone)]
+pub struct LangLink {
+    pub tag: &'static str,
+    pub name: &'static str,
+    /// A query-only reference (`?lang=fr&rd=...`): it stays on the current path.
+    pub href: String,
+    pub current: bool,
+}
+
+/// What the page layout (`base.html`) needs, the same for every page of a request.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub t: Tr,
+    pub product: String,
+    pub prefix: String,
+    pub stylesheet: String,
+    pub script: String,
+    pub theme: Option<String>,
+    pub logo: Option<String>,
+    /// Empty when the page answers a POST (following a link would not repeat it).
+    pub languages: Vec<LangLink>,
+}
+
+impl Frame {
+    /// `query`: the request's query when it was a GET or HEAD (the switcher keeps its other
+    /// parameters), `None` otherwise (no switcher).
+    pub fn new(portal: &PortalConfig, lang: Lang, query: Option<&str>) -> Frame {
+        let languages = match query {
+            Some(query) => i18n::LANGS
+                .into_iter()
+                .map(|l| LangLink {
+                    tag: l.tag(),
+                    name: Tr::new(l).get("lang.name"),
+                    href: switch_href(query, l),
+                    current: l == lang,
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        Frame {
+            t: Tr::new(lang),
+            product: portal.title.clone(),
+            prefix: portal.prefix.clone(),
+            stylesheet: assets::stylesheet_url(&portal.prefix),
+            script: assets::script_url(&portal.prefix),
+            theme: assets::theme_url(portal),
+            logo: assets::logo_url(portal),
+            languages,
+        }
+    }
+}
+
+/// `?<query without lang>&lang=<tag>`.
+fn switch_href(query: &str, lang: Lang) -> String {
+    let mut out = url::form_urlencoded::Serializer::for_suffix(String::from("?"), 1);
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        if k != "lang" {
+            out.append_pair(&k, &v);
+        }
+    }
+    out.append_pair("lang", lang.tag());
+    out.finish()
+}
 
 /// Sent on every portal answer: no framing, no inline script, no referrer, no sniffing.
 pub fn security_headers(h: &mut HeaderMap) {
@@ -71,4 +141,41 @@ pub fn set_cookie(resp: &mut Response<Body>, cookie: &str) -> Result<(), Error> 
         .map_err(|_| Error::Internal("cookie is not a valid header".into()))?;
     resp.headers_mut().append(SET_COOKIE, value);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn portal() -> PortalConfig {
+        PortalConfig {
+            url: None,
+            prefix: "/.stepgate".into(),
+            title: "Stepgate".into(),
+            logo: None,
+            accent: None,
+        }
+    }
+
+    #[test]
+    fn language_links_keep_the_query_and_stay_on_the_page() {
+        let f = Frame::new(&portal(), Lang::En, Some("rd=%2Fapp%3Fx%3D1&lang=en"));
+        let fr = f.languages.iter().find(|l| l.tag == "fr").unwrap();
+        assert_eq!(fr.href, "?rd=%2Fapp%3Fx%3D1&lang=fr");
+        assert!(!fr.current);
+        assert!(f.languages.iter().any(|l| l.tag == "en" && l.current));
+    }
+
+    #[test]
+    fn answers_to_a_post_have_no_language_links() {
+        assert!(Frame::new(&portal(), Lang::Fr, None).languages.is_empty());
+    }
+
+    #[test]
+    fn asset_links_are_hashed() {
+        let f = Frame::new(&portal(), Lang::En, Some(""));
+        assert!(f.stylesheet.starts_with("/.stepgate/static/stepgate."));
+        assert_ne!(f.stylesheet, "/.stepgate/static/stepgate.css");
+        assert!(f.theme.is_none() && f.logo.is_none());
+    }
 }

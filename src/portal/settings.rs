@@ -7,6 +7,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
+use super::render::Frame;
 use super::verify::{blocking, factor_error, summary};
 use super::{Ctx, form, render};
 use crate::auth::audit::{self, AuditEvent, AuditKind};
@@ -25,13 +26,16 @@ use crate::notify::Notice;
 #[derive(Template)]
 #[template(path = "settings.html")]
 struct SettingsPage<'a> {
-    product: &'a str,
-    prefix: &'a str,
+    f: &'a Frame,
     rd: &'a str,
     username: &'a str,
     state: &'a str,
     state_label: &'a str,
-    methods: Vec<(&'static str, bool)>,
+    /// `mfa.required` applies and no factor is set up yet.
+    must_enrol: bool,
+    methods: Vec<MethodRow>,
+    /// Methods that can be preferred (a backup code is never asked first).
+    preferable: usize,
     totp: bool,
     enrolled_at: Option<String>,
     backup_remaining: usize,
@@ -42,18 +46,37 @@ struct SettingsPage<'a> {
     phone_verified: bool,
     needs_email_code: bool,
     min_password: usize,
+    sessions: Vec<super::sessions::SessionRow>,
     notice: Option<&'a str>,
     error: Option<&'a str>,
+}
+
+/// A second-factor method as the settings page lists it.
+struct MethodRow {
+    value: &'static str,
+    label: &'static str,
+    preferred: bool,
+}
+
+/// Catalogue key of the name of a method.
+fn method_name(m: Method) -> &'static str {
+    match m {
+        Method::Totp => "method.totp",
+        Method::Email => "method.email",
+        Method::Sms => "method.sms",
+        Method::Backup => "method.backup",
+    }
 }
 
 #[derive(Template)]
 #[template(path = "totp_enrol.html")]
 struct TotpPage<'a> {
-    product: &'a str,
-    prefix: &'a str,
+    f: &'a Frame,
     rd: &'a str,
     qr_base64: String,
     secret: &'a str,
+    /// The secret in groups of four, easier to type.
+    secret_grouped: String,
     otpauth_uri: &'a str,
     error: Option<&'a str>,
 }
@@ -61,10 +84,12 @@ struct TotpPage<'a> {
 #[derive(Template)]
 #[template(path = "backup_codes.html")]
 struct BackupCodesPage<'a> {
-    product: &'a str,
-    prefix: &'a str,
+    f: &'a Frame,
     codes: &'a [String],
+    /// The codes, one a line, for the copy button.
+    codes_text: &'a str,
     download: String,
+    file_name: String,
     continue_to: &'a str,
     notice: Option<&'a str>,
 }
@@ -75,15 +100,17 @@ struct SettingsQuery {
     notice: Option<String>,
 }
 
-/// Messages a redirect back to the settings page may show (by key, never reflected text).
+/// Messages a redirect back to the settings page may show (by key, never reflected text):
+/// the catalogue key of each.
 fn notice_text(key: &str) -> Option<&'static str> {
     Some(match key {
-        "saved" => "Your changes were saved.",
-        "password" => "Your password was changed. Other sessions were signed out.",
-        "disabled" => "Two-step verification is off. All second factors were deleted.",
-        "phone_sent" => "We sent a code to your phone. Enter it below to confirm the number.",
-        "phone_confirmed" => "Your phone number is confirmed.",
-        "email_sent" => "We sent a code to your email address.",
+        "saved" => "settings.saved",
+        "password" => "settings.password_changed",
+        "disabled" => "settings.disabled",
+        "phone_sent" => "settings.phone_sent",
+        "phone_confirmed" => "settings.phone_confirmed",
+        "email_sent" => "settings.email_sent",
+        "sessions_revoked" => "settings.sessions_revoked",
         _ => return None,
     })
 }
@@ -190,11 +217,12 @@ fn audit_change(ctx: &Ctx<'_>, user: &User, kind: AuditKind, detail: &str) {
     );
 }
 
+/// Catalogue key of the 2FA state badge.
 fn state_label(state: TwoFactorState) -> &'static str {
     match state {
-        TwoFactorState::NotEnabled => "Not enabled",
-        TwoFactorState::Enabled => "Enabled",
-        TwoFactorState::Expired => "Expired",
+        TwoFactorState::NotEnabled => "settings.state_not_enabled",
+        TwoFactorState::Enabled => "settings.state_enabled",
+        TwoFactorState::Expired => "settings.state_expired",
     }
 }
 
@@ -221,21 +249,30 @@ pub async fn page(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Bod
             serde_json::json!({ "two_factor": two_factor_json(&summary) }),
         ));
     }
-    let preferred = summary.preferred.map(Method::as_str).unwrap_or("");
+    let sessions = super::sessions::list(ctx, &identity).await?;
     let page = SettingsPage {
-        product: ctx.product(),
-        prefix: ctx.prefix(),
+        f: &ctx.frame,
         rd: &rd,
         username: user.username.as_str(),
         state: summary.state.as_str(),
-        state_label: state_label(summary.state),
+        state_label: ctx.t.get(state_label(summary.state)),
+        must_enrol: summary.methods.is_empty() && ctx.app.config.mfa.is_required_for(user),
         methods: summary
             .methods
             .iter()
-            .map(|m| (m.as_str(), m.as_str() == preferred))
+            .map(|&m| MethodRow {
+                value: m.as_str(),
+                label: ctx.t.get(method_name(m)),
+                preferred: summary.preferred == Some(m),
+            })
             .collect(),
+        preferable: summary
+            .methods
+            .iter()
+            .filter(|m| **m != Method::Backup)
+            .count(),
         totp: summary.totp,
-        enrolled_at: summary.enrolled_at.map(|t| t.to_rfc3339()),
+        enrolled_at: summary.enrolled_at.map(super::sessions::display_time),
         backup_remaining: summary.backup_codes_remaining,
         has_email: user.email.is_some() && ctx.app.notifier.email_enabled(),
         email_verification: summary.email_verification,
@@ -244,10 +281,25 @@ pub async fn page(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Bod
         phone_verified: summary.phone_verified,
         needs_email_code: needs_email_code(ctx, user, &summary),
         min_password: ctx.app.config.password.policy.min_length,
-        notice: query.notice.as_deref().and_then(notice_text),
+        sessions,
+        notice: query
+            .notice
+            .as_deref()
+            .and_then(notice_text)
+            .map(|key| ctx.t.get(key)),
         error: None,
     };
     render::page(StatusCode::OK, &page)
+}
+
+/// `ABCD EFGH IJKL ...`: a base32 secret in groups of four characters.
+fn group_by_four(secret: &str) -> String {
+    secret
+        .as_bytes()
+        .chunks(4)
+        .filter_map(|c| std::str::from_utf8(c).ok())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `two_factor` object of the session API and settings JSON.
@@ -303,11 +355,11 @@ pub async fn totp_begin(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Respons
         Format::Html => render::page(
             StatusCode::OK,
             &TotpPage {
-                product: ctx.product(),
-                prefix: ctx.prefix(),
+                f: &ctx.frame,
                 rd: &rd,
                 qr_base64: base64::engine::general_purpose::STANDARD.encode(&enrolment.qr_svg),
                 secret: &enrolment.secret_base32,
+                secret_grouped: group_by_four(&enrolment.secret_base32),
                 otpauth_uri: &enrolment.otpauth_uri,
                 error: None,
             },
@@ -359,12 +411,8 @@ pub async fn totp_confirm(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Respo
     } else {
         rd.clone()
     };
-    let mut resp = backup_codes_response(
-        ctx,
-        &codes,
-        &continue_to,
-        Some("Two-step verification is on."),
-    )?;
+    let mut resp =
+        backup_codes_response(ctx, &codes, &continue_to, Some(ctx.t.get("backup.enabled")))?;
     if let Some((id, session)) = rotated {
         let settings = &ctx.app.config.session;
         let max_age = session.remember_me.then_some(settings.settings.remember_me);
@@ -401,10 +449,11 @@ fn backup_codes_response(
             render::page(
                 StatusCode::OK,
                 &BackupCodesPage {
-                    product: ctx.product(),
-                    prefix: ctx.prefix(),
+                    f: &ctx.frame,
                     codes,
+                    codes_text: text.trim_end(),
                     download,
+                    file_name: format!("{}-{}", ctx.product(), ctx.t.get("backup.file_name")),
                     continue_to,
                     notice,
                 },
@@ -651,4 +700,49 @@ pub async fn change_password(
         ),
     )?;
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::portal::i18n::{LANGS, has_key};
+
+    #[test]
+    fn every_settings_text_is_in_every_catalogue() {
+        let mut keys: Vec<&str> = Method::ALL.into_iter().map(method_name).collect();
+        keys.extend(
+            [
+                TwoFactorState::NotEnabled,
+                TwoFactorState::Enabled,
+                TwoFactorState::Expired,
+            ]
+            .map(state_label),
+        );
+        for notice in [
+            "saved",
+            "password",
+            "disabled",
+            "phone_sent",
+            "phone_confirmed",
+            "email_sent",
+            "sessions_revoked",
+        ] {
+            keys.push(notice_text(notice).unwrap_or("missing notice"));
+        }
+        for key in keys {
+            for lang in LANGS {
+                assert!(has_key(lang, key), "{key} ({})", lang.tag());
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_notices_are_not_reflected() {
+        assert_eq!(notice_text("<script>"), None);
+    }
+
+    #[test]
+    fn secrets_are_grouped_for_typing() {
+        assert_eq!(group_by_four("ABCDEFGHIJ"), "ABCD EFGH IJ");
+    }
 }

@@ -8,6 +8,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
+use super::render::Frame;
 use super::{Ctx, form, render};
 use crate::app::App;
 use crate::auth::audit::{self, AuditEvent, AuditKind};
@@ -57,8 +58,7 @@ const PASSWORD: &str = "password";
 #[derive(Template)]
 #[template(path = "reauth.html")]
 struct ReauthPage<'a> {
-    product: &'a str,
-    prefix: &'a str,
+    f: &'a Frame,
     rd: &'a str,
     username: &'a str,
     error: Option<&'a str>,
@@ -79,8 +79,7 @@ fn reauth_page(
         Format::Html => render::page(
             status,
             &ReauthPage {
-                product: ctx.product(),
-                prefix: ctx.prefix(),
+                f: &ctx.frame,
                 rd,
                 username: identity.user.username.as_str(),
                 error,
@@ -118,7 +117,7 @@ async fn reauth_submit(
             identity,
             rd,
             StatusCode::UNAUTHORIZED,
-            Some("The password is not right."),
+            Some(ctx.t.get("reauth.wrong")),
         );
     }
     let key = identity.session.key;
@@ -204,8 +203,7 @@ fn finish(
         (Format::Html, Some(form)) => render::page(
             StatusCode::OK,
             &ContinuePage {
-                product: ctx.product(),
-                prefix: ctx.prefix(),
+                f: &ctx.frame,
                 action: &form.path_and_query,
                 id: &form.id,
             },
@@ -223,8 +221,7 @@ fn finish(
 #[derive(Template)]
 #[template(path = "continue.html")]
 struct ContinuePage<'a> {
-    product: &'a str,
-    prefix: &'a str,
+    f: &'a Frame,
     action: &'a str,
     id: &'a str,
 }
@@ -232,8 +229,7 @@ struct ContinuePage<'a> {
 #[derive(Template)]
 #[template(path = "verify.html")]
 struct VerifyPage<'a> {
-    product: &'a str,
-    prefix: &'a str,
+    f: &'a Frame,
     rd: &'a str,
     rd_encoded: &'a str,
     method: &'a str,
@@ -245,21 +241,23 @@ struct VerifyPage<'a> {
     error: Option<&'a str>,
 }
 
+/// Catalogue key of the link that switches to `m`.
 fn method_label(m: Method) -> &'static str {
     match m {
-        Method::Totp => "Use your authenticator app",
-        Method::Email => "Get a code by email",
-        Method::Sms => "Get a code by text message",
-        Method::Backup => "Use a backup code",
+        Method::Totp => "method.totp_switch",
+        Method::Email => "method.email_switch",
+        Method::Sms => "method.sms_switch",
+        Method::Backup => "method.backup_switch",
     }
 }
 
+/// Catalogue key of the label of the code field for `m`.
 fn prompt(m: Method) -> &'static str {
     match m {
-        Method::Totp => "6-digit code from your authenticator app",
-        Method::Email => "Code from the email we sent you",
-        Method::Sms => "Code from the text message we sent you",
-        Method::Backup => "One of your backup codes",
+        Method::Totp => "method.totp_prompt",
+        Method::Email => "method.email_prompt",
+        Method::Sms => "method.sms_prompt",
+        Method::Backup => "method.backup_prompt",
     }
 }
 
@@ -437,21 +435,20 @@ fn verify_page(
         .iter()
         .copied()
         .filter(|m| *m != method)
-        .map(|m| (m.as_str(), method_label(m)))
+        .map(|m| (m.as_str(), ctx.t.get(method_label(m))))
         .collect();
     let step_up = identity.session.auth_level != AuthLevel::AwaitSecondFactor;
     render::page(
         status,
         &VerifyPage {
-            product: ctx.product(),
-            prefix: ctx.prefix(),
+            f: &ctx.frame,
             rd,
             rd_encoded: &rd_encoded,
             method: method.as_str(),
-            prompt: prompt(method),
+            prompt: ctx.t.get(prompt(method)),
             others,
             step_up,
-            reason: "This page needs a recent second-factor check.",
+            reason: ctx.t.get("verify.reason"),
             notice,
             error,
         },
@@ -508,7 +505,7 @@ pub async fn send(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body
             method,
             &rd,
             StatusCode::OK,
-            Some("We sent you a code. It is valid for 10 minutes."),
+            Some(ctx.t.get("verify.sent")),
             None,
         ),
     }
@@ -616,14 +613,12 @@ async fn fail(
     if count_failure(ctx, identity, method.as_str()).await? {
         return ended_for_failures(ctx, rd);
     }
-    let message = match error {
-        FactorError::Replayed => "This code was already used. Wait for the next one.",
-        FactorError::Expired => "This code has expired. Ask for a new one.",
-        FactorError::TooManyAttempts | FactorError::NoCode => {
-            "This code can no longer be used. Ask for a new one."
-        }
-        _ => "That code is not right. Check it and try again.",
-    };
+    let message = ctx.t.get(match error {
+        FactorError::Replayed => "verify.replayed",
+        FactorError::Expired => "verify.expired",
+        FactorError::TooManyAttempts | FactorError::NoCode => "verify.unusable",
+        _ => "verify.invalid",
+    });
     match ctx.format {
         Format::Json => Ok(render::json(
             StatusCode::UNAUTHORIZED,
@@ -644,4 +639,21 @@ async fn fail(
 
 pub fn url(prefix: &str, rd: &str) -> String {
     verify_url(prefix, rd, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::portal::i18n::{LANGS, has_key};
+
+    #[test]
+    fn every_method_has_its_texts_in_every_catalogue() {
+        for m in Method::ALL {
+            for key in [method_label(m), prompt(m)] {
+                for lang in LANGS {
+                    assert!(has_key(lang, key), "{m}: {key} ({})", lang.tag());
+                }
+            }
+        }
+    }
 }
