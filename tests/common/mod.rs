@@ -11,6 +11,7 @@ pub mod gateway;
 pub mod mfa;
 pub mod sms_sink;
 pub mod smtp;
+pub mod stepup;
 
 use std::net::SocketAddr;
 use std::time::Duration;
