@@ -12,6 +12,7 @@ pub mod mfa;
 pub mod proxies;
 pub mod sms_sink;
 pub mod smtp;
+pub mod stepup;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,0 +1,180 @@
+//! Path tricks never skip step-up: rules see the canonical path, so every spelling of
+//! `/settings` is challenged (or refused as ambiguous), and nothing reaches the upstream.
+//!
+//! Case is the one thing canonicalisation keeps: `/Settings` is a different path. A
+//! case-sensitive rule (`^/settings`) does not match it, so it gets the default policy and the
+//! upstream receives `/Settings` as is; a rule written `(?i)^/settings` catches it.
+
+mod common;
+
+use common::auth::{BROWSER_ACCEPT, raw_status};
+use common::mfa::Rig;
+use common::stepup::{SETTINGS_STEP_UP, SIX_MINUTES, fresh_totp_user};
+use common::{raw_exchange, send_raw_path};
+
+/// Spellings of `/settings` (or of a path below it) that canonicalise to it: each is answered
+/// with step-up (401) and the canonical path as `rd`.
+const SETTINGS_SPELLINGS: [&str; 12] = [
+    "/settings",
+    "/public/../settings",
+    "/public/../settings/",
+    "//settings",
+    "/./settings",
+    "/%73ettings",
+    "/%73%65%74%74%69%6E%67%73",
+    "/settings/./x",
+    "/settings/x/..",
+    "/public/%2e%2e/settings",
+    "/public/%2E%2E/settings",
+    "///settings//x",
+];
+
+#[tokio::test]
+async fn rejects_path_normalisation_tricks_that_would_skip_step_up() {
+    let rig = Rig::start(SETTINGS_STEP_UP).await;
+    let alice = fresh_totp_user(&rig, "alice").await;
+    rig.advance(SIX_MINUTES);
+    let addr = rig.gw.addr();
+    // The control: a path the rule does not cover is forwarded.
+    let resp = send_raw_path(
+        addr,
+        "GET",
+        "/public/x",
+        &[("cookie", &alice.cookie), ("accept", "application/json")],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let forwarded = rig.upstream.requests();
+
+    for path in SETTINGS_SPELLINGS {
+        for method in ["GET", "POST", "DELETE"] {
+            let resp = send_raw_path(
+                addr,
+                method,
+                path,
+                &[("cookie", &alice.cookie), ("accept", "application/json")],
+            )
+            .await;
+            let status = resp.status().as_u16();
+            let body = String::from_utf8_lossy(resp.body()).into_owned();
+            assert_eq!(status, 401, "{method} {path}: {body}");
+            let body: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+            assert_eq!(body["error"], "step_up_required", "{method} {path}: {body}");
+            let verify = body["verify_url"].as_str().expect("verify_url");
+            assert!(
+                verify.starts_with("/.stepgate/verify?rd=%2Fsettings"),
+                "rd is the canonical path: {method} {path}: {verify}"
+            );
+        }
+        // A browser is sent to verify with the canonical path as rd.
+        let resp = send_raw_path(
+            addr,
+            "GET",
+            path,
+            &[("cookie", &alice.cookie), ("accept", BROWSER_ACCEPT)],
+        )
+        .await;
+        assert_eq!(resp.status(), 302, "browser {path}");
+        let verify = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert!(
+            verify.starts_with("/.stepgate/verify?rd=%2Fsettings"),
+            "browser {path}: {verify}"
+        );
+    }
+    assert_eq!(
+        rig.upstream.requests(),
+        forwarded,
+        "no spelling of /settings reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn rejects_encoded_slash_and_backslash_spellings_of_the_step_up_path() {
+    let rig = Rig::start(SETTINGS_STEP_UP).await;
+    let alice = fresh_totp_user(&rig, "alice").await;
+    rig.advance(SIX_MINUTES);
+    let forwarded = rig.upstream.requests();
+    for path in [
+        "/public%2F..%2Fsettings",
+        "/public/..%2Fsettings",
+        "/public/..%5Csettings",
+        "/public\\..\\settings",
+        "/settings%00",
+    ] {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nCookie: {}\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
+            rig.gw.addr(),
+            alice.cookie
+        );
+        let answer = raw_exchange(rig.gw.addr(), request.as_bytes()).await;
+        let status = raw_status(&answer);
+        // Ambiguous paths are refused before any rule is applied.
+        assert_eq!(status, 400, "{path}: {}", String::from_utf8_lossy(&answer));
+    }
+    assert_eq!(rig.upstream.requests(), forwarded);
+}
+
+#[tokio::test]
+async fn case_sensitive_rule_does_not_cover_a_different_case_which_is_forwarded_as_is() {
+    let rig = Rig::start(SETTINGS_STEP_UP).await;
+    let alice = fresh_totp_user(&rig, "alice").await;
+    rig.advance(SIX_MINUTES);
+    let addr = rig.gw.addr();
+    let headers = [
+        ("cookie", alice.cookie.as_str()),
+        ("accept", "application/json"),
+    ];
+
+    assert_eq!(
+        send_raw_path(addr, "GET", "/settings", &headers)
+            .await
+            .status(),
+        401
+    );
+    // `/Settings` is another path for the gateway: the rule does not match, the default
+    // policy (one_factor) applies and the upstream receives the path unchanged. An upstream
+    // that routes case-insensitively must be covered by a `(?i)` rule (next test).
+    for path in ["/Settings", "/SETTINGS/x"] {
+        let resp = send_raw_path(addr, "GET", path, &headers).await;
+        assert_eq!(resp.status(), 200, "{path}");
+        let seen = rig.upstream.last_request().expect("forwarded");
+        assert_eq!(seen.path, path);
+    }
+}
+
+#[tokio::test]
+async fn case_insensitive_rule_catches_every_case_of_the_path() {
+    let config = SETTINGS_STEP_UP.replace("^/settings(/|$)", "(?i)^/settings(/|$)");
+    assert!(config.contains("(?i)"));
+    let rig = Rig::start(&config).await;
+    let alice = fresh_totp_user(&rig, "alice").await;
+    rig.advance(SIX_MINUTES);
+    let addr = rig.gw.addr();
+    let headers = [
+        ("cookie", alice.cookie.as_str()),
+        ("accept", "application/json"),
+    ];
+    let forwarded = rig.upstream.requests();
+    for path in [
+        "/settings",
+        "/Settings",
+        "/SETTINGS/x",
+        "/public/../SeTTings",
+        "/%53ettings",
+    ] {
+        let resp = send_raw_path(addr, "GET", path, &headers).await;
+        assert_eq!(resp.status(), 401, "{path}");
+        let body = String::from_utf8_lossy(resp.body()).into_owned();
+        let body: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(body["error"], "step_up_required", "{path}: {body}");
+    }
+    assert_eq!(rig.upstream.requests(), forwarded);
+    // And the window, once satisfied, opens every spelling.
+    let cookie = common::stepup::api_verify_totp(&rig, &alice.cookie, &alice.secret).await;
+    let resp = rig.get_app("/Settings", Some(&cookie)).await;
+    assert_eq!(resp.status(), 200);
+}
