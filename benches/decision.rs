@@ -41,6 +41,7 @@ fn hundred_rules() -> AccessPolicy {
         rules.push(rule);
     }
     AccessPolicy {
+        default_step_up: None,
         default_policy: Policy::TwoFactor,
         rules,
     }

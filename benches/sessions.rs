@@ -58,6 +58,7 @@ fn fixture(count: usize) -> Fixture {
                             second_factor_at: Some(NOW),
                             challenge_started_at: None,
                             challenge_failures: 0,
+                            reauth_at: None,
                         };
                         store.put_session(&session).unwrap();
                         if i % every == 0 {

@@ -107,7 +107,7 @@ fn seed(flags: &Flags) -> Result<(), Failure> {
         clock.clone(),
         config.session.settings,
     ));
-    let users = UserDirectory::new(store.clone(), sessions.clone(), clock);
+    let users = UserDirectory::new(store.clone(), sessions.clone(), clock, config.mfa.clone());
     if users.get(&username)?.is_none() {
         users.create(NewUser {
             username: username.clone(),

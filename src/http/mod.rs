@@ -122,7 +122,8 @@ async fn dispatch(
             return Ok(second_factor_challenge(app, req.headers(), &path_and_query));
         }
         Decision::StepUp { identity, step_up } => {
-            return step_up::challenge(app, req, &identity, step_up, &path_and_query).await;
+            return step_up::challenge(app, req, &identity, step_up, &path_and_query, conn.proto())
+                .await;
         }
         Decision::Deny => return Err(Error::Forbidden),
     };
@@ -142,6 +143,10 @@ async fn dispatch(
             host: host.as_deref(),
         },
         protected: &app.protected_headers,
+        hidden_cookies: vec![
+            cookies::session_cookie_name(&config.session, false),
+            cookies::session_cookie_name(&config.session, true),
+        ],
         identity: identity
             .map(|id| identity_headers(&config.identity_headers, &id))
             .unwrap_or_default(),

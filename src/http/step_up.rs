@@ -58,6 +58,7 @@ pub async fn challenge(
     identity: &Identity,
     step_up: StepUp,
     rd: &str,
+    proto: &str,
 ) -> Result<Response<Body>, Error> {
     let summary = summary(app, identity).await?;
     let headers = req.headers();
@@ -93,7 +94,15 @@ pub async fn challenge(
                 "application/x-www-form-urlencoded",
             ));
         let host = super::headers_host(&req);
+        // Only the application's own forms are held: a form posted from another origin (a
+        // sibling subdomain shares the Lax cookie) would otherwise be re-sent as same-origin.
+        let same_origin =
+            crate::portal::origin::check_same_origin(req.headers(), proto, Some(&host)).is_ok();
         let body = read_limited(req.into_body(), MAX_FORM_BYTES).await?;
+        // A Continue post that arrives after its window is not a form to hold in turn.
+        if !same_origin || held_forms::marker_id(&body).is_some() {
+            return crate::portal::render::redirect(StatusCode::SEE_OTHER, &verify);
+        }
         app.held_forms.hold(
             identity.session.key,
             method,

@@ -24,7 +24,7 @@ mod form;
 pub mod i18n;
 mod login;
 mod logout;
-mod origin;
+pub(crate) mod origin;
 pub mod render;
 mod session_api;
 mod sessions;

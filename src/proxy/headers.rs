@@ -151,6 +151,40 @@ pub fn strip_protected(headers: &mut HeaderMap, protected_folded: &[String]) {
     }
 }
 
+/// Removes the gateway's own cookies (the session id) from every `Cookie` header, so the
+/// application never sees a user's session id. Other cookies pass unchanged.
+pub fn strip_cookies(headers: &mut HeaderMap, names: &[&str]) {
+    let values: Vec<HeaderValue> = headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .cloned()
+        .collect();
+    if values.is_empty() {
+        return;
+    }
+    headers.remove(http::header::COOKIE);
+    for value in values {
+        let Ok(text) = value.to_str() else {
+            // Not text: cannot be ours; keep it as it was.
+            headers.append(http::header::COOKIE, value);
+            continue;
+        };
+        let kept: Vec<&str> = text
+            .split(';')
+            .map(str::trim)
+            .filter(|pair| {
+                let name = pair.split_once('=').map_or(*pair, |(n, _)| n).trim();
+                !pair.is_empty() && !names.contains(&name)
+            })
+            .collect();
+        if !kept.is_empty()
+            && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+        {
+            headers.append(http::header::COOKIE, v);
+        }
+    }
+}
+
 /// Folds configured identity header names once, for [`strip_protected`].
 pub fn fold_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     names.into_iter().map(folded).collect()
@@ -256,6 +290,17 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 192.0.2.10");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "public.example");
+    }
+
+    #[test]
+    fn session_cookie_never_reaches_the_upstream() {
+        let mut h = map(&[
+            ("cookie", "app=1; stepgate_session=secret; theme=dark"),
+            ("cookie", "__Host-stepgate_session=secret2"),
+        ]);
+        strip_cookies(&mut h, &["stepgate_session", "__Host-stepgate_session"]);
+        let all: Vec<_> = h.get_all("cookie").iter().collect();
+        assert_eq!(all, vec!["app=1; theme=dark"]);
     }
 
     #[test]
