@@ -19,8 +19,17 @@ pub fn check_same_origin(
     {
         return Err(Error::CrossSite);
     }
+    let same_origin_fetch = headers
+        .get("sec-fetch-site")
+        .is_some_and(|site| site.as_bytes().eq_ignore_ascii_case(b"same-origin"));
     if let Some(origin) = headers.get(ORIGIN) {
         let origin = origin.to_str().map_err(|_| Error::CrossSite)?;
+        // Under `Referrer-Policy: no-referrer` a browser sends `Origin: null` even for its own
+        // forms; it then still says where the request came from in `Sec-Fetch-Site`, which
+        // pages cannot set.
+        if origin == "null" && same_origin_fetch {
+            return Ok(());
+        }
         let Some(host) = host else {
             return Err(Error::CrossSite);
         };
@@ -59,6 +68,24 @@ mod tests {
             assert!(
                 check_same_origin(&h, "https", Some("auth.example.com")).is_err(),
                 "{o}"
+            );
+        }
+    }
+
+    #[test]
+    fn accepts_null_origin_of_own_form_under_no_referrer() {
+        let h = headers(&[("origin", "null"), ("sec-fetch-site", "same-origin")]);
+        assert!(check_same_origin(&h, "http", Some("127.0.0.1:8080")).is_ok());
+    }
+
+    #[test]
+    fn refuses_null_origin_from_another_site() {
+        for site in ["cross-site", "same-site", "none"] {
+            let mut h = headers(&[("origin", "null")]);
+            h.insert("sec-fetch-site", HeaderValue::from_static(site));
+            assert!(
+                check_same_origin(&h, "https", Some("auth.example.com")).is_err(),
+                "{site}"
             );
         }
     }
