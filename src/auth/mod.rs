@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod directory;
 pub mod factors;
+mod hash_memory;
 pub mod password;
 pub mod regulation;
 pub mod session;

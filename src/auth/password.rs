@@ -9,11 +9,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use argon2::password_hash::phc;
-use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
+use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, Version};
 use serde::Deserialize;
+use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 use unicode_normalization::UnicodeNormalization;
+use zeroize::Zeroizing;
 
+use super::hash_memory::MemoryPool;
 use crate::config::{ConfigErrors, key_join};
 
 /// Largest argon2 memory cost accepted, in KiB (1 GiB), from configuration or from a stored hash.
@@ -240,16 +243,67 @@ pub fn hash_blocking(
     Ok(PasswordHash(hash.to_string()))
 }
 
-/// Verifies with the algorithm, version and parameters recorded in `hash`.
-fn verify_blocking(password: &Password, hash: &phc::PasswordHash) -> bool {
-    Argon2::default()
-        .verify_password(password.as_bytes(), hash)
-        .is_ok()
+/// Hashes like [`hash_blocking`], with working memory from `pool`.
+fn hash_pooled(
+    params: HashParams,
+    password: &Password,
+    pool: &MemoryPool,
+) -> Result<PasswordHash, PasswordError> {
+    let failed = |e: &dyn fmt::Display| PasswordError::Hashing(e.to_string());
+    let params = params.to_argon2()?;
+    let salt = argon2::password_hash::try_generate_salt().map_err(|e| failed(&e))?;
+    let mut out = Zeroizing::new([0u8; Params::DEFAULT_OUTPUT_LEN]);
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    argon2
+        .hash_password_into_with_memory(
+            password.as_bytes(),
+            &salt,
+            &mut out[..],
+            pool.lease(params.block_count()).blocks(),
+        )
+        .map_err(|e| failed(&e))?;
+    let hash = phc::PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: phc::ParamsString::try_from(&params).map_err(|e| failed(&e))?,
+        salt: Some(phc::Salt::new(&salt).map_err(|e| failed(&e))?),
+        hash: Some(phc::Output::new(&out[..]).map_err(|e| failed(&e))?),
+    };
+    Ok(PasswordHash(hash.to_string()))
 }
 
-/// The number of CPUs, the default for `password.max_concurrent_hashes`.
+/// Verifies with the algorithm, version and parameters recorded in `hash`, with working memory
+/// from `pool`; the outputs are compared in constant time.
+fn verify_pooled(password: &Password, hash: &phc::PasswordHash, pool: &MemoryPool) -> bool {
+    let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else {
+        return false;
+    };
+    let Ok(params) = Params::try_from(hash) else {
+        return false;
+    };
+    let Ok(algorithm) = hash.algorithm.as_str().parse::<Algorithm>() else {
+        return false;
+    };
+    let version = match hash.version.map(Version::try_from) {
+        None => Version::default(),
+        Some(Ok(version)) => version,
+        Some(Err(_)) => return false,
+    };
+    let mut out = Zeroizing::new(vec![0u8; expected.len()]);
+    let computed = Argon2::new(algorithm, version, params.clone()).hash_password_into_with_memory(
+        password.as_bytes(),
+        salt.as_ref(),
+        &mut out[..],
+        pool.lease(params.block_count()).blocks(),
+    );
+    computed.is_ok() && bool::from(expected.as_bytes().ct_eq(&out[..]))
+}
+
+/// The default for `password.max_concurrent_hashes`: one less than the number of CPUs (at
+/// least one), so that logins never take every CPU from the traffic being proxied.
 pub fn default_max_concurrent() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    cpus.saturating_sub(1).max(1)
 }
 
 /// Counters of the hashing work done through one [`PasswordHasher`] (and its clones).
@@ -295,6 +349,8 @@ struct Inner {
     /// Made with `params` at construction; stands in for an unknown user's hash.
     dummy: phc::PasswordHash,
     counters: Counters,
+    /// Working memory, at most one buffer per permit.
+    memory: MemoryPool,
 }
 
 /// Hashes and verifies passwords on tokio's blocking pool, at most `max_concurrent` at a time.
@@ -322,8 +378,11 @@ impl PasswordHasher {
                 "max_concurrent must be between 1 and {MAX_CONCURRENT_HASHES}, got {max_concurrent}"
             )));
         }
-        let dummy = hash_blocking(params, &Password::new(DUMMY_PASSWORD.to_owned()))?;
+        let memory = MemoryPool::new(params.to_argon2()?.block_count());
+        let dummy = hash_pooled(params, &Password::new(DUMMY_PASSWORD.to_owned()), &memory)?;
         let dummy = decode(dummy.as_str())?;
+        // Nothing is kept from startup: an idle gateway holds no hashing memory.
+        memory.clear();
         Ok(PasswordHasher {
             inner: Arc::new(Inner {
                 params,
@@ -331,12 +390,24 @@ impl PasswordHasher {
                 permits: Arc::new(Semaphore::new(max_concurrent)),
                 dummy,
                 counters: Counters::default(),
+                memory,
             }),
         })
     }
 
     pub fn params(&self) -> HashParams {
         self.inner.params
+    }
+
+    /// Frees the hashing memory kept for reuse if no computation started since the previous
+    /// call; returns the number of buffers freed. Call it periodically (the server does).
+    pub fn release_idle_memory(&self) -> usize {
+        self.inner.memory.release_idle()
+    }
+
+    /// Buffers of working memory kept for the next computations.
+    pub fn idle_memory_buffers(&self) -> usize {
+        self.inner.memory.idle_buffers()
     }
 
     pub fn stats(&self) -> HasherStats {
@@ -352,7 +423,7 @@ impl PasswordHasher {
     /// [`PasswordPolicy`]; check it first when the password is new.
     pub async fn hash(&self, password: Password) -> Result<PasswordHash, PasswordError> {
         let params = self.inner.params;
-        self.run_limited(move |_| hash_blocking(params, &password))
+        self.run_limited(move |inner| hash_pooled(params, &password, &inner.memory))
             .await?
     }
 
@@ -372,10 +443,10 @@ impl PasswordHasher {
         };
         let outcome = self
             .run_limited(move |inner| match &target {
-                Some(stored) => verify_blocking(&password, stored),
+                Some(stored) => verify_pooled(&password, stored, &inner.memory),
                 None => {
                     // Spend the same work as a real check, then refuse whatever the outcome.
-                    std::hint::black_box(verify_blocking(&password, &inner.dummy));
+                    std::hint::black_box(verify_pooled(&password, &inner.dummy, &inner.memory));
                     false
                 }
             })
@@ -1005,5 +1076,90 @@ mod tests {
             &mut errors,
         );
         assert_eq!(errors.problems()[0].key, "password.max_length");
+    }
+    #[tokio::test]
+    async fn pooled_hashes_are_standard_argon2id_phc_strings() {
+        let hasher = fast_hasher(1);
+        let pooled = hasher.hash(pw("correct horse battery")).await.unwrap();
+        let parsed = decode(pooled.as_str()).unwrap();
+        use argon2::PasswordVerifier as _;
+        let argon2 = Argon2::default();
+        assert!(
+            argon2
+                .verify_password(b"correct horse battery", &parsed)
+                .is_ok()
+        );
+        assert!(argon2.verify_password(b"correct horse", &parsed).is_err());
+        assert!(!pooled.needs_rehash(FAST));
+
+        // And hashes made by the argon2 crate itself (CLI, older releases) verify here.
+        let plain = hash_blocking(FAST, &pw("correct horse battery")).unwrap();
+        assert!(
+            hasher
+                .verify(pw("correct horse battery"), Some(&plain))
+                .await
+        );
+        assert!(!hasher.verify(pw("correct horse"), Some(&plain)).await);
+    }
+
+    #[tokio::test]
+    async fn hashes_with_other_algorithms_versions_and_lengths_verify() {
+        let hasher = fast_hasher(1);
+        for (algorithm, version, len) in [
+            (Algorithm::Argon2i, Version::V0x13, 32),
+            (Algorithm::Argon2d, Version::V0x10, 32),
+            (Algorithm::Argon2id, Version::V0x13, 64),
+        ] {
+            let params = Params::new(128, 1, 1, Some(len)).unwrap();
+            let hash = Argon2::new(algorithm, version, params)
+                .hash_password(b"an older password")
+                .unwrap()
+                .to_string();
+            let hash = PasswordHash::parse(&hash).unwrap();
+            assert!(
+                hasher.verify(pw("an older password"), Some(&hash)).await,
+                "{algorithm:?} {version:?} {len}"
+            );
+            assert!(!hasher.verify(pw("an older passwore"), Some(&hash)).await);
+        }
+    }
+
+    #[tokio::test]
+    async fn hashing_memory_is_reused_then_released_when_logins_stop() {
+        let hasher = fast_hasher(2);
+        assert_eq!(hasher.idle_memory_buffers(), 0, "nothing kept from startup");
+        let hash = hasher.hash(pw("correct horse battery")).await.unwrap();
+        for _ in 0..5 {
+            assert!(
+                hasher
+                    .verify(pw("correct horse battery"), Some(&hash))
+                    .await
+            );
+        }
+        assert_eq!(
+            hasher.idle_memory_buffers(),
+            1,
+            "one buffer served every sequential hash"
+        );
+        assert_eq!(
+            hasher.release_idle_memory(),
+            0,
+            "used since the last period"
+        );
+        assert_eq!(hasher.release_idle_memory(), 1, "a quiet period frees it");
+        assert_eq!(hasher.idle_memory_buffers(), 0);
+        assert!(
+            hasher
+                .verify(pw("correct horse battery"), Some(&hash))
+                .await
+        );
+    }
+
+    #[test]
+    fn default_concurrency_leaves_a_cpu_to_the_proxy() {
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let default = default_max_concurrent();
+        assert!(default >= 1);
+        assert_eq!(default, if cpus > 1 { cpus - 1 } else { 1 });
     }
 }

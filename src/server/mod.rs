@@ -142,13 +142,26 @@ async fn accept_loop(
 /// How often expired sessions and stale failure counters are removed from the store.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(600);
 
-/// Removes expired sessions and stale regulation records, off the async workers.
+/// How often password-hashing memory unused since the previous check is given back.
+const HASH_MEMORY_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Removes expired sessions and stale regulation records, off the async workers, and gives back
+/// the password-hashing memory once logins stop.
 async fn housekeeping(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    let mut memory_tick = tokio::time::interval(HASH_MEMORY_INTERVAL);
     tick.tick().await;
+    memory_tick.tick().await;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            _ = memory_tick.tick() => {
+                let freed = app.hasher.release_idle_memory();
+                if freed > 0 {
+                    tracing::debug!(buffers = freed, "released idle password-hashing memory");
+                }
+                continue;
+            }
             _ = shutdown.changed() => return,
         }
         let app = app.clone();
