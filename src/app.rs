@@ -31,6 +31,8 @@ pub struct App {
     pub held_forms: crate::http::held_forms::HeldForms,
     /// The HTTPS listener's address once bound (the configured port may be 0).
     pub https_addr: std::sync::OnceLock<std::net::SocketAddr>,
+    /// Open and parked client connections.
+    pub connection_stats: crate::server::ConnectionStats,
 }
 
 impl App {
@@ -83,6 +85,7 @@ impl App {
             notifier,
             held_forms: Default::default(),
             https_addr: std::sync::OnceLock::new(),
+            connection_stats: crate::server::ConnectionStats::default(),
         }))
     }
 

@@ -60,6 +60,9 @@ pub struct Limits {
     pub tls_handshake_timeout: Duration,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// An HTTP/1.1 keep-alive connection quiet for this long gives back its buffers and keeps
+    /// only its socket until the next request (or `idle_timeout`).
+    pub idle_release_after: Duration,
     pub max_header_bytes: usize,
     pub max_connections: usize,
     pub shutdown_timeout: Duration,
@@ -71,6 +74,7 @@ impl Default for Limits {
             tls_handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
+            idle_release_after: Duration::from_secs(2),
             max_header_bytes: 16 * 1024,
             max_connections: 10_000,
             shutdown_timeout: Duration::from_secs(30),

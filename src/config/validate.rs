@@ -228,6 +228,12 @@ fn limits(raw: &RawLimits, errors: &mut ConfigErrors) -> Limits {
             d.idle_timeout,
             errors,
         ),
+        idle_release_after: duration_or(
+            &raw.idle_release_after,
+            "limits.idle_release_after",
+            d.idle_release_after,
+            errors,
+        ),
         max_header_bytes,
         max_connections,
         shutdown_timeout: duration_or(

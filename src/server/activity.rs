@@ -1,42 +1,117 @@
-//! Tracks when a connection last moved a byte, so idle keep-alive connections can be closed.
+//! What one connection is doing: when it last moved a byte (so idle keep-alive connections can be
+//! closed), how many requests are in flight, and whether it may release its HTTP/1.1 buffers
+//! (see `connection`: an idle keep-alive connection keeps only its socket).
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-/// Shared "last activity" stamp, in milliseconds since the connection was accepted.
+/// Shared state of one connection; cheap to clone.
 #[derive(Clone)]
 pub struct Activity {
     start: Instant,
-    last_ms: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Last read or write, in milliseconds since the connection was accepted.
+    last_ms: AtomicU64,
+    /// Bytes read from the client so far.
+    bytes_read: AtomicU64,
+    /// `bytes_read` when the last in-flight request finished.
+    read_mark: AtomicU64,
+    /// Requests whose response has not been completely handed to the connection yet.
+    in_flight: AtomicUsize,
+    /// Set by the connection loop: the next read that would wait ends the HTTP/1.1 session
+    /// instead, so that the connection can be parked without hyper's buffers.
+    park: AtomicBool,
 }
 
 impl Activity {
     pub fn new() -> Self {
         Activity {
             start: Instant::now(),
-            last_ms: Arc::new(AtomicU64::new(0)),
+            shared: Arc::new(Shared::default()),
         }
     }
 
     fn touch(&self) {
         let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
+        self.shared.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn record_read(&self, bytes: usize) {
+        self.touch();
+        let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+        self.shared.bytes_read.fetch_add(bytes, Ordering::SeqCst);
+        // Someone is talking: whatever the connection loop asked, this is no time to park.
+        self.shared.park.store(false, Ordering::SeqCst);
     }
 
     /// The instant of the last read or write.
     pub fn last(&self) -> Instant {
-        self.start + std::time::Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+        self.start + std::time::Duration::from_millis(self.shared.last_ms.load(Ordering::Relaxed))
+    }
+
+    /// Marks a request as in flight until the returned guard is dropped (which should be when
+    /// its response body has been written, not when the handler returns).
+    pub fn request(&self) -> InFlight {
+        self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(self.shared.clone())
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// No request in flight and not a byte read since the last one finished: the HTTP/1.1
+    /// session is between requests, with nothing half-received.
+    pub fn between_requests(&self) -> bool {
+        let shared = &self.shared;
+        shared.in_flight.load(Ordering::SeqCst) == 0
+            && shared.bytes_read.load(Ordering::SeqCst) == shared.read_mark.load(Ordering::SeqCst)
+    }
+
+    /// Starts counting from here: bytes already read belong to nothing in flight.
+    pub fn reset_mark(&self) {
+        let read = self.shared.bytes_read.load(Ordering::SeqCst);
+        self.shared.read_mark.store(read, Ordering::SeqCst);
+        self.shared.park.store(false, Ordering::SeqCst);
+    }
+
+    /// Asks the I/O wrapper to end the HTTP/1.1 session at its next read that would wait.
+    pub fn request_park(&self) {
+        self.shared.park.store(true, Ordering::SeqCst);
+    }
+
+    pub fn park_requested(&self) -> bool {
+        self.shared.park.load(Ordering::SeqCst)
+    }
+}
+
+/// One request in flight; see [`Activity::request`].
+pub struct InFlight(Arc<Shared>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let shared = &self.0;
+        if shared.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            let read = shared.bytes_read.load(Ordering::SeqCst);
+            shared.read_mark.store(read, Ordering::SeqCst);
+        }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// An I/O stream that stamps [`Activity`] on every successful read or write.
+    /// An I/O stream that records [`Activity`] on every successful read or write and, once the
+    /// connection loop asks to park, reports end of stream instead of waiting for the client
+    /// (and leaves the socket open when the HTTP session then shuts down).
     pub struct ActivityIo<T> {
         #[pin]
         inner: T,
@@ -48,6 +123,10 @@ impl<T> ActivityIo<T> {
     pub fn new(inner: T, activity: Activity) -> Self {
         ActivityIo { inner, activity }
     }
+
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
 }
 
 impl<T: AsyncRead> AsyncRead for ActivityIo<T> {
@@ -58,11 +137,15 @@ impl<T: AsyncRead> AsyncRead for ActivityIo<T> {
     ) -> Poll<io::Result<()>> {
         let this = self.project();
         let before = buf.filled().len();
-        let res = this.inner.poll_read(cx, buf);
-        if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.activity.touch();
+        match this.inner.poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                this.activity.record_read(buf.filled().len() - before);
+                Poll::Ready(Ok(()))
+            }
+            // Nothing to read now and the connection is to be parked: end the session cleanly.
+            Poll::Pending if this.activity.park_requested() => Poll::Ready(Ok(())),
+            other => other,
         }
-        res
     }
 }
 
@@ -85,7 +168,12 @@ impl<T: AsyncWrite> AsyncWrite for ActivityIo<T> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
+        let this = self.project();
+        if this.activity.park_requested() {
+            // The session ended because we parked it: the socket stays open for the next request.
+            return Poll::Ready(Ok(()));
+        }
+        this.inner.poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -103,5 +191,78 @@ impl<T: AsyncWrite> AsyncWrite for ActivityIo<T> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn between_requests_only_when_nothing_is_in_flight_or_half_read() {
+        let activity = Activity::new();
+        assert!(activity.between_requests());
+        let first = activity.request();
+        assert!(!activity.between_requests(), "a request is in flight");
+        activity.record_read(10);
+        drop(first);
+        assert!(activity.between_requests(), "its bytes belong to it");
+        activity.record_read(3);
+        assert!(
+            !activity.between_requests(),
+            "part of the next request arrived"
+        );
+        activity.reset_mark();
+        assert!(activity.between_requests());
+
+        let a = activity.request();
+        let b = activity.request();
+        drop(a);
+        assert!(!activity.between_requests(), "one of two still in flight");
+        drop(b);
+        assert!(activity.between_requests());
+    }
+
+    #[test]
+    fn a_read_cancels_a_park_request() {
+        let activity = Activity::new();
+        activity.request_park();
+        assert!(activity.park_requested());
+        activity.record_read(1);
+        assert!(!activity.park_requested());
+    }
+
+    #[tokio::test]
+    async fn a_parked_stream_ends_reads_that_would_wait_and_keeps_the_socket_open() {
+        let (client, server) = tokio::io::duplex(64);
+        let activity = Activity::new();
+        let mut io = ActivityIo::new(server, activity.clone());
+        let mut client = client;
+
+        client.write_all(b"abc").await.unwrap();
+        let mut buf = [0u8; 8];
+        let n = io.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"abc");
+
+        activity.request_park();
+        assert_eq!(
+            io.read(&mut buf).await.unwrap(),
+            0,
+            "ends instead of waiting"
+        );
+        io.shutdown().await.unwrap();
+        let mut server = io.into_inner();
+        server.write_all(b"still open").await.unwrap();
+        let n = client.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"still op");
+
+        // Data waiting to be read is always delivered, park or not.
+        client.write_all(b"xyz").await.unwrap();
+        let mut io = ActivityIo::new(server, activity.clone());
+        activity.request_park();
+        let n = io.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"xyz");
+        assert!(!activity.park_requested());
     }
 }

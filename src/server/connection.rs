@@ -1,54 +1,75 @@
 //! One accepted connection: optional TLS handshake (with a deadline), then HTTP/1.1 or HTTP/2
 //! with header-read and idle timeouts, and a graceful close when the server shuts down.
+//!
+//! HTTP/1.1 keep-alive connections are *parked* when quiet: after `limits.idle_release_after`
+//! without traffic, between two requests, the HTTP session (hyper's read and write buffers,
+//! about 24 KiB) is dropped and only the socket is kept; the next request starts a new session
+//! on it. The client sees one ordinary keep-alive connection.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 
-use super::activity::{Activity, ActivityIo};
+use super::activity::{Activity, ActivityIo, InFlight};
 use crate::app::App;
+use crate::config::Limits;
+use crate::http::body::Body;
 use crate::http::{self, ConnInfo};
+
+/// The HTTP/2 connection preface a client sends first ("prior knowledge" h2c).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// When a quiet connection cannot be parked (a request is in flight), look again this often.
+const PARK_RECHECK: Duration = Duration::from_millis(100);
 
 pub async fn serve(
     app: Arc<App>,
     stream: TcpStream,
     conn: ConnInfo,
     tls: Option<TlsAcceptor>,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
-    let limits = &app.config.limits;
+    let limits = app.config.limits.clone();
     let activity = Activity::new();
     match tls {
         None => {
-            serve_http(
-                app,
-                ActivityIo::new(stream, activity.clone()),
-                activity,
-                conn,
-                shutdown,
-            )
-            .await
+            if !wait_for_client(&stream, &activity, &limits, &mut shutdown).await {
+                return;
+            }
+            if might_be_h2_prior_knowledge(&stream).await {
+                let io = ActivityIo::new(stream, activity.clone());
+                serve_any_version(app, io, activity, conn, shutdown).await;
+            } else {
+                serve_http1(app, stream, activity, conn, shutdown).await;
+            }
         }
         Some(acceptor) => {
             let handshake =
                 tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream));
             match handshake.await {
                 Ok(Ok(tls_stream)) => {
-                    serve_http(
-                        app,
-                        ActivityIo::new(tls_stream, activity.clone()),
-                        activity,
-                        conn,
-                        shutdown,
-                    )
-                    .await
+                    let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    if h2 {
+                        let io = ActivityIo::new(tls_stream, activity.clone());
+                        serve_any_version(app, io, activity, conn, shutdown).await;
+                    } else {
+                        serve_http1(app, tls_stream, activity, conn, shutdown).await;
+                    }
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(peer = %conn.peer, error = %e, "TLS handshake failed")
@@ -59,23 +80,106 @@ pub async fn serve(
     }
 }
 
-/// Decrements the in-flight count when a request's handler finishes (or is dropped).
-struct InFlight(Arc<AtomicUsize>);
+/// A socket that can say when the client has sent something, without reading it.
+trait Parkable: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_;
+}
 
-impl InFlight {
-    fn enter(counter: &Arc<AtomicUsize>) -> Self {
-        counter.fetch_add(1, Ordering::SeqCst);
-        InFlight(counter.clone())
+impl Parkable for TcpStream {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        TcpStream::readable(self)
     }
 }
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+impl Parkable for TlsStream<TcpStream> {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        // Parking happens only after a read found nothing, so no decrypted data is left behind
+        // in the TLS layer: the next request shows up as readable bytes on the socket.
+        self.get_ref().0.readable()
     }
 }
 
-async fn serve_http<I>(
+/// Waits, holding nothing but the socket, until the client sends something. False when the
+/// connection should close instead: idle for `idle_timeout`, server shutting down, or an error.
+async fn wait_for_client<S: Parkable>(
+    io: &S,
+    activity: &Activity,
+    limits: &Limits,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    if *shutdown.borrow() {
+        return false;
+    }
+    tokio::select! {
+        ready = io.readable() => ready.is_ok(),
+        _ = tokio::time::sleep_until(activity.last() + limits.idle_timeout) => false,
+        _ = shutdown.changed() => false,
+    }
+}
+
+/// True when the first bytes are (or may still become) the HTTP/2 preface; such connections go
+/// to the version-detecting server. HTTP/1 requests never start with "PR".
+async fn might_be_h2_prior_knowledge(stream: &TcpStream) -> bool {
+    let mut first = [0u8; H2_PREFACE.len()];
+    match stream.peek(&mut first).await {
+        Ok(n) if n > 0 => H2_PREFACE.starts_with(&first[..n]),
+        _ => false,
+    }
+}
+
+/// Serves HTTP/1.1 on `io`, parking the connection whenever it goes quiet between requests.
+async fn serve_http1<S: Parkable>(
+    app: Arc<App>,
+    mut io: S,
+    activity: Activity,
+    conn: ConnInfo,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let limits = app.config.limits.clone();
+    let stats = app.connection_stats.clone();
+    let _open = stats.opened();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size((limits.max_header_bytes * 2).max(8192))
+        .keep_alive(true);
+    loop {
+        activity.reset_mark();
+        let service = service(app.clone(), activity.clone(), conn);
+        let mut session = builder
+            .serve_connection(TokioIo::new(ActivityIo::new(io, activity.clone())), service)
+            .with_upgrades();
+        if !drive(
+            Pin::new(&mut session),
+            &activity,
+            &limits,
+            &mut shutdown,
+            conn,
+            true,
+        )
+        .await
+        {
+            return;
+        }
+        // Ended by a park: take the socket back, drop the session and its buffers.
+        let Some(parts) = session.into_parts() else {
+            return;
+        };
+        if !parts.read_buf.is_empty() {
+            return;
+        }
+        io = parts.io.into_inner().into_inner();
+        let parked = stats.parked_one();
+        if !wait_for_client(&io, &activity, &limits, &mut shutdown).await {
+            return;
+        }
+        drop(parked);
+    }
+}
+
+/// HTTP/2 (or a connection whose version is still unknown): hyper-util's auto-detecting server.
+async fn serve_any_version<I>(
     app: Arc<App>,
     io: I,
     activity: Activity,
@@ -85,18 +189,8 @@ async fn serve_http<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = app.config.limits.clone();
-    let in_flight = Arc::new(AtomicUsize::new(0));
-    let counter = in_flight.clone();
-    let service = service_fn(move |req| {
-        let app = app.clone();
-        let guard = InFlight::enter(&counter);
-        async move {
-            let resp = http::handle(app, req, conn).await;
-            drop(guard);
-            Ok::<_, std::convert::Infallible>(resp)
-        }
-    });
-
+    let _open = app.connection_stats.opened();
+    let service = service(app.clone(), activity.clone(), conn);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -109,33 +203,153 @@ async fn serve_http<I>(
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes * 2).unwrap_or(u32::MAX))
         .max_concurrent_streams(256);
+    let session = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(session);
+    drive(session, &activity, &limits, &mut shutdown, conn, false).await;
+}
 
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(connection);
+/// The gateway's service for one connection: every request counts as in flight until its
+/// response body has been handed over completely.
+fn service(
+    app: Arc<App>,
+    activity: Activity,
+    conn: ConnInfo,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = hyper::Response<TrackedBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<hyper::Response<TrackedBody>, Infallible>> + Send,
+> + Send
++ 'static {
+    service_fn(move |req| {
+        let app = app.clone();
+        let in_flight = activity.request();
+        async move {
+            let resp = http::handle(app, req, conn).await;
+            Ok(resp.map(|body| TrackedBody {
+                body,
+                _in_flight: in_flight,
+            }))
+        }
+    })
+}
+
+/// An HTTP session on one connection that can be asked to finish its exchange and close.
+trait Session: Future<Output = Result<(), Self::Error>> {
+    type Error: std::fmt::Display;
+    fn close_gracefully(self: Pin<&mut Self>);
+}
+
+impl<I, S> Session for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = TrackedBody>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Error = hyper::Error;
+    fn close_gracefully(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S> Session for auto::UpgradeableConnection<'_, I, S, TokioExecutor>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<TrackedBody>,
+        >,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    fn close_gracefully(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Polls an HTTP session until it ends, closing it gracefully on shutdown or when idle, and (when
+/// `may_park`) asking it to end once quiet between requests. Returns true when it ended because
+/// of such a park request, false when the connection is finished.
+async fn drive<C: Session>(
+    mut session: Pin<&mut C>,
+    activity: &Activity,
+    limits: &Limits,
+    shutdown: &mut watch::Receiver<bool>,
+    conn: ConnInfo,
+    may_park: bool,
+) -> bool {
+    if *shutdown.borrow() {
+        return false;
+    }
     let mut closing = false;
+    let mut next_idle_check = activity.last() + limits.idle_timeout;
+    // A session starts because the client sent something: give it time to be read.
+    let mut next_park_check = Instant::now() + limits.idle_release_after;
     loop {
-        let idle_deadline = activity.last() + limits.idle_timeout;
         tokio::select! {
-            res = connection.as_mut() => {
+            res = session.as_mut() => {
                 if let Err(e) = res {
                     tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
+                    return false;
                 }
-                return;
+                return may_park && activity.park_requested();
             }
             changed = shutdown.changed(), if !closing => {
                 if changed.is_err() || *shutdown.borrow() {
                     closing = true;
-                    connection.as_mut().graceful_shutdown();
+                    session.as_mut().close_gracefully();
                 }
             }
-            _ = tokio::time::sleep_until(idle_deadline), if !closing => {
-                let idle = activity.last().elapsed() >= limits.idle_timeout;
-                if idle && in_flight.load(Ordering::SeqCst) == 0 {
+            _ = tokio::time::sleep_until(next_idle_check), if !closing => {
+                let idle_until = activity.last() + limits.idle_timeout;
+                if idle_until <= Instant::now() && activity.in_flight() == 0 {
                     tracing::trace!(peer = %conn.peer, "closing idle connection");
                     closing = true;
-                    connection.as_mut().graceful_shutdown();
+                    session.as_mut().close_gracefully();
+                } else {
+                    next_idle_check = idle_until.max(Instant::now() + PARK_RECHECK);
+                }
+            }
+            _ = tokio::time::sleep_until(next_park_check), if may_park && !closing => {
+                let quiet_until = activity.last() + limits.idle_release_after;
+                let now = Instant::now();
+                if quiet_until <= now && activity.between_requests() {
+                    // The session sees end of stream at its next read and ends cleanly, unless
+                    // the client speaks first (which cancels the request): look again later.
+                    activity.request_park();
+                    next_park_check = now + PARK_RECHECK;
+                } else {
+                    next_park_check = quiet_until.max(now + PARK_RECHECK);
                 }
             }
         }
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it is dropped, i.e. until
+/// the connection has taken all of it (or gave up on it).
+pub struct TrackedBody {
+    body: Body,
+    _in_flight: InFlight,
+}
+
+impl HttpBody for TrackedBody {
+    type Data = bytes::Bytes;
+    type Error = crate::http::body::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }

@@ -8,6 +8,7 @@ pub mod tls;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -18,6 +19,49 @@ use tokio_util::task::TaskTracker;
 
 use crate::app::App;
 use crate::http::ConnInfo;
+
+/// Live connection counts (diagnostics and tests). Cheap to clone; clones share the counts.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionStats {
+    inner: Arc<ConnectionCounts>,
+}
+
+#[derive(Debug, Default)]
+struct ConnectionCounts {
+    open: AtomicUsize,
+    parked: AtomicUsize,
+}
+
+/// Counts one connection (or one parked connection) for as long as it lives.
+pub(crate) struct Counted<'a>(&'a AtomicUsize);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl ConnectionStats {
+    /// HTTP connections being served (after any TLS handshake).
+    pub fn open(&self) -> usize {
+        self.inner.open.load(Ordering::SeqCst)
+    }
+
+    /// HTTP/1.1 connections parked between requests: only their socket is held.
+    pub fn parked(&self) -> usize {
+        self.inner.parked.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn opened(&self) -> Counted<'_> {
+        self.inner.open.fetch_add(1, Ordering::SeqCst);
+        Counted(&self.inner.open)
+    }
+
+    pub(crate) fn parked_one(&self) -> Counted<'_> {
+        self.inner.parked.fetch_add(1, Ordering::SeqCst);
+        Counted(&self.inner.parked)
+    }
+}
 
 /// A gateway that is accepting connections.
 pub struct RunningGateway {
