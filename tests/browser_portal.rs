@@ -71,6 +71,13 @@ fn app_requests(rig: &Rig) -> Vec<String> {
 /// Signs out through the logout page: its confirmation, the button, the signed-out page.
 async fn sign_out(b: &mut Browser, rig: &Rig, user: &str) {
     b.goto(&rig.gw.url_for("/.stepgate/logout")).await;
+    confirm_sign_out(b, user).await;
+}
+
+/// On the logout page: checks who is signed in, presses "Sign out" and checks that the
+/// browser no longer holds a session cookie.
+async fn confirm_sign_out(b: &mut Browser, user: &str) {
+    b.wait_for_path("/.stepgate/logout").await;
     let text = b.wait_for_text("Sign out?").await;
     assert!(
         text.contains(&format!("You are signed in as {user}.")),
@@ -81,6 +88,11 @@ async fn sign_out(b: &mut Browser, rig: &Rig, user: &str) {
         .await;
     b.wait_for_text("You are signed out").await;
     b.screenshot("signed-out").await;
+    let cookies = b.cookies().await;
+    assert!(
+        cookies.iter().all(|c| c.name() != "stepgate_session"),
+        "the session cookie outlived the logout: {cookies:?}"
+    );
 }
 
 /// On the verification page: switches to backup codes with the method switcher.
@@ -129,6 +141,29 @@ async fn password_login_through_the_form_reaches_the_app() {
     b.click(LOGIN_BUTTON).await;
     expect_app(&b, "/reports?year=2026", "alice").await;
     b.screenshot("app").await;
+
+    // Plain HTTP: the session cookie is HttpOnly and SameSite=Lax, not Secure (no __Host-).
+    let cookies = b.cookies().await;
+    let session = cookies
+        .iter()
+        .find(|c| c.name() == "stepgate_session")
+        .unwrap_or_else(|| panic!("no session cookie in {cookies:?}"));
+    assert_eq!(session.http_only(), Some(true), "{session}");
+    assert_eq!(session.secure(), Some(false), "{session}");
+    assert_eq!(
+        session.same_site(),
+        Some(cookie::SameSite::Lax),
+        "{session}"
+    );
+    assert_eq!(session.path(), Some("/"), "{session}");
+    let script_sees = b.execute("return document.cookie;").await;
+    assert!(
+        !script_sees
+            .as_str()
+            .unwrap_or_default()
+            .contains("stepgate_session"),
+        "page scripts can read the session cookie: {script_sees}"
+    );
 
     // The session cookie carries on to the next page.
     b.goto(&rig.gw.url_for("/reports/2")).await;
@@ -225,14 +260,7 @@ async fn totp_enrolment_from_settings_then_login_with_the_app_code() {
 
     // Sign out through the link on the settings page and the logout page's button.
     b.click_link("Sign out").await;
-    b.wait_for_path("/.stepgate/logout").await;
-    let text = b.wait_for_text("Sign out?").await;
-    assert!(text.contains("You are signed in as bob."), "{text}");
-    b.screenshot("logout").await;
-    b.click("form[action='/.stepgate/logout'] button[type=submit]")
-        .await;
-    b.wait_for_text("You are signed out").await;
-    b.screenshot("signed-out").await;
+    confirm_sign_out(&mut b, "bob").await;
 
     // Signing in again now needs the app's code (the next one: the enrolment code is spent).
     rig.next_step();

@@ -389,9 +389,17 @@ impl Browser {
     }
 
     /// Like [`Self::screenshot`] with the window at phone width ([`PHONE`]), then back to
-    /// [`DESKTOP`].
+    /// [`DESKTOP`]. Fails if the page is wider than the phone's screen (sideways scrolling).
     pub async fn screenshot_phone(&mut self, name: &str) -> PathBuf {
         self.resize(PHONE).await;
+        let width = self
+            .execute("return document.documentElement.scrollWidth;")
+            .await;
+        assert!(
+            width.as_u64().is_some_and(|w| w <= u64::from(PHONE.0)),
+            "{name}: the page is {width} px wide on a {} px screen",
+            PHONE.0
+        );
         let path = self.screenshot(name).await;
         self.resize(DESKTOP).await;
         path
@@ -413,6 +421,11 @@ impl Browser {
             (w.as_u64() == Some(u64::from(width))).then_some(())
         })
         .await;
+    }
+
+    /// Every cookie the browser holds for the current page, with its attributes.
+    pub async fn cookies(&self) -> Vec<cookie::Cookie<'static>> {
+        bounded("cookies", self.client().get_all_cookies()).await
     }
 
     /// Runs `script` in the page and returns its result.
