@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod auth;
+pub mod browser;
 pub mod ca;
 pub mod cli;
 pub mod echo;
