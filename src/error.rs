@@ -209,10 +209,22 @@ pub fn error_response(err: &Error, format: Format, frame: &Frame) -> Response<Bo
     let t = frame.t;
     // A browser that must verify or sign in first is taken there rather than shown an error.
     if format == Format::Html {
-        let location = match err {
-            Error::ReverifyRequired { verify_url } => Some(verify_url.clone()),
-            Error::SecondFactorPending => Some(format!("{}/verify", frame.prefix)),
-            Error::Unauthenticated => Some(format!("{}/login", frame.prefix)),
+        // Back to the portal page asked for afterwards, unless it is one of the sign-in pages.
+        let prefix = frame.prefix.as_str();
+        let back = frame.return_to.as_deref().filter(|page| {
+            let sub = page.strip_prefix(prefix).unwrap_or("");
+            !["/login", "/verify", "/logout"]
+                .iter()
+                .any(|own| sub == *own || sub.starts_with(&format!("{own}?")))
+        });
+        let location = match (err, back) {
+            (Error::ReverifyRequired { verify_url }, _) => Some(verify_url.clone()),
+            (Error::SecondFactorPending, Some(page)) => {
+                Some(crate::portal::verify_url(prefix, page))
+            }
+            (Error::SecondFactorPending, None) => Some(format!("{prefix}/verify")),
+            (Error::Unauthenticated, Some(page)) => Some(crate::portal::login_url(prefix, page)),
+            (Error::Unauthenticated, None) => Some(format!("{prefix}/login")),
             _ => None,
         };
         if let Some(location) = location
@@ -444,5 +456,44 @@ mod tests {
         };
         let resp = error_response(&e, Format::Json, &portal());
         assert_eq!(resp.headers()[RETRY_AFTER], "42");
+    }
+
+    fn location(err: &Error, frame: &Frame) -> Option<String> {
+        let resp = error_response(err, Format::Html, frame);
+        resp.headers()
+            .get(http::header::LOCATION)
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn browsers_come_back_to_the_portal_page_they_asked_for() {
+        let settings = portal().returning_to(Some("/.stepgate/settings?tab=2".into()));
+        assert_eq!(
+            location(&Error::Unauthenticated, &settings).as_deref(),
+            Some("/.stepgate/login?rd=%2F.stepgate%2Fsettings%3Ftab%3D2")
+        );
+        let verify = location(&Error::SecondFactorPending, &settings).unwrap();
+        assert!(
+            verify.starts_with("/.stepgate/verify?rd=%2F.stepgate%2Fsettings"),
+            "{verify}"
+        );
+        // Never back to a sign-in page itself, and nothing to come back to without a page.
+        for own in [
+            "/.stepgate/login?rd=%2F",
+            "/.stepgate/logout",
+            "/.stepgate/verify",
+        ] {
+            let frame = portal().returning_to(Some(own.into()));
+            assert_eq!(
+                location(&Error::Unauthenticated, &frame).as_deref(),
+                Some("/.stepgate/login"),
+                "{own}"
+            );
+        }
+        assert_eq!(
+            location(&Error::Unauthenticated, &portal()).as_deref(),
+            Some("/.stepgate/login")
+        );
+        assert_eq!(location(&Error::Forbidden, &settings), None);
     }
 }

@@ -58,7 +58,8 @@ async fn expect_app(b: &Browser, path_and_query: &str, user: &str) -> String {
 }
 
 /// The requests the app received so far, as paths, leaving out the browser's own
-/// `/favicon.ico` fetches (which it makes by itself, in the background, after a page loads).
+/// `/favicon.ico` fetches (which it makes by itself, in the background, on the application's
+/// own pages; portal pages link their own icon).
 fn app_requests(rig: &Rig) -> Vec<String> {
     rig.upstream
         .received()
@@ -366,7 +367,7 @@ async fn step_up_asks_again_after_the_window_and_returns_to_the_page() {
         .await;
     let text = b.wait_for_text("Confirm it's you").await;
     assert!(
-        text.contains("This page needs a recent second-factor check."),
+        text.contains("Opening /admin/users?page=2 needs a recent second-factor check."),
         "{text}"
     );
     assert!(

@@ -170,3 +170,26 @@ async fn branding_comes_from_the_config() {
             .contains("sandbox")
     );
 }
+
+#[tokio::test]
+async fn a_signed_out_browser_comes_back_to_settings_after_signing_in() {
+    let (gw, _echo) = gateway("").await;
+    let settings = page(&gw, "/.stepgate/settings?x=1", &[]).await;
+    assert_eq!(settings.status, 303);
+    assert_eq!(
+        settings.headers["location"],
+        "/.stepgate/login?rd=%2F.stepgate%2Fsettings%3Fx%3D1"
+    );
+    // The login page itself has nothing to come back to.
+    let login = page(&gw, "/.stepgate/login", &[]).await;
+    assert_eq!(login.status, 200);
+    assert!(login.text.contains("rel=\"icon\""), "{}", login.text);
+    let icon = link(&login.text, "/.stepgate/static/favicon.", ".svg");
+    let resp = http_client()
+        .get(gw.url_for(icon))
+        .send()
+        .await
+        .expect("icon");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "image/svg+xml");
+}

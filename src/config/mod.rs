@@ -93,6 +93,8 @@ pub struct UpstreamConfig {
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub preserve_host: bool,
+    /// Idle keep-alive connections kept open to this upstream; more are closed once idle.
+    pub max_idle_connections: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -62,6 +62,7 @@ pub struct RawUpstream {
     pub timeout: Option<String>,
     pub connect_timeout: Option<String>,
     pub preserve_host: Option<bool>,
+    pub max_idle_connections: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -228,3 +228,47 @@ fn portal_logo_is_read_at_startup() {
         assert_eq!(keys(&errs), vec!["portal.logo"], "{}", path.display());
     }
 }
+
+#[test]
+fn connection_memory_settings_have_defaults_and_are_checked() {
+    let c = parse(
+        r#"
+[[upstreams]]
+url = "http://127.0.0.1:3000"
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.limits.idle_release_after, Duration::from_secs(2));
+    assert_eq!(c.upstreams[0].max_idle_connections, 128);
+
+    let c = parse(
+        r#"
+[limits]
+idle_release_after = "250ms"
+[[upstreams]]
+url = "http://127.0.0.1:3000"
+max_idle_connections = 0
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.limits.idle_release_after, Duration::from_millis(250));
+    assert_eq!(c.upstreams[0].max_idle_connections, 0);
+
+    let errs = parse(
+        r#"
+[limits]
+idle_release_after = "0s"
+[[upstreams]]
+url = "http://127.0.0.1:3000"
+max_idle_connections = 1000000
+"#,
+    )
+    .unwrap_err();
+    assert_eq!(
+        keys(&errs),
+        vec![
+            "limits.idle_release_after",
+            "upstreams[0].max_idle_connections"
+        ]
+    );
+}

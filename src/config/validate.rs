@@ -245,6 +245,10 @@ fn limits(raw: &RawLimits, errors: &mut ConfigErrors) -> Limits {
     }
 }
 
+/// Idle connections kept per upstream unless configured: enough for steady load, while a burst
+/// of thousands of concurrent requests does not leave thousands of idle connections behind.
+const DEFAULT_MAX_IDLE_UPSTREAM_CONNECTIONS: usize = 128;
+
 fn upstreams(raw: &[RawUpstream], errors: &mut ConfigErrors) -> Vec<UpstreamConfig> {
     if raw.is_empty() {
         errors.push(
@@ -295,6 +299,14 @@ fn upstreams(raw: &[RawUpstream], errors: &mut ConfigErrors) -> Vec<UpstreamConf
                 format!("{} is not a readable file", ca.display()),
             );
         }
+        let max_idle_connections = match u.max_idle_connections {
+            None => DEFAULT_MAX_IDLE_UPSTREAM_CONNECTIONS,
+            Some(n) if n <= 100_000 => n as usize,
+            Some(_) => {
+                errors.push(key("max_idle_connections"), "must be at most 100000");
+                DEFAULT_MAX_IDLE_UPSTREAM_CONNECTIONS
+            }
+        };
         if let Some(url) = url {
             out.push(UpstreamConfig {
                 host,
@@ -304,6 +316,7 @@ fn upstreams(raw: &[RawUpstream], errors: &mut ConfigErrors) -> Vec<UpstreamConf
                 timeout,
                 connect_timeout,
                 preserve_host: u.preserve_host.unwrap_or(true),
+                max_idle_connections,
             });
         }
     }

@@ -3,6 +3,8 @@
 //! Over HTTPS without a cookie domain the name carries the `__Host-` prefix, which browsers only
 //! accept with `Secure`, `Path=/` and no `Domain`: a sibling subdomain cannot plant it.
 
+use std::borrow::Cow;
+
 use cookie::{Cookie, SameSite};
 use http::HeaderMap;
 use http::header::COOKIE;
@@ -10,11 +12,11 @@ use http::header::COOKIE;
 use crate::auth::session::SessionConfig;
 
 /// The cookie name used on a connection (`tls`: the request came over HTTPS).
-pub fn session_cookie_name(config: &SessionConfig, tls: bool) -> String {
+pub fn session_cookie_name(config: &SessionConfig, tls: bool) -> Cow<'_, str> {
     if tls && config.domains.is_empty() && !config.cookie_name.starts_with("__Host-") {
-        format!("__Host-{}", config.cookie_name)
+        Cow::Owned(format!("__Host-{}", config.cookie_name))
     } else {
-        config.cookie_name.clone()
+        Cow::Borrowed(&config.cookie_name)
     }
 }
 
@@ -24,7 +26,9 @@ pub fn read<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
     for header in headers.get_all(COOKIE) {
         let Ok(text) = header.to_str() else { continue };
         for pair in text.split(';') {
-            if let Ok(c) = Cookie::parse(pair.trim())
+            // Only a pair with the right name is worth a full parse.
+            if pair.split_once('=').is_some_and(|(n, _)| n.trim() == name)
+                && let Ok(c) = Cookie::parse(pair.trim())
                 && c.name() == name
                 && let Some((_, value)) = pair.trim().split_once('=')
             {

@@ -44,9 +44,12 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Re
     let format = negotiate::preferred(req.headers());
     // Error pages speak the request's language; those of the portal offer the other one.
     let lang = crate::portal::i18n::negotiate(req.headers(), req.uri().query());
-    let switch_query = (matches!(*req.method(), http::Method::GET | http::Method::HEAD)
-        && crate::portal::owns(&app.config.portal.prefix, req.uri().path()))
-    .then(|| req.uri().query().unwrap_or("").to_string());
+    let portal_get = matches!(*req.method(), http::Method::GET | http::Method::HEAD)
+        && crate::portal::owns(&app.config.portal.prefix, req.uri().path());
+    let switch_query = portal_get.then(|| req.uri().query().unwrap_or("").to_string());
+    let return_to = portal_get
+        .then(|| req.uri().path_and_query().map(|pq| pq.as_str().to_string()))
+        .flatten();
     match dispatch(&app, req, conn).await {
         Ok(resp) => resp,
         Err(err) => {
@@ -54,7 +57,8 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Re
                 &app.config.portal,
                 lang,
                 switch_query.as_deref(),
-            );
+            )
+            .returning_to(return_to);
             error_response(&err, format, &frame)
         }
     }
@@ -134,6 +138,10 @@ async fn dispatch(
         None => req.map(body::stream),
     };
     let peer_trusted = client_ip::is_trusted(conn.peer.ip(), &config.server.trusted_proxies);
+    let session_cookies = [
+        cookies::session_cookie_name(&config.session, false),
+        cookies::session_cookie_name(&config.session, true),
+    ];
     let fwd = ForwardRequest {
         path_and_query,
         forwarding: Forwarding {
@@ -143,10 +151,7 @@ async fn dispatch(
             host: host.as_deref(),
         },
         protected: &app.protected_headers,
-        hidden_cookies: vec![
-            cookies::session_cookie_name(&config.session, false),
-            cookies::session_cookie_name(&config.session, true),
-        ],
+        hidden_cookies: [&session_cookies[0], &session_cookies[1]],
         identity: identity
             .map(|id| identity_headers(&config.identity_headers, &id))
             .unwrap_or_default(),

@@ -17,7 +17,10 @@ use crate::http::body::{self, Body};
 
 const STYLESHEET: &str = include_str!("../../static/stepgate.css");
 const SCRIPT: &str = include_str!("../../static/stepgate.js");
+const ICON: &str = include_str!("../../static/favicon.svg");
 
+/// An SVG opened on its own runs nothing and loads nothing.
+const SVG_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; sandbox";
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 const SHORT: &str = "public, max-age=3600";
 
@@ -31,6 +34,7 @@ fn short_hash(bytes: &[u8]) -> String {
 
 static STYLESHEET_HASH: LazyLock<String> = LazyLock::new(|| short_hash(STYLESHEET.as_bytes()));
 static SCRIPT_HASH: LazyLock<String> = LazyLock::new(|| short_hash(SCRIPT.as_bytes()));
+static ICON_HASH: LazyLock<String> = LazyLock::new(|| short_hash(ICON.as_bytes()));
 
 pub fn stylesheet_url(prefix: &str) -> String {
     format!("{prefix}/static/stepgate.{}.css", *STYLESHEET_HASH)
@@ -38,6 +42,12 @@ pub fn stylesheet_url(prefix: &str) -> String {
 
 pub fn script_url(prefix: &str) -> String {
     format!("{prefix}/static/stepgate.{}.js", *SCRIPT_HASH)
+}
+
+/// The page icon: served by the gateway, so that a browser never asks the application for
+/// `/favicon.ico` on the portal's behalf.
+pub fn icon_url(prefix: &str) -> String {
+    format!("{prefix}/static/favicon.{}.svg", *ICON_HASH)
 }
 
 /// `{prefix}/static/theme.<hash>.css` when an accent colour is configured.
@@ -124,6 +134,12 @@ pub fn serve(name: &str, portal: &PortalConfig) -> Result<Response<Body>, Error>
         "stepgate.js" if current(&SCRIPT_HASH) => {
             Ok(respond("text/javascript; charset=utf-8", SCRIPT, cache))
         }
+        "favicon.svg" if current(&ICON_HASH) => {
+            let mut resp = respond("image/svg+xml", ICON, cache);
+            resp.headers_mut()
+                .insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(SVG_CSP));
+            Ok(resp)
+        }
         "theme.css" => {
             let accent = portal.accent.as_deref().ok_or(Error::NotFound)?;
             let css = theme_css(accent);
@@ -143,10 +159,8 @@ pub fn serve(name: &str, portal: &PortalConfig) -> Result<Response<Body>, Error>
                 cache,
             );
             // An SVG logo opened on its own runs nothing and loads nothing.
-            resp.headers_mut().insert(
-                CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; sandbox"),
-            );
+            resp.headers_mut()
+                .insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(SVG_CSP));
             Ok(resp)
         }
         _ => Err(Error::NotFound),
@@ -174,10 +188,17 @@ mod tests {
 
     #[test]
     fn hashed_assets_are_cached_forever() {
-        for url in [stylesheet_url("/.stepgate"), script_url("/.stepgate")] {
+        for url in [
+            stylesheet_url("/.stepgate"),
+            script_url("/.stepgate"),
+            icon_url("/.stepgate"),
+        ] {
             let resp = serve(name_of(&url), &portal()).unwrap();
             assert_eq!(resp.headers()[CACHE_CONTROL], IMMUTABLE, "{url}");
         }
+        let icon = serve(name_of(&icon_url("/.stepgate")), &portal()).unwrap();
+        assert_eq!(icon.headers()[CONTENT_TYPE], "image/svg+xml");
+        assert_eq!(icon.headers()[CONTENT_SECURITY_POLICY], SVG_CSP);
     }
 
     #[test]

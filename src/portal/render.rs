@@ -34,10 +34,14 @@ pub struct Frame {
     pub prefix: String,
     pub stylesheet: String,
     pub script: String,
+    pub icon: String,
     pub theme: Option<String>,
     pub logo: Option<String>,
     /// Empty when the page answers a POST (following a link would not repeat it).
     pub languages: Vec<LangLink>,
+    /// The portal page a browser asked for (GET), to come back to after signing in or
+    /// verifying when that page needs it first.
+    pub return_to: Option<String>,
 }
 
 impl Frame {
@@ -62,10 +66,18 @@ impl Frame {
             prefix: portal.prefix.clone(),
             stylesheet: assets::stylesheet_url(&portal.prefix),
             script: assets::script_url(&portal.prefix),
+            icon: assets::icon_url(&portal.prefix),
             theme: assets::theme_url(portal),
             logo: assets::logo_url(portal),
             languages,
+            return_to: None,
         }
+    }
+
+    /// See [`Frame::return_to`].
+    pub fn returning_to(mut self, path_and_query: Option<String>) -> Frame {
+        self.return_to = path_and_query;
+        self
     }
 }
 

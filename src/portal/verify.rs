@@ -448,7 +448,7 @@ fn verify_page(
             prompt: ctx.t.get(prompt(method)),
             others,
             step_up,
-            reason: ctx.t.get("verify.reason"),
+            reason: &ctx.t.fill("verify.reason", "page", rd),
             notice,
             error,
         },

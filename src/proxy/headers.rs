@@ -9,19 +9,22 @@
 use std::net::IpAddr;
 
 use http::HeaderMap;
-use http::header::{CONNECTION, HOST, HeaderName, HeaderValue, UPGRADE};
+use http::header::{
+    CONNECTION, HOST, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
+    TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
 
 /// Fields that only mean something on one connection and are never forwarded.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 9] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
 ];
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -30,22 +33,27 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 
 /// Is `name` one of the fixed hop-by-hop fields (any case)?
 pub fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+    HOP_BY_HOP
+        .iter()
+        .any(|h| h.as_str().eq_ignore_ascii_case(name))
 }
 
 /// Removes every field named in `Connection`, then the fixed hop-by-hop fields.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
+    // Most requests carry no Connection field (HTTP/1.1 keep-alive is the default).
+    if headers.contains_key(CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -128,22 +136,39 @@ pub fn request_host<B>(req: &http::Request<B>) -> Option<&str> {
         .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()))
 }
 
+/// Normalises one byte of a header name for spoofing checks: lower case, `_` and `.` read as `-`.
+fn fold_byte(b: u8) -> u8 {
+    match b {
+        b'_' | b'.' => b'-',
+        b => b.to_ascii_lowercase(),
+    }
+}
+
 /// Normalises a header name for spoofing checks: lower case, `_` and `.` read as `-`.
 fn folded(name: &str) -> String {
-    name.chars()
-        .map(|c| match c {
-            '_' | '.' => '-',
-            c => c.to_ascii_lowercase(),
-        })
-        .collect()
+    name.bytes().map(|b| char::from(fold_byte(b))).collect()
+}
+
+/// Whether `name` folds to `folded_name` (already folded), without allocating.
+fn folds_to(name: &str, folded_name: &str) -> bool {
+    name.len() == folded_name.len()
+        && name
+            .bytes()
+            .zip(folded_name.bytes())
+            .all(|(a, b)| fold_byte(a) == b)
 }
 
 /// Removes every client-sent field that could be read as one of `protected` (identity headers),
 /// in any case and with `_` or `.` in place of `-`. Runs on every request, bypass routes included.
 pub fn strip_protected(headers: &mut HeaderMap, protected_folded: &[String]) {
+    let is_protected = |k: &HeaderName| protected_folded.iter().any(|p| folds_to(k.as_str(), p));
+    // The common case: no client sent anything of the kind, nothing to collect.
+    if !headers.keys().any(is_protected) {
+        return;
+    }
     let doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| protected_folded.iter().any(|p| *p == folded(k.as_str())))
+        .filter(|k| is_protected(k))
         .cloned()
         .collect();
     for name in doomed {

@@ -21,7 +21,7 @@ pub struct ForwardRequest<'a> {
     /// Folded names of headers a client may never send upstream (see `strip_protected`).
     pub protected: &'a [String],
     /// Cookies of the gateway's own (the session id), removed before forwarding.
-    pub hidden_cookies: Vec<String>,
+    pub hidden_cookies: [&'a str; 2],
     /// Identity headers to add (after every client-sent spelling was removed).
     pub identity: Vec<(HeaderName, HeaderValue)>,
 }
@@ -47,8 +47,7 @@ pub async fn forward(
     // client can never use `Connection` to remove the gateway's own identity headers.
     headers::strip_hop_by_hop(headers);
     headers::strip_protected(headers, fwd.protected);
-    let hidden: Vec<&str> = fwd.hidden_cookies.iter().map(String::as_str).collect();
-    headers::strip_cookies(headers, &hidden);
+    headers::strip_cookies(headers, &fwd.hidden_cookies);
     headers::set_forwarded(headers, &fwd.forwarding);
     for (name, value) in fwd.identity {
         headers.insert(name, value);

@@ -134,6 +134,7 @@ fn client_for(index: usize, config: &UpstreamConfig) -> Result<UpstreamClient, U
     let client = Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(std::time::Duration::from_secs(60))
+        .pool_max_idle_per_host(config.max_idle_connections)
         .build(connector);
     Ok(client)
 }

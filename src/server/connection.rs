@@ -53,22 +53,24 @@ pub async fn serve(
             }
             if might_be_h2_prior_knowledge(&stream).await {
                 let io = ActivityIo::new(stream, activity.clone());
-                serve_any_version(app, io, activity, conn, shutdown).await;
+                Box::pin(serve_any_version(app, io, activity, conn, shutdown)).await;
             } else {
                 serve_http1(app, stream, activity, conn, shutdown).await;
             }
         }
         Some(acceptor) => {
+            // Boxed, like every large state below: an idle connection's task keeps only what
+            // its current step needs.
             let handshake =
                 tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream));
-            match handshake.await {
+            match Box::pin(handshake).await {
                 Ok(Ok(tls_stream)) => {
                     let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
                     if h2 {
                         let io = ActivityIo::new(tls_stream, activity.clone());
-                        serve_any_version(app, io, activity, conn, shutdown).await;
+                        Box::pin(serve_any_version(app, io, activity, conn, shutdown)).await;
                     } else {
-                        serve_http1(app, tls_stream, activity, conn, shutdown).await;
+                        Box::pin(serve_http1(app, tls_stream, activity, conn, shutdown)).await;
                     }
                 }
                 Ok(Err(e)) => {
@@ -147,19 +149,15 @@ async fn serve_http1<S: Parkable>(
     loop {
         activity.reset_mark();
         let service = service(app.clone(), activity.clone(), conn);
-        let mut session = builder
-            .serve_connection(TokioIo::new(ActivityIo::new(io, activity.clone())), service)
-            .with_upgrades();
-        if !drive(
-            Pin::new(&mut session),
-            &activity,
-            &limits,
-            &mut shutdown,
-            conn,
-            true,
-        )
-        .await
-        {
+        // On the heap: a parked connection does not keep room for it.
+        let mut session = Box::new(
+            builder
+                .serve_connection(TokioIo::new(ActivityIo::new(io, activity.clone())), service)
+                .with_upgrades(),
+        );
+        let session_ref = Pin::new(&mut *session);
+        let drive = drive(session_ref, &activity, &limits, &mut shutdown, conn, true);
+        if !Box::pin(drive).await {
             return;
         }
         // Ended by a park: take the socket back, drop the session and its buffers.
