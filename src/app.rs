@@ -33,6 +33,8 @@ pub struct App {
     pub https_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// Open and parked client connections.
     pub connection_stats: crate::server::ConnectionStats,
+    /// The session cookie's names (plain HTTP, HTTPS).
+    pub session_cookies: crate::http::cookies::SessionCookieNames,
 }
 
 impl App {
@@ -40,6 +42,7 @@ impl App {
     pub fn new(config: Config, clock: SharedClock) -> Result<Arc<App>, AppError> {
         let upstreams = Upstreams::build(&config.upstreams)?;
         let protected_headers = config.identity_headers.protected();
+        let session_cookies = crate::http::cookies::SessionCookieNames::new(&config.session);
         let store = Arc::new(open_store(&config)?);
         let sessions = Arc::new(SessionManager::new(
             store.clone(),
@@ -86,6 +89,7 @@ impl App {
             held_forms: Default::default(),
             https_addr: std::sync::OnceLock::new(),
             connection_stats: crate::server::ConnectionStats::default(),
+            session_cookies,
         }))
     }
 

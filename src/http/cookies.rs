@@ -20,6 +20,33 @@ pub fn session_cookie_name(config: &SessionConfig, tls: bool) -> Cow<'_, str> {
     }
 }
 
+/// The session cookie's name over plain HTTP and over HTTPS, worked out once at startup: the
+/// request path asks for them on every request.
+#[derive(Debug, Clone)]
+pub struct SessionCookieNames {
+    plain: String,
+    tls: String,
+}
+
+impl SessionCookieNames {
+    pub fn new(config: &SessionConfig) -> Self {
+        SessionCookieNames {
+            plain: session_cookie_name(config, false).into_owned(),
+            tls: session_cookie_name(config, true).into_owned(),
+        }
+    }
+
+    /// See [`session_cookie_name`].
+    pub fn get(&self, tls: bool) -> &str {
+        if tls { &self.tls } else { &self.plain }
+    }
+
+    /// Both names (the same twice when they do not differ).
+    pub fn both(&self) -> [&str; 2] {
+        [&self.plain, &self.tls]
+    }
+}
+
 /// Every value of the cookie `name` in the request (a client may send several).
 pub fn read<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
     let mut values = Vec::new();
@@ -93,6 +120,14 @@ mod tests {
             portal_url: None,
         }];
         assert_eq!(session_cookie_name(&c, true), "stepgate_session");
+
+        let names = SessionCookieNames::new(&SessionConfig::default());
+        assert_eq!(names.get(true), "__Host-stepgate_session");
+        assert_eq!(names.get(false), "stepgate_session");
+        assert_eq!(
+            names.both(),
+            ["stepgate_session", "__Host-stepgate_session"]
+        );
     }
 
     #[test]

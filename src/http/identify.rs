@@ -10,8 +10,7 @@ use crate::error::Error;
 use crate::http::cookies;
 
 pub fn identify(app: &App, headers: &HeaderMap, tls: bool) -> Result<Option<Identity>, Error> {
-    let name = cookies::session_cookie_name(&app.config.session, tls);
-    for value in cookies::read(headers, &name) {
+    for value in cookies::read(headers, app.session_cookies.get(tls)) {
         let Some(session) = app
             .sessions
             .lookup(value)

@@ -138,10 +138,6 @@ async fn dispatch(
         None => req.map(body::stream),
     };
     let peer_trusted = client_ip::is_trusted(conn.peer.ip(), &config.server.trusted_proxies);
-    let session_cookies = [
-        cookies::session_cookie_name(&config.session, false),
-        cookies::session_cookie_name(&config.session, true),
-    ];
     let fwd = ForwardRequest {
         path_and_query,
         forwarding: Forwarding {
@@ -151,7 +147,7 @@ async fn dispatch(
             host: host.as_deref(),
         },
         protected: &app.protected_headers,
-        hidden_cookies: [&session_cookies[0], &session_cookies[1]],
+        hidden_cookies: app.session_cookies.both(),
         identity: identity
             .map(|id| identity_headers(&config.identity_headers, &id))
             .unwrap_or_default(),

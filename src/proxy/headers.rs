@@ -53,8 +53,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    // One pass to find them (standard names compare as small integers) beats hashing all
+    // nine names on every request, when usually none is present.
+    if headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        for name in &HOP_BY_HOP {
+            headers.remove(name);
+        }
     }
 }
 
@@ -94,25 +98,26 @@ pub struct Forwarding<'a> {
 
 /// Sets X-Forwarded-For, -Proto and -Host. Client-sent values survive only from a trusted peer.
 pub fn set_forwarded(headers: &mut HeaderMap, fwd: &Forwarding<'_>) {
-    let prior_for: Vec<String> = if fwd.peer_trusted {
-        headers
+    use std::fmt::Write as _;
+    let mut chain = String::with_capacity(64);
+    if fwd.peer_trusted {
+        let prior = headers
             .get_all(&X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let mut chain = prior_for.join(", ");
-    if !chain.is_empty() {
-        chain.push_str(", ");
+            .map(str::trim)
+            .filter(|s| !s.is_empty());
+        for value in prior {
+            chain.push_str(value);
+            chain.push_str(", ");
+        }
     }
-    chain.push_str(&fwd.peer.to_string());
-    headers.remove(&X_FORWARDED_FOR);
-    if let Ok(v) = HeaderValue::from_str(&chain) {
+    let _ = write!(chain, "{}", fwd.peer);
+    if let Ok(v) = HeaderValue::try_from(chain) {
+        // `insert` replaces every client-sent value.
         headers.insert(X_FORWARDED_FOR, v);
+    } else {
+        headers.remove(&X_FORWARDED_FOR);
     }
 
     let keep_proto = fwd.peer_trusted && headers.contains_key(&X_FORWARDED_PROTO);
