@@ -14,8 +14,10 @@ use http::header::{
     TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 
+const HOP_BY_HOP_COUNT: usize = 9;
+
 /// Fields that only mean something on one connection and are never forwarded.
-const HOP_BY_HOP: [HeaderName; 9] = [
+const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -40,25 +42,36 @@ pub fn is_hop_by_hop(name: &str) -> bool {
 
 /// Removes every field named in `Connection`, then the fixed hop-by-hop fields.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most requests carry no Connection field (HTTP/1.1 keep-alive is the default).
-    if headers.contains_key(CONNECTION) {
+    // Most messages carry at most `Connection: keep-alive`: find what is there in one pass
+    // (standard names compare as small integers) instead of hashing every name to remove it.
+    let mut present = [false; HOP_BY_HOP_COUNT];
+    let mut any = false;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+            any = true;
+        }
+    }
+    if !any {
+        return;
+    }
+    if present[0] {
         let listed: Vec<HeaderName> = headers
             .get_all(CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .map(str::trim)
+            // Fixed hop-by-hop fields are removed below anyway.
+            .filter(|token| !is_hop_by_hop(token))
+            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
             .collect();
         for name in listed {
             headers.remove(name);
         }
     }
-    // One pass to find them (standard names compare as small integers) beats hashing all
-    // nine names on every request, when usually none is present.
-    if headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
-        for name in &HOP_BY_HOP {
-            headers.remove(name);
-        }
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, here)| *here) {
+        headers.remove(name);
     }
 }
 
@@ -267,6 +280,22 @@ mod tests {
         assert!(!h.contains_key("x-secret"));
         assert!(!h.contains_key("x-other"));
         assert_eq!(h["x-app"], "kept");
+    }
+
+    #[test]
+    fn only_hop_by_hop_fields_go_and_keep_alive_answers_lose_both() {
+        let mut h = map(&[("x-app", "kept"), ("cookie", "a=b")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2, "nothing to remove");
+        let mut h = map(&[
+            ("connection", "keep-alive, close"),
+            ("keep-alive", "timeout=5"),
+            ("close", "x"),
+            ("content-length", "5"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["content-length"], "5");
     }
 
     #[test]
