@@ -4,7 +4,6 @@ pub mod audit;
 pub mod directory;
 pub mod factors;
 mod hash_memory;
-mod hash_workers;
 pub mod password;
 pub mod regulation;
 pub mod session;

@@ -1,6 +1,5 @@
-//! Passwords: NFKC-normalised secrets, a length policy, and argon2id hashing that runs on
-//! dedicated lower-priority threads behind a semaphore, so logins never stall the workers that
-//! proxy traffic.
+//! Passwords: NFKC-normalised secrets, a length policy, and argon2id hashing that runs on tokio's
+//! blocking pool behind a semaphore, so logins never stall the workers that proxy traffic.
 //!
 //! Hashes are PHC strings (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`): the parameters travel with
 //! the hash, so changing the configured cost never locks anyone out.
@@ -18,7 +17,6 @@ use unicode_normalization::UnicodeNormalization;
 use zeroize::Zeroizing;
 
 use super::hash_memory::MemoryPool;
-use super::hash_workers::{HashWorkers, JobFailed};
 use crate::config::{ConfigErrors, key_join};
 
 /// Largest argon2 memory cost accepted, in KiB (1 GiB), from configuration or from a stored hash.
@@ -353,12 +351,9 @@ struct Inner {
     counters: Counters,
     /// Working memory, at most one buffer per permit.
     memory: MemoryPool,
-    /// One lower-priority thread per permit.
-    workers: HashWorkers,
 }
 
-/// Hashes and verifies passwords on dedicated lower-priority threads (see `hash_workers`), at
-/// most `max_concurrent` at a time.
+/// Hashes and verifies passwords on tokio's blocking pool, at most `max_concurrent` at a time.
 /// Cheap to clone; clones share the limit.
 #[derive(Clone)]
 pub struct PasswordHasher {
@@ -388,8 +383,6 @@ impl PasswordHasher {
         let dummy = decode(dummy.as_str())?;
         // Nothing is kept from startup: an idle gateway holds no hashing memory.
         memory.clear();
-        let workers = HashWorkers::start(max_concurrent)
-            .map_err(|e| PasswordError::Hashing(format!("cannot start hashing threads: {e}")))?;
         Ok(PasswordHasher {
             inner: Arc::new(Inner {
                 params,
@@ -398,7 +391,6 @@ impl PasswordHasher {
                 dummy,
                 counters: Counters::default(),
                 memory,
-                workers,
             }),
         })
     }
@@ -468,7 +460,7 @@ impl PasswordHasher {
         }
     }
 
-    /// Runs `work` on a hashing thread once a permit is free. The permit moves into the
+    /// Runs `work` on the blocking pool once a permit is free. The permit moves into the blocking
     /// task, so if the caller is cancelled (client gone) the slot stays taken until the work ends:
     /// the bound holds for CPU time, not just for waiting callers.
     async fn run_limited<T, F>(&self, work: F) -> Result<T, PasswordError>
@@ -481,22 +473,20 @@ impl PasswordHasher {
             .await
             .map_err(|_| PasswordError::Hashing("hashing limiter closed".to_owned()))?;
         let inner = Arc::clone(&self.inner);
-        let job = Arc::clone(&self.inner);
-        inner
-            .workers
-            .run(move || {
-                let _permit = permit;
-                let _running = Running::start(&job.counters);
-                work(&job)
-            })
-            .await
-            .map_err(|e| {
-                let why = match e {
-                    JobFailed::Panicked => "panicked",
-                    JobFailed::Unavailable => "could not be started",
-                };
-                PasswordError::Hashing(format!("hashing task {why}"))
-            })
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let _running = Running::start(&inner.counters);
+            work(&inner)
+        })
+        .await
+        .map_err(|e| {
+            let why = if e.is_panic() {
+                "panicked"
+            } else {
+                "was cancelled"
+            };
+            PasswordError::Hashing(format!("hashing task {why}"))
+        })
     }
 }
 
