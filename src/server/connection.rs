@@ -120,7 +120,8 @@ async fn wait_for_client<S: Parkable>(
 }
 
 /// True when the first bytes are (or may still become) the HTTP/2 preface; such connections go
-/// to the version-detecting server. HTTP/1 requests never start with "PR".
+/// to the version-detecting server, which serves either version. An HTTP/1 request differs
+/// from the preface by its third byte at the latest (`PROPFIND`, `PRI` is not a method).
 async fn might_be_h2_prior_knowledge(stream: &TcpStream) -> bool {
     let mut first = [0u8; H2_PREFACE.len()];
     match stream.peek(&mut first).await {
