@@ -198,6 +198,27 @@ async fn closes_slowloris_connection_after_header_read_timeout() {
 }
 
 #[tokio::test]
+async fn closes_a_connection_that_never_sends_a_request_after_header_read_timeout() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .extra_toml("[limits]\nheader_read_timeout = \"300ms\"\nidle_timeout = \"60s\"")
+        .start()
+        .await;
+    let mut tcp = within("connect", TcpStream::connect(gw.addr()))
+        .await
+        .expect("connect");
+    let opened = Instant::now();
+    let mut answer = Vec::new();
+    let _ = within("silent connection to close", tcp.read_to_end(&mut answer)).await;
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    assert!(
+        opened.elapsed() < Duration::from_secs(30),
+        "closed by the header-read timeout, not the idle timeout"
+    );
+}
+
+#[tokio::test]
 async fn connection_cap_holds_a_third_connection_until_one_closes() {
     let upstream = EchoUpstream::start().await;
     let gw = Gateway::builder()

@@ -48,10 +48,19 @@ pub async fn serve(
     let activity = Activity::new();
     match tls {
         None => {
-            if !wait_for_client(&stream, &activity, &limits, &mut shutdown).await {
+            // A connection that never sends a request is closed like a slow request head.
+            let first_request = limits.header_read_timeout.min(limits.idle_timeout);
+            let deadline = activity.last() + first_request;
+            if !wait_for_client(&stream, deadline, &mut shutdown).await {
                 return;
             }
-            if might_be_h2_prior_knowledge(&stream).await {
+            // Readiness can be spurious: the peek waits for real bytes, up to the same deadline.
+            let Ok(h2) =
+                tokio::time::timeout_at(deadline, might_be_h2_prior_knowledge(&stream)).await
+            else {
+                return;
+            };
+            if h2 {
                 let io = ActivityIo::new(stream, activity.clone());
                 Box::pin(serve_any_version(app, io, activity, conn, shutdown)).await;
             } else {
@@ -102,11 +111,11 @@ impl Parkable for TlsStream<TcpStream> {
 }
 
 /// Waits, holding nothing but the socket, until the client sends something. False when the
-/// connection should close instead: idle for `idle_timeout`, server shutting down, or an error.
+/// connection should close instead: nothing came before `deadline`, the server is shutting
+/// down, or an error.
 async fn wait_for_client<S: Parkable>(
     io: &S,
-    activity: &Activity,
-    limits: &Limits,
+    deadline: Instant,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
     if *shutdown.borrow() {
@@ -114,7 +123,7 @@ async fn wait_for_client<S: Parkable>(
     }
     tokio::select! {
         ready = io.readable() => ready.is_ok(),
-        _ = tokio::time::sleep_until(activity.last() + limits.idle_timeout) => false,
+        _ = tokio::time::sleep_until(deadline) => false,
         _ = shutdown.changed() => false,
     }
 }
@@ -170,7 +179,8 @@ async fn serve_http1<S: Parkable>(
         }
         io = parts.io.into_inner().into_inner();
         let parked = stats.parked_one();
-        if !wait_for_client(&io, &activity, &limits, &mut shutdown).await {
+        let idle_until = activity.last() + limits.idle_timeout;
+        if !wait_for_client(&io, idle_until, &mut shutdown).await {
             return;
         }
         drop(parked);
