@@ -84,14 +84,9 @@ pub fn perform(config: &Config, request: &Request) -> Result<(Route, Response), 
 }
 
 fn offline_error(socket: &Path, source: AppError) -> AdminError {
-    // sled 0.34 reports a held lock only as an `Other` I/O error with this text.
     let locked = matches!(
         &source,
-        AppError::Store(StoreError::Open {
-            source: sled::Error::Io(e),
-            ..
-        }) if e.kind() == io::ErrorKind::WouldBlock
-            || e.to_string().contains("could not acquire lock")
+        AppError::Store(StoreError::Open { source, .. }) if crate::store::is_lock_held(source)
     );
     if locked {
         AdminError::StoreLocked {

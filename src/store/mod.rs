@@ -47,6 +47,18 @@ pub const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
 /// Everything that can go wrong talking to the store.
+/// How long [`Store::open`] waits for another handle to release the store's lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often it tries again meanwhile.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Whether sled refused to open because another handle holds the store's lock (sled 0.34
+/// reports it only as an I/O error with this text).
+pub fn is_lock_held(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock
+        || io.to_string().contains("could not acquire lock"))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open the store at {}: {source}", path.display())]
@@ -117,13 +129,24 @@ impl Store {
     /// A new database gets the current schema version written; one written by a newer build is
     /// refused with [`StoreError::NewerSchema`] rather than read with the wrong meaning.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(path)
-            .open()
-            .map_err(|source| StoreError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        // sled releases its file lock from a background thread some time after the last handle
+        // is dropped (up to its flush interval): a store closed and reopened in one process
+        // (tests, the CLI after a stopped gateway) waits for that instead of failing at once.
+        let give_up = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match sled::Config::new().path(path).open() {
+                Ok(db) => break db,
+                Err(e) if is_lock_held(&e) && std::time::Instant::now() < give_up => {
+                    std::thread::sleep(LOCK_RETRY);
+                }
+                Err(source) => {
+                    return Err(StoreError::Open {
+                        path: path.to_path_buf(),
+                        source,
+                    });
+                }
+            }
+        };
         Self::from_db(db, path.to_path_buf())
     }
 
@@ -242,6 +265,37 @@ mod tests {
             Store::open(dir.path()),
             Err(StoreError::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn a_store_can_be_reopened_as_soon_as_it_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..20 {
+            let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("round {round}: {e}"));
+            // A write leaves sled's background flusher with work, and a handle, after the drop.
+            store.db.insert(b"reopen-test", &[round][..]).unwrap();
+            drop(store);
+        }
+    }
+
+    #[test]
+    fn opening_waits_for_another_handle_to_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Store::open(dir.path()).unwrap();
+        let path = dir.path().to_path_buf();
+        let start = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let opener = {
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                Store::open(&path)
+            })
+        };
+        // The first handle goes away while the second open is under way.
+        start.wait();
+        drop(first);
+        let second = opener.join().unwrap();
+        assert!(second.is_ok(), "{:?}", second.err());
     }
 
     #[test]
