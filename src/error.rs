@@ -314,13 +314,7 @@ mod tests {
     }
 
     fn frame(lang: Lang) -> Frame {
-        let portal = PortalConfig {
-            prefix: "/.stepgate".into(),
-            title: "Stepgate".into(),
-            url: None,
-            logo: None,
-            accent: None,
-        };
+        let portal = PortalConfig::default();
         Frame::new(&portal, lang, Some(""))
     }
 

@@ -110,6 +110,19 @@ pub struct PortalConfig {
     pub accent: Option<String>,
 }
 
+impl Default for PortalConfig {
+    /// What an empty `[portal]` section gives: the default prefix and title, no branding.
+    fn default() -> Self {
+        PortalConfig {
+            prefix: validate::DEFAULT_PREFIX.to_string(),
+            title: validate::DEFAULT_TITLE.to_string(),
+            url: None,
+            logo: None,
+            accent: None,
+        }
+    }
+}
+
 /// The operator's logo, read into memory at startup and served by the portal.
 #[derive(Clone)]
 pub struct Logo {

@@ -17,6 +17,8 @@ use super::{
 use crate::policy::host::HostPattern;
 
 pub const DEFAULT_PREFIX: &str = "/.stepgate";
+/// The product title shown on the portal's pages unless `portal.title` says otherwise.
+pub const DEFAULT_TITLE: &str = "Stepgate";
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 /// Validates a raw configuration, returning every problem found.
@@ -389,7 +391,10 @@ fn portal(raw: &RawPortal, errors: &mut ConfigErrors) -> PortalConfig {
         } else {
             DEFAULT_PREFIX.to_string()
         },
-        title: raw.title.clone().unwrap_or_else(|| "Stepgate".to_string()),
+        title: raw
+            .title
+            .clone()
+            .unwrap_or_else(|| DEFAULT_TITLE.to_string()),
         logo: raw.logo.as_deref().and_then(|path| logo(path, errors)),
         accent: raw
             .accent

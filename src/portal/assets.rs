@@ -173,13 +173,7 @@ mod tests {
     use crate::config::Logo;
 
     fn portal() -> PortalConfig {
-        PortalConfig {
-            url: None,
-            prefix: "/.stepgate".into(),
-            title: "Stepgate".into(),
-            logo: None,
-            accent: None,
-        }
+        PortalConfig::default()
     }
 
     fn name_of(url: &str) -> &str {

@@ -160,13 +160,7 @@ mod tests {
     use super::*;
 
     fn portal() -> PortalConfig {
-        PortalConfig {
-            url: None,
-            prefix: "/.stepgate".into(),
-            title: "Stepgate".into(),
-            logo: None,
-            accent: None,
-        }
+        PortalConfig::default()
     }
 
     #[test]
