@@ -47,6 +47,9 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     pub redirect_http_to_https: bool,
     pub trusted_proxies: Vec<IpNet>,
+    /// Threads serving connections; each runs its own event loop and upstream pools, and a
+    /// connection stays on the thread that received it.
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -37,6 +37,8 @@ pub struct RawServer {
     pub redirect_http_to_https: bool,
     /// Peers (CIDR or single address) whose X-Forwarded-* headers are believed.
     pub trusted_proxies: Vec<String>,
+    /// Threads serving connections, each with its own event loop (default: one per CPU).
+    pub workers: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -272,3 +272,35 @@ max_idle_connections = 1000000
         ]
     );
 }
+
+#[test]
+fn workers_default_to_the_cpus_and_are_checked() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let c = parse(
+        r#"
+[[upstreams]]
+url = "http://127.0.0.1:3000"
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.server.workers, cpus);
+
+    let c = parse(
+        r#"
+[server]
+workers = 3
+[[upstreams]]
+url = "http://127.0.0.1:3000"
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.server.workers, 3);
+
+    for bad in ["0", "1025", "-1", "\"two\""] {
+        let errs = parse(&format!(
+            "[server]\nworkers = {bad}\n[[upstreams]]\nurl = \"http://127.0.0.1:3000\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(keys(&errs), vec!["server.workers"], "workers = {bad}");
+    }
+}

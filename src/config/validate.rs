@@ -162,13 +162,33 @@ fn server(raw: &RawServer, errors: &mut ConfigErrors) -> ServerConfig {
             Err(reason) => errors.push(format!("server.trusted_proxies[{i}]"), reason),
         }
     }
+    let workers = match raw.workers {
+        None => default_workers(),
+        Some(n) if (1..=MAX_WORKERS).contains(&n) => n as usize,
+        Some(_) => {
+            errors.push(
+                "server.workers",
+                format!("must be between 1 and {MAX_WORKERS}"),
+            );
+            default_workers()
+        }
+    };
     ServerConfig {
         listen,
         tls_listen,
         tls,
         redirect_http_to_https: raw.redirect_http_to_https,
         trusted_proxies,
+        workers,
     }
+}
+
+/// Upper bound for `server.workers`: more event loops than this only adds threads.
+const MAX_WORKERS: u64 = 1024;
+
+/// One worker per CPU the process may use.
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn duration_or(

@@ -21,7 +21,11 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed_unsync()
 }
 
-/// Wraps hyper's incoming body without reading it.
-pub fn stream(incoming: hyper::body::Incoming) -> Body {
-    incoming.map_err(BoxError::from).boxed_unsync()
+/// Wraps a streaming body (hyper's incoming body, an upstream's answer) without reading it.
+pub fn stream<B>(incoming: B) -> Body
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    incoming.map_err(Into::into).boxed_unsync()
 }

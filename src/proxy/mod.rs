@@ -1,11 +1,12 @@
 //! Forwarding a request to its upstream and streaming the answer back.
 
 pub mod headers;
+pub mod pool;
 pub mod upgrade;
 pub mod upstream;
 
 use http::header::{HOST, HeaderName, HeaderValue};
-use http::uri::{Authority, Scheme};
+use http::uri::Authority;
 use http::{Request, Response, StatusCode, Uri, Version};
 
 use crate::error::Error;
@@ -69,21 +70,18 @@ pub async fn forward(
     if let Some(h) = host_value {
         headers.insert(HOST, h);
     }
-    parts.uri = Uri::builder()
-        .scheme(config.url.scheme().cloned().unwrap_or(Scheme::HTTP))
-        .authority(upstream_authority.clone())
-        .path_and_query(fwd.path_and_query.as_str())
-        .build()
+    // Origin form: the pool knows where the connection goes.
+    parts.uri = Uri::try_from(fwd.path_and_query)
         .map_err(|_| Error::BadRequest("request target cannot be forwarded"))?;
     parts.version = Version::HTTP_11;
     let outgoing = Request::from_parts(parts, request_body);
 
-    let mut resp =
-        match tokio::time::timeout(config.timeout, upstream.client.request(outgoing)).await {
-            Err(_elapsed) => return Err(Error::UpstreamTimeout),
-            Ok(Err(e)) => return Err(Error::UpstreamUnavailable(e.to_string())),
-            Ok(Ok(resp)) => resp,
-        };
+    let mut resp = match tokio::time::timeout(config.timeout, upstream.pool().send(outgoing)).await
+    {
+        Err(_elapsed) => return Err(Error::UpstreamTimeout),
+        Ok(Err(e)) => return Err(Error::UpstreamUnavailable(e.to_string())),
+        Ok(Ok(resp)) => resp,
+    };
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let (Some(protocol), Some(client_upgrade)) = (upgrade_protocol, client_upgrade) else {

@@ -1,25 +1,44 @@
-//! Upstreams: which application a request goes to (by Host), and a pooled client for each.
+//! Upstreams: which application a request goes to (by Host), and the connection pools that
+//! reach each one.
 
 use std::io;
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use http::Uri;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::RootCertStore;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
+use super::pool::ConnectionPool;
 use crate::config::UpstreamConfig;
-use crate::http::body::Body;
 
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
+/// An idle upstream connection is closed after this long unused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// One configured application and the connection pool that reaches it.
+/// One configured application and the connection pools that reach it: one per worker thread
+/// (`server::workers`), so a request and its upstream connection share an event loop, and one
+/// for every other thread.
 pub struct Upstream {
     pub config: UpstreamConfig,
-    pub client: UpstreamClient,
+    pools: Box<[ConnectionPool]>,
+}
+
+impl Upstream {
+    /// The pool of the calling thread's worker.
+    pub fn pool(&self) -> &ConnectionPool {
+        let others = self.pools.len() - 1;
+        let index = crate::server::workers::current().map_or(others, |i| i.min(others));
+        &self.pools[index]
+    }
+
+    /// Idle connections held across every worker's pool.
+    pub fn idle_connections(&self) -> usize {
+        self.pools.iter().map(ConnectionPool::idle_count).sum()
+    }
 }
 
 /// All upstreams, in configuration order; the first host match wins, then the default.
@@ -37,20 +56,42 @@ pub enum UpstreamSetupError {
 }
 
 impl Upstreams {
-    pub fn build(configs: &[UpstreamConfig]) -> Result<Self, UpstreamSetupError> {
+    /// Builds every upstream's pools: one for each of `workers` worker threads, one for the rest.
+    pub fn build(configs: &[UpstreamConfig], workers: usize) -> Result<Self, UpstreamSetupError> {
         let mut list = Vec::with_capacity(configs.len());
         let mut default = None;
         for (index, config) in configs.iter().enumerate() {
             if config.host.is_none() && default.is_none() {
                 default = Some(index);
             }
-            let client = client_for(index, config)?;
+            let connector = connector_for(index, config)?;
+            let target = target_of(config);
+            let pools = (0..=workers)
+                .map(|_| {
+                    ConnectionPool::new(
+                        connector.clone(),
+                        target.clone(),
+                        config.max_idle_connections,
+                        IDLE_TIMEOUT,
+                    )
+                })
+                .collect();
             list.push(Upstream {
                 config: config.clone(),
-                client,
+                pools,
             });
         }
         Ok(Upstreams { list, default })
+    }
+
+    /// Closes idle upstream connections unused for longer than the idle timeout; returns how
+    /// many were closed.
+    pub fn close_expired(&self) -> usize {
+        self.list
+            .iter()
+            .flat_map(|u| u.pools.iter())
+            .map(ConnectionPool::close_expired)
+            .sum()
     }
 
     /// The upstream for a request's host (port ignored, case-insensitive).
@@ -109,7 +150,17 @@ fn root_store(index: usize, config: &UpstreamConfig) -> Result<RootCertStore, Up
     Ok(roots)
 }
 
-fn client_for(index: usize, config: &UpstreamConfig) -> Result<UpstreamClient, UpstreamSetupError> {
+/// `scheme://authority/` of the upstream: where its connections go.
+fn target_of(config: &UpstreamConfig) -> Uri {
+    let mut parts = config.url.clone().into_parts();
+    parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    Uri::from_parts(parts).unwrap_or_else(|_| config.url.clone())
+}
+
+fn connector_for(
+    index: usize,
+    config: &UpstreamConfig,
+) -> Result<HttpsConnector<HttpConnector>, UpstreamSetupError> {
     let roots = root_store(index, config)?;
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -126,17 +177,11 @@ fn client_for(index: usize, config: &UpstreamConfig) -> Result<UpstreamClient, U
     http.set_nodelay(true);
     http.set_connect_timeout(Some(config.connect_timeout));
     // Upstream traffic is HTTP/1.1: it carries upgrades (WebSocket) and is what legacy consoles speak.
-    let connector = HttpsConnectorBuilder::new()
+    Ok(HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
-        .wrap_connector(http);
-    let client = Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(std::time::Duration::from_secs(60))
-        .pool_max_idle_per_host(config.max_idle_connections)
-        .build(connector);
-    Ok(client)
+        .wrap_connector(http))
 }
 
 impl From<UpstreamSetupError> for io::Error {

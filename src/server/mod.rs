@@ -4,6 +4,7 @@
 mod activity;
 mod connection;
 pub mod tls;
+pub mod workers;
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::app::App;
 use crate::http::ConnInfo;
+use workers::Workers;
 
 /// Live connection counts (diagnostics and tests). Cheap to clone; clones share the counts.
 #[derive(Debug, Clone, Default)]
@@ -72,6 +74,8 @@ pub struct RunningGateway {
     accept_loops: Vec<JoinHandle<()>>,
     connections: TaskTracker,
     control: crate::admin::socket::ControlSocket,
+    /// The threads serving connections; stopped when the gateway is dropped or shut down.
+    workers: Arc<Workers>,
 }
 
 /// Binds the configured listeners and starts serving.
@@ -84,6 +88,7 @@ pub async fn start(app: Arc<App>) -> io::Result<RunningGateway> {
     let (shutdown, _) = watch::channel(false);
     let connections = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(app.config.limits.max_connections));
+    let workers = Arc::new(Workers::start(server.workers)?);
     let mut accept_loops = Vec::new();
     let mut http_addr = None;
     let mut https_addr = None;
@@ -99,6 +104,7 @@ pub async fn start(app: Arc<App>) -> io::Result<RunningGateway> {
             permits.clone(),
             shutdown.subscribe(),
             connections.clone(),
+            workers.clone(),
         )));
     }
     if let (Some(addr), Some(acceptor)) = (server.tls_listen, tls) {
@@ -113,6 +119,7 @@ pub async fn start(app: Arc<App>) -> io::Result<RunningGateway> {
             permits.clone(),
             shutdown.subscribe(),
             connections.clone(),
+            workers.clone(),
         )));
     }
     accept_loops.push(tokio::spawn(housekeeping(
@@ -129,6 +136,7 @@ pub async fn start(app: Arc<App>) -> io::Result<RunningGateway> {
         accept_loops,
         connections,
         control,
+        workers,
     })
 }
 
@@ -145,6 +153,7 @@ async fn accept_loop(
     permits: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
     connections: TaskTracker,
+    workers: Arc<Workers>,
 ) {
     loop {
         // At the connection cap, stop accepting until a connection closes.
@@ -169,6 +178,15 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        // The socket moves to the worker's event loop: taken off this one here, registered
+        // with the worker's when its task starts.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot hand an accepted connection to a worker");
+                continue;
+            }
+        };
         let conn = ConnInfo {
             peer,
             tls: tls.is_some(),
@@ -176,17 +194,25 @@ async fn accept_loop(
         let app = app.clone();
         let tls = tls.clone();
         let shutdown = shutdown.clone();
-        connections.spawn(async move {
-            connection::serve(app, stream, conn, tls, shutdown).await;
-            drop(permit);
-        });
+        let (_, worker) = workers.assign();
+        connections.spawn_on(
+            async move {
+                match tokio::net::TcpStream::from_std(stream) {
+                    Ok(stream) => connection::serve(app, stream, conn, tls, shutdown).await,
+                    Err(e) => tracing::warn!(error = %e, "a worker cannot take a connection"),
+                }
+                drop(permit);
+            },
+            worker,
+        );
     }
 }
 
 /// How often expired sessions and stale failure counters are removed from the store.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(600);
 
-/// How often password-hashing memory unused since the previous check is given back.
+/// How often password-hashing memory unused since the previous check is given back, and idle
+/// upstream connections past their timeout are closed.
 const HASH_MEMORY_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Removes expired sessions and stale regulation records, off the async workers, and gives back
@@ -203,6 +229,10 @@ async fn housekeeping(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
                 let freed = app.hasher.release_idle_memory();
                 if freed > 0 {
                     tracing::debug!(buffers = freed, "released idle password-hashing memory");
+                }
+                let closed = app.upstreams.close_expired();
+                if closed > 0 {
+                    tracing::debug!(connections = closed, "closed idle upstream connections");
                 }
                 continue;
             }
@@ -252,6 +282,11 @@ impl RunningGateway {
                 "shutdown deadline reached with connections still open"
             );
         }
+        // Whatever did not drain is cancelled with the workers' event loops.
+        let workers = self.workers;
+        tokio::task::spawn_blocking(move || drop(workers))
+            .await
+            .map_err(io::Error::other)?;
         self.app.flush().map_err(io::Error::other)?;
         tracing::info!("stopped");
         Ok(drained)

@@ -144,6 +144,8 @@ impl ReceivedRequest {
 
 struct State {
     requests: AtomicUsize,
+    /// Connections accepted so far.
+    connections: AtomicUsize,
     received: Mutex<Vec<ReceivedRequest>>,
     /// Number of `/__hold` requests currently waiting.
     held: watch::Sender<usize>,
@@ -181,6 +183,7 @@ impl EchoUpstream {
         let (stop_tx, stop_rx) = watch::channel(());
         let state = Arc::new(State {
             requests: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
             received: Mutex::new(Vec::new()),
             held: watch::Sender::new(0),
             release: watch::Sender::new(0),
@@ -212,6 +215,11 @@ impl EchoUpstream {
     }
 
     /// Number of requests received so far (every path, counted when the head arrives).
+    /// Connections accepted so far (keep-alive reuse shows as fewer connections than requests).
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
     pub fn requests(&self) -> usize {
         self.state.requests.load(Ordering::SeqCst)
     }
@@ -276,6 +284,7 @@ async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, state: Arc
         let Ok((tcp, _peer)) = listener.accept().await else {
             continue;
         };
+        state.connections.fetch_add(1, Ordering::SeqCst);
         let state = state.clone();
         let tls = tls.clone();
         let mut stop = state.stop.clone();

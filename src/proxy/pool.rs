@@ -1,0 +1,435 @@
+//! Keep-alive HTTP/1.1 connections to one upstream, used by one worker thread.
+//!
+//! A request takes the most recently used idle connection (or opens one), and the connection
+//! comes back to the pool when the response body has been read to its end: a response still
+//! streaming keeps its connection to itself. A connection whose answer was dropped half-read,
+//! that switched protocols (WebSocket), or that the upstream closed, is never reused.
+//!
+//! A request that could not even be written on a reused connection (the upstream closed it at
+//! that moment) is sent again on another one: it never reached the upstream.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, Uri};
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tower_service::Service;
+
+use crate::http::body::{Body, BoxError};
+
+/// Why a request could not be sent or answered.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("cannot connect: {0}")]
+    Connect(BoxError),
+    #[error("{0}")]
+    Http(#[from] hyper::Error),
+}
+
+/// The idle connections of one upstream on one worker.
+pub struct ConnectionPool {
+    connector: HttpsConnector<HttpConnector>,
+    /// `scheme://authority/`: where new connections go.
+    target: Uri,
+    idle: Arc<IdleConnections>,
+}
+
+struct IdleConnections {
+    /// Oldest first; requests take from the back, the sweep removes from the front.
+    list: Mutex<VecDeque<IdleConnection>>,
+    max: usize,
+    timeout: Duration,
+}
+
+struct IdleConnection {
+    sender: SendRequest<Body>,
+    since: Instant,
+}
+
+impl ConnectionPool {
+    /// A pool for `target` (`scheme://authority`) keeping at most `max_idle` idle connections,
+    /// each for at most `idle_timeout`.
+    pub fn new(
+        connector: HttpsConnector<HttpConnector>,
+        target: Uri,
+        max_idle: usize,
+        idle_timeout: Duration,
+    ) -> ConnectionPool {
+        ConnectionPool {
+            connector,
+            target,
+            idle: Arc::new(IdleConnections {
+                list: Mutex::new(VecDeque::new()),
+                max: max_idle,
+                timeout: idle_timeout,
+            }),
+        }
+    }
+
+    /// Sends `req` (its URI in origin form: path and query) and returns the response head; the
+    /// body streams from the connection.
+    pub async fn send(&self, mut req: Request<Body>) -> Result<Response<PooledBody>, PoolError> {
+        while let Some(mut sender) = self.idle.take() {
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(response) => return Ok(self.idle.attach(response, sender)),
+                Err(mut e) => match e.take_message() {
+                    // Never written: the connection closed under it. Try the next one.
+                    Some(unsent) => req = unsent,
+                    None => return Err(PoolError::Http(e.into_error())),
+                },
+            }
+        }
+        let mut sender = self.connect().await?;
+        match sender.try_send_request(req).await {
+            Ok(response) => Ok(self.idle.attach(response, sender)),
+            Err(e) => Err(PoolError::Http(e.into_error())),
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Body>, PoolError> {
+        let mut connector = self.connector.clone();
+        let io = connector
+            .call(self.target.clone())
+            .await
+            .map_err(PoolError::Connect)?;
+        let (sender, connection) = http1::handshake(io).await?;
+        // The connection runs on this worker for as long as it lives; upgrades (WebSocket) take
+        // its socket over when the upstream switches protocols.
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Closes idle connections unused for longer than the idle timeout.
+    pub fn close_expired(&self) -> usize {
+        self.idle.close_expired(Instant::now())
+    }
+
+    /// Idle connections held right now.
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().len()
+    }
+}
+
+impl IdleConnections {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<IdleConnection>> {
+        // The list stays consistent whatever panicked while holding it.
+        self.list.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently used idle connection that is still open and fresh.
+    fn take(&self) -> Option<SendRequest<Body>> {
+        let now = Instant::now();
+        let mut list = self.lock();
+        while let Some(idle) = list.pop_back() {
+            if !idle.sender.is_closed() && now.duration_since(idle.since) < self.timeout {
+                return Some(idle.sender);
+            }
+        }
+        None
+    }
+
+    fn put(&self, sender: SendRequest<Body>) {
+        if sender.is_closed() || self.max == 0 {
+            return;
+        }
+        let mut list = self.lock();
+        if list.len() >= self.max {
+            list.pop_front();
+        }
+        list.push_back(IdleConnection {
+            sender,
+            since: Instant::now(),
+        });
+    }
+
+    fn close_expired(&self, now: Instant) -> usize {
+        let mut list = self.lock();
+        let before = list.len();
+        list.retain(|idle| {
+            !idle.sender.is_closed() && now.duration_since(idle.since) < self.timeout
+        });
+        before - list.len()
+    }
+
+    /// Gives the response a body that hands the connection back once read to its end.
+    fn attach(
+        self: &Arc<Self>,
+        response: Response<Incoming>,
+        sender: SendRequest<Body>,
+    ) -> Response<PooledBody> {
+        // After 101 the connection belongs to the upgraded protocol.
+        let reusable = response.status() != StatusCode::SWITCHING_PROTOCOLS;
+        response.map(|incoming| {
+            let mut body = PooledBody {
+                incoming,
+                keep: reusable.then(|| KeepAlive {
+                    sender,
+                    pool: self.clone(),
+                }),
+            };
+            if body.incoming.is_end_stream() {
+                body.release();
+            }
+            body
+        })
+    }
+}
+
+/// An upstream response body; at its end the connection goes back to the pool.
+pub struct PooledBody {
+    incoming: Incoming,
+    keep: Option<KeepAlive>,
+}
+
+struct KeepAlive {
+    sender: SendRequest<Body>,
+    pool: Arc<IdleConnections>,
+}
+
+impl PooledBody {
+    fn release(&mut self) {
+        if let Some(keep) = self.keep.take() {
+            keep.pool.put(keep.sender);
+        }
+    }
+}
+
+impl HttpBody for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.incoming).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.release(),
+            Poll::Ready(Some(Ok(_))) if self.incoming.is_end_stream() => self.release(),
+            // An error leaves the connection in an unknown state: it is not reused.
+            Poll::Ready(Some(Err(_))) => self.keep = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.incoming.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.incoming.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::{BodyExt, Full, StreamBody};
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::http::body;
+
+    /// A loopback upstream counting the connections it accepted. `/big` streams 64 chunks of
+    /// 16 KiB, `/upgrade` answers 101, anything else a short text.
+    struct Upstream {
+        addr: std::net::SocketAddr,
+        accepted: Arc<AtomicUsize>,
+    }
+
+    async fn upstream() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let service = service_fn(|req: Request<Incoming>| async move {
+                        let response = match req.uri().path() {
+                            "/big" => {
+                                let chunks = (0..64).map(|_| {
+                                    Ok::<_, Infallible>(Frame::data(Bytes::from(vec![b'x'; 16384])))
+                                });
+                                let stream = futures_util::stream::iter(chunks);
+                                Response::new(StreamBody::new(stream).boxed_unsync())
+                            }
+                            "/upgrade" => Response::builder()
+                                .status(StatusCode::SWITCHING_PROTOCOLS)
+                                .header("connection", "upgrade")
+                                .header("upgrade", "test")
+                                .body(Full::new(Bytes::new()).boxed_unsync())
+                                .unwrap(),
+                            _ => Response::new(Full::new(Bytes::from("hello")).boxed_unsync()),
+                        };
+                        Ok::<_, Infallible>(response)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, accepted }
+    }
+
+    fn pool_for(up: &Upstream, max_idle: usize) -> ConnectionPool {
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+            )
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(HttpConnector::new());
+        let target: Uri = format!("http://{}/", up.addr).parse().unwrap();
+        ConnectionPool::new(connector, target, max_idle, Duration::from_secs(60))
+    }
+
+    fn get(path: &str) -> Request<Body> {
+        Request::builder()
+            .uri(path)
+            .header("host", "upstream.test")
+            .body(body::empty())
+            .unwrap()
+    }
+
+    async fn read_all(response: Response<PooledBody>) -> usize {
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .len()
+    }
+
+    #[tokio::test]
+    async fn requests_one_after_another_share_one_connection() {
+        let up = upstream().await;
+        let pool = pool_for(&up, 8);
+        for _ in 0..3 {
+            let response = pool.send(get("/")).await.unwrap();
+            assert_eq!(read_all(response).await, 5);
+        }
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_streaming_answer_keeps_its_connection_until_read_to_the_end() {
+        let up = upstream().await;
+        let pool = pool_for(&up, 8);
+        let streaming = pool.send(get("/big")).await.unwrap();
+        assert_eq!(pool.idle_count(), 0, "still streaming: not idle");
+        // A second request meanwhile needs a connection of its own.
+        read_all(pool.send(get("/")).await.unwrap()).await;
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(read_all(streaming).await, 64 * 16384);
+        assert_eq!(pool.idle_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_answer_dropped_half_read_does_not_give_its_connection_back() {
+        let up = upstream().await;
+        let pool = pool_for(&up, 8);
+        let mut body = pool.send(get("/big")).await.unwrap().into_body();
+        let first = body.frame().await.unwrap().unwrap();
+        assert!(first.is_data());
+        drop(body);
+        assert_eq!(pool.idle_count(), 0);
+        read_all(pool.send(get("/")).await.unwrap()).await;
+        assert_eq!(
+            up.accepted.load(Ordering::SeqCst),
+            2,
+            "a new connection was opened"
+        );
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_bounded_by_max_idle() {
+        let up = upstream().await;
+        let pool = pool_for(&up, 1);
+        let a = pool.send(get("/big")).await.unwrap();
+        let b = pool.send(get("/big")).await.unwrap();
+        read_all(a).await;
+        read_all(b).await;
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(pool.idle_count(), 1);
+
+        let none = pool_for(&up, 0);
+        read_all(none.send(get("/")).await.unwrap()).await;
+        assert_eq!(
+            none.idle_count(),
+            0,
+            "max_idle_connections = 0 keeps nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_switched_connection_is_never_reused() {
+        let up = upstream().await;
+        let pool = pool_for(&up, 8);
+        let response = pool.send(get("/upgrade")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(pool.idle_count(), 0);
+        drop(response);
+        read_all(pool.send(get("/")).await.unwrap()).await;
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn expired_idle_connections_are_closed_and_not_used() {
+        let up = upstream().await;
+        let pool = pool_for(&up, 8);
+        read_all(pool.send(get("/")).await.unwrap()).await;
+        assert_eq!(pool.idle_count(), 1);
+        let now = Instant::now();
+        assert_eq!(pool.idle.close_expired(now + Duration::from_secs(59)), 0);
+        assert_eq!(pool.idle.close_expired(now + Duration::from_secs(61)), 1);
+        assert_eq!(pool.idle_count(), 0);
+        read_all(pool.send(get("/")).await.unwrap()).await;
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_upstream_is_a_connect_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let up = Upstream {
+            addr,
+            accepted: Arc::new(AtomicUsize::new(0)),
+        };
+        let Err(err) = pool_for(&up, 8).send(get("/")).await else {
+            panic!("nothing listens there");
+        };
+        assert!(matches!(err, PoolError::Connect(_)), "{err}");
+    }
+}
