@@ -98,7 +98,9 @@ async fn dispatch(
         &config.server.trusted_proxies,
     );
     if portal {
-        return crate::portal::handle(app, req, &path, conn, client_ip).await;
+        // Boxed, like the other rare branches below: the proxied path's future stays small
+        // (hyper moves it into place for every request).
+        return Box::pin(crate::portal::handle(app, req, &path, conn, client_ip)).await;
     }
 
     let host = request_host(&req).map(str::to_owned);
@@ -126,8 +128,15 @@ async fn dispatch(
             return Ok(second_factor_challenge(app, req.headers(), &path_and_query));
         }
         Decision::StepUp { identity, step_up } => {
-            return step_up::challenge(app, req, &identity, step_up, &path_and_query, conn.proto())
-                .await;
+            return Box::pin(step_up::challenge(
+                app,
+                req,
+                &identity,
+                step_up,
+                &path_and_query,
+                conn.proto(),
+            ))
+            .await;
         }
         Decision::Deny => return Err(Error::Forbidden),
     };

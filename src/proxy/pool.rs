@@ -89,7 +89,8 @@ impl ConnectionPool {
                 },
             }
         }
-        let mut sender = self.connect().await?;
+        // Boxed: opening a connection is the rare path, and its future is large.
+        let mut sender = Box::pin(self.connect()).await?;
         match sender.try_send_request(req).await {
             Ok(response) => Ok(self.idle.attach(response, sender)),
             Err(e) => Err(PoolError::Http(e.into_error())),
