@@ -234,8 +234,13 @@ impl Proxy {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("{} exited ({status}):\n{}", self.name, self.output());
             }
+            // Listening is not enough: Caddy accepts connections before its certificates are
+            // ready. Ready means a whole HTTPS exchange (any status).
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return;
+                let probe = self.client().get(self.url(PORTAL_HOST, "/")).send();
+                if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), probe).await {
+                    return;
+                }
             }
             if tokio::time::Instant::now() > deadline {
                 panic!("{} did not start listening:\n{}", self.name, self.output());
