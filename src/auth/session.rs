@@ -14,6 +14,7 @@
 //! the cache of the manager that performs it.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -634,16 +635,16 @@ impl SessionManager {
                 &self.settings,
             );
         }
-        let expired = match cache.map.get(key) {
-            None => return Ok(None),
-            Some(entry) => entry.session.is_expired(now, &self.settings),
-        };
-        if expired {
-            cache.map.remove(key);
-            self.store.delete_session(key)?;
-            return Ok(None);
+        // One more lookup decides and answers (it used to take two).
+        match cache.map.entry(*key) {
+            Entry::Occupied(cached) if cached.get().session.is_expired(now, &self.settings) => {
+                cached.remove();
+                self.store.delete_session(key)?;
+                Ok(None)
+            }
+            Entry::Occupied(cached) => Ok(Some(cached.into_mut())),
+            Entry::Vacant(_) => Ok(None),
         }
-        Ok(cache.map.get_mut(key))
     }
 
     /// Ends one session at once (logout). Returns whether it existed.

@@ -47,19 +47,19 @@ impl SessionCookieNames {
     }
 }
 
-/// Every value of the cookie `name` in the request (a client may send several).
+/// Every value of the cookie `name` in the request (a client may send several), surrounding
+/// quotes removed. Values are not interpreted here: each reader checks its own (a session id
+/// has one exact shape, a language one of a fixed list). This runs on every request, so it only
+/// splits the `name=value` pairs of RFC 6265's cookie header, without building cookies.
 pub fn read<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
     let mut values = Vec::new();
     for header in headers.get_all(COOKIE) {
         let Ok(text) = header.to_str() else { continue };
         for pair in text.split(';') {
-            // Only a pair with the right name is worth a full parse.
-            if pair.split_once('=').is_some_and(|(n, _)| n.trim() == name)
-                && let Ok(c) = Cookie::parse(pair.trim())
-                && c.name() == name
-                && let Some((_, value)) = pair.trim().split_once('=')
+            if let Some((n, v)) = pair.split_once('=')
+                && n.trim() == name
             {
-                values.push(value.trim().trim_matches('"'));
+                values.push(v.trim().trim_matches('"'));
             }
         }
     }
@@ -158,7 +158,19 @@ mod tests {
             HeaderValue::from_static("a=1; stepgate_session=x; b=2"),
         );
         h.append(COOKIE, HeaderValue::from_static("stepgate_session=y"));
-        assert_eq!(read(&h, "stepgate_session"), vec!["x", "y"]);
+        h.append(
+            COOKIE,
+            HeaderValue::from_static(
+                " stepgate_session = \"z\" ;stepgate_session;x_stepgate_session=w",
+            ),
+        );
+        assert_eq!(read(&h, "stepgate_session"), vec!["x", "y", "z"]);
         assert!(read(&h, "other").is_empty());
+        // A value that is not text (obs-text bytes) is skipped, not guessed at.
+        h.append(
+            COOKIE,
+            HeaderValue::from_bytes(b"stepgate_session=\xff").unwrap(),
+        );
+        assert_eq!(read(&h, "stepgate_session"), vec!["x", "y", "z"]);
     }
 }
