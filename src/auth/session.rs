@@ -490,11 +490,17 @@ pub struct SessionManager {
     store: Arc<Store>,
     clock: SharedClock,
     settings: SessionSettings,
-    /// Every read or write of a session goes through this lock, store access included, so a
-    /// revocation and a concurrent lookup cannot interleave and resurrect a session in the
-    /// cache. Flushes happen after it is released.
-    cache: Mutex<SessionCache>,
+    /// The in-memory view, in shards chosen by the session key so that lookups on different
+    /// workers rarely wait for each other. Every read or write of a session goes through its
+    /// shard's lock, store access included, so a revocation and a concurrent lookup cannot
+    /// interleave and resurrect a session in the cache; what spans sessions (rotation, ending
+    /// a user's sessions) holds every shard it touches, taken in index order. Flushes happen
+    /// after the locks are released.
+    shards: Box<[Mutex<SessionCache>]>,
 }
+
+/// Shards of the session cache (fewer when the capacity is smaller).
+const CACHE_SHARDS: usize = 16;
 
 impl fmt::Debug for SessionManager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -515,14 +521,21 @@ impl SessionManager {
         settings: SessionSettings,
         capacity: usize,
     ) -> Self {
+        let capacity = capacity.max(1);
+        let count = CACHE_SHARDS.min(capacity);
+        let shards = (0..count)
+            .map(|_| {
+                Mutex::new(SessionCache {
+                    capacity: capacity.div_ceil(count),
+                    map: HashMap::new(),
+                })
+            })
+            .collect();
         SessionManager {
             store,
             clock,
             settings,
-            cache: Mutex::new(SessionCache {
-                capacity: capacity.max(1),
-                map: HashMap::new(),
-            }),
+            shards,
         }
     }
 
@@ -530,15 +543,25 @@ impl SessionManager {
         &self.settings
     }
 
-    fn lock(&self) -> MutexGuard<'_, SessionCache> {
-        match self.cache.lock() {
+    /// The shard holding `key` (keys are SHA-256 digests: their first byte is uniform).
+    fn shard_index(&self, key: &SessionKey) -> usize {
+        usize::from(key.as_bytes()[0]) % self.shards.len()
+    }
+
+    fn lock(&self, key: &SessionKey) -> MutexGuard<'_, SessionCache> {
+        self.lock_shard(self.shard_index(key))
+    }
+
+    fn lock_shard(&self, index: usize) -> MutexGuard<'_, SessionCache> {
+        let shard = &self.shards[index];
+        match shard.lock() {
             Ok(guard) => guard,
             Err(poisoned) => {
-                // A panic while holding the lock may have left the cache half-updated. The
-                // store is the truth, so start the cache afresh.
+                // A panic while holding the lock may have left the shard half-updated. The
+                // store is the truth, so start the shard afresh.
                 let mut guard = poisoned.into_inner();
                 guard.map.clear();
-                self.cache.clear_poison();
+                shard.clear_poison();
                 guard
             }
         }
@@ -572,7 +595,7 @@ impl SessionManager {
             reauth_at: None,
         };
         {
-            let mut cache = self.lock();
+            let mut cache = self.lock(&session.key);
             self.store.put_session(&session)?;
             cache.insert(
                 CachedSession {
@@ -599,7 +622,7 @@ impl SessionManager {
         };
         let key = id.key();
         let now = self.clock.now();
-        let mut cache = self.lock();
+        let mut cache = self.lock(&key);
         let Some(entry) = self.load(&mut cache, &key, now)? else {
             return Ok(None);
         };
@@ -614,7 +637,7 @@ impl SessionManager {
     }
 
     /// Finds a live session in the cache, or reads it from the store into the cache. Expired
-    /// sessions are removed from both and reported as absent. Called with the lock held.
+    /// sessions are removed from both and reported as absent. Called with the key's shard held.
     fn load<'c>(
         &self,
         cache: &'c mut SessionCache,
@@ -650,7 +673,7 @@ impl SessionManager {
     /// Ends one session at once (logout). Returns whether it existed.
     pub fn revoke(&self, key: &SessionKey) -> Result<bool, StoreError> {
         let existed = {
-            let mut cache = self.lock();
+            let mut cache = self.lock(key);
             let cached = cache.map.remove(key).is_some();
             self.store.delete_session(key)? || cached
         };
@@ -662,8 +685,10 @@ impl SessionManager {
     /// deleted). Returns how many sessions were ended.
     pub fn revoke_user(&self, username: &Username) -> Result<usize, StoreError> {
         let count = {
-            let mut cache = self.lock();
-            cache.map.retain(|_, c| &c.session.username != username);
+            let mut shards: Vec<_> = (0..self.shards.len()).map(|i| self.lock_shard(i)).collect();
+            for cache in &mut shards {
+                cache.map.retain(|_, c| &c.session.username != username);
+            }
             self.store.delete_sessions_of_user(username)?
         };
         self.store.flush()?;
@@ -676,16 +701,27 @@ impl SessionManager {
     pub fn rotate(&self, old: &SessionKey) -> Result<Option<(SessionId, Session)>, StoreError> {
         let now = self.clock.now();
         let id = SessionId::generate();
+        let new_key = id.key();
         let session = {
-            let mut cache = self.lock();
-            let Some(entry) = self.load(&mut cache, old, now)? else {
+            // Both shards stay locked from the read to the insert: a concurrent revocation of
+            // the user cannot slip between and leave the new id cached.
+            let (from, to) = (self.shard_index(old), self.shard_index(&new_key));
+            let (mut first, mut second) = if from <= to {
+                let a = self.lock_shard(from);
+                (a, (from != to).then(|| self.lock_shard(to)))
+            } else {
+                let b = self.lock_shard(to);
+                (self.lock_shard(from), Some(b))
+            };
+            let Some(entry) = self.load(&mut first, old, now)? else {
                 return Ok(None);
             };
             let mut session = entry.session.clone();
-            session.key = id.key();
+            session.key = new_key;
             session.last_seen = now.max(session.last_seen);
             self.store.replace_session(old, &session)?;
-            cache.map.remove(old);
+            first.map.remove(old);
+            let cache = second.as_deref_mut().unwrap_or(&mut first);
             cache.insert(
                 CachedSession {
                     session: session.clone(),
@@ -709,7 +745,7 @@ impl SessionManager {
     ) -> Result<Option<Session>, StoreError> {
         let now = self.clock.now();
         let session = {
-            let mut cache = self.lock();
+            let mut cache = self.lock(key);
             let Some(entry) = self.load(&mut cache, key, now)? else {
                 return Ok(None);
             };
@@ -766,7 +802,7 @@ impl SessionManager {
             .collect();
         let mut purged = 0;
         for key in candidates {
-            let mut cache = self.lock();
+            let mut cache = self.lock(&key);
             // The cached copy may have a fresher last_seen than the disk.
             if let Some(c) = cache.map.get(&key) {
                 if !c.session.is_expired(now, &self.settings) {
@@ -784,7 +820,9 @@ impl SessionManager {
 
     /// Number of sessions currently held in memory (for metrics and tests).
     pub fn cached_len(&self) -> usize {
-        self.lock().map.len()
+        (0..self.shards.len())
+            .map(|i| self.lock_shard(i).map.len())
+            .sum()
     }
 }
 
@@ -1139,6 +1177,76 @@ mod tests {
             assert!(mgr.lookup(&id.cookie_value()).unwrap().is_some());
             assert!(mgr.cached_len() <= 8);
         }
+    }
+
+    #[test]
+    fn sessions_spread_over_shards_and_cross_shard_changes_hold() {
+        let f = fixture();
+        let created: Vec<(SessionId, Session)> = (0..64)
+            .map(|_| f.mgr.create(&alice(), AuthLevel::OneFactor, false).unwrap())
+            .collect();
+        let used: std::collections::HashSet<usize> = created
+            .iter()
+            .map(|(_, s)| f.mgr.shard_index(&s.key))
+            .collect();
+        assert!(used.len() > 1, "64 sessions all in one shard");
+        assert_eq!(f.mgr.cached_len(), 64);
+
+        // Rotation moves sessions between shards: the old id is gone everywhere, the new works.
+        let mut rotated = Vec::new();
+        for (old_id, old) in &created[..32] {
+            let (new_id, _) = f.mgr.rotate(&old.key).unwrap().unwrap();
+            assert!(f.mgr.lookup(&old_id.cookie_value()).unwrap().is_none());
+            assert!(f.mgr.lookup(&new_id.cookie_value()).unwrap().is_some());
+            rotated.push(new_id);
+        }
+        assert_eq!(f.mgr.cached_len(), 64);
+
+        // Ending the user's sessions clears every shard.
+        assert_eq!(f.mgr.revoke_user(&alice()).unwrap(), 64);
+        assert_eq!(f.mgr.cached_len(), 0);
+        for id in rotated.iter().chain(created[32..].iter().map(|(id, _)| id)) {
+            assert!(f.mgr.lookup(&id.cookie_value()).unwrap().is_none());
+        }
+    }
+
+    #[test]
+    fn rotations_and_revocations_running_together_leave_nothing_cached() {
+        let f = fixture();
+        let mgr = Arc::new(SessionManager::new(
+            f.store.clone(),
+            Arc::new(f.clock.clone()),
+            SessionSettings::default(),
+        ));
+        let keys: Vec<SessionKey> = (0..200)
+            .map(|_| {
+                mgr.create(&alice(), AuthLevel::OneFactor, false)
+                    .unwrap()
+                    .1
+                    .key
+            })
+            .collect();
+        let rotating = {
+            let mgr = mgr.clone();
+            std::thread::spawn(move || {
+                keys.iter()
+                    .filter_map(|k| mgr.rotate(k).unwrap())
+                    .map(|(id, _)| id)
+                    .collect::<Vec<_>>()
+            })
+        };
+        let revoked = mgr.revoke_user(&alice()).unwrap();
+        let new_ids = rotating.join().unwrap();
+        // Whatever the interleaving, a session rotated before the revocation was ended by it,
+        // and one rotated after it found nothing to rotate.
+        assert!(revoked >= 1);
+        for id in &new_ids {
+            assert!(
+                mgr.lookup(&id.cookie_value()).unwrap().is_none(),
+                "a session rotated around a revocation survived it"
+            );
+        }
+        assert_eq!(mgr.cached_len(), 0);
     }
 
     #[test]
