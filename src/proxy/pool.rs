@@ -419,6 +419,49 @@ mod tests {
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
     }
 
+    /// An upstream that answers one request per connection and then closes it without saying
+    /// so (no `Connection: close`), as servers with a short keep-alive timeout do.
+    async fn closing_upstream() -> Upstream {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tcp.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = tcp
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                    let _ = tcp.shutdown().await;
+                });
+            }
+        });
+        Upstream { addr, accepted }
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_is_replaced_without_failing_a_request() {
+        let up = closing_upstream().await;
+        let pool = pool_for(&up, 8);
+        for i in 1..=5 {
+            let response = pool.send(get("/")).await.unwrap_or_else(|e| {
+                panic!("request {i} failed: {e}");
+            });
+            assert_eq!(read_all(response).await, 2);
+        }
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 5);
+    }
+
     #[tokio::test]
     async fn an_unreachable_upstream_is_a_connect_error() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
