@@ -16,8 +16,9 @@ use http::header::{
 
 const HOP_BY_HOP_COUNT: usize = 9;
 
-/// Fields that only mean something on one connection and are never forwarded.
-const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
+/// Fields that only mean something on one connection and are never forwarded. A `static`, not
+/// a `const`: a constant array would be built and dropped again at every use.
+static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
