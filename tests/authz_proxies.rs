@@ -50,8 +50,8 @@ impl Setup {
     async fn start(kind: Kind) -> Setup {
         let upstream = EchoUpstream::start().await;
         let ports = ProxyPorts::pick();
+        // Like the shipped configurations: no [[upstreams]], the proxy forwards by itself.
         let gw = Gateway::builder()
-            .upstream(&upstream.url())
             .extra_toml(ACCESS)
             .extra_toml(&format!("[portal]\nurl = \"{}\"\n", ports.portal_url()))
             .start()

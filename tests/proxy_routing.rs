@@ -107,6 +107,46 @@ async fn unknown_host_without_default_is_misdirected_and_not_forwarded() {
 }
 
 #[tokio::test]
+async fn without_upstreams_only_the_portal_and_forward_auth_answer() {
+    let gw = Gateway::builder()
+        .extra_toml("[server]\ntrusted_proxies = [\"127.0.0.1\"]\n")
+        .start()
+        .await;
+    for (method, path) in [("GET", "/"), ("GET", "/app/x?y=1"), ("POST", "/form")] {
+        let resp = send_raw_path(
+            gw.addr(),
+            method,
+            path,
+            &[("Host", "app.test"), ("Accept", "application/json")],
+        )
+        .await;
+        assert_eq!(resp.status(), 421, "{method} {path}");
+        assert_eq!(json(resp.body())["error"], "unknown_host");
+    }
+    let health = send_raw_path(
+        gw.addr(),
+        "GET",
+        "/.stepgate/healthz",
+        &[("Host", "app.test")],
+    )
+    .await;
+    assert_eq!(health.status(), 200);
+    // The forward-auth endpoint decides as usual (the test gateway's default policy is bypass).
+    let authz = send_raw_path(
+        gw.addr(),
+        "GET",
+        "/.stepgate/authz/auth-request",
+        &[
+            ("Host", "auth.test"),
+            ("X-Original-URL", "http://app.test/private"),
+            ("X-Original-Method", "GET"),
+        ],
+    )
+    .await;
+    assert_eq!(authz.status(), 200);
+}
+
+#[tokio::test]
 async fn preserve_host_false_sends_the_upstreams_own_authority() {
     let upstream = EchoUpstream::start().await;
     let gw = Gateway::builder()

@@ -122,9 +122,10 @@ url = "http://127.0.0.1:3000"
 }
 
 #[test]
-fn at_least_one_upstream_and_one_default() {
-    let errs = parse("").unwrap_err();
-    assert_eq!(keys(&errs), vec!["upstreams"]);
+fn no_upstream_is_valid_and_at_most_one_default() {
+    // Forward-auth only: nothing to proxy to.
+    let c = parse("").unwrap();
+    assert!(c.upstreams.is_empty());
     let errs = parse(
         r#"
 [[upstreams]]

@@ -272,12 +272,8 @@ fn limits(raw: &RawLimits, errors: &mut ConfigErrors) -> Limits {
 const DEFAULT_MAX_IDLE_UPSTREAM_CONNECTIONS: usize = 128;
 
 fn upstreams(raw: &[RawUpstream], errors: &mut ConfigErrors) -> Vec<UpstreamConfig> {
-    if raw.is_empty() {
-        errors.push(
-            "upstreams",
-            "at least one [[upstreams]] entry with a url is required",
-        );
-    }
+    // No upstream at all is a gateway that only answers forward-auth requests (behind nginx,
+    // Traefik or Caddy) and serves its portal; anything else gets 421.
     let mut out = Vec::new();
     let mut default_seen: Option<usize> = None;
     for (i, u) in raw.iter().enumerate() {

@@ -126,6 +126,11 @@ pub async fn start(app: Arc<App>) -> io::Result<RunningGateway> {
         app.clone(),
         shutdown.subscribe(),
     )));
+    if app.config.upstreams.is_empty() {
+        tracing::info!(
+            "no [[upstreams]] configured: serving the portal and the forward-auth endpoints only"
+        );
+    }
     // Bound last: if a listener above failed, no socket file is left behind.
     let control = crate::admin::socket::start(app.clone()).await?;
     Ok(RunningGateway {
