@@ -1,7 +1,8 @@
 //! Quiet HTTP/1.1 keep-alive connections are parked (only the socket is kept, the HTTP session and
 //! its buffers are dropped) and serve their next request as if nothing happened. Tests set
 //! `limits.idle_release_after` to 1 ms so that parking happens as soon as a connection is quiet;
-//! they wait for the gateway's own connection counts, never for time to pass.
+//! they wait for the gateway's own connection counts (which wake waiters when they change) or
+//! for the client connection's end, never for time to pass.
 
 mod common;
 
@@ -27,27 +28,29 @@ async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
         .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
-/// Waits until the gateway reports `n` parked connections.
+/// Waits until the gateway reports `n` parked connections (woken by each change of its counts).
 async fn parked(gw: &Gateway, n: usize) {
-    within(&format!("{n} parked connection(s)"), async {
-        while gw.app().connection_stats.parked() != n {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    })
+    let stats = &gw.app().connection_stats;
+    within(
+        &format!("{n} parked connection(s)"),
+        stats.wait_until(|s| s.parked() == n),
+    )
     .await
 }
 
 /// One client keep-alive connection: every request goes over the same socket, and any attempt
-/// to use it after the gateway closed it fails.
-async fn client<T>(io: T) -> SendRequest<Empty<Bytes>>
+/// to use it after the gateway closed it fails. The task ends when the connection closes.
+async fn client<T>(io: T) -> (SendRequest<Empty<Bytes>>, tokio::task::JoinHandle<()>)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .expect("http/1.1 handshake");
-    tokio::spawn(conn);
-    sender
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (sender, task)
 }
 
 async fn get(sender: &mut SendRequest<Empty<Bytes>>, path: &str) -> (u16, Bytes) {
@@ -79,7 +82,8 @@ async fn gateway(echo: &EchoUpstream, tls: Option<&TestCa>) -> Gateway {
 async fn a_quiet_connection_is_parked_and_serves_its_next_request() {
     let echo = EchoUpstream::start().await;
     let gw = gateway(&echo, None).await;
-    let mut sender = client(TcpStream::connect(gw.addr()).await.expect("connect")).await;
+    let (mut sender, connection) =
+        client(TcpStream::connect(gw.addr()).await.expect("connect")).await;
 
     for round in 1..=3 {
         let (status, body) = get(&mut sender, &format!("/round/{round}")).await;
@@ -99,12 +103,10 @@ async fn a_quiet_connection_is_parked_and_serves_its_next_request() {
 
     // A parked connection does not hold up shutdown, and is closed by it.
     assert!(within("shutdown", gw.shutdown()).await, "drained");
-    within("the client sees the close", async {
-        while !sender.is_closed() {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    })
-    .await;
+    within("the client sees the close", connection)
+        .await
+        .expect("client connection task");
+    assert!(sender.is_closed());
 }
 
 #[tokio::test]
@@ -113,7 +115,7 @@ async fn a_parked_tls_connection_serves_its_next_request() {
     let echo = EchoUpstream::start().await;
     let gw = gateway(&echo, Some(&ca)).await;
     let tls = ca.tls_connect(gw.https_addr(), "localhost").await;
-    let mut sender = client(tls).await;
+    let (mut sender, _connection) = client(tls).await;
 
     for round in 1..=3 {
         let (status, body) = get(&mut sender, &format!("/tls/{round}")).await;
@@ -128,7 +130,8 @@ async fn a_parked_tls_connection_serves_its_next_request() {
 async fn a_request_waiting_for_its_upstream_is_never_parked() {
     let echo = EchoUpstream::start().await;
     let gw = gateway(&echo, None).await;
-    let mut held = client(TcpStream::connect(gw.addr()).await.expect("connect")).await;
+    let (mut held, _held_connection) =
+        client(TcpStream::connect(gw.addr()).await.expect("connect")).await;
     // The task hands the client back: dropping it would close the connection.
     let waiting = tokio::spawn(async move {
         let answer = get(&mut held, "/__hold").await;
@@ -137,7 +140,8 @@ async fn a_request_waiting_for_its_upstream_is_never_parked() {
     within("the upstream holds the request", echo.wait_held()).await;
 
     // Another connection goes quiet and is parked meanwhile; the held one is not.
-    let mut other = client(TcpStream::connect(gw.addr()).await.expect("connect")).await;
+    let (mut other, _other_connection) =
+        client(TcpStream::connect(gw.addr()).await.expect("connect")).await;
     assert_eq!(get(&mut other, "/other").await.0, 200);
     parked(&gw, 1).await;
 
@@ -154,7 +158,8 @@ async fn a_long_download_is_never_cut_short_by_parking() {
     const BYTES: u64 = 32 * 1024 * 1024;
     let echo = EchoUpstream::start().await;
     let gw = gateway(&echo, None).await;
-    let mut sender = client(TcpStream::connect(gw.addr()).await.expect("connect")).await;
+    let (mut sender, _connection) =
+        client(TcpStream::connect(gw.addr()).await.expect("connect")).await;
 
     for _ in 0..2 {
         let (status, body) = get(&mut sender, &format!("/__download?bytes={BYTES}")).await;

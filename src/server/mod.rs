@@ -32,14 +32,20 @@ pub struct ConnectionStats {
 struct ConnectionCounts {
     open: AtomicUsize,
     parked: AtomicUsize,
+    /// Woken at every change of a count.
+    changed: tokio::sync::Notify,
 }
 
 /// Counts one connection (or one parked connection) for as long as it lives.
-pub(crate) struct Counted<'a>(&'a AtomicUsize);
+pub(crate) struct Counted<'a> {
+    count: &'a AtomicUsize,
+    changed: &'a tokio::sync::Notify,
+}
 
 impl Drop for Counted<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.count.fetch_sub(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
     }
 }
 
@@ -54,14 +60,35 @@ impl ConnectionStats {
         self.inner.parked.load(Ordering::SeqCst)
     }
 
+    /// Waits until `ready` holds for the counts; woken by their changes, not by a timer.
+    pub async fn wait_until(&self, ready: impl Fn(&ConnectionStats) -> bool) {
+        loop {
+            let changed = self.inner.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            // Registered before looking, so a change between the look and the wait is not missed.
+            changed.as_mut().enable();
+            if ready(self) {
+                return;
+            }
+            changed.await;
+        }
+    }
+
     pub(crate) fn opened(&self) -> Counted<'_> {
-        self.inner.open.fetch_add(1, Ordering::SeqCst);
-        Counted(&self.inner.open)
+        self.count(&self.inner.open)
     }
 
     pub(crate) fn parked_one(&self) -> Counted<'_> {
-        self.inner.parked.fetch_add(1, Ordering::SeqCst);
-        Counted(&self.inner.parked)
+        self.count(&self.inner.parked)
+    }
+
+    fn count<'a>(&'a self, count: &'a AtomicUsize) -> Counted<'a> {
+        count.fetch_add(1, Ordering::SeqCst);
+        self.inner.changed.notify_waiters();
+        Counted {
+            count,
+            changed: &self.inner.changed,
+        }
     }
 }
 
@@ -326,4 +353,34 @@ pub fn shutdown_signal() -> io::Result<impl std::future::Future<Output = ()>> {
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn waiting_for_the_counts_wakes_on_each_change() {
+        let stats = ConnectionStats::default();
+        let watched = stats.clone();
+        let waiter = tokio::spawn(async move {
+            watched
+                .wait_until(|s| s.open() == 2 && s.parked() == 1)
+                .await;
+        });
+        // Let the waiter look once and start waiting.
+        tokio::task::yield_now().await;
+        let first = stats.opened();
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "one connection is not enough");
+        let second = stats.opened();
+        let parked = stats.parked_one();
+        tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("woken by the changes")
+            .expect("waiter");
+        drop((first, second, parked));
+        // Already true: returns without waiting.
+        stats.wait_until(|s| s.open() == 0 && s.parked() == 0).await;
+    }
 }
