@@ -69,7 +69,7 @@ pub async fn list(ctx: &Ctx<'_>, identity: &Identity) -> Result<Vec<SessionRow>,
     let now = ctx.app.clock.now();
     blocking(ctx.arc, move |app| {
         let settings = *app.sessions.settings();
-        app.store.list_sessions().map(|all| {
+        app.store.sessions_of_user(&username).map(|all| {
             sessions_of(all, &username, &current, |s| {
                 !s.is_expired(now, &settings) && s.auth_level >= AuthLevel::OneFactor
             })
@@ -86,7 +86,7 @@ fn revoke_others_of(
     current: &SessionKey,
 ) -> Result<usize, crate::store::StoreError> {
     let mut ended = 0;
-    for s in app.store.list_sessions()? {
+    for s in app.store.sessions_of_user(username)? {
         if &s.username == username && &s.key != current && app.sessions.revoke(&s.key)? {
             app.held_forms.forget(&s.key);
             ended += 1;

@@ -103,9 +103,11 @@ impl Store {
         Ok(existed)
     }
 
-    /// Deletes every session of `username` using the `sessions_by_user` index; returns how
-    /// many sessions were deleted.
-    pub fn delete_sessions_of_user(&self, username: &Username) -> Result<usize, StoreError> {
+    /// The index entries of `username`'s sessions: (index key, session key).
+    fn index_of_user(
+        &self,
+        username: &Username,
+    ) -> Result<Vec<(sled::IVec, SessionKey)>, StoreError> {
         let prefix = user_prefix(username);
         let mut keys = Vec::new();
         for entry in self.sessions_by_user.scan_prefix(&prefix) {
@@ -115,6 +117,26 @@ impl Store {
                 .map_err(|_| StoreError::corrupt("session index", "key of the wrong length"))?;
             keys.push((index_key, SessionKey::from_bytes(bytes)));
         }
+        Ok(keys)
+    }
+
+    /// Every stored session of `username`, found through the `sessions_by_user` index: the
+    /// cost follows the user's sessions, not the store's. An unreadable record is an error.
+    pub fn sessions_of_user(&self, username: &Username) -> Result<Vec<Session>, StoreError> {
+        let mut out = Vec::new();
+        for (_, key) in self.index_of_user(username)? {
+            // An index entry whose session is gone (removed between the two reads) is skipped.
+            if let Some(session) = self.get_session(&key)? {
+                out.push(session);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes every session of `username` using the `sessions_by_user` index; returns how
+    /// many sessions were deleted.
+    pub fn delete_sessions_of_user(&self, username: &Username) -> Result<usize, StoreError> {
+        let keys = self.index_of_user(username)?;
         let deleted =
             (&self.sessions, &self.sessions_by_user).transaction(|(sessions, index)| {
                 let mut deleted = 0;
@@ -207,6 +229,41 @@ mod tests {
         assert!(store.get_session(&al.key).unwrap().is_some());
         assert!(store.get_session(&b.key).unwrap().is_some());
         assert_eq!(store.delete_sessions_of_user(&alice).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_users_sessions_are_found_through_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut alice: Vec<Session> = (0..3).map(|_| session("alice")).collect();
+        for s in &alice {
+            store.put_session(s).unwrap();
+        }
+        store.put_session(&session("bob")).unwrap();
+        store.put_session(&session("alicea")).unwrap();
+        let mut found = store
+            .sessions_of_user(&Username::parse("alice").unwrap())
+            .unwrap();
+        found.sort_by_key(|s| s.key);
+        alice.sort_by_key(|s| s.key);
+        assert_eq!(
+            found.iter().map(|s| s.key).collect::<Vec<_>>(),
+            alice.iter().map(|s| s.key).collect::<Vec<_>>()
+        );
+        store.delete_session(&alice[0].key).unwrap();
+        assert_eq!(
+            store
+                .sessions_of_user(&Username::parse("alice").unwrap())
+                .unwrap()
+                .len(),
+            2
+        );
+        assert!(
+            store
+                .sessions_of_user(&Username::parse("carol").unwrap())
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
