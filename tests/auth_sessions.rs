@@ -683,3 +683,63 @@ async fn password_change_ends_sessions_at_once() {
     assert!(set_session_cookie(resp.headers()).is_none());
     login(&gw, "alice", "new-password-456").await;
 }
+
+#[tokio::test]
+async fn signing_out_other_sessions_keeps_this_one_and_other_users() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .extra_toml(PROTECTED)
+        .start()
+        .await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    create_user(&gw, "bob", "password123", &[]).await;
+    let this = login(&gw, "alice", "password123").await;
+    let others = [
+        login(&gw, "alice", "password123").await,
+        login(&gw, "alice", "password123").await,
+    ];
+    let bob = login(&gw, "bob", "password123").await;
+
+    let resp = send(
+        http_client()
+            .post(gw.url_for(&format!("{PREFIX}/settings/sessions/revoke-others")))
+            .header("accept", "application/json")
+            .header(COOKIE, &this),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(json(resp).await["revoked"], 2);
+
+    assert!(
+        reaches_app(&gw, &upstream, &this).await,
+        "this browser stays"
+    );
+    for other in &others {
+        assert!(
+            !reaches_app(&gw, &upstream, other).await,
+            "another session lives on"
+        );
+    }
+    assert!(
+        reaches_app(&gw, &upstream, &bob).await,
+        "another user was affected"
+    );
+
+    // Nothing is left to sign out; without a session the request is refused.
+    let resp = send(
+        http_client()
+            .post(gw.url_for(&format!("{PREFIX}/settings/sessions/revoke-others")))
+            .header("accept", "application/json")
+            .header(COOKIE, &this),
+    )
+    .await;
+    assert_eq!(json(resp).await["revoked"], 0);
+    let resp = send(
+        http_client()
+            .post(gw.url_for(&format!("{PREFIX}/settings/sessions/revoke-others")))
+            .header("accept", "application/json"),
+    )
+    .await;
+    assert_eq!(resp.status(), 401);
+}
