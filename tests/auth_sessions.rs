@@ -21,6 +21,29 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 /// Every proxied request needs a login.
 const PROTECTED: &str = "[access]\ndefault_policy = \"one_factor\"\n";
 
+/// An echo upstream behind a gateway where every proxied request needs a login.
+async fn protected_gateway() -> (EchoUpstream, Gateway) {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .extra_toml(PROTECTED)
+        .start()
+        .await;
+    (upstream, gw)
+}
+
+/// An empty POST to the portal page `path` (under the prefix) asking for JSON, with the session
+/// cookie when given.
+async fn post_json(gw: &Gateway, path: &str, cookie: Option<&str>) -> reqwest::Response {
+    let mut builder = http_client()
+        .post(gw.url_for(&format!("{PREFIX}{path}")))
+        .header("accept", "application/json");
+    if let Some(cookie) = cookie {
+        builder = builder.header(COOKIE, cookie);
+    }
+    send(builder).await
+}
+
 /// A protected request with `cookie`: is it let through? A refusal must be the "not logged in"
 /// answer (302 to the login page for a browser, 401 for an API client), nothing else.
 async fn reaches_app(gw: &Gateway, upstream: &EchoUpstream, cookie: &str) -> bool {
@@ -99,24 +122,13 @@ async fn rejects_session_fixation_with_attacker_chosen_id() {
 
 #[tokio::test]
 async fn rejects_cookie_replay_after_logout() {
-    let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder()
-        .upstream(&upstream.url())
-        .extra_toml(PROTECTED)
-        .start()
-        .await;
+    let (upstream, gw) = protected_gateway().await;
     create_user(&gw, "alice", "password123", &[]).await;
     let cookie = login(&gw, "alice", "password123").await;
     let other = login(&gw, "alice", "password123").await;
     assert!(reaches_app(&gw, &upstream, &cookie).await);
 
-    let resp = send(
-        http_client()
-            .post(gw.url_for(&format!("{PREFIX}/logout")))
-            .header("accept", "application/json")
-            .header(COOKIE, &cookie),
-    )
-    .await;
+    let resp = post_json(&gw, "/logout", Some(&cookie)).await;
     assert_eq!(resp.status(), 200);
     // The browser is told to drop the cookie.
     let cleared = all_set_cookies(resp.headers());
@@ -392,12 +404,7 @@ fn flip_one_char(id: &str) -> String {
 
 #[tokio::test]
 async fn malformed_and_tampered_cookies_are_not_logged_in() {
-    let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder()
-        .upstream(&upstream.url())
-        .extra_toml(PROTECTED)
-        .start()
-        .await;
+    let (upstream, gw) = protected_gateway().await;
     create_user(&gw, "alice", "password123", &[]).await;
     let valid = login(&gw, "alice", "password123").await;
     let id = value(&valid).to_owned();
@@ -472,12 +479,7 @@ async fn expired_cookie_is_not_logged_in() {
 
 #[tokio::test]
 async fn unknown_well_formed_cookie_is_not_logged_in() {
-    let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder()
-        .upstream(&upstream.url())
-        .extra_toml(PROTECTED)
-        .start()
-        .await;
+    let (upstream, gw) = protected_gateway().await;
     let cookie = format!("stepgate_session={}", "w".repeat(42) + "A");
     assert_not_logged_in(
         &gw,
@@ -588,12 +590,7 @@ async fn session_api_omits_nothing_for_a_user_without_email() {
 
 #[tokio::test]
 async fn disabling_a_user_ends_their_sessions_at_once() {
-    let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder()
-        .upstream(&upstream.url())
-        .extra_toml(PROTECTED)
-        .start()
-        .await;
+    let (upstream, gw) = protected_gateway().await;
     create_user(&gw, "alice", "password123", &[]).await;
     create_user(&gw, "bob", "password123", &[]).await;
     let alice = login(&gw, "alice", "password123").await;
@@ -631,12 +628,7 @@ async fn disabling_a_user_ends_their_sessions_at_once() {
 
 #[tokio::test]
 async fn deleting_a_user_ends_their_sessions_at_once() {
-    let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder()
-        .upstream(&upstream.url())
-        .extra_toml(PROTECTED)
-        .start()
-        .await;
+    let (upstream, gw) = protected_gateway().await;
     create_user(&gw, "alice", "password123", &[]).await;
     let cookie = login(&gw, "alice", "password123").await;
     assert!(reaches_app(&gw, &upstream, &cookie).await);
@@ -651,12 +643,7 @@ async fn deleting_a_user_ends_their_sessions_at_once() {
 
 #[tokio::test]
 async fn password_change_ends_sessions_at_once() {
-    let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder()
-        .upstream(&upstream.url())
-        .extra_toml(PROTECTED)
-        .start()
-        .await;
+    let (upstream, gw) = protected_gateway().await;
     create_user(&gw, "alice", "password123", &[]).await;
     let cookie = login(&gw, "alice", "password123").await;
     let hash = gw
@@ -686,12 +673,7 @@ async fn password_change_ends_sessions_at_once() {
 
 #[tokio::test]
 async fn signing_out_other_sessions_keeps_this_one_and_other_users() {
-    let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder()
-        .upstream(&upstream.url())
-        .extra_toml(PROTECTED)
-        .start()
-        .await;
+    let (upstream, gw) = protected_gateway().await;
     create_user(&gw, "alice", "password123", &[]).await;
     create_user(&gw, "bob", "password123", &[]).await;
     let this = login(&gw, "alice", "password123").await;
@@ -701,13 +683,7 @@ async fn signing_out_other_sessions_keeps_this_one_and_other_users() {
     ];
     let bob = login(&gw, "bob", "password123").await;
 
-    let resp = send(
-        http_client()
-            .post(gw.url_for(&format!("{PREFIX}/settings/sessions/revoke-others")))
-            .header("accept", "application/json")
-            .header(COOKIE, &this),
-    )
-    .await;
+    let resp = post_json(&gw, "/settings/sessions/revoke-others", Some(&this)).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(json(resp).await["revoked"], 2);
 
@@ -727,19 +703,8 @@ async fn signing_out_other_sessions_keeps_this_one_and_other_users() {
     );
 
     // Nothing is left to sign out; without a session the request is refused.
-    let resp = send(
-        http_client()
-            .post(gw.url_for(&format!("{PREFIX}/settings/sessions/revoke-others")))
-            .header("accept", "application/json")
-            .header(COOKIE, &this),
-    )
-    .await;
+    let resp = post_json(&gw, "/settings/sessions/revoke-others", Some(&this)).await;
     assert_eq!(json(resp).await["revoked"], 0);
-    let resp = send(
-        http_client()
-            .post(gw.url_for(&format!("{PREFIX}/settings/sessions/revoke-others")))
-            .header("accept", "application/json"),
-    )
-    .await;
+    let resp = post_json(&gw, "/settings/sessions/revoke-others", None).await;
     assert_eq!(resp.status(), 401);
 }

@@ -8,14 +8,12 @@ mod common;
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use common::{EchoUpstream, Gateway, TestCa, download_pattern_sha256, sha256_hex};
+use common::{
+    EchoUpstream, Gateway, TestCa, download_pattern_sha256, keep_alive_client, keep_alive_get,
+    sha256_hex,
+};
 
 /// Bounds every wait in this file; a passing run never comes near it.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -38,36 +36,6 @@ async fn parked(gw: &Gateway, n: usize) {
     .await
 }
 
-/// One client keep-alive connection: every request goes over the same socket, and any attempt
-/// to use it after the gateway closed it fails. The task ends when the connection closes.
-async fn client<T>(io: T) -> (SendRequest<Empty<Bytes>>, tokio::task::JoinHandle<()>)
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-        .await
-        .expect("http/1.1 handshake");
-    let task = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    (sender, task)
-}
-
-async fn get(sender: &mut SendRequest<Empty<Bytes>>, path: &str) -> (u16, Bytes) {
-    within(&format!("GET {path}"), async {
-        sender.ready().await.expect("connection still usable");
-        let req = http::Request::get(path)
-            .header("host", "app.test")
-            .body(Empty::new())
-            .expect("request");
-        let resp = sender.send_request(req).await.expect("response");
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await.expect("body").to_bytes();
-        (status, body)
-    })
-    .await
-}
-
 async fn gateway(echo: &EchoUpstream, tls: Option<&TestCa>) -> Gateway {
     let mut builder = Gateway::builder()
         .upstream(&echo.url())
@@ -83,10 +51,10 @@ async fn a_quiet_connection_is_parked_and_serves_its_next_request() {
     let echo = EchoUpstream::start().await;
     let gw = gateway(&echo, None).await;
     let (mut sender, connection) =
-        client(TcpStream::connect(gw.addr()).await.expect("connect")).await;
+        keep_alive_client(TcpStream::connect(gw.addr()).await.expect("connect")).await;
 
     for round in 1..=3 {
-        let (status, body) = get(&mut sender, &format!("/round/{round}")).await;
+        let (status, body) = keep_alive_get(&mut sender, &format!("/round/{round}")).await;
         assert_eq!(status, 200);
         assert!(
             String::from_utf8_lossy(&body).contains(&format!("/round/{round}")),
@@ -115,10 +83,10 @@ async fn a_parked_tls_connection_serves_its_next_request() {
     let echo = EchoUpstream::start().await;
     let gw = gateway(&echo, Some(&ca)).await;
     let tls = ca.tls_connect(gw.https_addr(), "localhost").await;
-    let (mut sender, _connection) = client(tls).await;
+    let (mut sender, _connection) = keep_alive_client(tls).await;
 
     for round in 1..=3 {
-        let (status, body) = get(&mut sender, &format!("/tls/{round}")).await;
+        let (status, body) = keep_alive_get(&mut sender, &format!("/tls/{round}")).await;
         assert_eq!(status, 200);
         assert!(String::from_utf8_lossy(&body).contains(&format!("/tls/{round}")));
         parked(&gw, 1).await;
@@ -131,18 +99,18 @@ async fn a_request_waiting_for_its_upstream_is_never_parked() {
     let echo = EchoUpstream::start().await;
     let gw = gateway(&echo, None).await;
     let (mut held, _held_connection) =
-        client(TcpStream::connect(gw.addr()).await.expect("connect")).await;
+        keep_alive_client(TcpStream::connect(gw.addr()).await.expect("connect")).await;
     // The task hands the client back: dropping it would close the connection.
     let waiting = tokio::spawn(async move {
-        let answer = get(&mut held, "/__hold").await;
+        let answer = keep_alive_get(&mut held, "/__hold").await;
         (answer, held)
     });
     within("the upstream holds the request", echo.wait_held()).await;
 
     // Another connection goes quiet and is parked meanwhile; the held one is not.
     let (mut other, _other_connection) =
-        client(TcpStream::connect(gw.addr()).await.expect("connect")).await;
-    assert_eq!(get(&mut other, "/other").await.0, 200);
+        keep_alive_client(TcpStream::connect(gw.addr()).await.expect("connect")).await;
+    assert_eq!(keep_alive_get(&mut other, "/other").await.0, 200);
     parked(&gw, 1).await;
 
     echo.release_held();
@@ -150,7 +118,7 @@ async fn a_request_waiting_for_its_upstream_is_never_parked() {
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&body).contains("/__hold"));
     parked(&gw, 2).await;
-    assert_eq!(get(&mut held, "/after").await.0, 200);
+    assert_eq!(keep_alive_get(&mut held, "/after").await.0, 200);
 }
 
 #[tokio::test]
@@ -159,10 +127,11 @@ async fn a_long_download_is_never_cut_short_by_parking() {
     let echo = EchoUpstream::start().await;
     let gw = gateway(&echo, None).await;
     let (mut sender, _connection) =
-        client(TcpStream::connect(gw.addr()).await.expect("connect")).await;
+        keep_alive_client(TcpStream::connect(gw.addr()).await.expect("connect")).await;
 
     for _ in 0..2 {
-        let (status, body) = get(&mut sender, &format!("/__download?bytes={BYTES}")).await;
+        let (status, body) =
+            keep_alive_get(&mut sender, &format!("/__download?bytes={BYTES}")).await;
         assert_eq!(status, 200);
         assert_eq!(body.len() as u64, BYTES);
         assert_eq!(sha256_hex(&body), download_pattern_sha256(BYTES));

@@ -4,18 +4,12 @@
 
 mod common;
 
-use std::time::Duration;
-
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use common::{EchoUpstream, Gateway};
-
-/// Bounds every wait in this file; a passing run never comes near it.
-const DEADLINE: Duration = Duration::from_secs(20);
+use common::{EchoUpstream, Gateway, keep_alive_client, keep_alive_get};
 
 async fn gateway(echo: &EchoUpstream, workers: usize) -> Gateway {
     Gateway::builder()
@@ -27,28 +21,13 @@ async fn gateway(echo: &EchoUpstream, workers: usize) -> Gateway {
 
 async fn connect(gw: &Gateway) -> SendRequest<Empty<Bytes>> {
     let tcp = TcpStream::connect(gw.addr()).await.expect("connect");
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .expect("http/1.1 handshake");
-    tokio::spawn(conn);
-    sender
+    keep_alive_client(tcp).await.0
 }
 
 /// One GET on the client connection, read to its end; returns the status and the echo.
 async fn get(sender: &mut SendRequest<Empty<Bytes>>, path: &str) -> (u16, String) {
-    tokio::time::timeout(DEADLINE, async {
-        sender.ready().await.expect("connection still usable");
-        let req = http::Request::get(path)
-            .header("host", "app.test")
-            .body(Empty::new())
-            .expect("request");
-        let resp = sender.send_request(req).await.expect("response");
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await.expect("body").to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out: GET {path}"))
+    let (status, body) = keep_alive_get(sender, path).await;
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 #[tokio::test]

@@ -92,6 +92,49 @@ pub async fn send_raw_path(
         .expect("raw request timed out")
 }
 
+/// One client keep-alive HTTP/1.1 connection over `io` (plain or TLS): every request goes over
+/// the same socket, and using it after the server closed it fails. The returned task ends when
+/// the connection closes.
+pub async fn keep_alive_client<T>(
+    io: T,
+) -> (
+    hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    tokio::task::JoinHandle<()>,
+)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .expect("http/1.1 handshake");
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (sender, task)
+}
+
+/// One `GET path` (`Host: app.test`) on a [`keep_alive_client`] connection, its body read to
+/// the end: the status and the body.
+pub async fn keep_alive_get(
+    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    path: &str,
+) -> (u16, Bytes) {
+    let exchange = async {
+        sender.ready().await.expect("connection still usable");
+        let req = http::Request::get(path)
+            .header("host", "app.test")
+            .body(Empty::new())
+            .expect("request");
+        let resp = sender.send_request(req).await.expect("response");
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, body)
+    };
+    tokio::time::timeout(RAW_DEADLINE, exchange)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: GET {path}"))
+}
+
 /// Write `request` byte for byte to a fresh plain connection to `addr` and return every byte
 /// the server sends until it closes the connection. Include `Connection: close` in `request`
 /// (or send something the server must reject) so the server ends the exchange.
