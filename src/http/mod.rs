@@ -229,12 +229,23 @@ fn headers_host<B>(req: &Request<B>) -> String {
 
 /// Request line plus header fields larger than `limit` bytes: 431.
 fn check_header_size<B>(req: &Request<B>, limit: usize) -> Result<(), Error> {
-    let size = req.uri().to_string().len() + header_bytes(req.headers());
+    let size = uri_len(req.uri()) + header_bytes(req.headers());
     if size > limit {
         Err(Error::HeadersTooLarge)
     } else {
         Ok(())
     }
+}
+
+/// The length of the request target as written (`uri.to_string().len()`), without writing it.
+fn uri_len(uri: &http::Uri) -> usize {
+    let origin = match (uri.scheme_str(), uri.authority()) {
+        (Some(scheme), Some(authority)) => scheme.len() + "://".len() + authority.as_str().len(),
+        (None, Some(authority)) => authority.as_str().len(),
+        _ => 0,
+    };
+    let target = uri.path_and_query().map_or(0, |pq| pq.as_str().len());
+    origin + target
 }
 
 fn header_bytes(headers: &HeaderMap) -> usize {
@@ -271,4 +282,24 @@ fn redirect_to_https<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, E
     *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
     resp.headers_mut().insert(LOCATION, value);
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_target_is_measured_as_written() {
+        for target in [
+            "/",
+            "/a/b?c=d&e",
+            "*",
+            "http://example.com/x?y",
+            "https://user@example.com:8443/",
+            "example.com:443",
+        ] {
+            let uri: http::Uri = target.parse().unwrap();
+            assert_eq!(uri_len(&uri), uri.to_string().len(), "{target}");
+        }
+    }
 }
