@@ -708,3 +708,69 @@ async fn signing_out_other_sessions_keeps_this_one_and_other_users() {
     let resp = post_json(&gw, "/settings/sessions/revoke-others", None).await;
     assert_eq!(resp.status(), 401);
 }
+
+/// The session key named by a `stepgate_session=...` cookie pair.
+fn session_key(cookie: &str) -> stepgate::auth::session::SessionKey {
+    let value = cookie.split_once('=').expect("name=value").1;
+    stepgate::auth::session::SessionId::parse(value)
+        .expect("a session id")
+        .key()
+}
+
+#[tokio::test]
+async fn a_session_whose_account_vanished_or_was_disabled_behind_the_gateways_back_ends() {
+    // Not possible through the gateway, its control socket or the command line (they all end
+    // the sessions with the account): the store is changed directly while the gateway is down.
+    let upstream = EchoUpstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store_path = dir.path().join("store");
+    let start = || {
+        Gateway::builder()
+            .upstream(&upstream.url())
+            .extra_toml(PROTECTED)
+            .storage_dir(&store_path)
+            .start()
+    };
+    let gw = start().await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    create_user(&gw, "bob", "password123", &[]).await;
+    let alice = login(&gw, "alice", "password123").await;
+    let bob = login(&gw, "bob", "password123").await;
+    assert!(gw.shutdown().await, "drained");
+
+    {
+        let store = stepgate::store::Store::open(&store_path).expect("store");
+        assert!(store.delete_user(&username("alice")).expect("delete"));
+        let mut bob_user = store
+            .get_user(&username("bob"))
+            .expect("read")
+            .expect("bob");
+        bob_user.disabled = true;
+        store.update_user(&bob_user).expect("disable");
+        store.flush().expect("flush");
+    }
+
+    let gw = start().await;
+    for (who, cookie) in [("alice", &alice), ("bob", &bob)] {
+        assert!(
+            gw.app()
+                .store
+                .get_session(&session_key(cookie))
+                .expect("read")
+                .is_some(),
+            "{who}'s session is still stored before its next request"
+        );
+        assert!(
+            !reaches_app(&gw, &upstream, cookie).await,
+            "{who} let through"
+        );
+        assert!(
+            gw.app()
+                .store
+                .get_session(&session_key(cookie))
+                .expect("read")
+                .is_none(),
+            "{who}'s session outlived the account"
+        );
+    }
+}
