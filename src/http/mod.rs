@@ -27,13 +27,26 @@ use crate::proxy::{self, ForwardRequest};
 use body::Body;
 
 /// What the listener knows about the connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: bool,
+    /// The peer's address as an X-Forwarded-For entry: written once per connection, not per
+    /// request.
+    forwarded_for: HeaderValue,
 }
 
 impl ConnInfo {
+    pub fn new(peer: SocketAddr, tls: bool) -> Self {
+        let ip = client_ip::canonical(peer.ip()).to_string();
+        ConnInfo {
+            peer,
+            tls,
+            // An address prints as digits, hex letters, dots and colons: always a valid value.
+            forwarded_for: HeaderValue::try_from(ip).unwrap_or(HeaderValue::from_static("unknown")),
+        }
+    }
+
     pub fn proto(&self) -> &'static str {
         if self.tls { "https" } else { "http" }
     }
@@ -150,7 +163,7 @@ async fn dispatch(
     let fwd = ForwardRequest {
         path_and_query,
         forwarding: Forwarding {
-            peer: client_ip::canonical(conn.peer.ip()),
+            peer: &conn.forwarded_for,
             peer_trusted,
             proto: conn.proto(),
             host: host.as_deref(),
@@ -300,6 +313,18 @@ mod tests {
         ] {
             let uri: http::Uri = target.parse().unwrap();
             assert_eq!(uri_len(&uri), uri.to_string().len(), "{target}");
+        }
+    }
+
+    #[test]
+    fn the_forwarded_for_entry_is_the_canonical_peer_address() {
+        for (peer, entry) in [
+            ("192.0.2.7:4000", "192.0.2.7"),
+            ("[::ffff:192.0.2.7]:4000", "192.0.2.7"),
+            ("[2001:db8::1]:4000", "2001:db8::1"),
+        ] {
+            let conn = ConnInfo::new(peer.parse().unwrap(), false);
+            assert_eq!(conn.forwarded_for, entry, "{peer}");
         }
     }
 }

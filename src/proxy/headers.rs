@@ -6,8 +6,6 @@
 //! header field itself". The fixed list of hop-by-hop fields below is removed as well, since
 //! senders do not always list them.
 
-use std::net::IpAddr;
-
 use http::HeaderMap;
 use http::header::{
     CONNECTION, HOST, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
@@ -100,8 +98,8 @@ pub fn restore_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
 /// What the gateway knows about the connection a request came in on.
 #[derive(Debug, Clone, Copy)]
 pub struct Forwarding<'a> {
-    /// The TCP peer.
-    pub peer: IpAddr,
+    /// The TCP peer's address, as written in X-Forwarded-For.
+    pub peer: &'a HeaderValue,
     /// The peer is inside `server.trusted_proxies`: its X-Forwarded-* values are kept.
     pub peer_trusted: bool,
     /// `"https"` or `"http"`, as the gateway received the request.
@@ -112,8 +110,7 @@ pub struct Forwarding<'a> {
 
 /// Sets X-Forwarded-For, -Proto and -Host. Client-sent values survive only from a trusted peer.
 pub fn set_forwarded(headers: &mut HeaderMap, fwd: &Forwarding<'_>) {
-    use std::fmt::Write as _;
-    let mut chain = String::with_capacity(64);
+    let mut chain = String::new();
     if fwd.peer_trusted {
         let prior = headers
             .get_all(&X_FORWARDED_FOR)
@@ -126,12 +123,15 @@ pub fn set_forwarded(headers: &mut HeaderMap, fwd: &Forwarding<'_>) {
             chain.push_str(", ");
         }
     }
-    let _ = write!(chain, "{}", fwd.peer);
-    if let Ok(v) = HeaderValue::try_from(chain) {
-        // `insert` replaces every client-sent value.
-        headers.insert(X_FORWARDED_FOR, v);
+    // `insert` replaces every client-sent value.
+    if chain.is_empty() {
+        headers.insert(X_FORWARDED_FOR, fwd.peer.clone());
     } else {
-        headers.remove(&X_FORWARDED_FOR);
+        chain.push_str(fwd.peer.to_str().unwrap_or_default());
+        match HeaderValue::try_from(chain) {
+            Ok(v) => headers.insert(X_FORWARDED_FOR, v),
+            Err(_) => headers.remove(&X_FORWARDED_FOR),
+        };
     }
 
     let keep_proto = fwd.peer_trusted && headers.contains_key(&X_FORWARDED_PROTO);
@@ -317,9 +317,11 @@ mod tests {
         assert!(requested_upgrade(&h).is_none());
     }
 
+    static PEER: HeaderValue = HeaderValue::from_static("192.0.2.10");
+
     fn fwd(trusted: bool) -> Forwarding<'static> {
         Forwarding {
-            peer: "192.0.2.10".parse().unwrap(),
+            peer: &PEER,
             peer_trusted: trusted,
             proto: "https",
             host: Some("console.example.com"),

@@ -6,7 +6,6 @@ pub mod upgrade;
 pub mod upstream;
 
 use http::header::{HOST, HeaderName, HeaderValue};
-use http::uri::Authority;
 use http::{Request, Response, StatusCode, Uri, Version};
 
 use crate::error::Error;
@@ -57,19 +56,15 @@ pub async fn forward(
         headers::restore_upgrade(headers, protocol.clone());
     }
     let config = &upstream.config;
-    let upstream_authority: &Authority = config
-        .url
+    let upstream_authority = upstream
         .authority()
         .ok_or_else(|| Error::Internal("upstream url without authority".into()))?;
     let host_value = match (config.preserve_host, fwd.forwarding.host) {
         (true, Some(h)) => HeaderValue::from_str(h).ok(),
         _ => None,
     }
-    .or_else(|| HeaderValue::from_str(upstream_authority.as_str()).ok());
-    headers.remove(HOST);
-    if let Some(h) = host_value {
-        headers.insert(HOST, h);
-    }
+    .unwrap_or_else(|| upstream_authority.clone());
+    headers.insert(HOST, host_value);
     // Origin form: the pool knows where the connection goes.
     parts.uri = Uri::try_from(fwd.path_and_query)
         .map_err(|_| Error::BadRequest("request target cannot be forwarded"))?;

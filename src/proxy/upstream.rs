@@ -5,7 +5,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::Uri;
+use http::{HeaderValue, Uri};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::RootCertStore;
@@ -23,6 +23,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// for every other thread.
 pub struct Upstream {
     pub config: UpstreamConfig,
+    /// The url's authority as a Host value, written once (None: the url has none).
+    authority: Option<HeaderValue>,
     pools: Box<[ConnectionPool]>,
 }
 
@@ -32,6 +34,11 @@ impl Upstream {
         let others = self.pools.len() - 1;
         let index = crate::server::workers::current().map_or(others, |i| i.min(others));
         &self.pools[index]
+    }
+
+    /// The Host value that names this upstream (its url's authority).
+    pub fn authority(&self) -> Option<&HeaderValue> {
+        self.authority.as_ref()
     }
 
     /// Idle connections held across every worker's pool.
@@ -75,8 +82,13 @@ impl Upstreams {
                     )
                 })
                 .collect();
+            let authority = config
+                .url
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
             list.push(Upstream {
                 config: config.clone(),
+                authority,
                 pools,
             });
         }

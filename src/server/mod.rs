@@ -219,10 +219,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        let conn = ConnInfo {
-            peer,
-            tls: tls.is_some(),
-        };
+        let conn = ConnInfo::new(peer, tls.is_some());
         let app = app.clone();
         let tls = tls.clone();
         let shutdown = shutdown.clone();
