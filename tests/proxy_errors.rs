@@ -69,6 +69,50 @@ async fn refused_upstream_answers_502_html_for_browsers() {
 }
 
 /// The body names neither the upstream nor the software behind it.
+/// The error page of a proxied path speaks the language the request asks for, by each of the
+/// three ways it can ask: `?lang=`, the language cookie, `Accept-Language`.
+#[tokio::test]
+async fn proxied_error_pages_speak_the_language_asked_for() {
+    let dead = refused_addr();
+    let gw = Gateway::builder()
+        .upstream(&format!("http://{dead}"))
+        .upstream_extra("connect_timeout = \"2s\"")
+        .start()
+        .await;
+    let browser = "text/html,application/xhtml+xml,*/*;q=0.8";
+    let cases = [
+        ("query", "/app?lang=fr", None),
+        ("cookie", "/app", Some(("cookie", "stepgate_lang=fr"))),
+        (
+            "accept-language",
+            "/app",
+            Some(("accept-language", "fr-FR,fr;q=0.9,en;q=0.5")),
+        ),
+        ("none", "/app", None),
+    ];
+    for (case, path, header) in cases {
+        let mut request = http_client()
+            .get(gw.url_for(path))
+            .header("accept", browser);
+        if let Some((name, value)) = header {
+            request = request.header(name, value);
+        }
+        let resp = tokio::time::timeout(DEADLINE, request.send())
+            .await
+            .expect("a refused upstream must be answered promptly")
+            .expect("response");
+        assert_eq!(resp.status(), 502, "{case}");
+        let text = resp.text().await.expect("body");
+        let (expected, other) = if case == "none" {
+            ("Application unavailable", "Application indisponible")
+        } else {
+            ("Application indisponible", "Application unavailable")
+        };
+        assert!(text.contains(expected), "{case}: {text}");
+        assert!(!text.contains(other), "{case}: {text}");
+    }
+}
+
 fn assert_leaks_nothing(body: &str, upstream_port: u16) {
     let lower = body.to_ascii_lowercase();
     for needle in [

@@ -13,7 +13,7 @@ mod step_up;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::header::{HeaderName, LOCATION};
+use http::header::{ACCEPT, ACCEPT_LANGUAGE, COOKIE, HeaderName, LOCATION};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
@@ -54,27 +54,39 @@ impl ConnInfo {
 
 /// Entry point for every request. Never fails: errors become responses here, and only here.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
-    let format = negotiate::preferred(req.headers());
-    // Error pages speak the request's language; those of the portal offer the other one.
-    let lang = crate::portal::i18n::negotiate(req.headers(), req.uri().query());
-    let portal_get = matches!(*req.method(), http::Method::GET | http::Method::HEAD)
-        && crate::portal::owns(&app.config.portal.prefix, req.uri().path());
-    let switch_query = portal_get.then(|| req.uri().query().unwrap_or("").to_string());
-    let return_to = portal_get
-        .then(|| req.uri().path_and_query().map(|pq| pq.as_str().to_string()))
-        .flatten();
+    // Only an error page needs the request's preferred format and language: keep what picks
+    // them (cheap clones) and negotiate once an error happens, not for every request.
+    let is_get = matches!(*req.method(), http::Method::GET | http::Method::HEAD);
+    let uri = req.uri().clone();
+    let negotiation = negotiation_headers(req.headers());
     match dispatch(&app, req, conn).await {
         Ok(resp) => resp,
         Err(err) => {
-            let frame = crate::portal::render::Frame::new(
-                &app.config.portal,
-                lang,
-                switch_query.as_deref(),
-            )
-            .returning_to(return_to);
+            let format = negotiate::preferred(&negotiation);
+            // Error pages speak the request's language; those of the portal offer the other one.
+            let lang = crate::portal::i18n::negotiate(&negotiation, uri.query());
+            let portal_get = is_get && crate::portal::owns(&app.config.portal.prefix, uri.path());
+            let switch_query = portal_get.then(|| uri.query().unwrap_or(""));
+            let return_to = portal_get
+                .then(|| uri.path_and_query().map(|pq| pq.as_str().to_string()))
+                .flatten();
+            let frame = crate::portal::render::Frame::new(&app.config.portal, lang, switch_query)
+                .returning_to(return_to);
             error_response(&err, format, &frame)
         }
     }
+}
+
+/// The request headers that decide an error page's format and language (`Accept`, the
+/// language cookie, `Accept-Language`).
+fn negotiation_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut kept = HeaderMap::new();
+    for name in [ACCEPT, ACCEPT_LANGUAGE, COOKIE] {
+        for value in headers.get_all(&name) {
+            kept.append(name.clone(), value.clone());
+        }
+    }
+    kept
 }
 
 async fn dispatch(
