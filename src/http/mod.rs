@@ -62,6 +62,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Re
     match dispatch(&app, req, conn).await {
         Ok(resp) => resp,
         Err(err) => {
+            let negotiation: HeaderMap = negotiation.into_iter().collect();
             let format = negotiate::preferred(&negotiation);
             // Error pages speak the request's language; those of the portal offer the other one.
             let lang = crate::portal::i18n::negotiate(&negotiation, uri.query());
@@ -78,12 +79,12 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Re
 }
 
 /// The request headers that decide an error page's format and language (`Accept`, the
-/// language cookie, `Accept-Language`).
-fn negotiation_headers(headers: &HeaderMap) -> HeaderMap {
-    let mut kept = HeaderMap::new();
+/// language cookie, `Accept-Language`), kept as a list: most requests never need them as a map.
+fn negotiation_headers(headers: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+    let mut kept = Vec::with_capacity(4);
     for name in [ACCEPT, ACCEPT_LANGUAGE, COOKIE] {
         for value in headers.get_all(&name) {
-            kept.append(name.clone(), value.clone());
+            kept.push((name.clone(), value.clone()));
         }
     }
     kept
