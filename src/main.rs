@@ -245,8 +245,14 @@ fn check_smtp(config: &stepgate::config::Config) -> ExitCode {
     result
 }
 
+/// Runs a command on a single-threaded runtime: `serve` hands connections to its own worker
+/// threads (`server.workers`), so this one only accepts, keeps house and answers the control
+/// socket.
 fn run(fut: impl std::future::Future<Output = std::io::Result<()>>) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
