@@ -11,6 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
 use common::auth::{json, send, set_session_cookie};
+use common::demo::{emailed_code, post_demo_login, post_email_code};
 use common::http_client;
 
 /// Bound on each step that waits for the child process.
@@ -52,21 +53,6 @@ fn drain(
             }
         }
     });
-}
-
-/// The 6-digit code in the newest message of the demo's outbox.
-fn emailed_code(outbox: &std::path::Path) -> String {
-    let newest = std::fs::read_dir(outbox)
-        .expect("the demo writes an outbox")
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
-        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
-        .expect("an email in the outbox");
-    let text = std::fs::read_to_string(newest.path()).expect("read email");
-    let re = regex::Regex::new(r"\b(\d{6})\b").expect("regex");
-    re.captures(&text)
-        .map(|c| c[1].to_string())
-        .expect("a 6-digit code in the email")
 }
 
 fn spawn_demo(data_dir: &std::path::Path) -> Child {
@@ -118,27 +104,14 @@ async fn demo_account_logs_in_and_sigterm_exits_cleanly() {
     .await;
     assert_eq!(resp.status(), 401, "{}", output.text());
 
-    let resp = send(
-        http_client()
-            .post(format!("{base}/.stepgate/login"))
-            .header("accept", "application/json")
-            .form(&[("username", "demo"), ("password", "demo-password")]),
-    )
-    .await;
+    let resp = post_demo_login(&base).await;
     assert_eq!(resp.status(), 200, "{}", output.text());
     let pending = set_session_cookie(resp.headers()).expect("session cookie");
     let body = json(resp).await;
     // The demo turns email codes on: the second step's code is in the outbox.
     assert_eq!(body["status"], "second_factor_required", "{body}");
     let code = emailed_code(&data_dir.join("outbox"));
-    let resp = send(
-        http_client()
-            .post(format!("{base}/.stepgate/verify"))
-            .header("accept", "application/json")
-            .header("cookie", &pending)
-            .form(&[("method", "email"), ("code", code.as_str())]),
-    )
-    .await;
+    let resp = post_email_code(&base, &pending, &code).await;
     assert_eq!(resp.status(), 200, "{}", output.text());
     let cookie = set_session_cookie(resp.headers()).expect("rotated session cookie");
     assert_ne!(

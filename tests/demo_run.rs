@@ -3,45 +3,16 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{OutputLines, http_client, sigterm, stepgate_command};
-
-const DEADLINE: Duration = Duration::from_secs(60);
-
-async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
-    tokio::time::timeout(DEADLINE, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-const ANNOUNCEMENT: &str = "Stepgate demo running at ";
+use common::demo::{DemoProcess, within};
+use common::http_client;
 
 #[tokio::test]
 async fn demo_serves_the_console_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data_dir = dir.path().join("demo-data");
-    let mut child = stepgate_command()
-        .args([
-            "demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data_dir.to_str().expect("utf-8"),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn stepgate demo");
-    let pid = child.id().expect("pid");
-    let mut stdout = OutputLines::new(child.stdout.take().expect("stdout"));
+    let demo = DemoProcess::start(&data_dir).await;
 
-    let line = within(
-        "the demo URL",
-        stdout.wait_for(|l| l.starts_with(ANNOUNCEMENT)),
-    )
-    .await;
-    let url = line[ANNOUNCEMENT.len()..].trim().to_owned();
+    let url = demo.url.clone();
     assert!(
         url.starts_with("http://127.0.0.1:") && url.ends_with('/'),
         "{url}"
@@ -80,9 +51,5 @@ async fn demo_serves_the_console_and_stops_on_sigterm() {
     .expect("request");
     assert_eq!(resp.status(), 200);
 
-    sigterm(pid);
-    let status = within("the demo to exit", child.wait())
-        .await
-        .expect("wait");
-    assert!(status.success(), "exit {status:?}");
+    demo.stop().await;
 }

@@ -7,26 +7,24 @@ mod common;
 
 use reqwest::header::{ACCEPT, COOKIE};
 
-use common::auth::{BROWSER_ACCEPT, Client, get, is_logged_in, json as json_body, location, send};
+use common::answers::assert_redirect;
+use common::auth::{BROWSER_ACCEPT, Client, get, is_logged_in, json as json_body, send};
 use common::http_client;
 use common::mfa::{Rig, body_text};
 use common::stepup::{
-    FORM, SETTINGS_STEP_UP, SIX_MINUTES, browser_post, browser_verify_totp, echo_json,
-    fresh_totp_user, new_cookie, post_raw,
+    FORM, SETTINGS_STEP_UP, browser_post, browser_verify_totp, echo_json, new_cookie, post_raw,
 };
+use common::stepup_users::{alice_past_the_window, password_only_login};
 
 #[tokio::test]
 async fn browser_get_goes_to_verify_and_returns_to_rd_with_a_new_session_id() {
-    let rig = Rig::start(SETTINGS_STEP_UP).await;
-    let alice = fresh_totp_user(&rig, "alice").await;
-    rig.advance(SIX_MINUTES);
+    let (rig, alice) = alice_past_the_window(SETTINGS_STEP_UP).await;
     let forwarded = rig.upstream.requests();
 
     let path = "/settings/profile?tab=2&lang=en";
     let verify = "/.stepgate/verify?rd=%2Fsettings%2Fprofile%3Ftab%3D2%26lang%3Den";
     let resp = get(&rig.gw, path, Some(&alice.cookie), Client::Browser).await;
-    assert_eq!(resp.status(), 302);
-    assert_eq!(location(&resp).as_deref(), Some(verify));
+    assert_redirect(&resp, 302, verify, "GET");
     let resp = send(
         http_client()
             .head(rig.gw.url_for(path))
@@ -34,8 +32,7 @@ async fn browser_get_goes_to_verify_and_returns_to_rd_with_a_new_session_id() {
             .header(COOKIE, &alice.cookie),
     )
     .await;
-    assert_eq!(resp.status(), 302, "HEAD is treated like GET");
-    assert_eq!(location(&resp).as_deref(), Some(verify));
+    assert_redirect(&resp, 302, verify, "HEAD is treated like GET");
     assert_eq!(rig.upstream.requests(), forwarded, "nothing forwarded yet");
 
     // The same verification page as at login, saying why it asks again.
@@ -49,8 +46,7 @@ async fn browser_get_goes_to_verify_and_returns_to_rd_with_a_new_session_id() {
     assert!(page.contains("name=\"code\""), "{page}");
 
     let resp = browser_verify_totp(&rig, &alice.cookie, &alice.secret, path).await;
-    assert_eq!(resp.status(), 303);
-    assert_eq!(location(&resp).as_deref(), Some(path), "back to rd");
+    assert_redirect(&resp, 303, path, "back to rd");
     let cookie = new_cookie(&resp);
     assert_ne!(cookie, alice.cookie, "the session id is rotated");
     assert!(
@@ -94,9 +90,7 @@ impl ApiCase {
 
 #[tokio::test]
 async fn api_requests_needing_step_up_get_401_json_and_never_reach_the_upstream() {
-    let rig = Rig::start(SETTINGS_STEP_UP).await;
-    let alice = fresh_totp_user(&rig, "alice").await;
-    rig.advance(SIX_MINUTES);
+    let (rig, alice) = alice_past_the_window(SETTINGS_STEP_UP).await;
     let forwarded = rig.upstream.requests();
     let received = rig.upstream.received().len();
 
@@ -167,9 +161,7 @@ async fn api_requests_needing_step_up_get_401_json_and_never_reach_the_upstream(
 
 #[tokio::test]
 async fn browser_requests_that_cannot_be_held_get_a_401_page_and_never_reach_the_upstream() {
-    let rig = Rig::start(SETTINGS_STEP_UP).await;
-    let alice = fresh_totp_user(&rig, "alice").await;
-    rig.advance(SIX_MINUTES);
+    let (rig, alice) = alice_past_the_window(SETTINGS_STEP_UP).await;
     let forwarded = rig.upstream.requests();
 
     let too_big = vec![b'a'; 64 * 1024 + 1];
@@ -212,15 +204,13 @@ async fn browser_requests_that_cannot_be_held_get_a_401_page_and_never_reach_the
 
     // None of them was held: verifying now just returns to rd.
     let resp = browser_verify_totp(&rig, &alice.cookie, &alice.secret, "/settings").await;
-    assert_eq!(resp.status(), 303);
-    assert_eq!(location(&resp).as_deref(), Some("/settings"));
+    assert_redirect(&resp, 303, "/settings", "verification with nothing held");
 }
 
 #[tokio::test]
 async fn user_without_second_factor_is_refused_with_403_when_the_rule_has_no_fallback() {
     let rig = Rig::start(SETTINGS_STEP_UP).await;
-    rig.user("bob", None, &[]).await;
-    let cookie = rig.login_one_factor("bob").await;
+    let cookie = password_only_login(&rig, "bob").await;
 
     let resp = get(&rig.gw, "/settings", Some(&cookie), Client::Api).await;
     assert_eq!(resp.status(), 403);
@@ -254,16 +244,15 @@ async fn mfa_required_user_without_second_factor_is_sent_to_enrolment() {
     rig.user("carol", None, &[]).await;
     let cookie = rig.login_pending("carol").await;
 
+    let verify = "/.stepgate/verify?rd=%2Fsettings";
     let resp = get(&rig.gw, "/settings", Some(&cookie), Client::Browser).await;
-    assert_eq!(resp.status(), 302);
-    let verify = location(&resp).expect("Location");
-    assert_eq!(verify, "/.stepgate/verify?rd=%2Fsettings");
-    let resp = get(&rig.gw, &verify, Some(&cookie), Client::Browser).await;
-    assert_eq!(resp.status(), 303);
-    assert_eq!(
-        location(&resp).as_deref(),
-        Some("/.stepgate/settings?rd=%2Fsettings"),
-        "enrolment, then back to the page"
+    assert_redirect(&resp, 302, verify, "the step-up path");
+    let resp = get(&rig.gw, verify, Some(&cookie), Client::Browser).await;
+    assert_redirect(
+        &resp,
+        303,
+        "/.stepgate/settings?rd=%2Fsettings",
+        "enrolment, then back to the page",
     );
     let resp = get(&rig.gw, "/settings", Some(&cookie), Client::Api).await;
     assert_eq!(resp.status(), 401);

@@ -8,17 +8,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::auth::{BROWSER_ACCEPT, json, send, set_session_cookie, text};
-use common::{OutputLines, http_client, sigterm, stepgate_command};
+use common::demo::{DemoProcess, emailed_code, post_demo_login, post_email_code};
+use common::http_client;
 use stepgate::policy::Policy;
-
-const DEADLINE: Duration = Duration::from_secs(60);
-const ANNOUNCEMENT: &str = "Stepgate demo running at ";
-
-async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
-    tokio::time::timeout(DEADLINE, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
 
 #[test]
 fn demo_config_has_a_step_up_rule_for_the_settings_page() {
@@ -50,68 +42,19 @@ fn demo_config_has_a_step_up_rule_for_the_settings_page() {
     assert_eq!(policy.step_up_windows(), vec![Duration::from_secs(300)]);
 }
 
-/// The 6-digit code in the newest message of the demo's outbox.
-fn emailed_code(outbox: &std::path::Path) -> String {
-    let newest = std::fs::read_dir(outbox)
-        .expect("the demo writes an outbox")
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
-        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
-        .expect("an email in the outbox");
-    let mail = std::fs::read_to_string(newest.path()).expect("read email");
-    let re = regex::Regex::new(r"\b(\d{6})\b").expect("regex");
-    re.captures(&mail)
-        .map(|c| c[1].to_string())
-        .expect("a 6-digit code in the email")
-}
-
 #[tokio::test]
 async fn demo_settings_page_is_reachable_right_after_login_with_the_emailed_code() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data_dir = dir.path().join("demo-data");
-    let mut child = stepgate_command()
-        .args([
-            "demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data_dir.to_str().expect("utf-8"),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn stepgate demo");
-    let pid = child.id().expect("pid");
-    let mut stdout = OutputLines::new(child.stdout.take().expect("stdout"));
-    let line = within(
-        "the demo URL",
-        stdout.wait_for(|l| l.starts_with(ANNOUNCEMENT)),
-    )
-    .await;
-    let base = line[ANNOUNCEMENT.len()..]
-        .trim()
-        .trim_end_matches('/')
-        .to_owned();
+    let demo = DemoProcess::start(&data_dir).await;
+    let base = demo.url.trim_end_matches('/').to_owned();
 
-    let resp = send(
-        http_client()
-            .post(format!("{base}/.stepgate/login"))
-            .header("accept", "application/json")
-            .form(&[("username", "demo"), ("password", "demo-password")]),
-    )
-    .await;
+    let resp = post_demo_login(&base).await;
     assert_eq!(resp.status(), 200);
     let pending = set_session_cookie(resp.headers()).expect("session cookie");
     assert_eq!(json(resp).await["status"], "second_factor_required");
     let code = emailed_code(&data_dir.join("outbox"));
-    let resp = send(
-        http_client()
-            .post(format!("{base}/.stepgate/verify"))
-            .header("accept", "application/json")
-            .header("cookie", &pending)
-            .form(&[("method", "email"), ("code", code.as_str())]),
-    )
-    .await;
+    let resp = post_email_code(&base, &pending, &code).await;
     assert_eq!(resp.status(), 200);
     let cookie = set_session_cookie(resp.headers()).expect("rotated cookie");
 
@@ -151,9 +94,5 @@ async fn demo_settings_page_is_reachable_right_after_login_with_the_emailed_code
     assert_eq!(entries[0]["window_seconds"], 300, "{info}");
     assert!(entries[0]["satisfied_until"].is_string(), "{info}");
 
-    sigterm(pid);
-    let status = within("the demo to exit", child.wait())
-        .await
-        .expect("wait");
-    assert!(status.success(), "exit {status:?}");
+    demo.stop().await;
 }

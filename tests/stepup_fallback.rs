@@ -4,13 +4,13 @@
 
 mod common;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
-use common::auth::{Client, get, json as json_body, location};
+use common::answers::{assert_redirect, assert_step_up_required};
+use common::auth::{Client, get, json as json_body};
 use common::mfa::{PASSWORD, Rig, body_text};
-use common::stepup::{
-    SIX_MINUTES, WINDOW, browser_post, browser_verify, echo_json, fresh_totp_user, new_cookie,
-};
+use common::stepup::{WINDOW, browser_post, browser_verify, echo_json, new_cookie};
+use common::stepup_users::{alice_past_the_window, password_only_login};
 
 const FALLBACK: &str = r#"
 [access]
@@ -28,21 +28,32 @@ max_retries = 100
 
 const REAUTH_URL: &str = "/.stepgate/verify?rd=%2Fsettings&method=password";
 
+/// `POST {prefix}/verify` as an API client with `password` in place of a code and `/settings`
+/// as rd: the status, the new session cookie (if any) and the JSON body.
+async fn api_verify_password(
+    rig: &Rig,
+    cookie: &str,
+    password: &str,
+) -> (u16, Option<String>, Value) {
+    rig.post_json(
+        "/verify",
+        Some(cookie),
+        json!({ "method": "password", "code": password, "rd": "/settings" }),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn password_fallback_satisfies_the_window_without_raising_the_auth_level() {
     let rig = Rig::start(FALLBACK).await;
-    rig.user("bob", None, &[]).await;
-    let cookie = rig.login_one_factor("bob").await;
+    let cookie = password_only_login(&rig, "bob").await;
 
     // The login's password does not count as a step-up: the rule asks for it again.
     let resp = get(&rig.gw, "/settings", Some(&cookie), Client::Api).await;
-    assert_eq!(resp.status(), 401);
-    let body = json_body(resp).await;
-    assert_eq!(body["error"], "step_up_required", "{body}");
+    let body = assert_step_up_required(resp, "API client after a password login").await;
     assert_eq!(body["verify_url"], REAUTH_URL, "{body}");
     let resp = get(&rig.gw, "/settings", Some(&cookie), Client::Browser).await;
-    assert_eq!(resp.status(), 302);
-    assert_eq!(location(&resp).as_deref(), Some(REAUTH_URL));
+    assert_redirect(&resp, 302, REAUTH_URL, "browser after a password login");
     assert_eq!(rig.upstream.requests(), 0);
 
     // The verification page asks for the password.
@@ -75,8 +86,7 @@ async fn password_fallback_satisfies_the_window_without_raising_the_auth_level()
     // The right one: a new session id, back to rd.
     let reauth_at = rig.now();
     let resp = browser_verify(&rig.gw, &cookie, "password", PASSWORD, "/settings").await;
-    assert_eq!(resp.status(), 303);
-    assert_eq!(location(&resp).as_deref(), Some("/settings"));
+    assert_redirect(&resp, 303, "/settings", "the right password");
     let fresh = new_cookie(&resp);
     assert_ne!(fresh, cookie);
     let echo = echo_json(get(&rig.gw, "/settings", Some(&fresh), Client::Api).await).await;
@@ -106,8 +116,7 @@ async fn password_fallback_does_not_pass_a_two_factor_rule() {
         "{FALLBACK}\n[[access.rules]]\npath = \"^/secure(/|$)\"\npolicy = \"two_factor\"\n"
     );
     let rig = Rig::start(&config).await;
-    rig.user("bob", None, &[]).await;
-    let cookie = rig.login_one_factor("bob").await;
+    let cookie = password_only_login(&rig, "bob").await;
     let resp = browser_verify(&rig.gw, &cookie, "password", PASSWORD, "/settings").await;
     assert_eq!(resp.status(), 303);
     let fresh = new_cookie(&resp);
@@ -120,42 +129,26 @@ async fn password_fallback_does_not_pass_a_two_factor_rule() {
 #[tokio::test]
 async fn wrong_fallback_passwords_count_and_end_the_session() {
     let rig = Rig::start(FALLBACK).await;
-    rig.user("bob", None, &[]).await;
-    let cookie = rig.login_one_factor("bob").await;
+    let cookie = password_only_login(&rig, "bob").await;
 
     // Four wrong passwords: still alive, still refused.
-    for _ in 0..4 {
-        let (status, _, body) = rig
-            .post_json(
-                "/verify",
-                Some(&cookie),
-                json!({ "method": "password", "code": "wrong-password", "rd": "/settings" }),
-            )
-            .await;
-        assert_eq!(status, 401, "{body}");
-        assert_eq!(body["status"], "password_required", "{body}");
+    for attempt in 1..=4 {
+        let (status, _, body) = api_verify_password(&rig, &cookie, "wrong-password").await;
+        assert_eq!(status, 401, "attempt {attempt}: {body}");
+        assert_eq!(
+            body["status"], "password_required",
+            "attempt {attempt}: {body}"
+        );
     }
     assert_eq!(rig.session_ok(&cookie).await["authenticated"], true);
     // The fifth ends the session, as five wrong codes would.
-    let (status, _, body) = rig
-        .post_json(
-            "/verify",
-            Some(&cookie),
-            json!({ "method": "password", "code": "wrong-password", "rd": "/settings" }),
-        )
-        .await;
+    let (status, _, body) = api_verify_password(&rig, &cookie, "wrong-password").await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["error"], "too_many_attempts", "{body}");
     let (status, _) = rig.session(&cookie).await;
     assert_eq!(status, 401, "the session is over");
     // The right password on the dead session changes nothing.
-    let (status, _, _) = rig
-        .post_json(
-            "/verify",
-            Some(&cookie),
-            json!({ "method": "password", "code": PASSWORD, "rd": "/settings" }),
-        )
-        .await;
+    let (status, _, _) = api_verify_password(&rig, &cookie, PASSWORD).await;
     assert_eq!(status, 401);
     assert_eq!(rig.upstream.requests(), 0);
 }
@@ -164,8 +157,7 @@ async fn wrong_fallback_passwords_count_and_end_the_session() {
 async fn wrong_fallback_passwords_count_towards_the_account_ban() {
     let config = FALLBACK.replace("max_retries = 100", "max_retries = 3");
     let rig = Rig::start(&config).await;
-    rig.user("bob", None, &[]).await;
-    let cookie = rig.login_one_factor("bob").await;
+    let cookie = password_only_login(&rig, "bob").await;
     for _ in 0..3 {
         let resp =
             browser_verify(&rig.gw, &cookie, "password", "wrong-password", "/settings").await;
@@ -181,9 +173,7 @@ async fn wrong_fallback_passwords_count_towards_the_account_ban() {
 
 #[tokio::test]
 async fn password_fallback_is_not_accepted_from_a_user_with_a_second_factor() {
-    let rig = Rig::start(FALLBACK).await;
-    let alice = fresh_totp_user(&rig, "alice").await;
-    rig.advance(SIX_MINUTES);
+    let (rig, alice) = alice_past_the_window(FALLBACK).await;
 
     // Step-up asks for the factor, not the password.
     let resp = get(&rig.gw, "/settings", Some(&alice.cookie), Client::Api).await;

@@ -7,10 +7,45 @@
 
 mod common;
 
+use bytes::Bytes;
+use serde_json::Value;
+
 use common::auth::{BROWSER_ACCEPT, raw_status};
 use common::mfa::Rig;
-use common::stepup::{SETTINGS_STEP_UP, SIX_MINUTES, fresh_totp_user};
+use common::stepup::SETTINGS_STEP_UP;
+use common::stepup_users::alice_past_the_window;
 use common::{raw_exchange, send_raw_path};
+
+/// What an API client accepts.
+const JSON: &str = "application/json";
+
+/// `method path` with the path sent as is (see [`send_raw_path`]), with the session `cookie`
+/// and `accept`.
+async fn send_as(
+    rig: &Rig,
+    method: &str,
+    path: &str,
+    cookie: &str,
+    accept: &str,
+) -> http::Response<Bytes> {
+    send_raw_path(
+        rig.gw.addr(),
+        method,
+        path,
+        &[("cookie", cookie), ("accept", accept)],
+    )
+    .await
+}
+
+/// Asserts that a raw answer is a 401 whose JSON body says `"error": "step_up_required"`, and
+/// returns the body. `case` names the request in the failure message.
+fn assert_raw_step_up_required(resp: &http::Response<Bytes>, case: &str) -> Value {
+    let body = String::from_utf8_lossy(resp.body()).into_owned();
+    assert_eq!(resp.status(), 401, "{case}: {body}");
+    let body: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(body["error"], "step_up_required", "{case}: {body}");
+    body
+}
 
 /// Spellings of `/settings` (or of a path below it) that canonicalise to it: each is answered
 /// with step-up (401) and the canonical path as `rd`.
@@ -31,35 +66,16 @@ const SETTINGS_SPELLINGS: [&str; 12] = [
 
 #[tokio::test]
 async fn rejects_path_normalisation_tricks_that_would_skip_step_up() {
-    let rig = Rig::start(SETTINGS_STEP_UP).await;
-    let alice = fresh_totp_user(&rig, "alice").await;
-    rig.advance(SIX_MINUTES);
-    let addr = rig.gw.addr();
+    let (rig, alice) = alice_past_the_window(SETTINGS_STEP_UP).await;
     // The control: a path the rule does not cover is forwarded.
-    let resp = send_raw_path(
-        addr,
-        "GET",
-        "/public/x",
-        &[("cookie", &alice.cookie), ("accept", "application/json")],
-    )
-    .await;
+    let resp = send_as(&rig, "GET", "/public/x", &alice.cookie, JSON).await;
     assert_eq!(resp.status(), 200);
     let forwarded = rig.upstream.requests();
 
     for path in SETTINGS_SPELLINGS {
         for method in ["GET", "POST", "DELETE"] {
-            let resp = send_raw_path(
-                addr,
-                method,
-                path,
-                &[("cookie", &alice.cookie), ("accept", "application/json")],
-            )
-            .await;
-            let status = resp.status().as_u16();
-            let body = String::from_utf8_lossy(resp.body()).into_owned();
-            assert_eq!(status, 401, "{method} {path}: {body}");
-            let body: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-            assert_eq!(body["error"], "step_up_required", "{method} {path}: {body}");
+            let resp = send_as(&rig, method, path, &alice.cookie, JSON).await;
+            let body = assert_raw_step_up_required(&resp, &format!("{method} {path}"));
             let verify = body["verify_url"].as_str().expect("verify_url");
             assert!(
                 verify.starts_with("/.stepgate/verify?rd=%2Fsettings"),
@@ -67,13 +83,7 @@ async fn rejects_path_normalisation_tricks_that_would_skip_step_up() {
             );
         }
         // A browser is sent to verify with the canonical path as rd.
-        let resp = send_raw_path(
-            addr,
-            "GET",
-            path,
-            &[("cookie", &alice.cookie), ("accept", BROWSER_ACCEPT)],
-        )
-        .await;
+        let resp = send_as(&rig, "GET", path, &alice.cookie, BROWSER_ACCEPT).await;
         assert_eq!(resp.status(), 302, "browser {path}");
         let verify = resp
             .headers()
@@ -94,9 +104,7 @@ async fn rejects_path_normalisation_tricks_that_would_skip_step_up() {
 
 #[tokio::test]
 async fn rejects_encoded_slash_and_backslash_spellings_of_the_step_up_path() {
-    let rig = Rig::start(SETTINGS_STEP_UP).await;
-    let alice = fresh_totp_user(&rig, "alice").await;
-    rig.advance(SIX_MINUTES);
+    let (rig, alice) = alice_past_the_window(SETTINGS_STEP_UP).await;
     let forwarded = rig.upstream.requests();
     for path in [
         "/public%2F..%2Fsettings",
@@ -120,26 +128,15 @@ async fn rejects_encoded_slash_and_backslash_spellings_of_the_step_up_path() {
 
 #[tokio::test]
 async fn case_sensitive_rule_does_not_cover_a_different_case_which_is_forwarded_as_is() {
-    let rig = Rig::start(SETTINGS_STEP_UP).await;
-    let alice = fresh_totp_user(&rig, "alice").await;
-    rig.advance(SIX_MINUTES);
-    let addr = rig.gw.addr();
-    let headers = [
-        ("cookie", alice.cookie.as_str()),
-        ("accept", "application/json"),
-    ];
+    let (rig, alice) = alice_past_the_window(SETTINGS_STEP_UP).await;
 
-    assert_eq!(
-        send_raw_path(addr, "GET", "/settings", &headers)
-            .await
-            .status(),
-        401
-    );
+    let resp = send_as(&rig, "GET", "/settings", &alice.cookie, JSON).await;
+    assert_eq!(resp.status(), 401);
     // `/Settings` is another path for the gateway: the rule does not match, the default
     // policy (one_factor) applies and the upstream receives the path unchanged. An upstream
     // that routes case-insensitively must be covered by a `(?i)` rule (next test).
     for path in ["/Settings", "/SETTINGS/x"] {
-        let resp = send_raw_path(addr, "GET", path, &headers).await;
+        let resp = send_as(&rig, "GET", path, &alice.cookie, JSON).await;
         assert_eq!(resp.status(), 200, "{path}");
         let seen = rig.upstream.last_request().expect("forwarded");
         assert_eq!(seen.path, path);
@@ -150,14 +147,7 @@ async fn case_sensitive_rule_does_not_cover_a_different_case_which_is_forwarded_
 async fn case_insensitive_rule_catches_every_case_of_the_path() {
     let config = SETTINGS_STEP_UP.replace("^/settings(/|$)", "(?i)^/settings(/|$)");
     assert!(config.contains("(?i)"));
-    let rig = Rig::start(&config).await;
-    let alice = fresh_totp_user(&rig, "alice").await;
-    rig.advance(SIX_MINUTES);
-    let addr = rig.gw.addr();
-    let headers = [
-        ("cookie", alice.cookie.as_str()),
-        ("accept", "application/json"),
-    ];
+    let (rig, alice) = alice_past_the_window(&config).await;
     let forwarded = rig.upstream.requests();
     for path in [
         "/settings",
@@ -166,11 +156,8 @@ async fn case_insensitive_rule_catches_every_case_of_the_path() {
         "/public/../SeTTings",
         "/%53ettings",
     ] {
-        let resp = send_raw_path(addr, "GET", path, &headers).await;
-        assert_eq!(resp.status(), 401, "{path}");
-        let body = String::from_utf8_lossy(resp.body()).into_owned();
-        let body: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-        assert_eq!(body["error"], "step_up_required", "{path}: {body}");
+        let resp = send_as(&rig, "GET", path, &alice.cookie, JSON).await;
+        assert_raw_step_up_required(&resp, path);
     }
     assert_eq!(rig.upstream.requests(), forwarded);
     // And the window, once satisfied, opens every spelling.

@@ -8,11 +8,32 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use common::auth::{Client, get, get_with, json as json_body};
+use common::ReceivedRequest;
+use common::answers::assert_step_up_required;
+use common::auth::{Client, get, get_with};
 use common::mfa::{MINUTE, Rig};
 use common::stepup::{SETTINGS_STEP_UP, WINDOW, api_verify_totp, fresh_totp_user};
+use common::stepup_users::password_only_login;
 
 const MILLI: Duration = Duration::from_millis(1);
+
+/// For each `(path, expected status)` in order: `GET path` as an API client with `cookie`.
+async fn assert_statuses(rig: &Rig, cookie: Option<&str>, cases: &[(&str, u16)]) {
+    for &(path, expected) in cases {
+        let status = rig.get_app(path, cookie).await.status();
+        assert_eq!(status, expected, "GET {path}");
+    }
+}
+
+/// The headers the upstream received that read `Remote-Auth-Time` once case is ignored and
+/// `_` and `.` are taken for `-`.
+fn auth_time_headers(seen: &ReceivedRequest) -> Vec<(&str, &str)> {
+    seen.headers
+        .iter()
+        .filter(|(n, _)| n.to_ascii_lowercase().replace(['_', '.'], "-") == "remote-auth-time")
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect()
+}
 
 #[tokio::test]
 async fn window_is_satisfied_until_its_last_millisecond_and_expires_at_its_end() {
@@ -26,9 +47,7 @@ async fn window_is_satisfied_until_its_last_millisecond_and_expires_at_its_end()
 
     rig.clock.set(alice.verified_at.plus(WINDOW));
     let resp = rig.get_app("/settings", Some(&alice.cookie)).await;
-    assert_eq!(resp.status(), 401, "at the end of the window");
-    let body = json_body(resp).await;
-    assert_eq!(body["error"], "step_up_required", "{body}");
+    assert_step_up_required(resp, "at the end of the window").await;
     assert_eq!(rig.upstream.requests(), forwarded, "never sent upstream");
 
     // The rest of the app stays one login away, and the session is still alive.
@@ -90,42 +109,30 @@ async fn default_step_up_applies_to_rules_without_their_own_window() {
     let rig = Rig::start(DEFAULT_STEP_UP).await;
     let alice = fresh_totp_user(&rig, "alice").await;
     let at = alice.verified_at;
+    let cookie = Some(alice.cookie.as_str());
 
     // Two minutes on: the rule with its own 1m window wants a new check; the others (a rule
     // without a window, and no rule at all) use the 10m default.
     rig.clock.set(at.plus(2 * MINUTE));
-    assert_eq!(
-        rig.get_app("/quick", Some(&alice.cookie)).await.status(),
-        401
-    );
-    assert_eq!(
-        rig.get_app("/team", Some(&alice.cookie)).await.status(),
-        200
-    );
-    assert_eq!(
-        rig.get_app("/other", Some(&alice.cookie)).await.status(),
-        200
-    );
+    assert_statuses(
+        &rig,
+        cookie,
+        &[("/quick", 401), ("/team", 200), ("/other", 200)],
+    )
+    .await;
 
     rig.clock.set(at.plus(10 * MINUTE - MILLI));
-    assert_eq!(
-        rig.get_app("/team", Some(&alice.cookie)).await.status(),
-        200
-    );
+    assert_statuses(&rig, cookie, &[("/team", 200)]).await;
     rig.clock.set(at.plus(10 * MINUTE));
     let forwarded = rig.upstream.requests();
     for path in ["/team", "/other", "/quick"] {
-        let resp = rig.get_app(path, Some(&alice.cookie)).await;
-        assert_eq!(resp.status(), 401, "{path}");
-        assert_eq!(json_body(resp).await["error"], "step_up_required", "{path}");
+        let resp = rig.get_app(path, cookie).await;
+        assert_step_up_required(resp, path).await;
     }
     assert_eq!(rig.upstream.requests(), forwarded);
     // A bypass rule authenticates nobody, so there is nothing to step up.
-    assert_eq!(
-        rig.get_app("/public", Some(&alice.cookie)).await.status(),
-        200
-    );
-    assert_eq!(rig.get_app("/public", None).await.status(), 200);
+    assert_statuses(&rig, cookie, &[("/public", 200)]).await;
+    assert_statuses(&rig, None, &[("/public", 200)]).await;
 }
 
 const TWO_WINDOWS: &str = r#"
@@ -177,21 +184,14 @@ async fn api_session_reports_each_window_and_until_when_it_is_satisfied() {
         "{info}"
     );
     // What the API says is what the gateway does.
-    assert_eq!(
-        rig.get_app("/settings", Some(&alice.cookie)).await.status(),
-        401
-    );
-    assert_eq!(
-        rig.get_app("/billing", Some(&alice.cookie)).await.status(),
-        200
-    );
+    let cookie = Some(alice.cookie.as_str());
+    assert_statuses(&rig, cookie, &[("/settings", 401), ("/billing", 200)]).await;
 }
 
 #[tokio::test]
 async fn api_session_of_a_user_never_verified_reports_no_window_satisfied() {
     let rig = Rig::start(TWO_WINDOWS).await;
-    rig.user("bob", None, &[]).await;
-    let cookie = rig.login_one_factor("bob").await;
+    let cookie = password_only_login(&rig, "bob").await;
     let info = rig.session_ok(&cookie).await;
     assert_eq!(info["second_factor_at"], serde_json::Value::Null, "{info}");
     let entries = info["step_up"].as_array().expect("step_up array");
@@ -235,17 +235,8 @@ async fn remote_auth_time_is_the_verification_time_and_never_the_clients() {
         .await;
         assert_eq!(resp.status(), 200, "{path}");
         let seen = rig.upstream.last_request().expect("forwarded");
-        let auth_times: Vec<(&str, &str)> = seen
-            .headers
-            .iter()
-            .filter(|(n, _)| {
-                let folded = n.to_ascii_lowercase().replace(['_', '.'], "-");
-                folded == "remote-auth-time"
-            })
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
         assert_eq!(
-            auth_times,
+            auth_time_headers(&seen),
             vec![("remote-auth-time", "2026-01-05T00:00:30Z")],
             "{path}: exactly the gateway's own header"
         );
@@ -272,8 +263,7 @@ async fn remote_auth_time_is_the_verification_time_and_never_the_clients() {
 #[tokio::test]
 async fn forged_remote_auth_time_never_reaches_the_upstream_without_a_second_factor() {
     let rig = Rig::start(SETTINGS_STEP_UP).await;
-    rig.user("bob", None, &[]).await;
-    let cookie = rig.login_one_factor("bob").await;
+    let cookie = password_only_login(&rig, "bob").await;
     // A password-only session (no second factor ever) and an anonymous request on a bypass
     // route: the gateway has no time to send, and must not pass the client's along.
     let cases = [("/dashboard", Some(cookie.as_str())), ("/public/x", None)];
@@ -281,11 +271,7 @@ async fn forged_remote_auth_time_never_reaches_the_upstream_without_a_second_fac
         let resp = get_with(&rig.gw, path, cookie, Client::Api, &FORGED_AUTH_TIME).await;
         assert_eq!(resp.status(), 200, "{path}");
         let seen = rig.upstream.last_request().expect("forwarded");
-        let forged: Vec<&(String, String)> = seen
-            .headers
-            .iter()
-            .filter(|(n, _)| n.to_ascii_lowercase().replace(['_', '.'], "-") == "remote-auth-time")
-            .collect();
+        let forged = auth_time_headers(&seen);
         assert!(forged.is_empty(), "{path}: {forged:?}");
     }
 }

@@ -3,10 +3,12 @@
 //! when its handle is dropped. Use it with `mod common;` at the top of a test file.
 #![allow(dead_code, unused_imports)]
 
+pub mod answers;
 pub mod auth;
 pub mod browser;
 pub mod ca;
 pub mod cli;
+pub mod demo;
 pub mod echo;
 pub mod gateway;
 pub mod mfa;
@@ -14,6 +16,7 @@ pub mod proxies;
 pub mod sms_sink;
 pub mod smtp;
 pub mod stepup;
+pub mod stepup_users;
 
 use std::net::SocketAddr;
 use std::time::Duration;
