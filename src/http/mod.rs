@@ -81,7 +81,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Re
 /// The request headers that decide an error page's format and language (`Accept`, the
 /// language cookie, `Accept-Language`), kept as a list: most requests never need them as a map.
 fn negotiation_headers(headers: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
-    let mut kept = Vec::with_capacity(4);
+    let mut kept = Vec::new();
     for name in [ACCEPT, ACCEPT_LANGUAGE, COOKIE] {
         for value in headers.get_all(&name) {
             kept.push((name.clone(), value.clone()));
