@@ -116,12 +116,12 @@ pub async fn handle(
     };
     let method = req.method().clone();
     if method == Method::POST {
-        origin::check_same_origin(req.headers(), ctx.conn.proto(), ctx.host.as_deref())?;
+        origin::check_same_origin(req.headers(), conn.proto(), ctx.host.as_deref())?;
     }
     let mut resp = route(&ctx, req, method, &sub).await?;
     // A language picked with `?lang=` is remembered.
     if let Some(lang) = chosen {
-        render::set_cookie(&mut resp, &i18n::lang_cookie(lang, ctx.conn.tls))?;
+        render::set_cookie(&mut resp, &i18n::lang_cookie(lang, conn.tls))?;
     }
     Ok(resp)
 }

@@ -6,6 +6,9 @@
 //! header field itself". The fixed list of hop-by-hop fields below is removed as well, since
 //! senders do not always list them.
 
+use std::cell::RefCell;
+use std::net::IpAddr;
+
 use http::HeaderMap;
 use http::header::{
     CONNECTION, HOST, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
@@ -98,8 +101,8 @@ pub fn restore_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
 /// What the gateway knows about the connection a request came in on.
 #[derive(Debug, Clone, Copy)]
 pub struct Forwarding<'a> {
-    /// The TCP peer's address, as written in X-Forwarded-For.
-    pub peer: &'a HeaderValue,
+    /// The TCP peer.
+    pub peer: IpAddr,
     /// The peer is inside `server.trusted_proxies`: its X-Forwarded-* values are kept.
     pub peer_trusted: bool,
     /// `"https"` or `"http"`, as the gateway received the request.
@@ -123,11 +126,12 @@ pub fn set_forwarded(headers: &mut HeaderMap, fwd: &Forwarding<'_>) {
             chain.push_str(", ");
         }
     }
+    let peer = peer_entry(fwd.peer);
     // `insert` replaces every client-sent value.
     if chain.is_empty() {
-        headers.insert(X_FORWARDED_FOR, fwd.peer.clone());
+        headers.insert(X_FORWARDED_FOR, peer);
     } else {
-        chain.push_str(fwd.peer.to_str().unwrap_or_default());
+        chain.push_str(peer.to_str().unwrap_or_default());
         match HeaderValue::try_from(chain) {
             Ok(v) => headers.insert(X_FORWARDED_FOR, v),
             Err(_) => headers.remove(&X_FORWARDED_FOR),
@@ -145,6 +149,27 @@ pub fn set_forwarded(headers: &mut HeaderMap, fwd: &Forwarding<'_>) {
             headers.insert(X_FORWARDED_HOST, v);
         }
     }
+}
+
+thread_local! {
+    /// The address last written as an X-Forwarded-For entry on this thread, and its value. A
+    /// worker's requests mostly come from a few peers (a load balancer, a browser's keep-alive
+    /// connections): the address is printed again only when the peer changes.
+    static LAST_PEER: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
+}
+
+/// `peer` as an X-Forwarded-For entry.
+fn peer_entry(peer: IpAddr) -> HeaderValue {
+    LAST_PEER.with_borrow_mut(|last| match last {
+        Some((ip, value)) if *ip == peer => value.clone(),
+        _ => {
+            // An address prints as digits, hex letters, dots and colons: always a valid value.
+            let value = HeaderValue::try_from(peer.to_string())
+                .unwrap_or(HeaderValue::from_static("unknown"));
+            *last = Some((peer, value.clone()));
+            value
+        }
+    })
 }
 
 /// The host a request is for: the HTTP/2 authority or the Host header.
@@ -317,14 +342,34 @@ mod tests {
         assert!(requested_upgrade(&h).is_none());
     }
 
-    static PEER: HeaderValue = HeaderValue::from_static("192.0.2.10");
-
     fn fwd(trusted: bool) -> Forwarding<'static> {
         Forwarding {
-            peer: &PEER,
+            peer: "192.0.2.10".parse().unwrap(),
             peer_trusted: trusted,
             proto: "https",
             host: Some("console.example.com"),
+        }
+    }
+
+    #[test]
+    fn the_forwarded_for_entry_follows_the_peer_from_request_to_request() {
+        // One thread, peers alternating and repeating: never the previous peer's entry.
+        let peers = [
+            "192.0.2.1",
+            "192.0.2.1",
+            "2001:db8::7",
+            "192.0.2.1",
+            "198.51.100.20",
+            "198.51.100.20",
+        ];
+        for peer in peers {
+            let mut h = HeaderMap::new();
+            let fwd = Forwarding {
+                peer: peer.parse().unwrap(),
+                ..fwd(false)
+            };
+            set_forwarded(&mut h, &fwd);
+            assert_eq!(h["x-forwarded-for"], peer);
         }
     }
 

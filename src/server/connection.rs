@@ -158,7 +158,7 @@ async fn serve_http1<S: Parkable>(
         .keep_alive(true);
     loop {
         activity.reset_mark();
-        let service = service(app.clone(), activity.clone(), conn.clone());
+        let service = service(app.clone(), activity.clone(), conn);
         // On the heap: a parked connection does not keep room for it.
         let mut session = Box::new(
             builder
@@ -166,7 +166,7 @@ async fn serve_http1<S: Parkable>(
                 .with_upgrades(),
         );
         let session_ref = Pin::new(&mut *session);
-        let drive = drive(session_ref, &activity, &limits, &mut shutdown, &conn, true);
+        let drive = drive(session_ref, &activity, &limits, &mut shutdown, conn, true);
         if !Box::pin(drive).await {
             return;
         }
@@ -199,7 +199,7 @@ async fn serve_any_version<I>(
 {
     let limits = app.config.limits.clone();
     let _open = app.connection_stats.opened();
-    let service = service(app.clone(), activity.clone(), conn.clone());
+    let service = service(app.clone(), activity.clone(), conn);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -214,7 +214,7 @@ async fn serve_any_version<I>(
         .max_concurrent_streams(256);
     let session = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(session);
-    drive(session, &activity, &limits, &mut shutdown, &conn, false).await;
+    drive(session, &activity, &limits, &mut shutdown, conn, false).await;
 }
 
 /// The gateway's service for one connection: every request counts as in flight until its
@@ -233,7 +233,6 @@ fn service(
     service_fn(move |req| {
         let app = app.clone();
         let in_flight = activity.request();
-        let conn = conn.clone();
         async move {
             let resp = http::handle(app, req, conn).await;
             Ok(resp.map(|body| TrackedBody {
@@ -286,7 +285,7 @@ async fn drive<C: Session>(
     activity: &Activity,
     limits: &Limits,
     shutdown: &mut watch::Receiver<bool>,
-    conn: &ConnInfo,
+    conn: ConnInfo,
     may_park: bool,
 ) -> bool {
     if *shutdown.borrow() {

@@ -219,7 +219,10 @@ async fn accept_loop(
                 continue;
             }
         };
-        let conn = ConnInfo::new(peer, tls.is_some());
+        let conn = ConnInfo {
+            peer,
+            tls: tls.is_some(),
+        };
         let app = app.clone();
         let tls = tls.clone();
         let shutdown = shutdown.clone();
