@@ -9,14 +9,20 @@ use common::{EchoUpstream, Gateway, http_client, raw_exchange, refused_addr, sen
 /// Bounds every wait in this file; a passing run never comes near it.
 const DEADLINE: Duration = Duration::from_secs(20);
 
-#[tokio::test]
-async fn refused_upstream_answers_502_json_without_internals() {
+/// A gateway whose upstream refuses connections, and that upstream's address.
+async fn gateway_with_refused_upstream() -> (Gateway, std::net::SocketAddr) {
     let dead = refused_addr();
     let gw = Gateway::builder()
         .upstream(&format!("http://{dead}"))
         .upstream_extra("connect_timeout = \"2s\"")
         .start()
         .await;
+    (gw, dead)
+}
+
+#[tokio::test]
+async fn refused_upstream_answers_502_json_without_internals() {
+    let (gw, dead) = gateway_with_refused_upstream().await;
     let resp = tokio::time::timeout(
         DEADLINE,
         http_client()
@@ -37,12 +43,7 @@ async fn refused_upstream_answers_502_json_without_internals() {
 
 #[tokio::test]
 async fn refused_upstream_answers_502_html_for_browsers() {
-    let dead = refused_addr();
-    let gw = Gateway::builder()
-        .upstream(&format!("http://{dead}"))
-        .upstream_extra("connect_timeout = \"2s\"")
-        .start()
-        .await;
+    let (gw, dead) = gateway_with_refused_upstream().await;
     let resp = tokio::time::timeout(
         DEADLINE,
         http_client()
@@ -68,17 +69,11 @@ async fn refused_upstream_answers_502_html_for_browsers() {
     assert_leaks_nothing(&text, dead.port());
 }
 
-/// The body names neither the upstream nor the software behind it.
 /// The error page of a proxied path speaks the language the request asks for, by each of the
 /// three ways it can ask: `?lang=`, the language cookie, `Accept-Language`.
 #[tokio::test]
 async fn proxied_error_pages_speak_the_language_asked_for() {
-    let dead = refused_addr();
-    let gw = Gateway::builder()
-        .upstream(&format!("http://{dead}"))
-        .upstream_extra("connect_timeout = \"2s\"")
-        .start()
-        .await;
+    let (gw, dead) = gateway_with_refused_upstream().await;
     let browser = "text/html,application/xhtml+xml,*/*;q=0.8";
     let cases = [
         ("query", "/app?lang=fr", None),
@@ -110,9 +105,11 @@ async fn proxied_error_pages_speak_the_language_asked_for() {
         };
         assert!(text.contains(expected), "{case}: {text}");
         assert!(!text.contains(other), "{case}: {text}");
+        assert_leaks_nothing(&text, dead.port());
     }
 }
 
+/// The body names neither the upstream nor the software behind it.
 fn assert_leaks_nothing(body: &str, upstream_port: u16) {
     let lower = body.to_ascii_lowercase();
     for needle in [
