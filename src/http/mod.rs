@@ -76,6 +76,15 @@ fn negotiation_headers(headers: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
     let mut kept = Vec::new();
     for name in [ACCEPT, ACCEPT_LANGUAGE, COOKIE] {
         for value in headers.get_all(&name) {
+            // A cookie header matters only when it carries the language cookie.
+            let lang_cookie = || {
+                value
+                    .to_str()
+                    .is_ok_and(|v| v.contains(crate::portal::i18n::LANG_COOKIE))
+            };
+            if name == COOKIE && !lang_cookie() {
+                continue;
+            }
             // A copy, not a clone (see `handle`).
             if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
                 kept.push((name.clone(), value));
