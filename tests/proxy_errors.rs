@@ -77,7 +77,11 @@ async fn proxied_error_pages_speak_the_language_asked_for() {
     let browser = "text/html,application/xhtml+xml,*/*;q=0.8";
     let cases = [
         ("query", "/app?lang=fr", None),
-        ("cookie", "/app", Some(("cookie", "app_session=abc; stepgate_lang=fr"))),
+        (
+            "cookie",
+            "/app",
+            Some(("cookie", "app_session=abc; stepgate_lang=fr")),
+        ),
         (
             "accept-language",
             "/app",
