@@ -49,6 +49,14 @@ const SPOOFED: &str = "Remote-User: admin\r\n\
      Remote-Name: Administrator\r\n\
      Remote-Auth-Time: 1\r\n";
 
+/// `GET path` (`Host: app.test`, `Connection: close`) with `extra` raw header lines (each
+/// ending in CRLF) written byte for byte: every byte of the answer.
+async fn raw_get(gw: &Gateway, path: &str, extra: &str) -> Vec<u8> {
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: app.test\r\n{extra}Connection: close\r\n\r\n");
+    raw_exchange(gw.addr(), request.as_bytes()).await
+}
+
 /// Sends `GET path` with `extra` raw header lines (each ending in CRLF) and returns what the
 /// upstream received; the answer must be 200.
 async fn forwarded(
@@ -58,9 +66,7 @@ async fn forwarded(
     extra: &str,
 ) -> ReceivedRequest {
     let before = upstream.requests();
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: app.test\r\n{extra}Connection: close\r\n\r\n");
-    let answer = raw_exchange(gw.addr(), request.as_bytes()).await;
+    let answer = raw_get(gw, path, extra).await;
     assert_eq!(
         raw_status(&answer),
         200,
@@ -81,6 +87,34 @@ fn spellings_of(seen: &ReceivedRequest, name: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Asserts that `name` reached the upstream exactly once, in that spelling, with `value`.
+fn assert_only_spelling(seen: &ReceivedRequest, name: &str, value: &str) {
+    assert_eq!(
+        spellings_of(seen, name),
+        [(name.to_owned(), value.to_owned())],
+        "{name}"
+    );
+}
+
+/// Asserts that none of `names`, in any spelling, reached the upstream.
+fn assert_none_reached(seen: &ReceivedRequest, names: &[&str]) {
+    for name in names {
+        assert!(
+            spellings_of(seen, name).is_empty(),
+            "{name} reached the upstream: {:?}",
+            seen.headers
+        );
+    }
+}
+
+/// Asserts alice's identity headers under the default names, each sent once.
+fn assert_alice_identity(seen: &ReceivedRequest) {
+    assert_eq!(seen.header_all("remote-user"), ["alice"]);
+    assert_eq!(seen.header_all("remote-email"), ["alice@example.com"]);
+    assert_eq!(seen.header_all("remote-name"), ["Alice Liddell"]);
+    assert_eq!(seen.header_all("remote-groups"), ["admins,users"]);
+}
+
 #[tokio::test]
 async fn upstream_receives_identity_headers_of_the_logged_in_user() {
     let upstream = EchoUpstream::start().await;
@@ -89,10 +123,7 @@ async fn upstream_receives_identity_headers_of_the_logged_in_user() {
     let resp = get(&gw, "/app", Some(&cookie), Client::Api).await;
     assert_eq!(resp.status(), 200);
     let seen = upstream.last_request().expect("forwarded");
-    assert_eq!(seen.header_all("remote-user"), ["alice"]);
-    assert_eq!(seen.header_all("remote-email"), ["alice@example.com"]);
-    assert_eq!(seen.header_all("remote-name"), ["Alice Liddell"]);
-    assert_eq!(seen.header_all("remote-groups"), ["admins,users"]);
+    assert_alice_identity(&seen);
 }
 
 #[tokio::test]
@@ -111,16 +142,9 @@ async fn user_without_email_or_groups_gets_no_forged_values() {
     assert_eq!(seen.header_all("remote-user"), ["bob"]);
     assert_eq!(seen.header_all("remote-name"), ["bob"]);
     // No email: no header at all, certainly not the client's.
-    assert!(
-        spellings_of(&seen, "remote-email").is_empty(),
-        "{:?}",
-        seen.headers
-    );
+    assert_none_reached(&seen, &["remote-email"]);
     // No groups: an empty value, not the client's.
-    assert_eq!(
-        spellings_of(&seen, "remote-groups"),
-        [("remote-groups".to_owned(), String::new())]
-    );
+    assert_only_spelling(&seen, "remote-groups", "");
 }
 
 #[tokio::test]
@@ -136,23 +160,11 @@ async fn strips_spoofed_identity_headers_on_protected_route() {
     )
     .await;
     // Exactly the gateway's own values, once each, in the canonical spelling.
-    assert_eq!(
-        spellings_of(&seen, "remote-user"),
-        [("remote-user".to_owned(), "alice".to_owned())]
-    );
-    assert_eq!(
-        spellings_of(&seen, "remote-groups"),
-        [("remote-groups".to_owned(), "admins,users".to_owned())]
-    );
-    assert_eq!(
-        spellings_of(&seen, "remote-email"),
-        [("remote-email".to_owned(), "alice@example.com".to_owned())]
-    );
-    assert_eq!(
-        spellings_of(&seen, "remote-name"),
-        [("remote-name".to_owned(), "Alice Liddell".to_owned())]
-    );
-    assert!(spellings_of(&seen, "remote-auth-time").is_empty());
+    assert_only_spelling(&seen, "remote-user", "alice");
+    assert_only_spelling(&seen, "remote-groups", "admins,users");
+    assert_only_spelling(&seen, "remote-email", "alice@example.com");
+    assert_only_spelling(&seen, "remote-name", "Alice Liddell");
+    assert_none_reached(&seen, &["remote-auth-time"]);
 }
 
 #[tokio::test]
@@ -160,19 +172,16 @@ async fn strips_spoofed_identity_headers_on_bypass_route() {
     let upstream = EchoUpstream::start().await;
     let gw = gateway(&upstream, "").await;
     let seen = forwarded(&gw, &upstream, "/open/page", SPOOFED).await;
-    for name in [
-        "remote-user",
-        "remote-groups",
-        "remote-email",
-        "remote-name",
-        "remote-auth-time",
-    ] {
-        assert!(
-            spellings_of(&seen, name).is_empty(),
-            "{name} reached the upstream: {:?}",
-            seen.headers
-        );
-    }
+    assert_none_reached(
+        &seen,
+        &[
+            "remote-user",
+            "remote-groups",
+            "remote-email",
+            "remote-name",
+            "remote-auth-time",
+        ],
+    );
 }
 
 #[tokio::test]
@@ -188,16 +197,7 @@ async fn bypass_route_carries_no_identity_even_when_logged_in() {
         &format!("Cookie: {cookie}\r\n{SPOOFED}"),
     )
     .await;
-    assert!(
-        spellings_of(&seen, "remote-user").is_empty(),
-        "{:?}",
-        seen.headers
-    );
-    assert!(
-        spellings_of(&seen, "remote-groups").is_empty(),
-        "{:?}",
-        seen.headers
-    );
+    assert_none_reached(&seen, &["remote-user", "remote-groups"]);
 }
 
 #[tokio::test]
@@ -205,9 +205,7 @@ async fn strips_spoofed_identity_headers_for_anonymous_requests_that_are_refused
     // Refused requests never reach the upstream at all, spoofed headers or not.
     let upstream = EchoUpstream::start().await;
     let gw = gateway(&upstream, "").await;
-    let request =
-        format!("GET /app HTTP/1.1\r\nHost: app.test\r\n{SPOOFED}Connection: close\r\n\r\n");
-    let answer = raw_exchange(gw.addr(), request.as_bytes()).await;
+    let answer = raw_get(&gw, "/app", SPOOFED).await;
     assert_eq!(
         raw_status(&answer),
         401,
@@ -233,10 +231,7 @@ async fn connection_header_cannot_remove_gateway_identity_headers() {
         ),
     )
     .await;
-    assert_eq!(seen.header_all("remote-user"), ["alice"]);
-    assert_eq!(seen.header_all("remote-groups"), ["admins,users"]);
-    assert_eq!(seen.header_all("remote-email"), ["alice@example.com"]);
-    assert_eq!(seen.header_all("remote-name"), ["Alice Liddell"]);
+    assert_alice_identity(&seen);
 }
 
 #[tokio::test]
@@ -261,25 +256,10 @@ async fn custom_identity_header_names_are_sent_and_protected() {
         ),
     )
     .await;
-    assert_eq!(
-        spellings_of(&seen, "x-auth-user"),
-        [("x-auth-user".to_owned(), "alice".to_owned())]
-    );
-    assert_eq!(
-        spellings_of(&seen, "x-auth-groups"),
-        [("x-auth-groups".to_owned(), "admins,users".to_owned())]
-    );
+    assert_only_spelling(&seen, "x-auth-user", "alice");
+    assert_only_spelling(&seen, "x-auth-groups", "admins,users");
     // The default names are not sent any more, and still stripped when a client sends them.
-    assert!(
-        spellings_of(&seen, "remote-user").is_empty(),
-        "{:?}",
-        seen.headers
-    );
-    assert!(
-        spellings_of(&seen, "remote-groups").is_empty(),
-        "{:?}",
-        seen.headers
-    );
+    assert_none_reached(&seen, &["remote-user", "remote-groups"]);
     // Names left at their default keep working.
     assert_eq!(seen.header_all("remote-email"), ["alice@example.com"]);
 
@@ -291,14 +271,5 @@ async fn custom_identity_header_names_are_sent_and_protected() {
         "X-Auth-User: admin\r\nx_auth_groups: root\r\n",
     )
     .await;
-    assert!(
-        spellings_of(&seen, "x-auth-user").is_empty(),
-        "{:?}",
-        seen.headers
-    );
-    assert!(
-        spellings_of(&seen, "x-auth-groups").is_empty(),
-        "{:?}",
-        seen.headers
-    );
+    assert_none_reached(&seen, &["x-auth-user", "x-auth-groups"]);
 }

@@ -30,6 +30,78 @@ fn cookie_attributes(set_cookie: &str) -> Vec<String> {
         .collect()
 }
 
+/// Asserts that the `Set-Cookie` value `set_cookie` carries every attribute in `wanted`.
+fn assert_cookie_has(set_cookie: &str, wanted: &[&str]) {
+    let attrs = cookie_attributes(set_cookie);
+    for wanted in wanted {
+        assert!(
+            attrs.iter().any(|a| a == wanted),
+            "{set_cookie} lacks {wanted}"
+        );
+    }
+}
+
+/// A gateway with HTTPS (certificate from `ca`) and `extra` configuration, alice created.
+async fn tls_gateway(ca: &TestCa, upstream: &EchoUpstream, extra: &str) -> Gateway {
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .tls(ca)
+        .extra_toml(extra)
+        .start()
+        .await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    gw
+}
+
+/// `POST {prefix}/login` with a username and password only, as an API client.
+async fn api_login_attempt(gw: &Gateway, name: &str, password: &str) -> reqwest::Response {
+    post_login(
+        gw,
+        &[("username", name), ("password", password)],
+        Client::Api,
+        &[],
+    )
+    .await
+}
+
+/// alice's API login with `remember_me` set to `flag`.
+async fn login_remember_me(gw: &Gateway, flag: &str) -> reqwest::Response {
+    post_login(
+        gw,
+        &[
+            ("username", "alice"),
+            ("password", "password123"),
+            ("remember_me", flag),
+        ],
+        Client::Api,
+        &[],
+    )
+    .await
+}
+
+/// `GET {prefix}/api/session` over HTTPS with the `Cookie` header `cookie`: the response.
+async fn https_session(client: &reqwest::Client, gw: &Gateway, cookie: &str) -> reqwest::Response {
+    let session_url = gw.https_url_for(&format!("{PREFIX}/api/session"));
+    send(client.get(&session_url).header(COOKIE, cookie)).await
+}
+
+/// `POST {prefix}/logout` with alice's session cookie and one extra header, as an API client.
+async fn post_logout_with(
+    gw: &Gateway,
+    cookie: &str,
+    name: &str,
+    value: &str,
+) -> reqwest::Response {
+    send(
+        http_client()
+            .post(gw.url_for(&format!("{PREFIX}/logout")))
+            .header(ACCEPT, "application/json")
+            .header(COOKIE, cookie)
+            .header(name, value),
+    )
+    .await
+}
+
 fn the_session_set_cookie(headers: &reqwest::header::HeaderMap) -> String {
     let all = all_set_cookies(headers);
     assert_eq!(all.len(), 1, "expected one Set-Cookie: {all:?}");
@@ -57,13 +129,8 @@ async fn form_login_redirects_to_rd_with_a_session_cookie() {
     assert_eq!(location(&resp).as_deref(), Some("/dashboard?tab=2"));
     let set_cookie = the_session_set_cookie(resp.headers());
     assert!(set_cookie.starts_with("stepgate_session="), "{set_cookie}");
+    assert_cookie_has(&set_cookie, &["httponly", "samesite=lax", "path=/"]);
     let attrs = cookie_attributes(&set_cookie);
-    for wanted in ["httponly", "samesite=lax", "path=/"] {
-        assert!(
-            attrs.iter().any(|a| a == wanted),
-            "{set_cookie} lacks {wanted}"
-        );
-    }
     // Plain HTTP: no Secure (the browser would drop it), and a browser-session cookie.
     assert!(!attrs.iter().any(|a| a == "secure"), "{set_cookie}");
     assert!(
@@ -113,13 +180,7 @@ async fn json_login_without_rd_redirects_to_root() {
     let upstream = EchoUpstream::start().await;
     let gw = gateway(&upstream, "").await;
     create_user(&gw, "alice", "password123", &[]).await;
-    let resp = post_login(
-        &gw,
-        &[("username", "alice"), ("password", "password123")],
-        Client::Api,
-        &[],
-    )
-    .await;
+    let resp = api_login_attempt(&gw, "alice", "password123").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(json(resp).await["redirect"], "/");
 }
@@ -130,17 +191,7 @@ async fn remember_me_sets_max_age_of_thirty_days() {
     let gw = gateway(&upstream, "").await;
     create_user(&gw, "alice", "password123", &[]).await;
     for flag in ["on", "true", "1"] {
-        let resp = post_login(
-            &gw,
-            &[
-                ("username", "alice"),
-                ("password", "password123"),
-                ("remember_me", flag),
-            ],
-            Client::Api,
-            &[],
-        )
-        .await;
+        let resp = login_remember_me(&gw, flag).await;
         assert_eq!(resp.status(), 200, "remember_me={flag}");
         let set_cookie = the_session_set_cookie(resp.headers());
         let attrs = cookie_attributes(&set_cookie);
@@ -150,17 +201,7 @@ async fn remember_me_sets_max_age_of_thirty_days() {
         );
     }
     // Explicitly off: a browser-session cookie.
-    let resp = post_login(
-        &gw,
-        &[
-            ("username", "alice"),
-            ("password", "password123"),
-            ("remember_me", "false"),
-        ],
-        Client::Api,
-        &[],
-    )
-    .await;
+    let resp = login_remember_me(&gw, "false").await;
     let set_cookie = the_session_set_cookie(resp.headers());
     assert!(
         !set_cookie.to_ascii_lowercase().contains("max-age"),
@@ -172,12 +213,7 @@ async fn remember_me_sets_max_age_of_thirty_days() {
 async fn tls_login_sets_secure_host_prefixed_cookie() {
     let ca = TestCa::new();
     let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder()
-        .upstream(&upstream.url())
-        .tls(&ca)
-        .start()
-        .await;
-    create_user(&gw, "alice", "password123", &[]).await;
+    let gw = tls_gateway(&ca, &upstream, "").await;
     let client = ca.reqwest_client();
 
     let resp = post_login_to(
@@ -198,19 +234,17 @@ async fn tls_login_sets_secure_host_prefixed_cookie() {
         set_cookie.starts_with("__Host-stepgate_session="),
         "{set_cookie}"
     );
+    assert_cookie_has(
+        &set_cookie,
+        &[
+            "httponly",
+            "samesite=lax",
+            "path=/",
+            "secure",
+            "max-age=2592000",
+        ],
+    );
     let attrs = cookie_attributes(&set_cookie);
-    for wanted in [
-        "httponly",
-        "samesite=lax",
-        "path=/",
-        "secure",
-        "max-age=2592000",
-    ] {
-        assert!(
-            attrs.iter().any(|a| a == wanted),
-            "{set_cookie} lacks {wanted}"
-        );
-    }
     // `__Host-` cookies must not name a domain.
     assert!(
         !attrs.iter().any(|a| a.starts_with("domain")),
@@ -218,8 +252,7 @@ async fn tls_login_sets_secure_host_prefixed_cookie() {
     );
 
     let pair = set_session_cookie(resp.headers()).expect("session cookie");
-    let session_url = gw.https_url_for(&format!("{PREFIX}/api/session"));
-    let resp = send(client.get(&session_url).header(COOKIE, &pair)).await;
+    let resp = https_session(&client, &gw, &pair).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(json(resp).await["user"]["username"], "alice");
 }
@@ -230,12 +263,7 @@ async fn rejects_cookie_without_host_prefix_over_https() {
     // `stepgate_session` cookie for our host, but never a `__Host-` one.
     let ca = TestCa::new();
     let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder()
-        .upstream(&upstream.url())
-        .tls(&ca)
-        .start()
-        .await;
-    create_user(&gw, "alice", "password123", &[]).await;
+    let gw = tls_gateway(&ca, &upstream, "").await;
     let client = ca.reqwest_client();
     let resp = post_login_to(
         &client,
@@ -248,13 +276,7 @@ async fn rejects_cookie_without_host_prefix_over_https() {
     assert_eq!(resp.status(), 200);
     let pair = set_session_cookie(resp.headers()).expect("session cookie");
     let value = pair.split_once('=').expect("name=value").1;
-    let session_url = gw.https_url_for(&format!("{PREFIX}/api/session"));
-    let resp = send(
-        client
-            .get(&session_url)
-            .header(COOKIE, format!("stepgate_session={value}")),
-    )
-    .await;
+    let resp = https_session(&client, &gw, &format!("stepgate_session={value}")).await;
     assert_eq!(resp.status(), 401);
 }
 
@@ -295,13 +317,7 @@ async fn empty_and_invalid_usernames_get_the_generic_answer() {
     let upstream = EchoUpstream::start().await;
     let gw = gateway(&upstream, "").await;
     for name in ["", "   ", "-rf", "al ice", "\u{212A}elvin"] {
-        let resp = post_login(
-            &gw,
-            &[("username", name), ("password", "password123")],
-            Client::Api,
-            &[],
-        )
-        .await;
+        let resp = api_login_attempt(&gw, name, "password123").await;
         let body = assert_invalid_credentials(resp).await;
         assert!(body.contains("invalid_credentials"), "{name:?}: {body}");
     }
@@ -325,13 +341,7 @@ async fn password_is_case_sensitive() {
     let upstream = EchoUpstream::start().await;
     let gw = gateway(&upstream, "").await;
     create_user(&gw, "alice", "password123", &[]).await;
-    let resp = post_login(
-        &gw,
-        &[("username", "alice"), ("password", "PASSWORD123")],
-        Client::Api,
-        &[],
-    )
-    .await;
+    let resp = api_login_attempt(&gw, "alice", "PASSWORD123").await;
     assert_invalid_credentials(resp).await;
 }
 
@@ -344,13 +354,7 @@ async fn disabled_user_cannot_log_in() {
         .users
         .set_disabled(&username("alice"), true)
         .expect("disable");
-    let resp = post_login(
-        &gw,
-        &[("username", "alice"), ("password", "password123")],
-        Client::Api,
-        &[],
-    )
-    .await;
+    let resp = api_login_attempt(&gw, "alice", "password123").await;
     let body = assert_invalid_credentials(resp).await;
     let body: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(body["error"], "invalid_credentials");
@@ -371,13 +375,7 @@ async fn unknown_user_costs_a_password_verification() {
     let hasher = &gw.app().hasher;
 
     let before = hasher.stats().started;
-    let resp = post_login(
-        &gw,
-        &[("username", "nobody"), ("password", "password123")],
-        Client::Api,
-        &[],
-    )
-    .await;
+    let resp = api_login_attempt(&gw, "nobody", "password123").await;
     assert_invalid_credentials(resp).await;
     assert_eq!(
         hasher.stats().started,
@@ -386,13 +384,7 @@ async fn unknown_user_costs_a_password_verification() {
     );
 
     let before = hasher.stats().started;
-    let resp = post_login(
-        &gw,
-        &[("username", "alice"), ("password", "wrong")],
-        Client::Api,
-        &[],
-    )
-    .await;
+    let resp = api_login_attempt(&gw, "alice", "wrong").await;
     assert_invalid_credentials(resp).await;
     assert_eq!(
         hasher.stats().started,
@@ -506,13 +498,7 @@ async fn accepts_local_and_allowed_domain_targets_on_plain_http() {
 async fn tls_gateway_refuses_http_targets_and_accepts_https_ones() {
     let ca = TestCa::new();
     let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder()
-        .upstream(&upstream.url())
-        .tls(&ca)
-        .extra_toml(ALLOWED_DOMAINS)
-        .start()
-        .await;
-    create_user(&gw, "alice", "password123", &[]).await;
+    let gw = tls_gateway(&ca, &upstream, ALLOWED_DOMAINS).await;
     let http = ca.reqwest_client();
     let url = gw.https_url_for(&format!("{PREFIX}/login"));
     assert_eq!(
@@ -619,19 +605,11 @@ async fn rejects_cross_site_logout_post() {
     let gw = gateway(&upstream, "").await;
     create_user(&gw, "alice", "password123", &[]).await;
     let cookie = login(&gw, "alice", "password123").await;
-    let url = gw.url_for(&format!("{PREFIX}/logout"));
     for (name, value) in [
         ("sec-fetch-site", "cross-site"),
         ("origin", "https://evil.example"),
     ] {
-        let resp = send(
-            http_client()
-                .post(&url)
-                .header(ACCEPT, "application/json")
-                .header(COOKIE, &cookie)
-                .header(name, value),
-        )
-        .await;
+        let resp = post_logout_with(&gw, &cookie, name, value).await;
         assert_eq!(resp.status(), 403, "{name}: {value}");
         assert!(
             all_set_cookies(resp.headers()).is_empty(),
@@ -640,14 +618,7 @@ async fn rejects_cross_site_logout_post() {
         assert_eq!(session_info(&gw, Some(&cookie)).await.0, 200, "{name}");
     }
     // Same origin: the logout goes through.
-    let resp = send(
-        http_client()
-            .post(&url)
-            .header(ACCEPT, "application/json")
-            .header(COOKIE, &cookie)
-            .header("origin", gw.http_url()),
-    )
-    .await;
+    let resp = post_logout_with(&gw, &cookie, "origin", &gw.http_url()).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(session_info(&gw, Some(&cookie)).await.0, 401);
 }

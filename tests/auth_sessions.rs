@@ -8,9 +8,9 @@ use std::time::Duration;
 use reqwest::header::{COOKIE, HeaderValue};
 
 use common::auth::{
-    Client, PREFIX, START, all_set_cookies, create_user, create_user_full, get, is_logged_in, json,
-    location, login, login_with, logout, manual_clock, post_login, send, session_info,
-    set_session_cookie, username,
+    BROWSER_ACCEPT, Client, PREFIX, START, all_set_cookies, create_user, create_user_full, get,
+    is_logged_in, json, location, login, login_with, logout, manual_clock, post_login, send,
+    session_info, set_session_cookie, username,
 };
 use common::{EchoUpstream, Gateway, http_client};
 
@@ -32,16 +32,69 @@ async fn protected_gateway() -> (EchoUpstream, Gateway) {
     (upstream, gw)
 }
 
-/// An empty POST to the portal page `path` (under the prefix) asking for JSON, with the session
+/// An echo upstream behind a gateway with no access rules of its own.
+async fn open_gateway() -> (EchoUpstream, Gateway) {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    (upstream, gw)
+}
+
+/// A gateway where every proxied request needs a login, keeping its data in `store`, so that
+/// starting another one on the same `store` is a restart.
+async fn protected_gateway_on(upstream: &EchoUpstream, store: &std::path::Path) -> Gateway {
+    Gateway::builder()
+        .upstream(&upstream.url())
+        .extra_toml(PROTECTED)
+        .storage_dir(store)
+        .start()
+        .await
+}
+
+/// An empty POST to the portal page `path` (under the prefix) with `accept`, with the session
 /// cookie when given.
-async fn post_json(gw: &Gateway, path: &str, cookie: Option<&str>) -> reqwest::Response {
+async fn post_portal(
+    gw: &Gateway,
+    path: &str,
+    accept: &str,
+    cookie: Option<&str>,
+) -> reqwest::Response {
     let mut builder = http_client()
         .post(gw.url_for(&format!("{PREFIX}{path}")))
-        .header("accept", "application/json");
+        .header("accept", accept);
     if let Some(cookie) = cookie {
         builder = builder.header(COOKIE, cookie);
     }
     send(builder).await
+}
+
+/// An empty POST to the portal page `path` (under the prefix) asking for JSON, with the session
+/// cookie when given.
+async fn post_json(gw: &Gateway, path: &str, cookie: Option<&str>) -> reqwest::Response {
+    post_portal(gw, path, "application/json", cookie).await
+}
+
+/// Logs `name` in with "remember me" ticked; the session cookie as `name=value`.
+async fn login_remembered(gw: &Gateway, name: &str, password: &str) -> String {
+    login_with(
+        gw,
+        &[
+            ("username", name),
+            ("password", password),
+            ("remember_me", "on"),
+        ],
+        &[],
+    )
+    .await
+}
+
+/// Logs alice in while the request carries `cookie` (a live, expired or planted session).
+async fn login_alice_carrying(gw: &Gateway, cookie: &str) -> String {
+    login_with(
+        gw,
+        &[("username", "alice"), ("password", "password123")],
+        &[("cookie", cookie)],
+    )
+    .await
 }
 
 /// A protected request with `cookie`: is it let through? A refusal must be the "not logged in"
@@ -73,19 +126,13 @@ fn value(pair: &str) -> &str {
 
 #[tokio::test]
 async fn rejects_session_fixation_by_renewing_the_id_at_login() {
-    let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    let (_upstream, gw) = open_gateway().await;
     create_user(&gw, "alice", "password123", &[]).await;
     let first = login(&gw, "alice", "password123").await;
     assert!(is_logged_in(&gw, &first).await);
 
     // Logging in again while carrying a live session: a new id, and the old one ends.
-    let second = login_with(
-        &gw,
-        &[("username", "alice"), ("password", "password123")],
-        &[("cookie", &first)],
-    )
-    .await;
+    let second = login_alice_carrying(&gw, &first).await;
     assert_ne!(value(&first), value(&second));
     assert!(
         !is_logged_in(&gw, &first).await,
@@ -96,19 +143,13 @@ async fn rejects_session_fixation_by_renewing_the_id_at_login() {
 
 #[tokio::test]
 async fn rejects_session_fixation_with_attacker_chosen_id() {
-    let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    let (_upstream, gw) = open_gateway().await;
     create_user(&gw, "alice", "password123", &[]).await;
     // Well-formed (43 base64url characters, 32 bytes) but never issued by the gateway.
     let planted = format!("stepgate_session={}", "Q".repeat(42) + "A");
     assert!(!is_logged_in(&gw, &planted).await);
 
-    let issued = login_with(
-        &gw,
-        &[("username", "alice"), ("password", "password123")],
-        &[("cookie", &planted)],
-    )
-    .await;
+    let issued = login_alice_carrying(&gw, &planted).await;
     assert_ne!(value(&issued), value(&planted));
     assert!(
         !is_logged_in(&gw, &planted).await,
@@ -155,17 +196,10 @@ async fn rejects_cookie_replay_after_logout() {
 
 #[tokio::test]
 async fn html_logout_redirects_to_the_logout_page() {
-    let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    let (_upstream, gw) = open_gateway().await;
     create_user(&gw, "alice", "password123", &[]).await;
     let cookie = login(&gw, "alice", "password123").await;
-    let resp = send(
-        http_client()
-            .post(gw.url_for(&format!("{PREFIX}/logout")))
-            .header("accept", common::auth::BROWSER_ACCEPT)
-            .header(COOKIE, &cookie),
-    )
-    .await;
+    let resp = post_portal(&gw, "/logout", BROWSER_ACCEPT, Some(&cookie)).await;
     assert_eq!(resp.status(), 303);
     assert_eq!(location(&resp).as_deref(), Some("/.stepgate/logout"));
     assert!(!is_logged_in(&gw, &cookie).await);
@@ -173,15 +207,9 @@ async fn html_logout_redirects_to_the_logout_page() {
 
 #[tokio::test]
 async fn logout_without_session_is_harmless() {
-    let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    let (_upstream, gw) = open_gateway().await;
     assert_eq!(logout(&gw, "stepgate_session=garbage").await, 200);
-    let resp = send(
-        http_client()
-            .post(gw.url_for(&format!("{PREFIX}/logout")))
-            .header("accept", "application/json"),
-    )
-    .await;
+    let resp = post_json(&gw, "/logout", None).await;
     assert_eq!(resp.status(), 200);
 }
 
@@ -190,15 +218,8 @@ async fn sessions_survive_restart_and_logouts_stay_final() {
     let upstream = EchoUpstream::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
-    let start = || {
-        Gateway::builder()
-            .upstream(&upstream.url())
-            .extra_toml(PROTECTED)
-            .storage_dir(&store)
-            .start()
-    };
 
-    let gw = start().await;
+    let gw = protected_gateway_on(&upstream, &store).await;
     create_user(&gw, "alice", "password123", &[]).await;
     let logged_out = login(&gw, "alice", "password123").await;
     let live = login(&gw, "alice", "password123").await;
@@ -210,7 +231,7 @@ async fn sessions_survive_restart_and_logouts_stay_final() {
         "shutdown did not drain"
     );
 
-    let gw = start().await;
+    let gw = protected_gateway_on(&upstream, &store).await;
     assert!(
         !reaches_app(&gw, &upstream, &logged_out).await,
         "a logged-out cookie came back to life after a restart"
@@ -286,16 +307,7 @@ async fn remember_me_lasts_thirty_days_without_inactivity_limit() {
     let upstream = EchoUpstream::start().await;
     let (clock, shared) = manual_clock();
     let gw = clocked_gateway(&upstream, shared).await;
-    let remembered = login_with(
-        &gw,
-        &[
-            ("username", "alice"),
-            ("password", "password123"),
-            ("remember_me", "on"),
-        ],
-        &[],
-    )
-    .await;
+    let remembered = login_remembered(&gw, "alice", "password123").await;
     let normal = login(&gw, "alice", "password123").await;
 
     clock.advance(10 * DAY);
@@ -347,32 +359,30 @@ async fn shorter_configured_lifetimes_apply() {
 // ---------------------------------------------------------------------------------------------
 // Malformed, tampered, expired and unknown cookies
 
+/// `GET path` with `cookie` as the whole `Cookie` header, and `Accept` when given.
+async fn get_with_cookie(
+    gw: &Gateway,
+    path: &str,
+    accept: Option<&str>,
+    cookie: &HeaderValue,
+) -> reqwest::Response {
+    let mut builder = http_client().get(gw.url_for(path));
+    if let Some(accept) = accept {
+        builder = builder.header("accept", accept);
+    }
+    send(builder.header(COOKIE, cookie.clone())).await
+}
+
 /// `cookie` (a whole `Cookie` header value) must be "not logged in" everywhere: a browser is sent
 /// to the login page, an API client gets 401, the session API says 401. Never 2xx, never 500.
 async fn assert_not_logged_in(gw: &Gateway, upstream: &EchoUpstream, cookie: HeaderValue) {
     let before = upstream.requests();
-    let browser = send(
-        http_client()
-            .get(gw.url_for("/app"))
-            .header("accept", common::auth::BROWSER_ACCEPT)
-            .header(COOKIE, cookie.clone()),
-    )
-    .await;
+    let browser = get_with_cookie(gw, "/app", Some(BROWSER_ACCEPT), &cookie).await;
     assert_eq!(browser.status(), 302, "browser with {cookie:?}");
-    let api = send(
-        http_client()
-            .get(gw.url_for("/app"))
-            .header("accept", "application/json")
-            .header(COOKIE, cookie.clone()),
-    )
-    .await;
+    let api = get_with_cookie(gw, "/app", Some("application/json"), &cookie).await;
     assert_eq!(api.status(), 401, "API client with {cookie:?}");
-    let session = send(
-        http_client()
-            .get(gw.url_for(&format!("{PREFIX}/api/session")))
-            .header(COOKIE, cookie.clone()),
-    )
-    .await;
+    let session_api = format!("{PREFIX}/api/session");
+    let session = get_with_cookie(gw, &session_api, None, &cookie).await;
     assert_eq!(session.status(), 401, "session API with {cookie:?}");
     assert_eq!(upstream.requests(), before, "forwarded with {cookie:?}");
 }
@@ -454,8 +464,7 @@ async fn malformed_and_tampered_cookies_are_not_logged_in() {
 async fn duplicated_cookies_with_one_valid_id_log_in() {
     // A browser may hold a stale cookie next to the current one (other path or domain): the
     // gateway accepts any live id among the values sent.
-    let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    let (_upstream, gw) = open_gateway().await;
     create_user(&gw, "alice", "password123", &[]).await;
     let valid = login(&gw, "alice", "password123").await;
     let both = format!("stepgate_session=stale; {valid}");
@@ -469,24 +478,16 @@ async fn expired_cookie_is_not_logged_in() {
     let gw = clocked_gateway(&upstream, shared).await;
     let cookie = login(&gw, "alice", "password123").await;
     clock.advance(2 * HOUR);
-    assert_not_logged_in(
-        &gw,
-        &upstream,
-        HeaderValue::from_str(&cookie).expect("header"),
-    )
-    .await;
+    let header = HeaderValue::from_str(&cookie).expect("header");
+    assert_not_logged_in(&gw, &upstream, header).await;
 }
 
 #[tokio::test]
 async fn unknown_well_formed_cookie_is_not_logged_in() {
     let (upstream, gw) = protected_gateway().await;
     let cookie = format!("stepgate_session={}", "w".repeat(42) + "A");
-    assert_not_logged_in(
-        &gw,
-        &upstream,
-        HeaderValue::from_str(&cookie).expect("header"),
-    )
-    .await;
+    let header = HeaderValue::from_str(&cookie).expect("header");
+    assert_not_logged_in(&gw, &upstream, header).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -494,8 +495,7 @@ async fn unknown_well_formed_cookie_is_not_logged_in() {
 
 #[tokio::test]
 async fn session_api_is_401_without_a_session() {
-    let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    let (_upstream, gw) = open_gateway().await;
     let (status, body) = session_info(&gw, None).await;
     assert_eq!(status, 401);
     assert_eq!(body["authenticated"], false);
@@ -552,16 +552,7 @@ async fn session_api_describes_the_session() {
     assert_eq!(body["expires_at"], "2026-01-05T12:00:00Z");
 
     // A remember-me session ends at its absolute limit only.
-    let remembered = login_with(
-        &gw,
-        &[
-            ("username", "alice"),
-            ("password", "password123"),
-            ("remember_me", "on"),
-        ],
-        &[],
-    )
-    .await;
+    let remembered = login_remembered(&gw, "alice", "password123").await;
     let (_, body) = session_info(&gw, Some(&remembered)).await;
     assert_eq!(body["auth_level"], "one_factor");
     assert_eq!(body["expires_at"], "2026-02-04T11:30:00Z");
@@ -569,8 +560,7 @@ async fn session_api_describes_the_session() {
 
 #[tokio::test]
 async fn session_api_omits_nothing_for_a_user_without_email() {
-    let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    let (_upstream, gw) = open_gateway().await;
     create_user(&gw, "bob", "password123", &[]).await;
     let cookie = login(&gw, "bob", "password123").await;
     let (status, body) = session_info(&gw, Some(&cookie)).await;
@@ -594,16 +584,7 @@ async fn disabling_a_user_ends_their_sessions_at_once() {
     create_user(&gw, "alice", "password123", &[]).await;
     create_user(&gw, "bob", "password123", &[]).await;
     let alice = login(&gw, "alice", "password123").await;
-    let alice_remembered = login_with(
-        &gw,
-        &[
-            ("username", "alice"),
-            ("password", "password123"),
-            ("remember_me", "on"),
-        ],
-        &[],
-    )
-    .await;
+    let alice_remembered = login_remembered(&gw, "alice", "password123").await;
     let bob = login(&gw, "bob", "password123").await;
     assert!(reaches_app(&gw, &upstream, &alice).await);
 
@@ -724,14 +705,7 @@ async fn a_session_whose_account_vanished_or_was_disabled_behind_the_gateways_ba
     let upstream = EchoUpstream::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let store_path = dir.path().join("store");
-    let start = || {
-        Gateway::builder()
-            .upstream(&upstream.url())
-            .extra_toml(PROTECTED)
-            .storage_dir(&store_path)
-            .start()
-    };
-    let gw = start().await;
+    let gw = protected_gateway_on(&upstream, &store_path).await;
     create_user(&gw, "alice", "password123", &[]).await;
     create_user(&gw, "bob", "password123", &[]).await;
     let alice = login(&gw, "alice", "password123").await;
@@ -750,7 +724,7 @@ async fn a_session_whose_account_vanished_or_was_disabled_behind_the_gateways_ba
         store.flush().expect("flush");
     }
 
-    let gw = start().await;
+    let gw = protected_gateway_on(&upstream, &store_path).await;
     for (who, cookie) in [("alice", &alice), ("bob", &bob)] {
         assert!(
             gw.app()

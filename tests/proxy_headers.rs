@@ -28,10 +28,69 @@ fn assert_no_hop_fields(seen: &ReceivedRequest) {
     }
 }
 
+/// An echo upstream behind a gateway with `extra_toml` added to its configuration.
+async fn gateway(extra_toml: &str) -> (EchoUpstream, Gateway) {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .extra_toml(extra_toml)
+        .start()
+        .await;
+    (upstream, gw)
+}
+
+/// Writes `request` byte for byte to the gateway, asserts a 200 answer and returns what the
+/// upstream received last.
+async fn forwarded_raw(gw: &Gateway, upstream: &EchoUpstream, request: &str) -> ReceivedRequest {
+    let answer = raw_exchange(gw.addr(), request.as_bytes()).await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    upstream.last_request().expect("forwarded")
+}
+
+/// `GET path` with `headers` (added in order, so a name may repeat), asserts a 200 answer and
+/// returns what the upstream received last.
+async fn forwarded_get(
+    gw: &Gateway,
+    upstream: &EchoUpstream,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> ReceivedRequest {
+    let mut builder = http_client().get(gw.url_for(path));
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let resp = builder.send().await.expect("request");
+    assert_eq!(resp.status(), 200, "GET {path} with {headers:?}");
+    upstream.last_request().expect("forwarded")
+}
+
+/// Asserts the single `X-Forwarded-For`, `-Proto` and `-Host` values the upstream received.
+/// `case` names the request in the failure message.
+fn assert_forwarded_as(seen: &ReceivedRequest, case: &str, for_: &str, proto: &str, host: &str) {
+    assert_eq!(
+        seen.header_all("x-forwarded-for"),
+        [for_],
+        "{case}: X-Forwarded-For"
+    );
+    assert_eq!(
+        seen.header_all("x-forwarded-proto"),
+        [proto],
+        "{case}: X-Forwarded-Proto"
+    );
+    assert_eq!(
+        seen.header_all("x-forwarded-host"),
+        [host],
+        "{case}: X-Forwarded-Host"
+    );
+}
+
 #[tokio::test]
 async fn strips_hop_by_hop_request_headers() {
-    let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    let (upstream, gw) = gateway("").await;
     let request = "GET /hop HTTP/1.1\r\n\
          Host: app.test\r\n\
          Connection: close, x-secret\r\n\
@@ -46,13 +105,7 @@ async fn strips_hop_by_hop_request_headers() {
          Proxy-Authorization: Basic dXNlcjpwYXNz\r\n\
          X-App: kept\r\n\
          \r\n";
-    let answer = raw_exchange(gw.addr(), request.as_bytes()).await;
-    assert!(
-        answer.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&answer)
-    );
-    let seen = upstream.last_request().expect("forwarded");
+    let seen = forwarded_raw(&gw, &upstream, request).await;
     assert_eq!(seen.path, "/hop");
     assert_no_hop_fields(&seen);
     assert_eq!(seen.header("x-app"), Some("kept"));
@@ -61,29 +114,25 @@ async fn strips_hop_by_hop_request_headers() {
 #[tokio::test]
 async fn connection_header_cannot_remove_forwarding_headers() {
     // A client may not use `Connection` to strip what the gateway itself adds.
-    let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    let (upstream, gw) = gateway("").await;
     let request = "GET /x HTTP/1.1\r\n\
          Host: app.test\r\n\
          Connection: close, x-forwarded-for, x-forwarded-proto, x-forwarded-host, host\r\n\
          \r\n";
-    let answer = raw_exchange(gw.addr(), request.as_bytes()).await;
-    assert!(
-        answer.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&answer)
+    let seen = forwarded_raw(&gw, &upstream, request).await;
+    assert_forwarded_as(
+        &seen,
+        "Connection lists them",
+        "127.0.0.1",
+        "http",
+        "app.test",
     );
-    let seen = upstream.last_request().expect("forwarded");
-    assert_eq!(seen.header_all("x-forwarded-for"), ["127.0.0.1"]);
-    assert_eq!(seen.header_all("x-forwarded-proto"), ["http"]);
-    assert_eq!(seen.header_all("x-forwarded-host"), ["app.test"]);
     assert_eq!(seen.header_all("host"), ["app.test"]);
 }
 
 #[tokio::test]
 async fn strips_hop_by_hop_response_headers() {
-    let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    let (_upstream, gw) = gateway("").await;
     let resp = http_client()
         .get(gw.url_for("/__hop"))
         .send()
@@ -109,96 +158,67 @@ async fn strips_hop_by_hop_response_headers() {
 
 #[tokio::test]
 async fn rejects_spoofed_forwarded_headers_from_untrusted_peer() {
-    let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
-    let resp = http_client()
-        .get(gw.url_for("/xff"))
-        .header("host", "app.test")
-        .header("x-forwarded-for", "203.0.113.9")
-        .header("x-forwarded-for", "198.51.100.1")
-        .header("x-forwarded-proto", "https")
-        .header("x-forwarded-host", "evil.example")
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(resp.status(), 200);
-    let seen = upstream.last_request().expect("forwarded");
-    assert_eq!(seen.header_all("x-forwarded-for"), ["127.0.0.1"]);
-    assert_eq!(seen.header_all("x-forwarded-proto"), ["http"]);
-    assert_eq!(seen.header_all("x-forwarded-host"), ["app.test"]);
+    let (upstream, gw) = gateway("").await;
+    let headers = [
+        ("host", "app.test"),
+        ("x-forwarded-for", "203.0.113.9"),
+        ("x-forwarded-for", "198.51.100.1"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "evil.example"),
+    ];
+    let seen = forwarded_get(&gw, &upstream, "/xff", &headers).await;
+    assert_forwarded_as(&seen, "untrusted peer", "127.0.0.1", "http", "app.test");
 }
 
 #[tokio::test]
 async fn sets_forwarded_headers_when_client_sends_none() {
-    let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
-    let resp = http_client()
-        .get(gw.url_for("/plain"))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(resp.status(), 200);
-    let seen = upstream.last_request().expect("forwarded");
-    assert_eq!(seen.header_all("x-forwarded-for"), ["127.0.0.1"]);
-    assert_eq!(seen.header_all("x-forwarded-proto"), ["http"]);
-    assert_eq!(seen.header_all("x-forwarded-host"), [gw.addr().to_string()]);
+    let (upstream, gw) = gateway("").await;
+    let seen = forwarded_get(&gw, &upstream, "/plain", &[]).await;
+    let own = gw.addr().to_string();
+    assert_forwarded_as(&seen, "no forwarding headers", "127.0.0.1", "http", &own);
 }
 
 #[tokio::test]
 async fn keeps_forwarded_headers_from_trusted_proxy() {
-    let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder()
-        .upstream(&upstream.url())
-        .extra_toml("[server]\ntrusted_proxies = [\"127.0.0.1/32\"]")
-        .start()
-        .await;
-    let resp = http_client()
-        .get(gw.url_for("/xff"))
-        .header("host", "internal.test")
-        .header("x-forwarded-for", "203.0.113.9")
-        .header("x-forwarded-proto", "https")
-        .header("x-forwarded-host", "public.example")
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(resp.status(), 200);
-    let seen = upstream.last_request().expect("forwarded");
-    assert_eq!(
-        seen.header_all("x-forwarded-for"),
-        ["203.0.113.9, 127.0.0.1"]
+    let (upstream, gw) = gateway("[server]\ntrusted_proxies = [\"127.0.0.1/32\"]").await;
+    let headers = [
+        ("host", "internal.test"),
+        ("x-forwarded-for", "203.0.113.9"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "public.example"),
+    ];
+    let seen = forwarded_get(&gw, &upstream, "/xff", &headers).await;
+    assert_forwarded_as(
+        &seen,
+        "trusted proxy",
+        "203.0.113.9, 127.0.0.1",
+        "https",
+        "public.example",
     );
-    assert_eq!(seen.header_all("x-forwarded-proto"), ["https"]);
-    assert_eq!(seen.header_all("x-forwarded-host"), ["public.example"]);
 }
 
 #[tokio::test]
 async fn trusted_proxy_outside_range_is_not_believed() {
-    let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder()
-        .upstream(&upstream.url())
-        .extra_toml("[server]\ntrusted_proxies = [\"10.0.0.0/8\"]")
-        .start()
-        .await;
-    let resp = http_client()
-        .get(gw.url_for("/xff"))
-        .header("host", "app.test")
-        .header("x-forwarded-for", "203.0.113.9")
-        .header("x-forwarded-proto", "https")
-        .header("x-forwarded-host", "evil.example")
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(resp.status(), 200);
-    let seen = upstream.last_request().expect("forwarded");
-    assert_eq!(seen.header_all("x-forwarded-for"), ["127.0.0.1"]);
-    assert_eq!(seen.header_all("x-forwarded-proto"), ["http"]);
-    assert_eq!(seen.header_all("x-forwarded-host"), ["app.test"]);
+    let (upstream, gw) = gateway("[server]\ntrusted_proxies = [\"10.0.0.0/8\"]").await;
+    let headers = [
+        ("host", "app.test"),
+        ("x-forwarded-for", "203.0.113.9"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "evil.example"),
+    ];
+    let seen = forwarded_get(&gw, &upstream, "/xff", &headers).await;
+    assert_forwarded_as(
+        &seen,
+        "peer outside the trusted range",
+        "127.0.0.1",
+        "http",
+        "app.test",
+    );
 }
 
 #[tokio::test]
 async fn strips_client_sent_identity_headers_in_every_spelling() {
-    let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    let (upstream, gw) = gateway("").await;
     // Raw bytes, so that underscore and dot spellings are sent as written.
     let request = "GET /whoami HTTP/1.1\r\n\
          Host: app.test\r\n\
@@ -210,13 +230,7 @@ async fn strips_client_sent_identity_headers_in_every_spelling() {
          Remote-Username: kept\r\n\
          Connection: close\r\n\
          \r\n";
-    let answer = raw_exchange(gw.addr(), request.as_bytes()).await;
-    assert!(
-        answer.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&answer)
-    );
-    let seen = upstream.last_request().expect("forwarded");
+    let seen = forwarded_raw(&gw, &upstream, request).await;
     for name in [
         "remote-user",
         "remote-email",
