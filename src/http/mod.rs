@@ -52,9 +52,8 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Re
         Ok(resp) => resp,
         Err(err) => {
             let negotiation: HeaderMap = negotiation.into_iter().collect();
-            let (path, query) = match target.as_deref().map(|t| t.split_once('?')) {
-                Some(Some((path, query))) => (path, Some(query)),
-                Some(None) => (target.as_deref().unwrap_or("/"), None),
+            let (path, query) = match target.as_deref() {
+                Some(t) => t.split_once('?').map_or((t, None), |(p, q)| (p, Some(q))),
                 None => ("/", None),
             };
             let format = negotiate::preferred(&negotiation);
