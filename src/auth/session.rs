@@ -670,15 +670,21 @@ impl SessionManager {
         }
     }
 
-    /// Ends one session at once (logout). Returns whether it existed.
+    /// Ends one session at once (logout), durably: the store is flushed before returning.
+    /// Returns whether it existed.
     pub fn revoke(&self, key: &SessionKey) -> Result<bool, StoreError> {
-        let existed = {
-            let mut cache = self.lock(key);
-            let cached = cache.map.remove(key).is_some();
-            self.store.delete_session(key)? || cached
-        };
+        let existed = self.revoke_unflushed(key)?;
         self.store.flush()?;
         Ok(existed)
+    }
+
+    /// Ends one session at once without waiting for the disk, for callers on a worker thread
+    /// (the identity check's safety net): no lookup finds the session once this returns, and
+    /// the deletion reaches disk with the store's periodic flush. Returns whether it existed.
+    pub fn revoke_unflushed(&self, key: &SessionKey) -> Result<bool, StoreError> {
+        let mut cache = self.lock(key);
+        let cached = cache.map.remove(key).is_some();
+        Ok(self.store.delete_session(key)? || cached)
     }
 
     /// Ends every session of `username` at once (password change, account disabled or
@@ -1020,6 +1026,24 @@ mod tests {
         let mgr = SessionManager::new(f.store.clone(), Arc::new(f.clock.clone()), shorter);
         f.clock.advance(25 * HOUR);
         assert_eq!(mgr.lookup(&id.cookie_value()).unwrap(), None);
+    }
+
+    #[test]
+    fn a_session_revoked_without_a_flush_is_gone_at_once() {
+        let f = fixture();
+        let (id, s) = f.mgr.create(&alice(), AuthLevel::OneFactor, false).unwrap();
+        assert!(
+            f.mgr.lookup(&id.cookie_value()).unwrap().is_some(),
+            "cached"
+        );
+        assert!(f.mgr.revoke_unflushed(&s.key).unwrap());
+        assert_eq!(f.mgr.lookup(&id.cookie_value()).unwrap(), None);
+        assert_eq!(
+            f.store.get_session(&s.key).unwrap(),
+            None,
+            "gone from the store"
+        );
+        assert!(!f.mgr.revoke_unflushed(&s.key).unwrap(), "already gone");
     }
 
     #[test]

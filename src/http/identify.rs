@@ -25,8 +25,12 @@ pub fn identify(app: &App, headers: &HeaderMap, tls: bool) -> Result<Option<Iden
         match user {
             Some(user) if !user.disabled => return Ok(Some(Identity { user, session })),
             _ => {
-                // The account is gone or disabled: the session must not outlive it.
-                let _ = app.sessions.revoke(&session.key);
+                // The account is gone or disabled: the session must not outlive it. Not
+                // flushed here: this runs on a worker thread, whose other connections would
+                // wait for the disk; the deletion is immediate for every lookup, reaches disk
+                // with the store's periodic flush, and is done again by this same check if a
+                // crash in between brought the session back.
+                let _ = app.sessions.revoke_unflushed(&session.key);
             }
         }
     }
