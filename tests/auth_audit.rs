@@ -75,9 +75,17 @@ async fn login_failure_logout_and_ban_are_audited_without_secrets() {
         .filter(|e| e.kind == AuditKind::LoginFailed)
         .count();
     assert_eq!(failed, 3, "{trail:#?}");
-    // HTTP events name the client.
+    // HTTP events name the client; the login form's need no detail.
     for e in trail.iter().filter(|e| e.kind != AuditKind::UserCreated) {
         assert_eq!(e.client_ip, Some("127.0.0.1".parse().expect("ip")), "{e:?}");
+    }
+    for e in trail.iter().filter(|e| {
+        matches!(
+            e.kind,
+            AuditKind::LoginSucceeded | AuditKind::LoginFailed | AuditKind::Banned
+        )
+    }) {
+        assert_eq!(e.detail, None, "{e:?}");
     }
 
     // No secret anywhere: not the password, not the wrong guess, not the session id.

@@ -6,6 +6,7 @@ mod common;
 
 use base64::Engine as _;
 use reqwest::header::{ACCEPT, AUTHORIZATION, COOKIE, LOCATION, WWW_AUTHENTICATE};
+use stepgate::auth::audit::AuditKind;
 
 use common::auth::{BROWSER_ACCEPT, PREFIX, create_user, login, raw_status, send};
 use common::{EchoUpstream, Gateway, http_client, raw_exchange};
@@ -364,4 +365,22 @@ async fn basic_credentials_are_regulated() {
     .await;
     assert_eq!(resp.status(), 429);
     assert!(resp.headers().get("remote-user").is_none());
+
+    // The trail says where the attempts came from.
+    let trail = gw.app().store.recent_audit(50).expect("audit trail");
+    let basic_events = |kind: AuditKind| {
+        trail
+            .iter()
+            .filter(|e| e.kind == kind && e.username.as_deref() == Some("alice"))
+            .inspect(|e| {
+                assert_eq!(
+                    e.detail.as_deref(),
+                    Some("basic credentials (forward-auth)"),
+                    "{e:?}"
+                )
+            })
+            .count()
+    };
+    assert_eq!(basic_events(AuditKind::LoginFailed), 3, "{trail:#?}");
+    assert!(basic_events(AuditKind::Banned) >= 1, "{trail:#?}");
 }

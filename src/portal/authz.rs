@@ -21,10 +21,9 @@ use http::header::{CACHE_CONTROL, HeaderName, LOCATION, WWW_AUTHENTICATE};
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
 
+use super::credentials::{self, Source};
 use super::{Ctx, render};
-use crate::auth::audit::{self, AuditEvent, AuditKind};
 use crate::auth::session::{AuthLevel, Session, SessionId};
-use crate::auth::user::Username;
 use crate::decision::{Decision, Identity, decide};
 use crate::error::Error;
 use crate::http::basic_auth::{self, Authorization, BasicCredentials};
@@ -244,69 +243,26 @@ async fn basic(
 /// The user behind Basic credentials, or `None` when they are wrong (recorded for regulation
 /// and audit). A ban is an error: 429.
 async fn check_basic(ctx: &Ctx<'_>, creds: BasicCredentials) -> Result<Option<Identity>, Error> {
-    let app = ctx.app;
-    let attempted = creds.username.trim().to_string();
-    if let Err(banned) = app.regulator.check(&attempted, ctx.client_ip) {
-        audit_attempt(ctx, AuditKind::Banned, &attempted);
-        return Err(Error::TooManyRequests {
-            retry_after: banned.retry_after,
-        });
-    }
-    let user = match Username::parse(&attempted) {
-        Ok(name) => app
-            .users
-            .get(&name)
-            .map_err(|e| Error::Internal(format!("user lookup: {e}")))?,
-        Err(_) => None,
+    let attempted = creds.username.trim();
+    let checked = credentials::check(ctx, Source::BasicForwardAuth, attempted, creds.password);
+    let Some(user) = checked.await? else {
+        return Ok(None);
     };
-    // An unknown user costs the same as a wrong password.
-    let verified = app
-        .hasher
-        .verify(creds.password, user.as_ref().map(|u| &u.password_hash))
-        .await;
-    match user {
-        Some(user) if verified && !user.disabled => {
-            let now = app.clock.now();
-            let session = Session {
-                key: SessionId::generate().key(),
-                username: user.username.clone(),
-                created_at: now,
-                last_seen: now,
-                expires_at: now,
-                remember_me: false,
-                auth_level: AuthLevel::OneFactor,
-                second_factor_at: None,
-                challenge_started_at: None,
-                challenge_failures: 0,
-                reauth_at: None,
-            };
-            Ok(Some(Identity { user, session }))
-        }
-        _ => {
-            let regulator = app.regulator.clone();
-            let ip = ctx.client_ip;
-            let name = attempted.clone();
-            let banned = tokio::task::spawn_blocking(move || regulator.record_failure(&name, ip))
-                .await
-                .map_err(|e| Error::Internal(format!("regulation task: {e}")))?
-                .map_err(|e| Error::Internal(format!("regulation: {e}")))?;
-            audit_attempt(ctx, AuditKind::LoginFailed, &attempted);
-            if banned.is_some() {
-                audit_attempt(ctx, AuditKind::Banned, &attempted);
-            }
-            Ok(None)
-        }
-    }
-}
-
-fn audit_attempt(ctx: &Ctx<'_>, kind: AuditKind, attempted: &str) {
-    let mut event = AuditEvent::new(ctx.app.clock.now(), kind)
-        .with_client_ip(ctx.client_ip)
-        .with_detail("basic credentials (forward-auth)");
-    if let Ok(name) = Username::parse(attempted) {
-        event = event.with_username(name.as_str());
-    }
-    audit::record(&ctx.app.store, event);
+    let now = ctx.app.clock.now();
+    let session = Session {
+        key: SessionId::generate().key(),
+        username: user.username.clone(),
+        created_at: now,
+        last_seen: now,
+        expires_at: now,
+        remember_me: false,
+        auth_level: AuthLevel::OneFactor,
+        second_factor_at: None,
+        challenge_started_at: None,
+        challenge_failures: 0,
+        reauth_at: None,
+    };
+    Ok(Some(Identity { user, session }))
 }
 
 /// 200: let the request through, with these identity headers (none on a bypass rule).

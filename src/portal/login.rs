@@ -5,13 +5,13 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
+use super::credentials::{self, Source};
 use super::render::Frame;
 use super::{Ctx, form, render};
-use crate::auth::audit::{self, AuditEvent, AuditKind};
+use crate::auth::audit::AuditKind;
 use crate::auth::factors::Method;
 use crate::auth::password::Password;
 use crate::auth::session::{AuthLevel, SessionId};
-use crate::auth::user::Username;
 use crate::error::Error;
 use crate::http::body::Body;
 use crate::http::cookies;
@@ -109,16 +109,6 @@ fn authenticated(ctx: &Ctx<'_>, rd: &str) -> Result<Response<Body>, Error> {
     }
 }
 
-/// Records a login event. The name is kept only when it is a valid username (in its canonical
-/// form): people sometimes type their password into the username field.
-fn audit(ctx: &Ctx<'_>, kind: AuditKind, attempted: &str) {
-    let mut event = AuditEvent::new(ctx.app.clock.now(), kind).with_client_ip(ctx.client_ip);
-    if let Ok(name) = Username::parse(attempted) {
-        event = event.with_username(name.as_str());
-    }
-    audit::record(&ctx.app.store, event);
-}
-
 pub async fn submit(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
     let app = ctx.app;
     // Ids that arrived with the request are never reused: they are ended on success.
@@ -129,58 +119,22 @@ pub async fn submit(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Bo
         .collect();
     let form: LoginForm = form::read(req).await?;
     let rd = safe_rd(ctx, form.rd.as_deref());
-    let attempted = form.username.trim().to_string();
-
-    if let Err(banned) = app.regulator.check(&attempted, ctx.client_ip) {
-        audit(ctx, AuditKind::Banned, &attempted);
-        return Err(Error::TooManyRequests {
-            retry_after: banned.retry_after,
-        });
-    }
-
-    let user = match Username::parse(&attempted) {
-        Ok(name) => app
-            .users
-            .get(&name)
-            .map_err(|e| Error::Internal(format!("user lookup: {e}")))?,
-        Err(_) => None,
-    };
-    // An unknown user is verified against a dummy hash: the same cost as a wrong password.
-    let verified = app
-        .hasher
-        .verify(
-            Password::new(form.password),
-            user.as_ref().map(|u| &u.password_hash),
-        )
-        .await;
-    let user = match user {
-        Some(u) if verified && !u.disabled => u,
-        _ => {
-            let regulator = app.regulator.clone();
-            let ip = ctx.client_ip;
-            let name = attempted.clone();
-            let banned = tokio::task::spawn_blocking(move || regulator.record_failure(&name, ip))
-                .await
-                .map_err(|e| Error::Internal(format!("regulation task: {e}")))?
-                .map_err(|e| Error::Internal(format!("regulation: {e}")))?;
-            audit(ctx, AuditKind::LoginFailed, &attempted);
-            if banned.is_some() {
-                audit(ctx, AuditKind::Banned, &attempted);
-            }
-            return match ctx.format {
-                Format::Json => Ok(render::json(
-                    StatusCode::UNAUTHORIZED,
-                    serde_json::json!({ "error": "invalid_credentials", "message": ctx.t.get(INVALID_CREDENTIALS) }),
-                )),
-                Format::Html => login_page(
-                    ctx,
-                    StatusCode::UNAUTHORIZED,
-                    &rd,
-                    &attempted,
-                    Some(ctx.t.get(INVALID_CREDENTIALS)),
-                ),
-            };
-        }
+    let attempted = form.username.trim();
+    let password = Password::new(form.password);
+    let Some(user) = credentials::check(ctx, Source::LoginForm, attempted, password).await? else {
+        return match ctx.format {
+            Format::Json => Ok(render::json(
+                StatusCode::UNAUTHORIZED,
+                serde_json::json!({ "error": "invalid_credentials", "message": ctx.t.get(INVALID_CREDENTIALS) }),
+            )),
+            Format::Html => login_page(
+                ctx,
+                StatusCode::UNAUTHORIZED,
+                &rd,
+                attempted,
+                Some(ctx.t.get(INVALID_CREDENTIALS)),
+            ),
+        };
     };
 
     // A user with a second factor (or who must enrol one) is not logged in yet: the session
@@ -205,7 +159,12 @@ pub async fn submit(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Bo
     .await
     .map_err(|e| Error::Internal(format!("session task: {e}")))?
     .map_err(|e| Error::Internal(format!("session create: {e}")))?;
-    audit(ctx, AuditKind::LoginSucceeded, user.username.as_str());
+    credentials::audit_attempt(
+        ctx,
+        Source::LoginForm,
+        AuditKind::LoginSucceeded,
+        user.username.as_str(),
+    );
 
     let max_age = remember.then_some(app.config.session.settings.remember_me);
     let cookie = cookies::issue(

@@ -20,6 +20,7 @@
 
 mod assets;
 pub mod authz;
+mod credentials;
 mod form;
 pub mod i18n;
 mod login;

@@ -1,0 +1,92 @@
+//! The password step that the login form and Basic credentials on the forward-auth endpoint
+//! share: the ban check, the account lookup, verification at the same cost for an unknown user,
+//! and for a failure its record (towards a ban) and its audit events.
+
+use std::sync::Arc;
+
+use super::Ctx;
+use crate::auth::audit::{self, AuditEvent, AuditKind};
+use crate::auth::password::Password;
+use crate::auth::user::{User, Username};
+use crate::error::Error;
+
+/// Where a password attempt came from, as its audit events tell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The portal's login form.
+    LoginForm,
+    /// An `Authorization: Basic` header on the forward-auth endpoint.
+    BasicForwardAuth,
+}
+
+impl Source {
+    fn detail(self) -> Option<&'static str> {
+        match self {
+            Source::LoginForm => None,
+            Source::BasicForwardAuth => Some("basic credentials (forward-auth)"),
+        }
+    }
+}
+
+/// Checks `password` for the account named `attempted` (as typed, trimmed).
+///
+/// `Ok(Some(user))`: the password is right and the account enabled. `Ok(None)`: unknown user,
+/// wrong password or disabled account, told apart to no one; the failure is recorded for
+/// regulation and audited. A client or name under a ban gets [`Error::TooManyRequests`]
+/// (audited) before any password work.
+pub async fn check(
+    ctx: &Ctx<'_>,
+    source: Source,
+    attempted: &str,
+    password: Password,
+) -> Result<Option<Arc<User>>, Error> {
+    let app = ctx.app;
+    if let Err(banned) = app.regulator.check(attempted, ctx.client_ip) {
+        audit_attempt(ctx, source, AuditKind::Banned, attempted);
+        return Err(Error::TooManyRequests {
+            retry_after: banned.retry_after,
+        });
+    }
+    let user = match Username::parse(attempted) {
+        Ok(name) => app
+            .users
+            .get(&name)
+            .map_err(|e| Error::Internal(format!("user lookup: {e}")))?,
+        Err(_) => None,
+    };
+    // An unknown user is verified against a dummy hash: the same cost as a wrong password.
+    let verified = app
+        .hasher
+        .verify(password, user.as_ref().map(|u| &u.password_hash))
+        .await;
+    match user {
+        Some(user) if verified && !user.disabled => Ok(Some(user)),
+        _ => {
+            let regulator = app.regulator.clone();
+            let ip = ctx.client_ip;
+            let name = attempted.to_owned();
+            let banned = tokio::task::spawn_blocking(move || regulator.record_failure(&name, ip))
+                .await
+                .map_err(|e| Error::Internal(format!("regulation task: {e}")))?
+                .map_err(|e| Error::Internal(format!("regulation: {e}")))?;
+            audit_attempt(ctx, source, AuditKind::LoginFailed, attempted);
+            if banned.is_some() {
+                audit_attempt(ctx, source, AuditKind::Banned, attempted);
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// Records `kind` for an attempt on `attempted`, named in the event when it is a valid
+/// username.
+pub fn audit_attempt(ctx: &Ctx<'_>, source: Source, kind: AuditKind, attempted: &str) {
+    let mut event = AuditEvent::new(ctx.app.clock.now(), kind).with_client_ip(ctx.client_ip);
+    if let Some(detail) = source.detail() {
+        event = event.with_detail(detail);
+    }
+    if let Ok(name) = Username::parse(attempted) {
+        event = event.with_username(name.as_str());
+    }
+    audit::record(&ctx.app.store, event);
+}
