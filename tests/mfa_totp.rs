@@ -482,3 +482,42 @@ async fn rejects_reading_totp_secret_or_backup_codes_from_a_copy_of_the_store() 
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+/// The session's `Set-Cookie` value in `headers`, attributes included.
+fn session_set_cookie(headers: &reqwest::header::HeaderMap) -> String {
+    common::auth::all_set_cookies(headers)
+        .into_iter()
+        .find(|c| c.starts_with("stepgate_session=") && !c.starts_with("stepgate_session=;"))
+        .unwrap_or_else(|| panic!("no session cookie in {headers:?}"))
+}
+
+#[tokio::test]
+async fn the_rotated_session_cookie_keeps_remember_me() {
+    let rig = Rig::start(NO_BAN).await;
+    let totp = rig.user_with_totp("alice", None).await;
+    for remember in [true, false] {
+        let mut form = vec![("username", "alice"), ("password", PASSWORD)];
+        if remember {
+            form.push(("remember_me", "on"));
+        }
+        let resp = post_login(&rig.gw, &form, Client::Api, &[]).await;
+        assert_eq!(resp.status(), 200);
+        let pending = set_session_cookie(resp.headers()).expect("pending session");
+        rig.next_step();
+        let code = rig.totp_now(&totp.secret);
+        let resp = rig
+            .post(
+                "/verify",
+                Some(&pending),
+                json!({ "method": "totp", "code": code }),
+            )
+            .await;
+        assert_eq!(resp.status(), 200, "remember_me={remember}");
+        let rotated = session_set_cookie(resp.headers());
+        assert_eq!(
+            rotated.contains("Max-Age=2592000"),
+            remember,
+            "remember_me={remember}: {rotated}"
+        );
+    }
+}

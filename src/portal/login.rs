@@ -166,14 +166,7 @@ pub async fn submit(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Bo
         user.username.as_str(),
     );
 
-    let max_age = remember.then_some(app.config.session.settings.remember_me);
-    let cookie = cookies::issue(
-        &app.config.session,
-        ctx.conn.tls,
-        ctx.host.as_deref(),
-        id.cookie_value(),
-        max_age,
-    );
+    let cookie = ctx.session_cookie(&id, remember);
     let mut resp = if owes_second_factor || must_enrol {
         if let Some(method @ (Method::Email | Method::Sms)) = summary.preferred {
             // The code is on its way when the verification page opens. A failure here is

@@ -40,6 +40,7 @@ use http::{HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 
 use crate::app::App;
+use crate::auth::session::SessionId;
 use crate::error::Error;
 use crate::http::ConnInfo;
 use crate::http::body::{self, Body};
@@ -83,6 +84,20 @@ impl Ctx<'_> {
 
     pub fn product(&self) -> &str {
         &self.app.config.portal.title
+    }
+
+    /// The `Set-Cookie` value that hands session `id` to this client: for the browser session,
+    /// or for `session.remember_me` when the user asked to be remembered.
+    pub fn session_cookie(&self, id: &SessionId, remember: bool) -> String {
+        let settings = &self.app.config.session;
+        let max_age = remember.then_some(settings.settings.remember_me);
+        crate::http::cookies::issue(
+            settings,
+            self.conn.tls,
+            self.host.as_deref(),
+            id.cookie_value(),
+            max_age,
+        )
     }
 }
 

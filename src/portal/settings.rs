@@ -18,7 +18,6 @@ use crate::auth::user::User;
 use crate::decision::Identity;
 use crate::error::Error;
 use crate::http::body::Body;
-use crate::http::cookies;
 use crate::http::identify::identify;
 use crate::http::negotiate::Format;
 use crate::notify::Notice;
@@ -414,18 +413,7 @@ pub async fn totp_confirm(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Respo
     let mut resp =
         backup_codes_response(ctx, &codes, &continue_to, Some(ctx.t.get("backup.enabled")))?;
     if let Some((id, session)) = rotated {
-        let settings = &ctx.app.config.session;
-        let max_age = session.remember_me.then_some(settings.settings.remember_me);
-        render::set_cookie(
-            &mut resp,
-            &cookies::issue(
-                settings,
-                ctx.conn.tls,
-                ctx.host.as_deref(),
-                id.cookie_value(),
-                max_age,
-            ),
-        )?;
+        render::set_cookie(&mut resp, &ctx.session_cookie(&id, session.remember_me))?;
     }
     Ok(resp)
 }
@@ -687,18 +675,7 @@ pub async fn change_password(
     .map_err(|e| Error::Internal(format!("password change: {e}")))?;
     notify(ctx, &user, Notice::PasswordChanged).await;
     let mut resp = done(ctx, "password")?;
-    let settings = &ctx.app.config.session;
-    let max_age = remember.then_some(settings.settings.remember_me);
-    render::set_cookie(
-        &mut resp,
-        &cookies::issue(
-            settings,
-            ctx.conn.tls,
-            ctx.host.as_deref(),
-            id.cookie_value(),
-            max_age,
-        ),
-    )?;
+    render::set_cookie(&mut resp, &ctx.session_cookie(&id, remember))?;
     Ok(resp)
 }
 

@@ -190,15 +190,7 @@ fn finish(
     held: Option<crate::http::held_forms::HeldForm>,
     rd: &str,
 ) -> Result<Response<Body>, Error> {
-    let settings = &ctx.app.config.session;
-    let max_age = before.remember_me.then_some(settings.settings.remember_me);
-    let cookie = cookies::issue(
-        settings,
-        ctx.conn.tls,
-        ctx.host.as_deref(),
-        id.cookie_value(),
-        max_age,
-    );
+    let cookie = ctx.session_cookie(&id, before.remember_me);
     let mut resp = match (ctx.format, held) {
         (Format::Html, Some(form)) => render::page(
             StatusCode::OK,
