@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use super::protocol::{self, ErrorKind, MAX_REQUEST_BYTES, Response};
 use crate::app::App;
+use crate::server::accept;
 
 /// File name of the control socket inside `storage.path`.
 pub const SOCKET_FILE: &str = "control.sock";
@@ -174,26 +175,12 @@ async fn accept_loop(
     connections: TaskTracker,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = shutdown.changed() => return,
-        };
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.changed() => return,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "control socket: accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    while let Some((permit, (stream, _))) =
+        accept::next_connection("control socket", &permits, &mut shutdown, || {
+            listener.accept()
+        })
+        .await
+    {
         if !peer_allowed(&stream, owner) {
             continue;
         }

@@ -1,6 +1,7 @@
 //! Listeners: plain HTTP and HTTPS, a cap on concurrent connections, and graceful shutdown that
 //! stops accepting, lets in-flight requests finish up to a deadline, then flushes storage.
 
+pub(crate) mod accept;
 mod activity;
 mod connection;
 pub mod tls;
@@ -187,28 +188,10 @@ async fn accept_loop(
     connections: TaskTracker,
     workers: Arc<Workers>,
 ) {
-    loop {
-        // At the connection cap, stop accepting until a connection closes.
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = shutdown.changed() => return,
-        };
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.changed() => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                // Out of file descriptors and the like: log, back off briefly, keep serving.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    let name = if tls.is_some() { "https" } else { "http" };
+    while let Some((permit, (stream, peer))) =
+        accept::next_connection(name, &permits, &mut shutdown, || listener.accept()).await
+    {
         let _ = stream.set_nodelay(true);
         // The socket moves to the worker's event loop: taken off this one here, registered
         // with the worker's when its task starts.
