@@ -2,6 +2,7 @@
 
 mod common;
 
+use common::gateway::GatewayBuilder;
 use common::{EchoUpstream, Gateway, TestCa, http_client, send_raw_path};
 
 /// A port nothing listens on right now (bound, then released), for configurations where the
@@ -10,60 +11,73 @@ fn free_port() -> u16 {
     common::refused_addr().port()
 }
 
+/// A gateway with an HTTPS listener (certificate from `ca`) in front of an echo upstream.
+struct Site {
+    ca: TestCa,
+    upstream: EchoUpstream,
+    gw: Gateway,
+}
+
+impl Site {
+    /// `configure` adds to the builder (extra TOML, no plain listener, ...).
+    async fn start(configure: impl FnOnce(GatewayBuilder) -> GatewayBuilder) -> Site {
+        let ca = TestCa::new();
+        let upstream = EchoUpstream::start().await;
+        let gw = configure(Gateway::builder().upstream(&upstream.url()).tls(&ca))
+            .start()
+            .await;
+        Site { ca, upstream, gw }
+    }
+
+    /// GET `path` on the HTTPS listener with `client` (one trusting the test CA).
+    async fn get(&self, client: &reqwest::Client, path: &str) -> reqwest::Response {
+        client
+            .get(self.gw.https_url_for(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path} over TLS: {e}"))
+    }
+}
+
 #[tokio::test]
 async fn https_listener_negotiates_http2_by_alpn() {
-    let ca = TestCa::new();
-    let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder()
-        .upstream(&upstream.url())
-        .tls(&ca)
-        .start()
-        .await;
-    let resp = ca
-        .reqwest_client()
-        .get(gw.https_url_for("/over-h2?x=1"))
-        .send()
-        .await
-        .expect("h2 request");
+    let site = Site::start(|b| b).await;
+    let resp = site.get(&site.ca.reqwest_client(), "/over-h2?x=1").await;
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     assert_eq!(resp.status(), 200);
     let json: serde_json::Value = resp.json().await.expect("json");
     assert_eq!(json["path"], "/over-h2?x=1");
-    let seen = upstream.last_request().expect("forwarded");
+    let seen = site.upstream.last_request().expect("forwarded");
     assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
     // The h2 authority becomes the upstream's Host.
-    assert_eq!(seen.header_all("host"), [gw.https_addr().to_string()]);
+    assert_eq!(seen.header_all("host"), [site.gw.https_addr().to_string()]);
 }
 
 #[tokio::test]
 async fn https_listener_serves_http1() {
-    let ca = TestCa::new();
-    let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder()
-        .upstream(&upstream.url())
-        .tls(&ca)
-        .start()
-        .await;
-    let client = ca.reqwest_builder().http1_only().build().expect("client");
-    let resp = client
-        .get(gw.https_url_for("/over-h1"))
-        .send()
-        .await
-        .expect("http/1.1 request");
+    let site = Site::start(|b| b).await;
+    let client = site
+        .ca
+        .reqwest_builder()
+        .http1_only()
+        .build()
+        .expect("client");
+    let resp = site.get(&client, "/over-h1").await;
     assert_eq!(resp.version(), reqwest::Version::HTTP_11);
     assert_eq!(resp.status(), 200);
-    let seen = upstream.last_request().expect("forwarded");
+    let seen = site.upstream.last_request().expect("forwarded");
     assert_eq!(seen.path, "/over-h1");
     assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
 
     // The certificate is also valid for the name.
-    let client = ca
+    let client = site
+        .ca
         .reqwest_builder()
-        .resolve("localhost", gw.https_addr())
+        .resolve("localhost", site.gw.https_addr())
         .build()
         .expect("client");
     let resp = client
-        .get(format!("{}/by-name", gw.https_url()))
+        .get(format!("{}/by-name", site.gw.https_url()))
         .send()
         .await
         .expect("request by name");
@@ -72,38 +86,25 @@ async fn https_listener_serves_http1() {
 
 #[tokio::test]
 async fn https_listener_serves_the_portal_over_h2() {
-    let ca = TestCa::new();
-    let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder()
-        .upstream(&upstream.url())
-        .tls(&ca)
-        .without_http()
-        .start()
+    let site = Site::start(GatewayBuilder::without_http).await;
+    let resp = site
+        .get(&site.ca.reqwest_client(), "/.stepgate/healthz")
         .await;
-    let resp = ca
-        .reqwest_client()
-        .get(gw.https_url_for("/.stepgate/healthz"))
-        .send()
-        .await
-        .expect("request");
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     assert_eq!(resp.status(), 200);
-    assert_eq!(upstream.requests(), 0);
+    assert_eq!(site.upstream.requests(), 0);
 }
 
 #[tokio::test]
 async fn redirects_plain_http_to_https_with_308() {
-    let ca = TestCa::new();
-    let upstream = EchoUpstream::start().await;
     let https_port = free_port();
-    let gw = Gateway::builder()
-        .upstream(&upstream.url())
-        .tls(&ca)
-        .extra_toml(&format!(
+    let site = Site::start(|b| {
+        b.extra_toml(&format!(
             "[server]\ntls_listen = \"127.0.0.1:{https_port}\"\nredirect_http_to_https = true"
         ))
-        .start()
-        .await;
+    })
+    .await;
+    let (gw, upstream) = (&site.gw, &site.upstream);
     assert_eq!(gw.https_addr().port(), https_port);
 
     let resp = send_raw_path(
@@ -136,12 +137,7 @@ async fn redirects_plain_http_to_https_with_308() {
     assert_eq!(resp.status(), 200);
 
     // And the HTTPS side serves normally.
-    let resp = ca
-        .reqwest_client()
-        .get(gw.https_url_for("/secure"))
-        .send()
-        .await
-        .expect("https request");
+    let resp = site.get(&site.ca.reqwest_client(), "/secure").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(upstream.requests(), 1);
 }
@@ -150,33 +146,20 @@ async fn redirects_plain_http_to_https_with_308() {
 async fn https_redirect_names_the_port_actually_bound() {
     // With `tls_listen = "127.0.0.1:0"` the system picks the HTTPS port; the redirect must point
     // at that port, not at the configured 0.
-    let ca = TestCa::new();
-    let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder()
-        .upstream(&upstream.url())
-        .tls(&ca)
-        .extra_toml("[server]\nredirect_http_to_https = true")
-        .start()
-        .await;
-    let resp = send_raw_path(gw.addr(), "GET", "/x", &[("Host", "app.test")]).await;
+    let site = Site::start(|b| b.extra_toml("[server]\nredirect_http_to_https = true")).await;
+    let resp = send_raw_path(site.gw.addr(), "GET", "/x", &[("Host", "app.test")]).await;
     assert_eq!(resp.status(), 308);
     assert_eq!(
         resp.headers()["location"],
-        format!("https://app.test:{}/x", gw.https_addr().port()).as_str()
+        format!("https://app.test:{}/x", site.gw.https_addr().port()).as_str()
     );
 }
 
 #[tokio::test]
 async fn rejects_plain_http_client_on_tls_listener() {
-    let ca = TestCa::new();
-    let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder()
-        .upstream(&upstream.url())
-        .tls(&ca)
-        .start()
-        .await;
+    let site = Site::start(|b| b).await;
     let answer = common::raw_exchange(
-        gw.https_addr(),
+        site.gw.https_addr(),
         b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
     )
     .await;
@@ -185,5 +168,5 @@ async fn rejects_plain_http_client_on_tls_listener() {
         "{}",
         String::from_utf8_lossy(&answer)
     );
-    assert_eq!(upstream.requests(), 0);
+    assert_eq!(site.upstream.requests(), 0);
 }
