@@ -204,10 +204,7 @@ async fn settings_changes_need_a_second_factor_from_the_last_five_minutes() {
     let totp = rig
         .user_with_totp("alice", Some("alice@example.test"))
         .await;
-    let pending = rig.login_pending("alice").await;
-    let cookie = rig
-        .verify_ok(&pending, "totp", &rig.totp_now(&totp.secret))
-        .await;
+    let cookie = rig.login_with_totp("alice", &totp.secret).await;
 
     // Within the window: allowed.
     rig.advance(5 * MINUTE - SECOND);
@@ -364,15 +361,9 @@ async fn password_change_sends_a_notice_and_ends_other_sessions() {
     let totp = rig
         .user_with_totp("alice", Some("alice@example.test"))
         .await;
-    let other_pending = rig.login_pending("alice").await;
-    let other = rig
-        .verify_ok(&other_pending, "totp", &rig.totp_now(&totp.secret))
-        .await;
+    let other = rig.login_with_totp("alice", &totp.secret).await;
     rig.next_step();
-    let pending = rig.login_pending("alice").await;
-    let cookie = rig
-        .verify_ok(&pending, "totp", &rig.totp_now(&totp.secret))
-        .await;
+    let cookie = rig.login_with_totp("alice", &totp.secret).await;
 
     // Wrong current password.
     let (status, _, body) = rig
@@ -452,10 +443,7 @@ async fn rig_with_cli() -> (Rig, common::cli::CliEnv) {
 async fn password_change_does_not_refresh_the_reverify_window() {
     let rig = Rig::start("").await;
     let totp = rig.user_with_totp("alice", None).await;
-    let pending = rig.login_pending("alice").await;
-    let cookie = rig
-        .verify_ok(&pending, "totp", &rig.totp_now(&totp.secret))
-        .await;
+    let cookie = rig.login_with_totp("alice", &totp.secret).await;
     // The password change itself is within the window of that second factor...
     rig.advance(4 * MINUTE);
     let (status, new_cookie, body) = rig

@@ -353,10 +353,7 @@ async fn state_becomes_expired_after_totp_max_age_and_the_factor_still_works() {
     // Past it: expired, and the authenticator still logs in.
     rig.clock
         .set(enrolled_at.plus(Duration::from_secs(180 * 24 * 3600) + MINUTE));
-    let pending = rig.login_pending("alice").await;
-    let cookie = rig
-        .verify_ok(&pending, "totp", &rig.totp_now(&totp.secret))
-        .await;
+    let cookie = rig.login_with_totp("alice", &totp.secret).await;
     let info = rig.session_ok(&cookie).await;
     assert_eq!(info["two_factor"]["state"], "expired", "{info}");
     assert_eq!(info["auth_level"], "two_factor");
@@ -373,10 +370,7 @@ async fn expiry_follows_configured_totp_max_age() {
     let rig = Rig::start("[mfa]\ntotp_max_age = \"2d\"\n").await;
     let totp = rig.user_with_totp("alice", None).await;
     rig.advance(Duration::from_secs(2 * 24 * 3600) + SECOND);
-    let pending = rig.login_pending("alice").await;
-    let cookie = rig
-        .verify_ok(&pending, "totp", &rig.totp_now(&totp.secret))
-        .await;
+    let cookie = rig.login_with_totp("alice", &totp.secret).await;
     assert_eq!(
         rig.session_ok(&cookie).await["two_factor"]["state"],
         "expired"

@@ -329,6 +329,14 @@ impl Rig {
         self.verify_ok(&pending, "email", &code).await
     }
 
+    /// Logs `name` (TOTP enrolled with `secret`) in completely: password, then the current
+    /// code. Returns the two_factor session cookie.
+    pub async fn login_with_totp(&self, name: &str, secret: &str) -> String {
+        let pending = self.login_pending(name).await;
+        self.verify_ok(&pending, "totp", &self.totp_now(secret))
+            .await
+    }
+
     /// Adds and confirms `phone` for the session's user (no 2FA yet).
     pub async fn add_phone(&self, cookie: &str, phone: &str) {
         let before = self.sms.received().len();
