@@ -56,10 +56,12 @@ pub fn read<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
     for header in headers.get_all(COOKIE) {
         let Ok(text) = header.to_str() else { continue };
         for pair in text.split(';') {
+            // A header value that is text is visible ASCII, spaces and tabs: ASCII trimming
+            // is all the trimming there is.
             if let Some((n, v)) = pair.split_once('=')
-                && n.trim() == name
+                && n.trim_ascii() == name
             {
-                values.push(v.trim().trim_matches('"'));
+                values.push(v.trim_ascii().trim_matches('"'));
             }
         }
     }

@@ -7,6 +7,7 @@ pub mod client_ip;
 pub mod cookies;
 pub mod held_forms;
 pub mod identify;
+mod identity_headers;
 pub mod negotiate;
 mod step_up;
 
@@ -18,13 +19,13 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::app::App;
-use crate::config::IdentityHeaders;
-use crate::decision::{Decision, Identity, decide};
+use crate::decision::{Decision, decide};
 use crate::error::{Error, error_response};
 use crate::policy::RequestFacts;
 use crate::proxy::headers::{Forwarding, request_host};
 use crate::proxy::{self, ForwardRequest};
 use body::Body;
+pub(crate) use identity_headers::identity_headers;
 
 /// What the listener knows about the connection a request arrived on.
 #[derive(Debug, Clone, Copy)]
@@ -73,21 +74,19 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Re
 /// language cookie, `Accept-Language`), kept as a list: most requests never need them as a map.
 fn negotiation_headers(headers: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
     let mut kept = Vec::new();
-    for name in [ACCEPT, ACCEPT_LANGUAGE, COOKIE] {
-        for value in headers.get_all(&name) {
+    // One pass over the request's headers: standard names compare without hashing.
+    for (name, value) in headers {
+        let wanted = if name == COOKIE {
             // A cookie header matters only when it carries the language cookie.
-            let lang_cookie = || {
-                value
-                    .to_str()
-                    .is_ok_and(|v| v.contains(crate::portal::i18n::LANG_COOKIE))
-            };
-            if name == COOKIE && !lang_cookie() {
-                continue;
-            }
-            // A copy, not a clone (see `handle`).
-            if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
-                kept.push((name.clone(), value));
-            }
+            value
+                .to_str()
+                .is_ok_and(|v| v.contains(crate::portal::i18n::LANG_COOKIE))
+        } else {
+            name == ACCEPT || name == ACCEPT_LANGUAGE
+        };
+        // A copy, not a clone (see `handle`).
+        if wanted && let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
+            kept.push((name.clone(), value));
         }
     }
     kept
@@ -220,35 +219,6 @@ fn second_factor_challenge(app: &App, headers: &HeaderMap, rd: &str) -> Response
         StatusCode::UNAUTHORIZED,
         serde_json::json!({ "error": "second_factor_required", "verify_url": verify }),
     )
-}
-
-/// When the session's last second factor was verified (RFC 3339), for the upstream's own
-/// freshness checks.
-pub const REMOTE_AUTH_TIME: HeaderName = HeaderName::from_static("remote-auth-time");
-
-/// The identity headers for a user. Values that cannot be a header (control characters) are
-/// left out rather than forwarded half-written.
-pub(crate) fn identity_headers(
-    names: &IdentityHeaders,
-    id: &Identity,
-) -> Vec<(HeaderName, HeaderValue)> {
-    let user = &id.user;
-    let mut out = Vec::with_capacity(4);
-    let mut push = |name: &HeaderName, value: &str| {
-        if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
-            out.push((name.clone(), v));
-        }
-    };
-    push(&names.user, user.username.as_str());
-    push(&names.name, &user.display_name);
-    if let Some(email) = &user.email {
-        push(&names.email, email);
-    }
-    push(&names.groups, &user.groups.join(","));
-    if let Some(at) = id.session.second_factor_at {
-        push(&REMOTE_AUTH_TIME, &at.to_rfc3339());
-    }
-    out
 }
 
 /// The host a request names (HTTP/2 authority or Host), owned; empty when absent.

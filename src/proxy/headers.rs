@@ -10,6 +10,7 @@ use std::cell::RefCell;
 use std::net::IpAddr;
 
 use http::HeaderMap;
+use http::header::Entry;
 use http::header::{
     CONNECTION, HOST, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
     TRAILER, TRANSFER_ENCODING, UPGRADE,
@@ -223,34 +224,38 @@ pub fn strip_protected(headers: &mut HeaderMap, protected_folded: &[String]) {
 /// Removes the gateway's own cookies (the session id) from every `Cookie` header, so the
 /// application never sees a user's session id. Other cookies pass unchanged.
 pub fn strip_cookies(headers: &mut HeaderMap, names: &[&str]) {
-    let values: Vec<HeaderValue> = headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .cloned()
-        .collect();
-    if values.is_empty() {
+    let is_ours = |pair: &str| {
+        let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
+        names.contains(&name)
+    };
+    let Entry::Occupied(cookies) = headers.entry(http::header::COOKIE) else {
         return;
-    }
-    headers.remove(http::header::COOKIE);
-    for value in values {
+    };
+    let mut kept = Vec::new();
+    for value in cookies.remove_entry_mult().1 {
         let Ok(text) = value.to_str() else {
             // Not text: cannot be ours; keep it as it was.
-            headers.append(http::header::COOKIE, value);
+            kept.push(value);
             continue;
         };
-        let kept: Vec<&str> = text
+        let pairs: Vec<&str> = text
             .split(';')
             .map(str::trim)
-            .filter(|pair| {
-                let name = pair.split_once('=').map_or(*pair, |(n, _)| n).trim();
-                !pair.is_empty() && !names.contains(&name)
-            })
+            .filter(|pair| !pair.is_empty())
             .collect();
-        if !kept.is_empty()
-            && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
-        {
-            headers.append(http::header::COOKIE, v);
+        if !pairs.iter().any(|pair| is_ours(pair)) {
+            kept.push(value);
+            continue;
         }
+        let others: Vec<&str> = pairs.into_iter().filter(|pair| !is_ours(pair)).collect();
+        if !others.is_empty()
+            && let Ok(v) = HeaderValue::from_str(&others.join("; "))
+        {
+            kept.push(v);
+        }
+    }
+    for value in kept {
+        headers.append(http::header::COOKIE, value);
     }
 }
 
@@ -408,6 +413,39 @@ mod tests {
         strip_cookies(&mut h, &["stepgate_session", "__Host-stepgate_session"]);
         let all: Vec<_> = h.get_all("cookie").iter().collect();
         assert_eq!(all, vec!["app=1; theme=dark"]);
+    }
+
+    #[test]
+    fn cookies_of_the_application_alone_pass_as_sent() {
+        let sent = ["app=1;theme=dark; ;", "b=2"];
+        let mut h = map(&[("cookie", sent[0]), ("cookie", sent[1])]);
+        strip_cookies(&mut h, &["stepgate_session"]);
+        let all: Vec<_> = h.get_all("cookie").iter().collect();
+        assert_eq!(all, sent);
+    }
+
+    #[test]
+    fn a_cookie_header_of_the_session_alone_is_removed() {
+        let mut h = map(&[("cookie", " stepgate_session=secret ; ")]);
+        strip_cookies(&mut h, &["stepgate_session"]);
+        assert!(!h.contains_key("cookie"), "{h:?}");
+        // Other headers of the request are left alone.
+        let mut h = map(&[("cookie", "stepgate_session=s"), ("accept", "*/*")]);
+        strip_cookies(&mut h, &["stepgate_session"]);
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn a_cookie_value_that_is_not_text_is_kept_beside_the_stripped_one() {
+        let mut h = HeaderMap::new();
+        h.append(
+            "cookie",
+            HeaderValue::from_static("stepgate_session=s; a=1"),
+        );
+        h.append("cookie", HeaderValue::from_bytes(b"b=\xff").unwrap());
+        strip_cookies(&mut h, &["stepgate_session"]);
+        let all: Vec<_> = h.get_all("cookie").iter().map(|v| v.as_bytes()).collect();
+        assert_eq!(all, vec![&b"a=1"[..], &b"b=\xff"[..]]);
     }
 
     #[test]

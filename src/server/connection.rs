@@ -296,7 +296,15 @@ async fn drive<C: Session>(
     // A session starts because the client sent something: give it time to be read.
     let mut next_park_check = Instant::now() + limits.idle_release_after;
     loop {
+        // One timer for both checks, and the session polled first: this runs at every wake of
+        // the connection (each request wakes it at least twice), and only the session is busy.
+        let next_check = if may_park {
+            next_idle_check.min(next_park_check)
+        } else {
+            next_idle_check
+        };
         tokio::select! {
+            biased;
             res = session.as_mut() => {
                 if let Err(e) = res {
                     tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
@@ -310,26 +318,29 @@ async fn drive<C: Session>(
                     session.as_mut().close_gracefully();
                 }
             }
-            _ = tokio::time::sleep_until(next_idle_check), if !closing => {
-                let idle_until = activity.last() + limits.idle_timeout;
-                if idle_until <= Instant::now() && activity.in_flight() == 0 {
-                    tracing::trace!(peer = %conn.peer, "closing idle connection");
-                    closing = true;
-                    session.as_mut().close_gracefully();
-                } else {
-                    next_idle_check = idle_until.max(Instant::now() + PARK_RECHECK);
-                }
-            }
-            _ = tokio::time::sleep_until(next_park_check), if may_park && !closing => {
-                let quiet_until = activity.last() + limits.idle_release_after;
+            _ = tokio::time::sleep_until(next_check), if !closing => {
                 let now = Instant::now();
-                if quiet_until <= now && activity.between_requests() {
-                    // The session sees end of stream at its next read and ends cleanly, unless
-                    // the client speaks first (which cancels the request): look again later.
-                    activity.request_park();
-                    next_park_check = now + PARK_RECHECK;
-                } else {
-                    next_park_check = quiet_until.max(now + PARK_RECHECK);
+                if next_idle_check <= now {
+                    let idle_until = activity.last() + limits.idle_timeout;
+                    if idle_until <= now && activity.in_flight() == 0 {
+                        tracing::trace!(peer = %conn.peer, "closing idle connection");
+                        closing = true;
+                        session.as_mut().close_gracefully();
+                        continue;
+                    }
+                    next_idle_check = idle_until.max(now + PARK_RECHECK);
+                }
+                if may_park && next_park_check <= now {
+                    let quiet_until = activity.last() + limits.idle_release_after;
+                    if quiet_until <= now && activity.between_requests() {
+                        // The session sees end of stream at its next read and ends cleanly,
+                        // unless the client speaks first (which cancels the request): look
+                        // again later.
+                        activity.request_park();
+                        next_park_check = now + PARK_RECHECK;
+                    } else {
+                        next_park_check = quiet_until.max(now + PARK_RECHECK);
+                    }
                 }
             }
         }
