@@ -43,6 +43,8 @@ pub async fn forward(
 
     let (mut parts, request_body) = req.into_parts();
     let headers = &mut parts.headers;
+    // Room for what is added below (X-Forwarded-*, identity, Host) at once, not grown twice.
+    headers.reserve(fwd.identity.len() + 4);
     // Order matters: a header named in `Connection` is removed before ours are added, so a
     // client can never use `Connection` to remove the gateway's own identity headers.
     headers::strip_hop_by_hop(headers);
