@@ -7,7 +7,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use http::{HeaderName, HeaderValue};
 
@@ -58,9 +58,10 @@ thread_local! {
 /// What one thread wrote lately.
 struct Written {
     /// Keyed by the account's `Arc`, most recent last. The user view replaces an account's `Arc`
-    /// whenever the account changes, and the clone held here keeps its address from being
-    /// reused: the same pointer is always the same version of the same account.
-    accounts: VecDeque<(Arc<User>, AccountValues)>,
+    /// whenever the account changes, and the weak reference held here keeps its address from
+    /// being reused (without keeping the account's data, its password hash included): the same
+    /// address is always the same version of the same account.
+    accounts: VecDeque<(Weak<User>, AccountValues)>,
     auth_time: Option<(Timestamp, HeaderValue)>,
 }
 
@@ -90,7 +91,7 @@ impl Written {
         let index = match self
             .accounts
             .iter()
-            .rposition(|(seen, _)| Arc::ptr_eq(seen, user))
+            .rposition(|(seen, _)| std::ptr::eq(seen.as_ptr(), Arc::as_ptr(user)))
         {
             Some(index) => index,
             None => {
@@ -98,7 +99,7 @@ impl Written {
                     self.accounts.pop_front();
                 }
                 self.accounts
-                    .push_back((Arc::clone(user), AccountValues::of(user)));
+                    .push_back((Arc::downgrade(user), AccountValues::of(user)));
                 self.accounts.len() - 1
             }
         };
@@ -228,6 +229,18 @@ mod tests {
         let sent = headers(&identity(&mallory, None));
         assert!(sent.iter().all(|(n, _)| n != "remote-name"), "{sent:?}");
         assert_eq!(sent[0], ("remote-user".into(), "mallory".into()));
+    }
+
+    #[test]
+    fn a_replaced_account_is_not_kept_alive_by_the_cache() {
+        let old = user("dave", "Dave", &["dev"]);
+        headers(&identity(&old, None));
+        let weak = Arc::downgrade(&old);
+        drop(old);
+        // Its data (password hash included) is gone; only the address stays reserved.
+        assert!(weak.upgrade().is_none());
+        let new = user("dave", "David", &["dev"]);
+        assert_eq!(headers(&identity(&new, None))[1].1, "David");
     }
 
     #[test]
