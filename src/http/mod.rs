@@ -169,10 +169,12 @@ async fn dispatch(
         Decision::Deny => return Err(Error::Forbidden),
     };
     let req = match &identity {
-        Some(id) => {
-            step_up::replay_held_form(app, req, id, host.as_deref(), &path_and_query).await?
+        // Boxed: few requests can carry a held form, and reading one makes a large future.
+        Some(id) if step_up::may_replay_held_form(&req) => {
+            let replay = step_up::replay_held_form(app, req, id, host.as_deref(), &path_and_query);
+            Box::pin(replay).await?
         }
-        None => req.map(body::stream),
+        _ => req.map(body::stream),
     };
     let peer_trusted = client_ip::is_trusted(conn.peer.ip(), &config.server.trusted_proxies);
     let fwd = ForwardRequest {

@@ -137,6 +137,14 @@ async fn read_limited(incoming: Incoming, limit: usize) -> Result<Bytes, Error> 
 /// Largest body that can be a Continue post (`__stepgate_held=` and a 32-hex id).
 const MARKER_BYTES: u64 = 64;
 
+/// Whether `req` may be a Continue post (see [`held_forms`]): a short urlencoded POST. Any
+/// other request is forwarded as it came, without reading its body.
+pub fn may_replay_held_form(req: &Request<Incoming>) -> bool {
+    req.method() == Method::POST
+        && is_urlencoded(req.headers())
+        && declared_length(req.headers()).is_some_and(|n| n <= MARKER_BYTES)
+}
+
 /// A Continue post (see [`held_forms`]) becomes the held form, byte for byte; any other
 /// request passes unchanged, its body still streaming.
 pub async fn replay_held_form(
@@ -146,10 +154,7 @@ pub async fn replay_held_form(
     host: Option<&str>,
     path_and_query: &str,
 ) -> Result<Request<Body>, Error> {
-    let candidate = req.method() == Method::POST
-        && is_urlencoded(req.headers())
-        && declared_length(req.headers()).is_some_and(|n| n <= MARKER_BYTES);
-    if !candidate {
+    if !may_replay_held_form(&req) {
         return Ok(req.map(body::stream));
     }
     let (mut parts, incoming) = req.into_parts();
