@@ -295,14 +295,21 @@ async fn drive<C: Session>(
     let mut next_idle_check = activity.last() + limits.idle_timeout;
     // A session starts because the client sent something: give it time to be read.
     let mut next_park_check = Instant::now() + limits.idle_release_after;
+    // One timer for both checks, kept from one wake to the next and moved only when a check is
+    // due at another time: this loop runs at every wake of the connection (each request wakes it
+    // at least twice), and a new timer each time was registered and removed each time.
+    let check = tokio::time::sleep_until(next_idle_check);
+    tokio::pin!(check);
     loop {
-        // One timer for both checks, and the session polled first: this runs at every wake of
-        // the connection (each request wakes it at least twice), and only the session is busy.
         let next_check = if may_park {
             next_idle_check.min(next_park_check)
         } else {
             next_idle_check
         };
+        if check.deadline() != next_check {
+            check.as_mut().reset(next_check);
+        }
+        // The session is polled first: only it is busy.
         tokio::select! {
             biased;
             res = session.as_mut() => {
@@ -318,7 +325,7 @@ async fn drive<C: Session>(
                     session.as_mut().close_gracefully();
                 }
             }
-            _ = tokio::time::sleep_until(next_check), if !closing => {
+            () = &mut check, if !closing => {
                 let now = Instant::now();
                 if next_idle_check <= now {
                     let idle_until = activity.last() + limits.idle_timeout;
