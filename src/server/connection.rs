@@ -155,6 +155,7 @@ async fn serve_http1<S: Parkable>(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size((limits.max_header_bytes * 2).max(8192))
+        .writev(false)
         .keep_alive(true);
     loop {
         activity.reset_mark();
@@ -206,6 +207,7 @@ async fn serve_any_version<I>(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size((limits.max_header_bytes * 2).max(8192))
+        .writev(false)
         .keep_alive(true);
     builder
         .http2()
