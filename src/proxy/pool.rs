@@ -103,6 +103,7 @@ impl ConnectionPool {
             .call(self.target.clone())
             .await
             .map_err(PoolError::Connect)?;
+        // One send per request, as on the gateway's own connections (`server::connection`).
         let (sender, connection) = http1::Builder::new().writev(false).handshake(io).await?;
         // The connection runs on this worker for as long as it lives; upgrades (WebSocket) take
         // its socket over when the upstream switches protocols.
