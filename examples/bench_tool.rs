@@ -8,6 +8,9 @@
 //! - `idle --addr HOST:PORT --path PATH --count N --hold S`: opens N keep-alive connections, sends
 //!   one request on each, prints `ready N` once every response has arrived, then holds the
 //!   connections open and idle for S seconds.
+//! - `hashes --config FILE --rate N --seconds S`: verifies a password N times per second for S
+//!   seconds, as a login does (argon2id, the configured parameters): a login's CPU spent outside
+//!   the gateway, the reference for scenario 7. Prints count and p50/p99.
 //!
 //! Run it through the script; `cargo run --release --example bench_tool -- help` prints usage.
 
@@ -23,7 +26,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::{Mutex, Semaphore};
 
 use stepgate::auth::directory::{NewUser, UserDirectory};
-use stepgate::auth::password::{Password, hash_blocking};
+use stepgate::auth::password::{Password, PasswordHasher, hash_blocking};
 use stepgate::auth::session::{AuthLevel, SessionManager};
 use stepgate::auth::user::Username;
 use stepgate::clock::{SharedClock, SystemClock};
@@ -31,7 +34,8 @@ use stepgate::clock::{SharedClock, SystemClock};
 const USAGE: &str = "usage:
   bench_tool seed --config FILE --user NAME            (password on stdin)
   bench_tool logins --url URL --user NAME --rate N --seconds S   (password on stdin)
-  bench_tool idle --addr HOST:PORT --path PATH --count N --hold S";
+  bench_tool idle --addr HOST:PORT --path PATH --count N --hold S
+  bench_tool hashes --config FILE --rate N --seconds S";
 
 type Failure = Box<dyn std::error::Error + Send + Sync>;
 
@@ -41,6 +45,7 @@ fn main() -> std::process::ExitCode {
         Some("seed") => seed(&Flags::parse(&args[1..])),
         Some("logins") => runtime().and_then(|rt| rt.block_on(logins(Flags::parse(&args[1..])))),
         Some("idle") => runtime().and_then(|rt| rt.block_on(idle(Flags::parse(&args[1..])))),
+        Some("hashes") => runtime().and_then(|rt| rt.block_on(hashes(Flags::parse(&args[1..])))),
         _ => Err(USAGE.into()),
     };
     match outcome {
@@ -182,6 +187,54 @@ async fn logins(flags: Flags) -> Result<(), Failure> {
     if ok != results.len() {
         return Err(format!("{} login(s) did not answer 200", results.len() - ok).into());
     }
+    Ok(())
+}
+
+/// Verifies a password `rate` times per second for `seconds` seconds, the way the gateway
+/// checks a login (argon2id with the configured parameters, working memory reused, one
+/// verification at a time on a blocking thread). Each one is due at its tick: one that starts
+/// late is counted from its tick, like a queued login. Prints how long they took.
+async fn hashes(flags: Flags) -> Result<(), Failure> {
+    let config =
+        stepgate::config::load(&PathBuf::from(flags.get("config")?)).map_err(|e| e.to_string())?;
+    let rate: u32 = flags.num("rate")?;
+    let seconds: u32 = flags.num("seconds")?;
+    if rate == 0 {
+        return Err("--rate: must be at least 1".into());
+    }
+    let password = "bench-password-verified-outside-the-gateway";
+    let params = config.password.params;
+    let (hasher, hash) = tokio::task::spawn_blocking(move || {
+        let hash = hash_blocking(params, &Password::new(password.into()))?;
+        Ok::<_, Failure>((PasswordHasher::new(params, 1)?, hash))
+    })
+    .await??;
+    let interval = Duration::from_secs(1) / rate;
+    let start = tokio::time::Instant::now();
+    let mut times = Vec::new();
+    for n in 0..seconds.saturating_mul(rate) {
+        let due = start + interval * n;
+        tokio::time::sleep_until(due).await;
+        if !hasher
+            .verify(Password::new(password.into()), Some(&hash))
+            .await
+        {
+            return Err("the password did not verify".into());
+        }
+        times.push(due.elapsed());
+    }
+    times.sort_unstable();
+    let pct = |p: f64| {
+        let i = ((times.len() as f64 * p).ceil() as usize).clamp(1, times.len().max(1)) - 1;
+        times.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    println!(
+        "hashes done={} rate={:.1}/s p50={:.1}ms p99={:.1}ms",
+        times.len(),
+        times.len() as f64 / start.elapsed().as_secs_f64(),
+        pct(0.50),
+        pct(0.99)
+    );
     Ok(())
 }
 
