@@ -11,7 +11,9 @@ mod identity_headers;
 pub mod negotiate;
 mod step_up;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use http::header::{ACCEPT, ACCEPT_LANGUAGE, COOKIE, HeaderName, LOCATION};
@@ -41,32 +43,71 @@ impl ConnInfo {
 }
 
 /// Entry point for every request. Never fails: errors become responses here, and only here.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
-    // Only an error page needs the request's preferred format and language: keep what picks
-    // them and negotiate once an error happens, not for every request. Kept as copies: a clone
-    // of the request's bytes shares hyper's read buffer, and with 10,000 connections that held
-    // about 7 MiB more (measured with `scripts/bench`'s idle client).
-    let is_get = matches!(*req.method(), http::Method::GET | http::Method::HEAD);
-    let target = req.uri().path_and_query().map(|t| t.as_str().to_owned());
-    let negotiation = negotiation_headers(req.headers());
-    match dispatch(&app, req, conn).await {
-        Ok(resp) => resp,
-        Err(err) => {
-            let negotiation: HeaderMap = negotiation.into_iter().collect();
-            let (path, query) = match target.as_deref() {
-                Some(t) => t.split_once('?').map_or((t, None), |(p, q)| (p, Some(q))),
-                None => ("/", None),
-            };
-            let format = negotiate::preferred(&negotiation);
-            // Error pages speak the request's language; those of the portal offer the other one.
-            let lang = crate::portal::i18n::negotiate(&negotiation, query);
-            let portal_get = is_get && crate::portal::owns(&app.config.portal.prefix, path);
-            let switch_query = portal_get.then(|| query.unwrap_or(""));
-            let return_to = portal_get.then(|| target.clone()).flatten();
-            let frame = crate::portal::render::Frame::new(&app.config.portal, lang, switch_query)
-                .returning_to(return_to);
-            error_response(&err, format, &frame)
+///
+/// The access decision and the rewriting of a forwarded request are made before this returns
+/// (see [`route`]); the future holds only what remains to be awaited. It is a plain function,
+/// not an `async fn`, for the same reason: hyper moves each request's future into place, copying
+/// all of it, and an `async fn` keeps its arguments (the whole incoming request) for its whole
+/// life.
+pub fn handle(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    conn: ConnInfo,
+) -> impl Future<Output = Response<Body>> + Send + 'static {
+    let errors = ErrorContext::of(&req);
+    let route = route(&app, req, conn);
+    async move {
+        let outcome = match route {
+            Ok(Route::Answer(resp)) => Ok(resp),
+            Ok(Route::Later(pending)) => pending.await,
+            Ok(Route::Upstream { index, outgoing }) => match upstream_at(&app, index) {
+                Ok(upstream) => proxy::exchange(upstream, outgoing).await,
+                Err(err) => Err(err),
+            },
+            Err(err) => Err(err),
+        };
+        outcome.unwrap_or_else(|err| errors.response(&app, &err))
+    }
+}
+
+/// What an error page needs to know about its request: whether it was a GET (or HEAD), its
+/// target, and the headers that choose the page's format and language.
+///
+/// Only an error page needs the request's preferred format and language: keep what picks them
+/// and negotiate once an error happens, not for every request. Kept as copies: a clone of the
+/// request's bytes shares hyper's read buffer, and with 10,000 connections that held about
+/// 7 MiB more (measured with `scripts/bench`'s idle client).
+struct ErrorContext {
+    is_get: bool,
+    target: Option<String>,
+    negotiation: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl ErrorContext {
+    fn of<B>(req: &Request<B>) -> ErrorContext {
+        ErrorContext {
+            is_get: matches!(*req.method(), http::Method::GET | http::Method::HEAD),
+            target: req.uri().path_and_query().map(|t| t.as_str().to_owned()),
+            negotiation: negotiation_headers(req.headers()),
         }
+    }
+
+    /// The response for `err`, in the request's format and language.
+    fn response(self, app: &App, err: &Error) -> Response<Body> {
+        let negotiation: HeaderMap = self.negotiation.into_iter().collect();
+        let (path, query) = match self.target.as_deref() {
+            Some(t) => t.split_once('?').map_or((t, None), |(p, q)| (p, Some(q))),
+            None => ("/", None),
+        };
+        let format = negotiate::preferred(&negotiation);
+        // Error pages speak the request's language; those of the portal offer the other one.
+        let lang = crate::portal::i18n::negotiate(&negotiation, query);
+        let portal_get = self.is_get && crate::portal::owns(&app.config.portal.prefix, path);
+        let switch_query = portal_get.then(|| query.unwrap_or(""));
+        let return_to = portal_get.then(|| self.target.clone()).flatten();
+        let frame = crate::portal::render::Frame::new(&app.config.portal, lang, switch_query)
+            .returning_to(return_to);
+        error_response(err, format, &frame)
     }
 }
 
@@ -92,11 +133,23 @@ fn negotiation_headers(headers: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
     kept
 }
 
-async fn dispatch(
-    app: &Arc<App>,
-    req: Request<Incoming>,
-    conn: ConnInfo,
-) -> Result<Response<Body>, Error> {
+/// Where a request goes, decided without waiting for anything.
+enum Route {
+    /// Answered at once: a redirect, a challenge.
+    Answer(Response<Body>),
+    /// A path that waits for something other than the upstream (the portal's pages, a step-up
+    /// challenge, a held form's replay). Boxed: they are rare, and their futures are large.
+    Later(Pin<Box<dyn Future<Output = Result<Response<Body>, Error>> + Send>>),
+    /// Forwarded to the upstream at `index` (see [`crate::proxy::upstream::Upstreams::get`]).
+    Upstream {
+        index: usize,
+        outgoing: proxy::Outgoing,
+    },
+}
+
+/// The access decision for a request, and the request rewritten for its upstream if it is to be
+/// forwarded.
+fn route(app: &Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Result<Route, Error> {
     check_header_size(&req, app.config.limits.max_header_bytes)?;
     let config = &app.config;
     // Every decision below, and the upstream, see one canonical path; ambiguous paths stop here.
@@ -107,7 +160,7 @@ async fn dispatch(
     if !conn.tls && config.server.redirect_http_to_https {
         let healthz = portal && crate::portal::is_healthz(&config.portal.prefix, &path);
         if !healthz {
-            return redirect_to_https(app, &req);
+            return redirect_to_https(app, &req).map(Route::Answer);
         }
     }
     // Behind a trusted proxy that terminated TLS, the client's connection was HTTPS.
@@ -126,15 +179,16 @@ async fn dispatch(
         &config.server.trusted_proxies,
     );
     if portal {
-        // Boxed, like the other rare branches below: the proxied path's future stays small
-        // (hyper moves it into place for every request).
-        return Box::pin(crate::portal::handle(app, req, &path, conn, client_ip)).await;
+        let app = app.clone();
+        return Ok(Route::Later(Box::pin(async move {
+            crate::portal::handle(&app, req, &path, conn, client_ip).await
+        })));
     }
 
     let host = request_host(&req).map(str::to_owned);
-    let upstream = app
+    let index = app
         .upstreams
-        .select(host.as_deref())
+        .select_index(host.as_deref())
         .ok_or(Error::UnknownHost)?;
     let identity = identify::identify(app, req.headers(), conn.tls)?;
     let facts = RequestFacts {
@@ -151,47 +205,78 @@ async fn dispatch(
     let identity = match decide(&config.access.policy, &facts, identity, &config.mfa, now) {
         Decision::Bypass => None,
         Decision::Forward(identity) => Some(identity),
-        Decision::Login => return Ok(challenge(app, req.headers(), &path_and_query)),
+        Decision::Login => {
+            let resp = challenge(app, req.headers(), &path_and_query);
+            return Ok(Route::Answer(resp));
+        }
         Decision::SecondFactor(_) => {
-            return Ok(second_factor_challenge(app, req.headers(), &path_and_query));
+            let resp = second_factor_challenge(app, req.headers(), &path_and_query);
+            return Ok(Route::Answer(resp));
         }
         Decision::StepUp { identity, step_up } => {
-            return Box::pin(step_up::challenge(
-                app,
-                req,
-                &identity,
-                step_up,
-                &path_and_query,
-                conn.proto(),
-            ))
-            .await;
+            let app = app.clone();
+            let proto = conn.proto();
+            return Ok(Route::Later(Box::pin(async move {
+                step_up::challenge(&app, req, &identity, step_up, &path_and_query, proto).await
+            })));
         }
         Decision::Deny => return Err(Error::Forbidden),
     };
-    let req = match &identity {
-        // Boxed: few requests can carry a held form, and reading one makes a large future.
+    let identity = match identity {
+        // Few requests can carry a held form (step-up's Continue post), and reading one takes
+        // the request body: such a request is forwarded once it has been read.
         Some(id) if step_up::may_replay_held_form(&req) => {
-            let replay = step_up::replay_held_form(app, req, id, host.as_deref(), &path_and_query);
-            Box::pin(replay).await?
+            let app = app.clone();
+            return Ok(Route::Later(Box::pin(async move {
+                let req =
+                    step_up::replay_held_form(&app, req, &id, host.as_deref(), &path_and_query)
+                        .await?;
+                let upstream = upstream_at(&app, index)?;
+                let headers = identity_headers(&app.config.identity_headers, &id);
+                let fwd = forward_request(&app, conn, host.as_deref(), path_and_query, headers);
+                proxy::exchange(upstream, proxy::outgoing(upstream, req, fwd)?).await
+            })));
         }
-        _ => req.map(body::stream),
+        other => other,
     };
-    let peer_trusted = client_ip::is_trusted(conn.peer.ip(), &config.server.trusted_proxies);
-    let fwd = ForwardRequest {
+    let upstream = upstream_at(app, index)?;
+    let identity_headers = identity
+        .map(|id| identity_headers(&config.identity_headers, &id))
+        .unwrap_or_default();
+    let fwd = forward_request(app, conn, host.as_deref(), path_and_query, identity_headers);
+    let outgoing = proxy::outgoing(upstream, req.map(body::stream), fwd)?;
+    Ok(Route::Upstream { index, outgoing })
+}
+
+/// The upstream `index` names (from [`crate::proxy::upstream::Upstreams::select_index`]).
+fn upstream_at(app: &App, index: usize) -> Result<&crate::proxy::upstream::Upstream, Error> {
+    app.upstreams
+        .get(index)
+        .ok_or_else(|| Error::Internal("upstream index out of range".into()))
+}
+
+/// Everything the forwarding needs besides the request: its target, the forwarding headers'
+/// facts, and the identity headers to add.
+fn forward_request<'a>(
+    app: &'a App,
+    conn: ConnInfo,
+    host: Option<&'a str>,
+    path_and_query: String,
+    identity: Vec<(HeaderName, HeaderValue)>,
+) -> ForwardRequest<'a> {
+    let trusted = &app.config.server.trusted_proxies;
+    ForwardRequest {
         path_and_query,
         forwarding: Forwarding {
             peer: client_ip::canonical(conn.peer.ip()),
-            peer_trusted,
+            peer_trusted: client_ip::is_trusted(conn.peer.ip(), trusted),
             proto: conn.proto(),
-            host: host.as_deref(),
+            host,
         },
         protected: &app.protected_headers,
         hidden_cookies: app.session_cookies.both(),
-        identity: identity
-            .map(|id| identity_headers(&config.identity_headers, &id))
-            .unwrap_or_default(),
-    };
-    proxy::forward(upstream, req, fwd).await
+        identity,
+    }
 }
 
 /// Not logged in: browsers are sent to the login page, API clients get 401 with its URL.

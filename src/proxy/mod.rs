@@ -5,6 +5,10 @@ pub mod pool;
 pub mod upgrade;
 pub mod upstream;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use http::header::{HOST, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::upgrade::OnUpgrade;
@@ -27,23 +31,61 @@ pub struct ForwardRequest<'a> {
     pub identity: Vec<(HeaderName, HeaderValue)>,
 }
 
-/// Sends `req` to `upstream` and returns its response, bodies streaming both ways.
+/// Sends the outgoing request to `upstream` and returns its response, bodies streaming both ways.
 ///
-/// The request is rewritten before anything is awaited: the future that waits for the upstream
-/// holds only the outgoing request and what an upgrade needs, not the incoming request and its
-/// intermediate parts (hyper moves this future with every request, so its size is copied).
-pub async fn forward(
-    upstream: &Upstream,
-    req: Request<Body>,
-    fwd: ForwardRequest<'_>,
+/// A plain function returning a future, not an `async fn`: the request goes into the upstream
+/// exchange before anything is awaited, so the future holds it once (an `async fn` keeps a copy
+/// of each argument for its whole life). hyper moves each request's future into place, copying
+/// all of it, and this future is part of that.
+pub fn exchange(upstream: &Upstream, outgoing: Outgoing) -> Exchange<impl Future<Output = Sent>> {
+    let Outgoing { request, upgrade } = outgoing;
+    Exchange {
+        sent: tokio::time::timeout(upstream.config.timeout, upstream.pool().send(request)),
+        upgrade: Some(upgrade),
+    }
+}
+
+/// What waiting for the upstream's answer ends with.
+type Sent =
+    Result<Result<Response<pool::PooledBody>, pool::PoolError>, tokio::time::error::Elapsed>;
+
+pin_project_lite::pin_project! {
+    /// The wait for the upstream's answer (see [`exchange`]). A future of its own rather than an
+    /// async block or `map`: both would copy the wait's state once more (an async block holds a
+    /// captured future twice, `map` moves itself out when it completes).
+    pub struct Exchange<F> {
+        #[pin]
+        sent: F,
+        // The client's side of a requested upgrade; taken when the answer arrives.
+        upgrade: Option<Option<(HeaderValue, OnUpgrade)>>,
+    }
+}
+
+impl<F: Future<Output = Sent>> Future for Exchange<F> {
+    type Output = Result<Response<Body>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let sent = std::task::ready!(this.sent.poll(cx));
+        let Some(upgrade) = this.upgrade.take() else {
+            return Poll::Ready(Err(Error::Internal(
+                "upstream exchange polled again".into(),
+            )));
+        };
+        Poll::Ready(match sent {
+            Err(_elapsed) => Err(Error::UpstreamTimeout),
+            Ok(Err(e)) => Err(Error::UpstreamUnavailable(e.to_string())),
+            Ok(Ok(resp)) => answer(resp, upgrade),
+        })
+    }
+}
+
+/// The upstream's response as the client receives it: hop-by-hop headers removed, and a switch
+/// of protocols (WebSocket) spliced to the client's connection if the client asked for it.
+fn answer(
+    mut resp: Response<pool::PooledBody>,
+    upgrade: Option<(HeaderValue, OnUpgrade)>,
 ) -> Result<Response<Body>, Error> {
-    let Outgoing { request, upgrade } = outgoing(upstream, req, fwd)?;
-    let sent = tokio::time::timeout(upstream.config.timeout, upstream.pool().send(request));
-    let mut resp = match sent.await {
-        Err(_elapsed) => return Err(Error::UpstreamTimeout),
-        Ok(Err(e)) => return Err(Error::UpstreamUnavailable(e.to_string())),
-        Ok(Ok(resp)) => resp,
-    };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some((protocol, client_upgrade)) = upgrade else {
             return Err(Error::UpstreamBadUpgrade);
@@ -71,7 +113,7 @@ pub async fn forward(
 }
 
 /// The request as the upstream receives it, and the client's side of a requested upgrade.
-struct Outgoing {
+pub struct Outgoing {
     request: Request<Body>,
     /// The protocol the client asked to switch to (`Upgrade`), and its connection's upgrade.
     upgrade: Option<(HeaderValue, OnUpgrade)>,
@@ -79,7 +121,7 @@ struct Outgoing {
 
 /// Rewrites the client's request for the upstream: hop-by-hop, protected and gateway headers
 /// removed, forwarding and identity headers set, `Host` and the origin-form target chosen.
-fn outgoing(
+pub fn outgoing(
     upstream: &Upstream,
     mut req: Request<Body>,
     fwd: ForwardRequest<'_>,

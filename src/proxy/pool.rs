@@ -9,6 +9,7 @@
 //! that moment) is sent again on another one: it never reached the upstream.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -75,25 +76,37 @@ impl ConnectionPool {
 
     /// Sends `req` (its URI in origin form: path and query) and returns the response head; the
     /// body streams from the connection.
-    pub async fn send(&self, mut req: Request<Body>) -> Result<Response<PooledBody>, PoolError> {
-        while let Some(mut sender) = self.idle.take() {
-            if sender.ready().await.is_err() {
-                continue;
+    ///
+    /// Not an `async fn`, which would keep a second copy of the request in its future: the
+    /// block below holds the one it was given (and gets back a request no connection took).
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps a copy of its arguments apart from its body's state"
+    )]
+    pub fn send(
+        &self,
+        mut req: Request<Body>,
+    ) -> impl Future<Output = Result<Response<PooledBody>, PoolError>> + Send + '_ {
+        async move {
+            while let Some(mut sender) = self.idle.take() {
+                if sender.ready().await.is_err() {
+                    continue;
+                }
+                match sender.try_send_request(req).await {
+                    Ok(response) => return Ok(self.idle.attach(response, sender)),
+                    Err(mut e) => match e.take_message() {
+                        // Never written: the connection closed under it. Try the next one.
+                        Some(unsent) => req = unsent,
+                        None => return Err(PoolError::Http(e.into_error())),
+                    },
+                }
             }
+            // Boxed: opening a connection is the rare path, and its future is large.
+            let mut sender = Box::pin(self.connect()).await?;
             match sender.try_send_request(req).await {
-                Ok(response) => return Ok(self.idle.attach(response, sender)),
-                Err(mut e) => match e.take_message() {
-                    // Never written: the connection closed under it. Try the next one.
-                    Some(unsent) => req = unsent,
-                    None => return Err(PoolError::Http(e.into_error())),
-                },
+                Ok(response) => Ok(self.idle.attach(response, sender)),
+                Err(e) => Err(PoolError::Http(e.into_error())),
             }
-        }
-        // Boxed: opening a connection is the rare path, and its future is large.
-        let mut sender = Box::pin(self.connect()).await?;
-        match sender.try_send_request(req).await {
-            Ok(response) => Ok(self.idle.attach(response, sender)),
-            Err(e) => Err(PoolError::Http(e.into_error())),
         }
     }
 

@@ -107,15 +107,26 @@ impl Upstreams {
 
     /// The upstream for a request's host (port ignored, case-insensitive).
     pub fn select(&self, host: Option<&str>) -> Option<&Upstream> {
+        self.select_index(host).and_then(|i| self.get(i))
+    }
+
+    /// Like [`Upstreams::select`], as an index for [`Upstreams::get`]: what a request's future
+    /// keeps when it must not borrow the upstream before it runs.
+    pub fn select_index(&self, host: Option<&str>) -> Option<usize> {
         let by_host = host.and_then(|host| {
-            self.list.iter().find(|u| {
+            self.list.iter().position(|u| {
                 u.config
                     .host
                     .as_ref()
                     .is_some_and(|pattern| pattern.matches(host))
             })
         });
-        by_host.or_else(|| self.default.and_then(|i| self.list.get(i)))
+        by_host.or(self.default)
+    }
+
+    /// The upstream at `index` (from [`Upstreams::select_index`]).
+    pub fn get(&self, index: usize) -> Option<&Upstream> {
+        self.list.get(index)
     }
 }
 

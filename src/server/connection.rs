@@ -235,16 +235,40 @@ fn service(
 > + Send
 + 'static {
     service_fn(move |req| {
-        let app = app.clone();
         let in_flight = activity.request();
-        async move {
-            let resp = http::handle(app, req, conn).await;
-            Ok(resp.map(|body| TrackedBody {
-                body,
-                _in_flight: in_flight,
-            }))
+        Tracked {
+            handling: http::handle(app.clone(), req, conn),
+            in_flight: Some(in_flight),
         }
     })
+}
+
+pin_project_lite::pin_project! {
+    /// A request's future whose response body keeps the request counted as in flight. A
+    /// future of its own rather than an async block or `map`, which would copy the request's
+    /// future once more (an async block holds a captured future twice, `map` moves itself out
+    /// when it completes); hyper moves this future into place, copying all of it.
+    struct Tracked<F> {
+        #[pin]
+        handling: F,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<F: Future<Output = hyper::Response<Body>>> Future for Tracked<F> {
+    type Output = Result<hyper::Response<TrackedBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let resp = std::task::ready!(this.handling.poll(cx));
+        // Taken once: hyper does not poll a finished future again. If it did, the response
+        // would only stop counting as in flight sooner.
+        let in_flight = this.in_flight.take();
+        Poll::Ready(Ok(resp.map(|body| TrackedBody {
+            body,
+            _in_flight: in_flight,
+        })))
+    }
 }
 
 /// An HTTP session on one connection that can be asked to finish its exchange and close.
@@ -362,7 +386,7 @@ async fn drive<C: Session>(
 /// the connection has taken all of it (or gave up on it).
 pub struct TrackedBody {
     body: Body,
-    _in_flight: InFlight,
+    _in_flight: Option<InFlight>,
 }
 
 impl HttpBody for TrackedBody {
