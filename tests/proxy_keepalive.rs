@@ -46,6 +46,37 @@ async fn gateway(echo: &EchoUpstream, tls: Option<&TestCa>) -> Gateway {
     builder.start().await
 }
 
+/// A parked connection keeps its socket and its own state, nothing of the HTTP session it
+/// ended: the session's service, which holds a reference to the gateway's state, is dropped
+/// with the session's buffers when the connection parks, not when its next request comes.
+#[tokio::test]
+async fn a_parked_connection_holds_nothing_of_its_session() {
+    let echo = EchoUpstream::start().await;
+    let gw = gateway(&echo, None).await;
+    let app = gw.app();
+    let before = std::sync::Arc::strong_count(app);
+
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let (mut sender, connection) =
+            keep_alive_client(TcpStream::connect(gw.addr()).await.expect("connect")).await;
+        let (status, _) = keep_alive_get(&mut sender, &format!("/c/{i}")).await;
+        assert_eq!(status, 200);
+        clients.push((sender, connection));
+    }
+    parked(&gw, 3).await;
+    // One reference per connection: its own task's. A session's service held another.
+    assert_eq!(std::sync::Arc::strong_count(app) - before, 3);
+
+    // Each parked connection still serves its next request.
+    for (i, (sender, _)) in clients.iter_mut().enumerate() {
+        let (status, body) = keep_alive_get(sender, &format!("/again/{i}")).await;
+        assert_eq!(status, 200);
+        assert!(String::from_utf8_lossy(&body).contains(&format!("/again/{i}")));
+    }
+    assert_eq!(echo.requests(), 6);
+}
+
 #[tokio::test]
 async fn a_quiet_connection_is_parked_and_serves_its_next_request() {
     let echo = EchoUpstream::start().await;

@@ -173,14 +173,12 @@ async fn serve_http1<S: Parkable>(
         if !Box::pin(drive).await {
             return;
         }
-        // Ended by a park: take the socket back, drop the session and its buffers.
-        let Some(parts) = session.into_parts() else {
-            return;
+        // Ended by a park: take the socket back, and drop the rest of the session (its buffers
+        // and its service) here, not at the end of this iteration, after the wait.
+        io = match session.into_parts() {
+            Some(parts) if parts.read_buf.is_empty() => parts.io.into_inner().into_inner(),
+            _ => return,
         };
-        if !parts.read_buf.is_empty() {
-            return;
-        }
-        io = parts.io.into_inner().into_inner();
         let parked = stats.parked_one();
         let idle_until = activity.last() + limits.idle_timeout;
         if !wait_for_client(&io, idle_until, &mut shutdown).await {
