@@ -172,10 +172,7 @@ async fn logins(flags: Flags) -> Result<(), Failure> {
     let ok = results.iter().filter(|(s, _)| *s == 200).count();
     let mut times: Vec<Duration> = results.iter().map(|(_, t)| *t).collect();
     times.sort_unstable();
-    let pct = |p: f64| {
-        let i = ((times.len() as f64 * p).ceil() as usize).clamp(1, times.len().max(1)) - 1;
-        times.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
+    let pct = |p| percentile_ms(&times, p);
     println!(
         "logins sent={} ok={} rate={:.1}/s p50={:.1}ms p99={:.1}ms",
         results.len(),
@@ -224,10 +221,7 @@ async fn hashes(flags: Flags) -> Result<(), Failure> {
         times.push(due.elapsed());
     }
     times.sort_unstable();
-    let pct = |p: f64| {
-        let i = ((times.len() as f64 * p).ceil() as usize).clamp(1, times.len().max(1)) - 1;
-        times.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
+    let pct = |p| percentile_ms(&times, p);
     println!(
         "hashes done={} rate={:.1}/s p50={:.1}ms p99={:.1}ms",
         times.len(),
@@ -236,6 +230,12 @@ async fn hashes(flags: Flags) -> Result<(), Failure> {
         pct(0.99)
     );
     Ok(())
+}
+
+/// The `p` quantile (0 to 1) of sorted durations, in milliseconds (0 when there are none).
+fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len().max(1)) - 1;
+    sorted.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
 /// Opens `count` keep-alive connections, one request each, then holds them idle.
