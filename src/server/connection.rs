@@ -259,8 +259,7 @@ impl<F: Future<Output = hyper::Response<Body>>> Future for Tracked<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let resp = std::task::ready!(this.handling.poll(cx));
-        // Taken once: hyper does not poll a finished future again. If it did, the response
-        // would only stop counting as in flight sooner.
+        // Taken once: a future that is ready is not polled again.
         let in_flight = this.in_flight.take();
         Poll::Ready(Ok(resp.map(|body| TrackedBody {
             body,
