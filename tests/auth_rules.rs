@@ -308,7 +308,11 @@ policy = "bypass"
         ("POST", 403),
         ("PUT", 403),
         ("DELETE", 403),
-        ("get", 403),
+        // A method with a lower-case letter is refused before any rule is consulted: an
+        // application may run `get` or `delete` as `GET` or `DELETE`.
+        ("get", 400),
+        ("delete", 400),
+        ("Post", 400),
     ] {
         let method = Method::from_bytes(method.as_bytes()).expect("method");
         let accept = [("accept", "application/json")];
@@ -366,6 +370,36 @@ policy = "bypass"
         ("/", &[("x-forwarded-for", "192.0.2.1")], 403),
         // The peer itself (127.0.0.1) is not in the network.
         ("/", &[], 403),
+    ])
+    .await;
+}
+
+/// What a client writes left of the address its proxy added is never read, even when it is
+/// not an address: it cannot make the gateway take the proxy's own address for the client's.
+#[tokio::test]
+async fn a_client_cannot_borrow_its_trusted_proxy_address() {
+    let site = Site::start(
+        r#"
+[server]
+trusted_proxies = ["127.0.0.1/32"]
+
+[access]
+default_policy = "deny"
+
+[[access.rules]]
+networks = "127.0.0.0/8"
+policy = "bypass"
+"#,
+    )
+    .await;
+    site.assert_statuses_with_headers(&[
+        // The proxy's own requests (no header) are its own.
+        ("/", &[], 200),
+        ("/", &[("x-forwarded-for", "x, 192.0.2.1")], 403),
+        ("/", &[("x-forwarded-for", ", 192.0.2.1")], 403),
+        ("/", &[("x-forwarded-for", "1.2.3.4:5678, 192.0.2.1")], 403),
+        // A trusted proxy that names no address: the client is unknown, not the proxy.
+        ("/", &[("x-forwarded-for", "not-an-address")], 403),
     ])
     .await;
 }

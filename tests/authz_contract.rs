@@ -276,6 +276,11 @@ async fn rejects_missing_or_doubled_forwarded_headers() {
         let status = send(b).await.status();
         assert_eq!(status, 400, "without {}", full[skip].0);
     }
+    // A method with a lower-case letter is refused as a proxied request's is, bypass path or not.
+    for method in ["get", "Delete"] {
+        let resp = send(traefik(&gw, method, "app1.example.com", "/public/x")).await;
+        assert_eq!(resp.status(), 400, "{method}");
+    }
     // A spoofed second X-Forwarded-Uri naming a bypass path is not picked: the request fails.
     let resp = send(
         traefik(&gw, "GET", "app1.example.com", "/private").header("X-Forwarded-Uri", "/public/x"),

@@ -6,7 +6,7 @@ mod common;
 
 use serde_json::json;
 
-use common::mfa::{MINUTE, Rig, SECOND, sms_code, wrong_code};
+use common::mfa::{MINUTE, PASSWORD, Rig, SECOND, sms_code, wrong_code};
 use common::{SmsSink, SmtpServer};
 
 const NO_BAN: &str = "[regulation]\nmax_retries = 100\n";
@@ -71,16 +71,34 @@ async fn sms_login_needs_a_confirmed_phone_first() {
 
     // A number that is not in international form is refused.
     let (status, _, body) = rig
-        .post_json("/settings/phone", Some(&cookie), json!({ "phone": "0612" }))
+        .post_json(
+            "/settings/phone",
+            Some(&cookie),
+            json!({ "phone": "0612", "password": PASSWORD }),
+        )
         .await;
     assert_eq!(status, 400, "{body}");
     assert!(rig.sms.received().is_empty());
+
+    // The session alone cannot add a phone: the account's password is asked again.
+    let attempts = [
+        json!({ "phone": "+33612345678", "password": "Wrong-Horse-0000" }),
+        json!({ "phone": "+33612345678" }),
+    ];
+    for attempt in attempts {
+        let (status, _, body) = rig
+            .post_json("/settings/phone", Some(&cookie), attempt)
+            .await;
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(body["error"], "invalid_credentials", "{body}");
+    }
+    assert!(rig.sms.received().is_empty(), "no code went to the phone");
 
     let (status, _, body) = rig
         .post_json(
             "/settings/phone",
             Some(&cookie),
-            json!({ "phone": "+33612345678" }),
+            json!({ "phone": "+33612345678", "password": PASSWORD }),
         )
         .await;
     assert_eq!(status, 200, "{body}");

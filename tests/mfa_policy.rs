@@ -210,6 +210,45 @@ async fn mfa_required_first_enrolment_needs_an_emailed_code_when_the_user_has_an
     assert!(body["secret"].is_string());
 }
 
+/// The phone is a second factor too: under `mfa.required`, a stolen password alone must not
+/// make the attacker's phone the account's first one.
+#[tokio::test]
+async fn mfa_required_first_phone_needs_an_emailed_code_too() {
+    let rig = Rig::start("[mfa]\nrequired = true\n[regulation]\nmax_retries = 100\n").await;
+    rig.user("erin", Some("erin@example.test"), &[]).await;
+    let (status, cookie, body) = rig.password_login("erin", PASSWORD, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let cookie = cookie.expect("cookie");
+
+    let attempts = [
+        json!({ "phone": "+33612345678", "password": PASSWORD }),
+        json!({ "phone": "+33612345678", "password": PASSWORD, "email_code": "000000" }),
+    ];
+    for attempt in attempts {
+        let (status, _, body) = rig
+            .post_json("/settings/phone", Some(&cookie), attempt)
+            .await;
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(body["error"], "email_code_required", "{body}");
+    }
+    assert!(rig.sms.received().is_empty(), "no code went to the phone");
+
+    // With the code sent to the account's own address, the phone can be added.
+    let n = rig.smtp.messages().len();
+    let (status, _, body) = rig.send_code(&cookie, "email").await;
+    assert_eq!(status, 200, "{body}");
+    let code = rig.code_mail_after(n).await.code();
+    let (status, _, body) = rig
+        .post_json(
+            "/settings/phone",
+            Some(&cookie),
+            json!({ "phone": "+33612345678", "password": PASSWORD, "email_code": code }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(rig.sms_after(0).await.json()["to"], "+33612345678");
+}
+
 #[tokio::test]
 async fn pending_challenge_dies_after_five_wrong_codes() {
     let rig = Rig::start("[regulation]\nmax_retries = 100\n").await;

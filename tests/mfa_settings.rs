@@ -223,7 +223,10 @@ async fn settings_changes_need_a_second_factor_from_the_last_five_minutes() {
         ("/settings/backup-codes/regenerate", json!({})),
         ("/settings/totp/begin", json!({ "password": PASSWORD })),
         ("/settings/email-verification", json!({ "enabled": true })),
-        ("/settings/phone", json!({ "phone": "+33612345678" })),
+        (
+            "/settings/phone",
+            json!({ "phone": "+33612345678", "password": PASSWORD }),
+        ),
         ("/settings/2fa/disable", json!({ "password": PASSWORD })),
         (
             "/settings/password",

@@ -170,6 +170,55 @@ async fn rejects_spoofed_forwarded_headers_from_untrusted_peer() {
     assert_forwarded_as(&seen, "untrusted peer", "127.0.0.1", "http", "app.test");
 }
 
+/// Fields an application reads as the client's address or the URL asked for reach it only
+/// from a trusted proxy, in no spelling from anyone else.
+#[tokio::test]
+async fn client_address_and_url_claims_pass_only_from_a_trusted_proxy() {
+    let claims = [
+        ("forwarded", "for=10.0.0.1;proto=https"),
+        ("x-real-ip", "10.0.0.1"),
+        ("x_real_ip", "10.0.0.1"),
+        ("x-client-ip", "10.0.0.1"),
+        ("true-client-ip", "10.0.0.1"),
+        ("x-original-url", "/admin"),
+        ("x-rewrite-url", "/admin"),
+        ("x-forwarded-port", "443"),
+        ("x-forwarded-prefix", "/admin"),
+        ("x_forwarded_for", "10.0.0.1"),
+        ("X.Forwarded.Host", "evil.example"),
+    ];
+    let (upstream, gw) = gateway("").await;
+    let seen = forwarded_get(&gw, &upstream, "/claims", &claims).await;
+    for (name, _) in claims {
+        assert!(
+            seen.header_all(name).is_empty(),
+            "{name} reached the upstream from an untrusted peer"
+        );
+    }
+    assert_forwarded_as(
+        &seen,
+        "untrusted peer",
+        "127.0.0.1",
+        "http",
+        &gw.addr().to_string(),
+    );
+
+    let (upstream, gw) = gateway("[server]\ntrusted_proxies = [\"127.0.0.1/32\"]").await;
+    let seen = forwarded_get(&gw, &upstream, "/claims", &claims).await;
+    for name in [
+        "forwarded",
+        "x-real-ip",
+        "x-original-url",
+        "x-forwarded-port",
+    ] {
+        assert_eq!(
+            seen.header_all(name).len(),
+            1,
+            "{name} from a trusted proxy"
+        );
+    }
+}
+
 #[tokio::test]
 async fn sets_forwarded_headers_when_client_sends_none() {
     let (upstream, gw) = gateway("").await;

@@ -31,6 +31,10 @@ async fn routes_by_exact_host_wildcard_and_default() {
         ("a.test", &exact, "/exact"),
         ("A.TEST", &exact, "/exact-upper-case"),
         ("a.test:8080", &exact, "/exact-with-port"),
+        // A trailing dot names the same host, for routing as for the access rules.
+        ("a.test.", &exact, "/exact-trailing-dot"),
+        ("a.test.:8080", &exact, "/exact-trailing-dot-port"),
+        ("app.example.com.", &wildcard, "/wildcard-trailing-dot"),
         ("app.example.com", &wildcard, "/wildcard"),
         (
             "x.y.EXAMPLE.com:443",
@@ -61,9 +65,45 @@ async fn routes_by_exact_host_wildcard_and_default() {
         // The client's Host is preserved by default.
         assert_eq!(seen.header_all("host"), [host]);
     }
-    assert_eq!(exact.requests(), 3);
-    assert_eq!(wildcard.requests(), 2);
+    assert_eq!(exact.requests(), 5);
+    assert_eq!(wildcard.requests(), 3);
     assert_eq!(default.requests(), 3);
+}
+
+/// A rule that lets one host through must never let a request reach another upstream: the
+/// rules and the routing read the same host, trailing dot and port included.
+#[tokio::test]
+async fn a_host_rule_covers_only_the_upstream_of_that_host() {
+    let public = EchoUpstream::start().await;
+    let protected = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream_for_host("public.test", &public.url())
+        .upstream(&protected.url())
+        .extra_toml(
+            r#"
+[access]
+default_policy = "one_factor"
+
+[[access.rules]]
+host = "public.test"
+policy = "bypass"
+"#,
+        )
+        .start()
+        .await;
+    for host in ["public.test", "public.test.", "PUBLIC.test.:80"] {
+        let resp = send_raw_path(gw.addr(), "GET", "/open", &[("Host", host)]).await;
+        assert_eq!(resp.status(), 200, "Host {host}");
+        assert_eq!(public.last_request().map(|r| r.path), Some("/open".into()));
+    }
+    // Any other reading of the host is the protected application's, and needs a login.
+    for host in ["public.test..", "other.test", "public.test.evil"] {
+        let resp = send_raw_path(gw.addr(), "GET", "/secret", &[("Host", host)]).await;
+        assert_ne!(resp.status(), 200, "Host {host}");
+        assert!(resp.status().is_client_error() || resp.status().is_redirection());
+    }
+    assert_eq!(public.requests(), 3);
+    assert_eq!(protected.requests(), 0);
 }
 
 #[tokio::test]

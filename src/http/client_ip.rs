@@ -1,7 +1,7 @@
 //! Who is the client? The TCP peer, unless the peer is a trusted proxy, in which case the
 //! right-most X-Forwarded-For entry that is not itself a trusted proxy.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use http::HeaderMap;
 use ipnet::IpNet;
@@ -18,10 +18,9 @@ pub fn forwarded_https(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> 
     headers
         .get_all(&X_FORWARDED_PROTO)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .last()
-        .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+        .next_back()
+        .and_then(|v| v.as_bytes().rsplit(|b| *b == b',').next())
+        .is_some_and(|p| p.trim_ascii().eq_ignore_ascii_case(b"https"))
 }
 
 pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
@@ -37,24 +36,52 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The client's address when a trusted proxy vouched for a client it could not name: an
+/// `X-Forwarded-For` entry that is not an address, reached while every hop to its right was a
+/// trusted proxy. It is the unspecified address (`0.0.0.0`), never the proxy's own.
+pub const UNKNOWN_CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+
+/// The client's address: the TCP peer, unless the peer is a trusted proxy. Then
+/// `X-Forwarded-For` is read from the right (the entry the nearest proxy added) for as long
+/// as the address reached is itself a trusted proxy; the first one that is not is the client.
+/// Entries left of it were written by the client or by hops no one vouches for, and are never
+/// read, whatever they contain. An entry that is not an address (`ip` and `ip:port` forms are
+/// read), reached while still among trusted proxies, gives [`UNKNOWN_CLIENT`]. When every
+/// entry is a trusted proxy, the left-most is the client.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let peer = canonical(peer);
-    if !is_trusted(peer, trusted) {
-        return peer;
+    let mut client = canonical(peer);
+    let mut entries = forwarded_for_entries(headers);
+    while is_trusted(client, trusted) {
+        match entries.next() {
+            None => break,
+            Some(Some(ip)) => client = ip,
+            Some(None) => return UNKNOWN_CLIENT,
+        }
     }
-    let chain: Vec<IpAddr> = headers
+    client
+}
+
+/// The `X-Forwarded-For` entries, right-most first (across repeated headers too); `None` for
+/// an entry that is not an address.
+fn forwarded_for_entries(headers: &HeaderMap) -> impl Iterator<Item = Option<IpAddr>> + '_ {
+    let values: Vec<&[u8]> = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|s| s.trim().parse::<IpAddr>().map(canonical))
-        .collect::<Result<_, _>>()
-        .unwrap_or_default();
-    chain
+        .map(|v| v.as_bytes())
+        .collect();
+    values
         .into_iter()
         .rev()
-        .find(|ip| !is_trusted(*ip, trusted))
-        .unwrap_or(peer)
+        .flat_map(|v| v.rsplit(|b| *b == b','))
+        .map(parse_entry)
+}
+
+fn parse_entry(entry: &[u8]) -> Option<IpAddr> {
+    let text = std::str::from_utf8(entry).ok()?.trim();
+    text.parse::<IpAddr>()
+        .or_else(|_| text.parse::<SocketAddr>().map(|s| s.ip()))
+        .ok()
+        .map(canonical)
 }
 
 #[cfg(test)]
@@ -84,10 +111,66 @@ mod tests {
     }
 
     #[test]
-    fn garbage_forwarded_for_falls_back_to_peer() {
+    fn a_proxy_naming_no_address_leaves_the_client_unknown_not_the_proxy() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let peer: IpAddr = "10.0.0.2".parse().unwrap();
-        assert_eq!(client_ip(peer, &xff("not-an-ip"), &trusted), peer);
+        for chain in ["not-an-ip", "", "x, 10.0.0.9", "1.2.3.4, ,"] {
+            assert_eq!(
+                client_ip(peer, &xff(chain), &trusted),
+                UNKNOWN_CLIENT,
+                "{chain:?}"
+            );
+        }
+        // No header at all: the peer is the client (a request from the proxy itself).
+        assert_eq!(client_ip(peer, &HeaderMap::new(), &trusted), peer);
+    }
+
+    #[test]
+    fn what_the_client_wrote_left_of_the_first_untrusted_entry_is_never_read() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        let client: IpAddr = "192.0.2.1".parse().unwrap();
+        for chain in [
+            "x, 192.0.2.1",
+            ", 192.0.2.1",
+            "1.2.3.4:5678, 192.0.2.1",
+            "10.0.0.7, 192.0.2.1",
+        ] {
+            assert_eq!(client_ip(peer, &xff(chain), &trusted), client, "{chain:?}");
+        }
+        // Bytes that are not text, in the client's part: the same.
+        let mut h = HeaderMap::new();
+        h.insert(
+            X_FORWARDED_FOR,
+            HeaderValue::from_bytes(b"\xff\xfe, 192.0.2.1").unwrap(),
+        );
+        assert_eq!(client_ip(peer, &h, &trusted), client);
+    }
+
+    #[test]
+    fn repeated_headers_are_one_list_read_from_the_right() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("garbage"));
+        h.append(
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("198.51.100.4, 10.0.0.3"),
+        );
+        assert_eq!(
+            client_ip(peer, &h, &trusted),
+            "198.51.100.4".parse::<IpAddr>().unwrap()
+        );
+        // Entries with a port, as some load balancers write them.
+        assert_eq!(
+            client_ip(peer, &xff("[2001:db8::1]:443"), &trusted),
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
+        // Only trusted proxies: the left-most is the client.
+        assert_eq!(
+            client_ip(peer, &xff("10.1.1.1, 10.0.0.3"), &trusted),
+            "10.1.1.1".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]

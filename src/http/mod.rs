@@ -151,6 +151,9 @@ enum Route {
 /// forwarded.
 fn route(app: &Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Result<Route, Error> {
     check_header_size(&req, app.config.limits.max_header_bytes)?;
+    if !crate::policy::rules::method_is_unambiguous(req.method()) {
+        return Err(Error::BadRequest("method names must be in upper case"));
+    }
     let config = &app.config;
     // Every decision below, and the upstream, see one canonical path; ambiguous paths stop here.
     let path = crate::policy::canonicalize(req.uri().path())

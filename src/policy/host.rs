@@ -24,9 +24,11 @@ impl HostPattern {
         }
     }
 
-    /// Does `host` (a Host header value or URI authority host, port allowed) match?
+    /// Does `host` (a Host header value or URI authority host, port and one trailing dot
+    /// allowed) match? Upstream routing and access rules both decide through here, so a
+    /// request is never routed by one reading of its host and judged by another.
     pub fn matches(&self, host: &str) -> bool {
-        let host = strip_port(host);
+        let host = host_name(host);
         match self {
             HostPattern::Exact(name) => host.eq_ignore_ascii_case(name),
             HostPattern::Wildcard(domain) => {
@@ -65,6 +67,14 @@ fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The name a Host header or authority designates: without its port and without one trailing
+/// dot (`example.com.:8443` -> `example.com`), since DNS reads `example.com.` and
+/// `example.com` as the same name.
+pub fn host_name(host: &str) -> &str {
+    let name = strip_port(host);
+    name.strip_suffix('.').unwrap_or(name)
+}
+
 /// `example.com:8443` -> `example.com`; `[::1]:80` -> `[::1]`; names without a port unchanged.
 pub fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
@@ -91,6 +101,21 @@ mod tests {
         assert!(p.matches("console.example.com:8443"));
         assert!(!p.matches("console.example.com.evil.net"));
         assert!(!p.matches("xconsole.example.com"));
+    }
+
+    #[test]
+    fn one_trailing_dot_names_the_same_host() {
+        let exact = HostPattern::parse("console.example.com").unwrap();
+        let wildcard = HostPattern::parse("*.example.com").unwrap();
+        for host in ["console.example.com.", "console.example.com.:8443"] {
+            assert!(exact.matches(host), "{host}");
+            assert!(wildcard.matches(host), "{host}");
+        }
+        // Two dots name nothing: neither routing nor the rules may read it as the host.
+        assert!(!exact.matches("console.example.com.."));
+        assert!(!wildcard.matches("console.example.com.."));
+        assert_eq!(host_name("[::1]:80"), "[::1]");
+        assert_eq!(host_name("example.com.:80"), "example.com");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use http::Method;
 use ipnet::IpNet;
 use regex::Regex;
 
-use super::host::{HostPattern, strip_port};
+use super::host::HostPattern;
 
 /// What a request needs before it is forwarded. Ordered from least to most demanding:
 /// `Bypass < OneFactor < TwoFactor < Deny`.
@@ -126,9 +126,10 @@ impl Rule {
         }
     }
 
-    /// Do the host, path, method and network criteria match?
-    fn matches_request(&self, req: &RequestFacts<'_>, host: &str, ip: IpAddr) -> bool {
-        (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(host)))
+    /// Do the host, path, method and network criteria match? Methods compare exactly: a
+    /// method in another case never reaches a rule (see [`method_is_unambiguous`]).
+    fn matches_request(&self, req: &RequestFacts<'_>, ip: IpAddr) -> bool {
+        (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(req.host)))
             && (self.methods.is_empty() || self.methods.iter().any(|m| m == req.method))
             && (self.networks.is_empty() || self.networks.iter().any(|n| n.contains(&ip)))
             && (self.paths.is_empty() || self.paths.iter().any(|p| p.is_match(req.path)))
@@ -223,6 +224,15 @@ pub struct RuleMatch {
     pub needs_identity: bool,
 }
 
+/// Whether `method` can be judged by the rules: no lower-case letter in it. Methods are
+/// case-sensitive, so `delete` is an extension method that a rule naming `DELETE` does not
+/// cover, yet applications that upper-case the method run it as `DELETE`; and a rule letting
+/// `GET` through cannot tell what an application does with `get`. Such requests are refused
+/// (400) before any rule is consulted, as nginx refuses them.
+pub fn method_is_unambiguous(method: &Method) -> bool {
+    !method.as_str().bytes().any(|b| b.is_ascii_lowercase())
+}
+
 impl AccessPolicy {
     /// Finds the policy for a request: the first rule whose criteria all match, else the default.
     ///
@@ -230,14 +240,12 @@ impl AccessPolicy {
     /// cannot be decided; it is returned with `needs_identity = true` (later rules are not
     /// consulted, since the user might turn out to be one of those subjects).
     pub fn evaluate(&self, req: &RequestFacts<'_>, user: Option<&UserFacts<'_>>) -> RuleMatch {
-        let host = strip_port(req.host);
-        let host = host.strip_suffix('.').unwrap_or(host);
         let ip = match req.client_ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(req.client_ip, IpAddr::V4),
             v4 => v4,
         };
         for (index, rule) in self.rules.iter().enumerate() {
-            if !rule.matches_request(req, host, ip) {
+            if !rule.matches_request(req, ip) {
                 continue;
             }
             match user {
@@ -397,6 +405,18 @@ mod tests {
         let post = Method::POST;
         let m = p.evaluate(&req("example.org", "/x", &post, "203.0.113.9"), None);
         assert_eq!(m.rule, None);
+    }
+
+    #[test]
+    fn a_method_with_a_lower_case_letter_is_ambiguous() {
+        for name in ["GET", "DELETE", "PROPFIND", "M-SEARCH", "X_CUSTOM1"] {
+            let method = Method::from_bytes(name.as_bytes()).unwrap();
+            assert!(method_is_unambiguous(&method), "{name}");
+        }
+        for name in ["get", "Delete", "pOST", "propfind"] {
+            let method = Method::from_bytes(name.as_bytes()).unwrap();
+            assert!(!method_is_unambiguous(&method), "{name}");
+        }
     }
 
     #[test]

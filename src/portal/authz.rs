@@ -408,8 +408,13 @@ fn single<'h>(
     Ok(value)
 }
 
+/// The reported method; one with a lower-case letter is refused like a proxied request's (see
+/// [`crate::policy::rules::method_is_unambiguous`]).
 fn method(value: &str, what: &'static str) -> Result<Method, Error> {
-    Method::from_bytes(value.as_bytes()).map_err(|_| Error::BadRequest(what))
+    Method::from_bytes(value.as_bytes())
+        .ok()
+        .filter(crate::policy::rules::method_is_unambiguous)
+        .ok_or(Error::BadRequest(what))
 }
 
 /// A Host the proxy reports: a host name or IP literal with an optional port, lower-cased; no

@@ -11,7 +11,9 @@ use super::render::Frame;
 use super::verify::{blocking, factor_error, summary};
 use super::{Ctx, form, render};
 use crate::auth::audit::{self, AuditEvent, AuditKind};
-use crate::auth::factors::{Channel, FactorError, FactorSummary, Method, TwoFactorState};
+use crate::auth::factors::{
+    Channel, FactorError, FactorSummary, Method, TwoFactorState, normalise_phone,
+};
 use crate::auth::password::Password;
 use crate::auth::session::AuthLevel;
 use crate::auth::user::User;
@@ -232,6 +234,30 @@ pub(super) fn needs_email_code(ctx: &Ctx<'_>, user: &User, summary: &FactorSumma
         && ctx.app.notifier.email_enabled()
 }
 
+/// What adding an authenticator app or a phone asks for, beyond the session: the account's
+/// password, and for a first second factor under `mfa.required` the code emailed to the
+/// account's address (see [`needs_email_code`]). A stolen session alone cannot add a device,
+/// nor can a stolen password alone add the first one.
+async fn check_enrolment(
+    ctx: &Ctx<'_>,
+    user: &User,
+    summary: &FactorSummary,
+    password: String,
+    email_code: Option<String>,
+) -> Result<(), Error> {
+    check_password(ctx, user, password).await?;
+    if needs_email_code(ctx, user, summary) {
+        let code = email_code.unwrap_or_default();
+        let name = user.username.clone();
+        blocking(ctx.arc, move |app| {
+            app.factors.verify_code(&name, Channel::Email, &code)
+        })
+        .await?
+        .map_err(|_| Error::EmailCodeRequired)?;
+    }
+    Ok(())
+}
+
 pub async fn page(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
     let identity = settings_identity(ctx, req.headers())?;
     let query: SettingsQuery = req
@@ -328,16 +354,7 @@ pub async fn totp_begin(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Respons
     let user = identity.user.clone();
     let summary = summary(ctx.arc, &user).await?;
     require_fresh_second_factor(ctx, &identity, &summary)?;
-    check_password(ctx, &user, form.password).await?;
-    if needs_email_code(ctx, &user, &summary) {
-        let code = form.email_code.unwrap_or_default();
-        let name = user.username.clone();
-        blocking(ctx.arc, move |app| {
-            app.factors.verify_code(&name, Channel::Email, &code)
-        })
-        .await?
-        .map_err(|_| Error::EmailCodeRequired)?;
-    }
+    check_enrolment(ctx, &user, &summary, form.password, form.email_code).await?;
     let enrolling = user.clone();
     let enrolment = blocking(ctx.arc, move |app| app.factors.begin_totp(&enrolling))
         .await?
@@ -517,6 +534,9 @@ pub async fn email_verification(
 struct PhoneForm {
     #[serde(default)]
     phone: String,
+    #[serde(default)]
+    password: String,
+    email_code: Option<String>,
 }
 
 pub async fn phone(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
@@ -528,8 +548,11 @@ pub async fn phone(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Bod
     let user = identity.user.clone();
     let summary = summary(ctx.arc, &user).await?;
     require_fresh_second_factor(ctx, &identity, &summary)?;
+    // A number that cannot be used is refused before the password or an emailed code is spent.
+    let number = normalise_phone(&form.phone)
+        .map_err(|_| Error::BadRequest("not a phone number in international form"))?;
+    check_enrolment(ctx, &user, &summary, form.password, form.email_code).await?;
     let name = user.username.clone();
-    let number = form.phone;
     let (phone, code) = blocking(ctx.arc, move |app| {
         let phone = app.factors.set_phone(&name, &number)?;
         let code = app.factors.issue_code(&name, Channel::PhoneConfirm)?;

@@ -130,8 +130,37 @@ pub struct Forwarding<'a> {
     pub host: Option<&'a str>,
 }
 
-/// Sets X-Forwarded-For, -Proto and -Host. Client-sent values survive only from a trusted peer.
+/// Fields that tell an application who the client is or which URL it asked for, in the
+/// folded form of [`strip_protected`]. Only a trusted proxy may send them: from anyone else
+/// they are removed (X-Forwarded-For, -Proto and -Host are then set by the gateway), in every
+/// spelling an application might read as one of them (`X_Real_IP` reaches PHP as
+/// `HTTP_X_REAL_IP`). Frameworks route on `X-Original-URL` and `X-Rewrite-URL`, and read a
+/// client's address from the others.
+const VOUCHED_BY_PROXIES: [&str; 16] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-forwarded-uri",
+    "x-forwarded-method",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-original-url",
+    "x-original-uri",
+    "x-original-method",
+    "x-rewrite-url",
+];
+
+/// Sets X-Forwarded-For, -Proto and -Host. Client-sent values survive only from a trusted
+/// peer; from any other, every field of [`VOUCHED_BY_PROXIES`] is removed first.
 pub fn set_forwarded(headers: &mut HeaderMap, fwd: &Forwarding<'_>) {
+    if !fwd.peer_trusted {
+        strip_protected(headers, &VOUCHED_BY_PROXIES);
+    }
     let mut chain = String::new();
     if fwd.peer_trusted {
         let prior = headers
@@ -223,8 +252,12 @@ fn folds_to(name: &str, folded_name: &str) -> bool {
 
 /// Removes every client-sent field that could be read as one of `protected` (identity headers),
 /// in any case and with `_` or `.` in place of `-`. Runs on every request, bypass routes included.
-pub fn strip_protected(headers: &mut HeaderMap, protected_folded: &[String]) {
-    let is_protected = |k: &HeaderName| protected_folded.iter().any(|p| folds_to(k.as_str(), p));
+pub fn strip_protected<S: AsRef<str>>(headers: &mut HeaderMap, protected_folded: &[S]) {
+    let is_protected = |k: &HeaderName| {
+        protected_folded
+            .iter()
+            .any(|p| folds_to(k.as_str(), p.as_ref()))
+    };
     // The common case: no client sent anything of the kind, nothing to collect.
     if !headers.keys().any(is_protected) {
         return;

@@ -341,7 +341,11 @@ impl Rig {
     pub async fn add_phone(&self, cookie: &str, phone: &str) {
         let before = self.sms.received().len();
         let (status, _, body) = self
-            .post_json("/settings/phone", Some(cookie), json!({ "phone": phone }))
+            .post_json(
+                "/settings/phone",
+                Some(cookie),
+                json!({ "phone": phone, "password": PASSWORD }),
+            )
             .await;
         assert_eq!(status, 200, "{body}");
         let sms = self.sms_after(before).await;
