@@ -288,6 +288,43 @@ policy = "one_factor"
     .await;
 }
 
+/// `/admin;x` is `/admin` to a servlet container: a rule for `/admin` judges it, while the
+/// upstream still receives the path as sent (`;jsessionid=` links keep working).
+#[tokio::test]
+async fn path_rules_read_segments_without_their_parameters() {
+    let site = Site::start(
+        r#"
+[access]
+default_policy = "deny"
+
+[[access.rules]]
+path = "^/admin(/|$)"
+policy = "two_factor"
+
+[[access.rules]]
+path = "^/public(/|$)"
+policy = "bypass"
+"#,
+    )
+    .await;
+    site.assert_statuses(&[
+        ("/admin", None, 401),
+        ("/admin;x", None, 401),
+        ("/admin;x/users", None, 401),
+        ("/admin%3Bx/users", None, 401),
+        ("/;x/admin", None, 401),
+        ("/public;jsessionid=0123/page", None, 200),
+        ("/public/page;jsessionid=0123", None, 200),
+        // Parameters never make a path one of the rules' either.
+        ("/public.evil;/x", None, 403),
+    ])
+    .await;
+    assert_eq!(
+        site.upstream.last_request().map(|r| r.path),
+        Some("/public/page;jsessionid=0123".to_owned())
+    );
+}
+
 #[tokio::test]
 async fn method_rules_match_only_listed_methods() {
     let site = Site::start(

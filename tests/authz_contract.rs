@@ -301,6 +301,11 @@ async fn rejects_host_case_and_trailing_dot_tricks() {
         let resp = send(traefik(&gw, "GET", host, "/admin").header(COOKIE, &cookie)).await;
         assert_eq!(resp.status(), 403, "{host}");
     }
+    // Nor does a path parameter take `/admin` out of its rule.
+    for uri in ["/admin;x", "/admin;x/users", "/admin%3Bx", "/;x/admin"] {
+        let resp = send(traefik(&gw, "GET", "app1.example.com", uri).header(COOKIE, &cookie)).await;
+        assert_eq!(resp.status(), 403, "{uri}");
+    }
     // A host outside the cookie domain cannot be signed in to: refused, even on a bypass path.
     for host in ["evil.test", "example.com.evil.test", "app1.example.comx"] {
         let resp = send(traefik(&gw, "GET", host, "/public/x")).await;

@@ -12,6 +12,7 @@
 //! 3. collapse repeated slashes and remove dot segments (RFC 3986 §5.2.4), refusing any `..` that
 //!    would climb above the root; a trailing slash is kept.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// Why a request path was refused.
@@ -180,6 +181,37 @@ fn remove_dot_segments(path: &str) -> Result<String, PathError> {
         out.push('/');
     }
     Ok(out)
+}
+
+/// A canonical path as the access rules read it: each segment without its parameters (from
+/// the first `;`, raw or as `%3B`), and the segments left empty by that dropped
+/// (`/admin;x/users` -> `/admin/users`, `/;x/admin` -> `/admin`). Servlet containers and the
+/// frameworks on them drop a segment's parameters before routing, so `/admin;x` is `/admin`
+/// to them: a rule written for `/admin` must judge it. The upstream still receives the
+/// canonical path unchanged (`;jsessionid=...` included). Borrows when there is nothing to drop.
+pub fn without_parameters(path: &str) -> Cow<'_, str> {
+    if !path.contains(';') && !path.contains("%3B") && !path.contains("%3b") {
+        return Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len());
+    let mut segments = path.split('/').skip(1).peekable();
+    while let Some(segment) = segments.next() {
+        let end = [segment.find(';'), segment.find("%3B"), segment.find("%3b")]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(segment.len());
+        let name = &segment[..end];
+        // An empty segment stays only at the end, as the trailing slash.
+        if !name.is_empty() || segments.peek().is_none() {
+            out.push('/');
+            out.push_str(name);
+        }
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    Cow::Owned(out)
 }
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
@@ -442,6 +474,28 @@ mod tests {
         assert_eq!(ok("/a;jsessionid=1/b"), "/a;jsessionid=1/b");
         assert_eq!(ok("/admin;x"), "/admin;x");
         assert_eq!(ok("/a/b;v=1/../c"), "/a/c");
+    }
+
+    #[test]
+    fn rules_read_each_segment_without_its_parameters() {
+        let cases = [
+            ("/admin", "/admin"),
+            ("/admin;x", "/admin"),
+            ("/admin;x/users", "/admin/users"),
+            ("/admin%3Bx/users", "/admin/users"),
+            ("/a;jsessionid=1/b;v=2/", "/a/b/"),
+            ("/;x/admin", "/admin"),
+            ("/admin/;x", "/admin/"),
+            ("/;x", "/"),
+            ("/", "/"),
+        ];
+        for (path, read) in cases {
+            assert_eq!(without_parameters(path), read, "{path}");
+        }
+        assert!(matches!(
+            without_parameters("/plain/path"),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use ipnet::IpNet;
 use regex::Regex;
 
 use super::host::HostPattern;
+use super::path::without_parameters;
 
 /// What a request needs before it is forwarded. Ordered from least to most demanding:
 /// `Bypass < OneFactor < TwoFactor < Deny`.
@@ -126,13 +127,14 @@ impl Rule {
         }
     }
 
-    /// Do the host, path, method and network criteria match? Methods compare exactly: a
-    /// method in another case never reaches a rule (see [`method_is_unambiguous`]).
-    fn matches_request(&self, req: &RequestFacts<'_>, ip: IpAddr) -> bool {
+    /// Do the host, path (read without segment parameters, see [`without_parameters`]),
+    /// method and network criteria match? Methods compare exactly: a method in another case
+    /// never reaches a rule (see [`method_is_unambiguous`]).
+    fn matches_request(&self, req: &RequestFacts<'_>, path: &str, ip: IpAddr) -> bool {
         (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(req.host)))
             && (self.methods.is_empty() || self.methods.iter().any(|m| m == req.method))
             && (self.networks.is_empty() || self.networks.iter().any(|n| n.contains(&ip)))
-            && (self.paths.is_empty() || self.paths.iter().any(|p| p.is_match(req.path)))
+            && (self.paths.is_empty() || self.paths.iter().any(|p| p.is_match(path)))
     }
 
     /// Does the subject criterion match this user?
@@ -244,8 +246,10 @@ impl AccessPolicy {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(req.client_ip, IpAddr::V4),
             v4 => v4,
         };
+        // Path rules judge the path as a servlet container would route it.
+        let path = without_parameters(req.path);
         for (index, rule) in self.rules.iter().enumerate() {
-            if !rule.matches_request(req, ip) {
+            if !rule.matches_request(req, &path, ip) {
                 continue;
             }
             match user {
