@@ -10,19 +10,43 @@
 //!   IPv4), the enclosing /64 for IPv6, since a single IPv6 client usually controls a whole /64
 //!   and could otherwise rotate addresses freely.
 //!
-//! A ban refuses every attempt, even with the right password: callers [`Regulator::check`]
-//! before verifying a password and [`Regulator::record_failure`] after a wrong one. A
-//! successful login does not clear counters (otherwise one valid account would let an attacker
-//! reset the counter of the network they guess from).
+//! A ban refuses every attempt, even with the right password. A successful login does not clear
+//! counters (otherwise one valid account would let an attacker reset the counter of the network
+//! they guess from).
+//!
+//! # Attempts in flight
+//!
+//! A password or code is judged some time after the ban check (argon2 waits for a free worker
+//! first), and its failure is counted only after that. Checking the stored state alone would let
+//! a burst of simultaneous guesses all pass the check before the first of them is counted. So
+//! callers take an [`Attempt`] with [`Regulator::begin`] (or [`Regulator::begin_challenge`])
+//! before they verify anything, [`Regulator::record_failure`] while they still hold it after a
+//! wrong guess, and drop it only then. The regulator keeps, in memory, the attempts in flight
+//! for each subject, and admits a new one only while
+//!
+//! ```text
+//! failures inside the window + attempts in flight < max_retries
+//! ```
+//!
+//! holds for every subject of the attempt; so even if every attempt in flight fails, the last
+//! of them triggers the ban and none runs after it. An attempt that would break this waits
+//! (it is not refused: many honest users behind one office address may sign in at once) until
+//! an attempt of that subject ends, then is judged again: refused if a ban has started meanwhile,
+//! admitted if the attempt that ended succeeded. A subject with no attempt in flight never makes
+//! anyone wait (stored failures alone reach `max_retries` only with a ban in force, or when
+//! `max_retries` was lowered since they were counted; then the next failure bans).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::Deserialize;
+use tokio::sync::Notify;
 
+use crate::auth::session::SessionKey;
 use crate::auth::user::Username;
 use crate::clock::{SharedClock, Timestamp};
 use crate::config::{ConfigErrors, parse_duration};
@@ -211,6 +235,75 @@ pub struct Regulator {
     store: Arc<Store>,
     clock: SharedClock,
     settings: RegulationSettings,
+    in_flight: Arc<InFlight>,
+}
+
+/// What attempts in flight are counted against.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Slot {
+    /// An account or a network: `max_retries` minus its recent failures at a time.
+    Subject(Subject),
+    /// The second-factor challenge of one session: one code at a time, so the session's own
+    /// count of wrong codes is up to date before the next one is judged.
+    Challenge(SessionKey),
+}
+
+/// Attempts in flight per slot. A slot is present only while an attempt holds it.
+#[derive(Default)]
+struct InFlight {
+    slots: Mutex<HashMap<Slot, Running>>,
+}
+
+struct Running {
+    attempts: u32,
+    /// Woken each time one of these attempts ends.
+    ended: Arc<Notify>,
+}
+
+impl InFlight {
+    /// The table, even if a thread panicked while holding it: every change to it is a single
+    /// counter step, so it is never left half-changed.
+    fn lock(&self) -> MutexGuard<'_, HashMap<Slot, Running>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One attempt admitted by [`Regulator::begin`]: while it lives it counts against its account,
+/// its network and, for a second factor, its session's challenge. Drop it once the attempt's
+/// failure has been recorded (or the attempt has succeeded), not before: dropping it lets
+/// waiting attempts of the same subjects be judged again.
+#[must_use = "the attempt counts as in flight only while this is held"]
+pub struct Attempt {
+    in_flight: Arc<InFlight>,
+    slots: Vec<Slot>,
+}
+
+impl fmt::Debug for Attempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attempt").finish_non_exhaustive()
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        let mut table = self.in_flight.lock();
+        for slot in &self.slots {
+            if let Some(running) = table.get_mut(slot) {
+                running.attempts = running.attempts.saturating_sub(1);
+                running.ended.notify_waiters();
+                if running.attempts == 0 {
+                    table.remove(slot);
+                }
+            }
+        }
+    }
+}
+
+/// What [`Regulator::admit`] decided.
+enum Admission {
+    Admitted,
+    /// Wait for an attempt holding this slot to end, then ask again.
+    Wait(Arc<Notify>),
 }
 
 impl fmt::Debug for Regulator {
@@ -227,6 +320,7 @@ impl Regulator {
             store,
             clock,
             settings,
+            in_flight: Arc::default(),
         }
     }
 
@@ -241,7 +335,117 @@ impl Regulator {
         subjects
     }
 
+    /// Admits a password attempt for `username` (as typed; canonicalised here) from `ip`, or
+    /// refuses it while the account or the network is banned. Waits while the attempts in
+    /// flight could, all failing, reach `max_retries` for either (see the module
+    /// documentation). Hold the returned [`Attempt`] until the failure is recorded.
+    ///
+    /// Fails closed: if the store cannot be read the attempt is refused as if banned for
+    /// `ban_time`, and the error is logged.
+    pub async fn begin(&self, username: impl AsRef<str>, ip: IpAddr) -> Result<Attempt, Banned> {
+        self.begin_slots(username.as_ref(), ip, None).await
+    }
+
+    /// Like [`Regulator::begin`], for a second factor (or the password again) proven inside
+    /// the session `challenge`: besides the account and the network, only one attempt of that
+    /// session is in flight at a time. Read the session's count of wrong codes again once
+    /// admitted: an attempt that ended meanwhile may have changed it or ended the session.
+    pub async fn begin_challenge(
+        &self,
+        username: impl AsRef<str>,
+        ip: IpAddr,
+        challenge: SessionKey,
+    ) -> Result<Attempt, Banned> {
+        self.begin_slots(username.as_ref(), ip, Some(challenge))
+            .await
+    }
+
+    async fn begin_slots(
+        &self,
+        username: &str,
+        ip: IpAddr,
+        challenge: Option<SessionKey>,
+    ) -> Result<Attempt, Banned> {
+        let slots: Vec<Slot> = Self::subjects(username, ip)
+            .into_iter()
+            .map(Slot::Subject)
+            .chain(challenge.map(Slot::Challenge))
+            .collect();
+        loop {
+            let ended = {
+                let mut table = self.in_flight.lock();
+                let ended = match self.admit(&table, &slots)? {
+                    Admission::Admitted => {
+                        for slot in &slots {
+                            table
+                                .entry(slot.clone())
+                                .or_insert_with(|| Running {
+                                    attempts: 0,
+                                    ended: Arc::new(Notify::new()),
+                                })
+                                .attempts += 1;
+                        }
+                        return Ok(Attempt {
+                            in_flight: self.in_flight.clone(),
+                            slots,
+                        });
+                    }
+                    Admission::Wait(ended) => ended,
+                };
+                // Registered while the table is still locked: an attempt ends only under that
+                // lock, and `notify_waiters` wakes every `Notified` enabled before it, so the
+                // end this waits for cannot slip in between unnoticed.
+                let mut notified = Box::pin(ended.notified_owned());
+                notified.as_mut().enable();
+                notified
+            };
+            ended.await;
+        }
+    }
+
+    /// Judges an attempt on `slots` against the stored state and `table` (the attempts in
+    /// flight; the caller holds its lock). Bans come first: a banned subject refuses even when
+    /// another would only make the attempt wait.
+    fn admit(&self, table: &HashMap<Slot, Running>, slots: &[Slot]) -> Result<Admission, Banned> {
+        let now = self.clock.now();
+        let window_start = now.minus(self.settings.find_time);
+        let mut longest: Option<Duration> = None;
+        let mut wait: Option<Arc<Notify>> = None;
+        for slot in slots {
+            let running = table.get(slot);
+            let in_flight = running.map_or(0, |r| r.attempts);
+            let full = match slot {
+                Slot::Subject(subject) => match self.store.get_failures(subject) {
+                    Ok(state) => {
+                        if let Some(left) = state.ban_remaining(now) {
+                            longest = Some(longest.map_or(left, |l| l.max(left)));
+                        }
+                        let recent = state.failures.iter().filter(|t| **t > window_start).count();
+                        let recent = u32::try_from(recent).unwrap_or(u32::MAX);
+                        recent.saturating_add(in_flight) >= self.settings.max_retries
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, subject = %subject, "cannot read regulation state; refusing the attempt");
+                        longest = Some(self.settings.ban_time);
+                        true
+                    }
+                },
+                Slot::Challenge(_) => in_flight >= 1,
+            };
+            if let Some(running) = running.filter(|_| full) {
+                wait.get_or_insert_with(|| running.ended.clone());
+            }
+        }
+        match (longest, wait) {
+            (Some(retry_after), _) => Err(Banned { retry_after }),
+            (None, Some(ended)) => Ok(Admission::Wait(ended)),
+            (None, None) => Ok(Admission::Admitted),
+        }
+    }
+
     /// May a login for `username` (as typed; canonicalised here) from `ip` be attempted now?
+    /// Looks at bans only, not at the attempts in flight: use [`Regulator::begin`] before
+    /// verifying anything.
     ///
     /// Fails closed: if the store cannot be read the attempt is refused as if banned for
     /// `ban_time`, and the error is logged.
@@ -520,6 +724,96 @@ mod tests {
             })
         );
         assert!(f.reg.record_failure("alice", ip("192.0.2.1")).is_err());
+    }
+
+    /// The next poll of `attempt`, which must not wait (a future that waits is `None`).
+    fn poll_now(
+        attempt: std::pin::Pin<&mut impl std::future::Future<Output = Result<Attempt, Banned>>>,
+    ) -> Option<Result<Attempt, Banned>> {
+        use futures_util::FutureExt;
+        attempt.now_or_never()
+    }
+
+    #[tokio::test]
+    async fn honest_attempt_behind_a_busy_address_waits_then_proceeds() {
+        let f = fixture();
+        let office = ip("192.0.2.1");
+        let first = f.reg.begin("alice", office).await.unwrap();
+        let _second = f.reg.begin("bob", office).await.unwrap();
+        let _third = f.reg.begin("carol", office).await.unwrap();
+        // Three attempts in flight could, all failing, ban the address: a fourth waits...
+        let mut fourth = std::pin::pin!(f.reg.begin("dave", office));
+        assert!(poll_now(fourth.as_mut()).is_none());
+        // ...and is admitted, not refused, once one of them ends without a failure.
+        drop(first);
+        let admitted = poll_now(fourth.as_mut()).expect("admitted once an attempt ended");
+        assert!(admitted.is_ok());
+    }
+
+    #[tokio::test]
+    async fn simultaneous_guesses_stop_at_the_ban() {
+        let f = fixture();
+        let a = ip("192.0.2.1");
+        f.reg.record_failure("alice", a).unwrap();
+        // One failure counted: only two more guesses may be in flight.
+        let guesses = [
+            f.reg.begin("alice", a).await.unwrap(),
+            f.reg.begin("alice", a).await.unwrap(),
+        ];
+        let mut third = std::pin::pin!(f.reg.begin("alice", a));
+        assert!(poll_now(third.as_mut()).is_none());
+        // The account from elsewhere waits too; another account from elsewhere does not.
+        let mut elsewhere = std::pin::pin!(f.reg.begin("alice", ip("198.51.100.1")));
+        assert!(poll_now(elsewhere.as_mut()).is_none());
+        assert!(f.reg.begin("bob", ip("198.51.100.1")).await.is_ok());
+        // Both guesses fail: the second failure bans, and the waiting attempts are refused.
+        for guess in guesses {
+            f.reg.record_failure("alice", a).unwrap();
+            drop(guess);
+        }
+        let banned = Banned {
+            retry_after: 5 * MIN,
+        };
+        assert!(matches!(poll_now(third.as_mut()), Some(Err(b)) if b == banned));
+        assert!(matches!(poll_now(elsewhere.as_mut()), Some(Err(b)) if b == banned));
+    }
+
+    #[tokio::test]
+    async fn stored_failures_and_attempts_in_flight_share_one_budget() {
+        let f = fixture();
+        let a = ip("192.0.2.1");
+        f.reg.record_failure("alice", a).unwrap();
+        f.reg.record_failure("alice", a).unwrap();
+        let only = f.reg.begin("alice", a).await.unwrap();
+        let mut next = std::pin::pin!(f.reg.begin("alice", a));
+        assert!(poll_now(next.as_mut()).is_none());
+        drop(only);
+        // Still two failures in the window and nothing in flight: admitted.
+        assert!(poll_now(next.as_mut()).expect("admitted").is_ok());
+    }
+
+    #[tokio::test]
+    async fn one_code_at_a_time_per_challenge() {
+        let f = fixture();
+        let a = ip("192.0.2.1");
+        let session = SessionKey::from_bytes([7; 32]);
+        let first = f.reg.begin_challenge("alice", a, session).await.unwrap();
+        let mut second = std::pin::pin!(f.reg.begin_challenge("alice", a, session));
+        assert!(poll_now(second.as_mut()).is_none());
+        // Another session of the account is judged only by the account's budget.
+        let other = SessionKey::from_bytes([8; 32]);
+        assert!(f.reg.begin_challenge("alice", a, other).await.is_ok());
+        drop(first);
+        assert!(poll_now(second.as_mut()).expect("admitted").is_ok());
+    }
+
+    #[tokio::test]
+    async fn begin_fails_closed_on_unreadable_state() {
+        let f = fixture();
+        let subject = Subject::for_ip(ip("192.0.2.1"));
+        f.store.put_raw_failures_for_test(&subject, b"garbage");
+        let refused = f.reg.begin("alice", ip("192.0.2.1")).await;
+        assert!(matches!(refused, Err(b) if b.retry_after == 5 * MIN));
     }
 
     #[test]

@@ -33,7 +33,9 @@ impl Source {
 /// `Ok(Some(user))`: the password is right and the account enabled. `Ok(None)`: unknown user,
 /// wrong password or disabled account, told apart to no one; the failure is recorded for
 /// regulation and audited. A client or name under a ban gets [`Error::TooManyRequests`]
-/// (audited) before any password work.
+/// (audited) before any password work. The attempt is admitted by the regulator first (it may
+/// wait there for other attempts on the same account or network to end) and counts as in
+/// flight until its failure is recorded.
 pub async fn check(
     ctx: &Ctx<'_>,
     source: Source,
@@ -41,12 +43,15 @@ pub async fn check(
     password: Password,
 ) -> Result<Option<Arc<User>>, Error> {
     let app = ctx.app;
-    if let Err(banned) = app.regulator.check(attempted, ctx.client_ip) {
-        audit_attempt(ctx, source, AuditKind::Banned, attempted);
-        return Err(Error::TooManyRequests {
-            retry_after: banned.retry_after,
-        });
-    }
+    let attempt = match app.regulator.begin(attempted, ctx.client_ip).await {
+        Ok(attempt) => attempt,
+        Err(banned) => {
+            audit_attempt(ctx, source, AuditKind::Banned, attempted);
+            return Err(Error::TooManyRequests {
+                retry_after: banned.retry_after,
+            });
+        }
+    };
     let user = match Username::parse(attempted) {
         Ok(name) => app
             .users
@@ -65,10 +70,16 @@ pub async fn check(
             let regulator = app.regulator.clone();
             let ip = ctx.client_ip;
             let name = attempted.to_owned();
-            let banned = tokio::task::spawn_blocking(move || regulator.record_failure(&name, ip))
-                .await
-                .map_err(|e| Error::Internal(format!("regulation task: {e}")))?
-                .map_err(|e| Error::Internal(format!("regulation: {e}")))?;
+            // The attempt ends once its failure is stored, even if this request is dropped
+            // while the record is being written.
+            let banned = tokio::task::spawn_blocking(move || {
+                let banned = regulator.record_failure(&name, ip);
+                drop(attempt);
+                banned
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("regulation task: {e}")))?
+            .map_err(|e| Error::Internal(format!("regulation: {e}")))?;
             audit_attempt(ctx, source, AuditKind::LoginFailed, attempted);
             if banned.is_some() {
                 audit_attempt(ctx, source, AuditKind::Banned, attempted);

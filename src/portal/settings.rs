@@ -176,7 +176,21 @@ fn require_fresh_second_factor(
     }
 }
 
+/// Checks the current password of `user`, regulated as a login is: refused with
+/// [`Error::TooManyRequests`] while the account or the client's network is banned, admitted
+/// only while the attempts in flight cannot exceed `max_retries` (see
+/// [`crate::auth::regulation`]), and a wrong password counted towards a ban. Otherwise anyone
+/// holding the session cookie could guess the password here without limit.
 async fn check_password(ctx: &Ctx<'_>, user: &User, password: String) -> Result<(), Error> {
+    let attempt = match ctx.app.regulator.begin(&user.username, ctx.client_ip).await {
+        Ok(attempt) => attempt,
+        Err(banned) => {
+            audit_change(ctx, user, AuditKind::Banned, "password re-entry refused");
+            return Err(Error::TooManyRequests {
+                retry_after: banned.retry_after,
+            });
+        }
+    };
     let ok = ctx
         .app
         .hasher
@@ -187,11 +201,17 @@ async fn check_password(ctx: &Ctx<'_>, user: &User, password: String) -> Result<
     }
     let name = user.username.clone();
     let ip = ctx.client_ip;
-    blocking(ctx.arc, move |app| {
-        app.regulator.record_failure(name.as_str(), ip)
+    // The attempt ends once its failure is stored, even if this request is dropped meanwhile.
+    let banned = blocking(ctx.arc, move |app| {
+        let banned = app.regulator.record_failure(name.as_str(), ip);
+        drop(attempt);
+        banned
     })
     .await?
     .map_err(|e| Error::Internal(format!("regulation: {e}")))?;
+    if banned.is_some() {
+        audit_change(ctx, user, AuditKind::Banned, "wrong password re-entered");
+    }
     Err(Error::WrongPassword)
 }
 

@@ -13,6 +13,7 @@ use super::{Ctx, form, render};
 use crate::app::App;
 use crate::auth::audit::{self, AuditEvent, AuditKind};
 use crate::auth::factors::{Channel, FactorError, FactorSummary, Method};
+use crate::auth::regulation::Attempt;
 use crate::auth::session::AuthLevel;
 use crate::auth::user::User;
 use crate::decision::Identity;
@@ -89,13 +90,15 @@ fn reauth_page(
 }
 
 /// The password again, for a step-up rule with a password fallback, by a user who has no
-/// second factor. Records `reauth_at`; never raises the session to two factors.
+/// second factor. Records `reauth_at`; never raises the session to two factors. `attempt` is
+/// this password's admission by the regulator, held until its failure is recorded.
 async fn reauth_submit(
     ctx: &Ctx<'_>,
     identity: &Identity,
     summary: &FactorSummary,
     password: String,
     rd: &str,
+    attempt: Attempt,
 ) -> Result<Response<Body>, Error> {
     if !summary.methods.is_empty() || identity.session.auth_level < AuthLevel::OneFactor {
         return Err(Error::BadRequest("confirm with your second factor"));
@@ -109,7 +112,7 @@ async fn reauth_submit(
         )
         .await;
     if !ok {
-        if count_failure(ctx, identity, "password").await? {
+        if count_failure(ctx, identity, "password", attempt).await? {
             return ended_for_failures(ctx, rd);
         }
         return reauth_page(
@@ -136,18 +139,28 @@ async fn reauth_submit(
     finish(ctx, &identity.session, id, held, rd)
 }
 
-/// Counts a wrong code or password against the challenge and the account's regulation.
-/// Returns whether the session has now been ended for too many failures.
-async fn count_failure(ctx: &Ctx<'_>, identity: &Identity, what: &str) -> Result<bool, Error> {
+/// Counts a wrong code or password against the challenge and the account's regulation, then
+/// ends `attempt` (not before: until then it keeps other attempts on the same account, network
+/// and session waiting). Returns whether the session has now been ended for too many failures.
+///
+/// Fails closed: if the failure cannot be recorded for regulation the answer is an error, not
+/// the usual refusal, so a broken store never lets guesses go uncounted unnoticed.
+async fn count_failure(
+    ctx: &Ctx<'_>,
+    identity: &Identity,
+    what: &str,
+    attempt: Attempt,
+) -> Result<bool, Error> {
     let username = identity.user.username.clone();
     let ip = ctx.client_ip;
     let key = identity.session.key;
-    let session = blocking(ctx.arc, move |app| {
-        let _ = app.regulator.record_failure(username.as_str(), ip);
-        app.sessions.update(&key, |s| s.challenge_failures += 1)
+    let (regulation, session) = blocking(ctx.arc, move |app| {
+        let regulation = app.regulator.record_failure(username.as_str(), ip);
+        let session = app.sessions.update(&key, |s| s.challenge_failures += 1);
+        drop(attempt);
+        (regulation, session)
     })
-    .await?
-    .map_err(|e| Error::Internal(format!("session: {e}")))?;
+    .await?;
     audit::record(
         &ctx.app.store,
         AuditEvent::new(ctx.app.clock.now(), AuditKind::SecondFactorFailed)
@@ -155,6 +168,8 @@ async fn count_failure(ctx: &Ctx<'_>, identity: &Identity, what: &str) -> Result
             .with_client_ip(ctx.client_ip)
             .with_detail(what),
     );
+    regulation.map_err(|e| Error::Internal(format!("regulation: {e}")))?;
+    let session = session.map_err(|e| Error::Internal(format!("session: {e}")))?;
     let exhausted = session.is_none_or(|s| s.challenge_failures >= MAX_CHALLENGE_FAILURES);
     if exhausted {
         let key = identity.session.key;
@@ -513,14 +528,35 @@ pub async fn submit(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Bo
         return expired_challenge(ctx, &identity, &rd).await;
     }
     let username = identity.user.username.clone();
-    if let Err(banned) = ctx.app.regulator.check(username.as_str(), ctx.client_ip) {
-        return Err(Error::TooManyRequests {
+    // Admitted by the regulator before anything is verified, and one at a time per session:
+    // codes sent at once cannot all be judged before the first failure is counted.
+    let key = identity.session.key;
+    let attempt = ctx
+        .app
+        .regulator
+        .begin_challenge(username.as_str(), ctx.client_ip, key)
+        .await
+        .map_err(|banned| Error::TooManyRequests {
             retry_after: banned.retry_after,
-        });
+        })?;
+    // The session as it is now: an attempt that ended while this one waited may have ended it
+    // (too many failures, or success and a new id) or added to its failures.
+    let current = blocking(ctx.arc, move |app| app.store.get_session(&key))
+        .await?
+        .map_err(|e| Error::Internal(format!("session: {e}")))?;
+    match current {
+        None => return Err(Error::Unauthenticated),
+        Some(session) if session.challenge_failures >= MAX_CHALLENGE_FAILURES => {
+            blocking(ctx.arc, move |app| app.sessions.revoke(&key))
+                .await?
+                .map_err(|e| Error::Internal(format!("session revoke: {e}")))?;
+            return ended_for_failures(ctx, &rd);
+        }
+        Some(_) => {}
     }
     let summary = summary(ctx.arc, &identity.user).await?;
     if form.method == PASSWORD {
-        return reauth_submit(ctx, &identity, &summary, form.code, &rd).await;
+        return reauth_submit(ctx, &identity, &summary, form.code, &rd, attempt).await;
     }
     let method = Method::parse(&form.method).ok_or(Error::BadRequest("unknown method"))?;
     if !summary.methods.contains(&method) {
@@ -551,7 +587,7 @@ pub async fn submit(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Bo
             | FactorError::Expired
             | FactorError::TooManyAttempts
             | FactorError::NoCode),
-        ) => fail(ctx, &identity, &summary, method, &rd, e).await,
+        ) => fail(ctx, &identity, &summary, method, &rd, e, attempt).await,
         Err(other) => Err(factor_error(other)),
     }
 }
@@ -594,6 +630,7 @@ async fn succeed(
     finish(ctx, &identity.session, id, held, rd)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn fail(
     ctx: &Ctx<'_>,
     identity: &Identity,
@@ -601,8 +638,9 @@ async fn fail(
     method: Method,
     rd: &str,
     error: FactorError,
+    attempt: Attempt,
 ) -> Result<Response<Body>, Error> {
-    if count_failure(ctx, identity, method.as_str()).await? {
+    if count_failure(ctx, identity, method.as_str(), attempt).await? {
         return ended_for_failures(ctx, rd);
     }
     let message = ctx.t.get(match error {
