@@ -386,9 +386,9 @@ policy = "bypass"
     .await;
 }
 
-#[tokio::test]
-async fn network_rules_use_forwarded_address_from_trusted_proxy() {
-    let site = Site::start(
+/// A gateway behind a trusted proxy on 127.0.0.1 that lets `network` through and denies the rest.
+async fn behind_trusted_proxy(network: &str) -> Site {
+    Site::start(&format!(
         r#"
 [server]
 trusted_proxies = ["127.0.0.1/32"]
@@ -397,11 +397,16 @@ trusted_proxies = ["127.0.0.1/32"]
 default_policy = "deny"
 
 [[access.rules]]
-networks = "10.0.0.0/8"
+networks = "{network}"
 policy = "bypass"
-"#,
-    )
-    .await;
+"#
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn network_rules_use_forwarded_address_from_trusted_proxy() {
+    let site = behind_trusted_proxy("10.0.0.0/8").await;
     site.assert_statuses_with_headers(&[
         ("/", &[("x-forwarded-for", "10.1.2.3")], 200),
         ("/", &[("x-forwarded-for", "192.0.2.1")], 403),
@@ -415,20 +420,7 @@ policy = "bypass"
 /// not an address: it cannot make the gateway take the proxy's own address for the client's.
 #[tokio::test]
 async fn a_client_cannot_borrow_its_trusted_proxy_address() {
-    let site = Site::start(
-        r#"
-[server]
-trusted_proxies = ["127.0.0.1/32"]
-
-[access]
-default_policy = "deny"
-
-[[access.rules]]
-networks = "127.0.0.0/8"
-policy = "bypass"
-"#,
-    )
-    .await;
+    let site = behind_trusted_proxy("127.0.0.0/8").await;
     site.assert_statuses_with_headers(&[
         // The proxy's own requests (no header) are its own.
         ("/", &[], 200),

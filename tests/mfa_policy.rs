@@ -220,6 +220,25 @@ async fn mfa_required_first_phone_needs_an_emailed_code_too() {
     assert_eq!(status, 200, "{body}");
     let cookie = cookie.expect("cookie");
 
+    // The settings page's phone form asks for both, like the authenticator's.
+    let page = get(
+        &rig.gw,
+        "/.stepgate/settings",
+        Some(&cookie),
+        Client::Browser,
+    )
+    .await;
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("page");
+    for field in [
+        r#"id="phone-password" name="password""#,
+        r#"id="phone-email-code" name="email_code""#,
+        r#"id="totp-password" name="password""#,
+        r#"id="totp-email-code" name="email_code""#,
+    ] {
+        assert!(html.contains(field), "settings page without {field}");
+    }
+
     let attempts = [
         json!({ "phone": "+33612345678", "password": PASSWORD }),
         json!({ "phone": "+33612345678", "password": PASSWORD, "email_code": "000000" }),
