@@ -460,6 +460,39 @@ async fn malformed_and_tampered_cookies_are_not_logged_in() {
     assert!(is_logged_in(&gw, &valid).await);
 }
 
+/// A browser sends a cookie's UTF-8 value as raw bytes, in the same `Cookie` header as the
+/// session's. That neighbour neither hides the session from the gateway nor lets its id through
+/// to the application, on a protected path or a public one.
+#[tokio::test]
+async fn a_neighbour_cookie_that_is_not_text_neither_hides_nor_leaks_the_session() {
+    for (gateway, expected_user) in [
+        (protected_gateway().await, Some("alice")),
+        (open_gateway().await, None),
+    ] {
+        let (upstream, gw) = gateway;
+        create_user(&gw, "alice", "password123", &[]).await;
+        let valid = login(&gw, "alice", "password123").await;
+        let mut raw = b"pref=\xc3\xa9; ".to_vec();
+        raw.extend_from_slice(valid.as_bytes());
+        let header = HeaderValue::from_bytes(&raw).expect("obs-text");
+        let resp = get_with_cookie(&gw, "/app", Some("application/json"), &header).await;
+        assert_eq!(resp.status(), 200);
+        let seen = upstream.last_request().expect("forwarded");
+        let cookies = seen.header_all("cookie").join("; ");
+        assert!(
+            !cookies.contains("stepgate_session"),
+            "session id forwarded: {cookies}"
+        );
+        assert!(
+            cookies.contains("pref="),
+            "the other cookie is kept: {cookies}"
+        );
+        if let Some(user) = expected_user {
+            assert_eq!(seen.header("remote-user"), Some(user));
+        }
+    }
+}
+
 #[tokio::test]
 async fn duplicated_cookies_with_one_valid_id_log_in() {
     // A browser may hold a stale cookie next to the current one (other path or domain): the

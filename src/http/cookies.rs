@@ -51,17 +51,21 @@ impl SessionCookieNames {
 /// quotes removed. Values are not interpreted here: each reader checks its own (a session id
 /// has one exact shape, a language one of a fixed list). This runs on every request, so it only
 /// splits the `name=value` pairs of RFC 6265's cookie header, without building cookies.
+///
+/// Works on the header's bytes: a neighbour that is not text (a UTF-8 value sent raw) does not
+/// hide the cookies beside it; a value of `name` that is not UTF-8 is left out.
 pub fn read<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
     let mut values = Vec::new();
     for header in headers.get_all(COOKIE) {
-        let Ok(text) = header.to_str() else { continue };
-        for pair in text.split(';') {
-            // A header value that is text is visible ASCII, spaces and tabs: ASCII trimming
-            // is all the trimming there is.
-            if let Some((n, v)) = pair.split_once('=')
-                && n.trim_ascii() == name
+        for pair in header.as_bytes().split(|b| *b == b';') {
+            let mut halves = pair.splitn(2, |b| *b == b'=');
+            let (Some(n), Some(v)) = (halves.next(), halves.next()) else {
+                continue;
+            };
+            if n.trim_ascii() == name.as_bytes()
+                && let Ok(v) = std::str::from_utf8(v.trim_ascii())
             {
-                values.push(v.trim_ascii().trim_matches('"'));
+                values.push(v.trim_matches('"'));
             }
         }
     }
@@ -150,6 +154,22 @@ mod tests {
         );
         assert!(!v.contains("Secure"));
         assert!(v.contains("Max-Age=60"));
+    }
+
+    #[test]
+    fn a_neighbour_that_is_not_text_does_not_hide_the_cookie() {
+        let mut h = HeaderMap::new();
+        h.append(
+            COOKIE,
+            HeaderValue::from_bytes(b"pref=\xc3\xa9; stepgate_session=abc; x=\xff").unwrap(),
+        );
+        assert_eq!(read(&h, "stepgate_session"), ["abc"]);
+        // A value of the cookie itself that is not UTF-8 is left out.
+        h.append(
+            COOKIE,
+            HeaderValue::from_bytes(b"stepgate_session=\xff").unwrap(),
+        );
+        assert_eq!(read(&h, "stepgate_session"), ["abc"]);
     }
 
     #[test]

@@ -273,34 +273,32 @@ pub fn strip_protected<S: AsRef<str>>(headers: &mut HeaderMap, protected_folded:
 }
 
 /// Removes the gateway's own cookies (the session id) from every `Cookie` header, so the
-/// application never sees a user's session id. Other cookies pass unchanged.
+/// application never sees a user's session id. Other cookies pass unchanged. Works on the
+/// header's bytes: a neighbour that is not text (a UTF-8 value sent raw) never shields the
+/// session cookie beside it.
 pub fn strip_cookies(headers: &mut HeaderMap, names: &[&str]) {
-    let is_ours = |pair: &str| {
-        let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
-        names.contains(&name)
+    let is_ours = |pair: &[u8]| {
+        let name = pair.split(|b| *b == b'=').next().unwrap_or(pair);
+        names.iter().any(|n| name.trim_ascii() == n.as_bytes())
     };
     let Entry::Occupied(cookies) = headers.entry(http::header::COOKIE) else {
         return;
     };
     let mut kept = Vec::new();
     for value in cookies.remove_entry_mult().1 {
-        let Ok(text) = value.to_str() else {
-            // Not text: cannot be ours; keep it as it was.
-            kept.push(value);
-            continue;
-        };
-        let pairs: Vec<&str> = text
-            .split(';')
-            .map(str::trim)
+        let pairs: Vec<&[u8]> = value
+            .as_bytes()
+            .split(|b| *b == b';')
+            .map(<[u8]>::trim_ascii)
             .filter(|pair| !pair.is_empty())
             .collect();
         if !pairs.iter().any(|pair| is_ours(pair)) {
             kept.push(value);
             continue;
         }
-        let others: Vec<&str> = pairs.into_iter().filter(|pair| !is_ours(pair)).collect();
+        let others: Vec<&[u8]> = pairs.into_iter().filter(|pair| !is_ours(pair)).collect();
         if !others.is_empty()
-            && let Ok(v) = HeaderValue::from_str(&others.join("; "))
+            && let Ok(v) = HeaderValue::from_bytes(&others.join(&b"; "[..]))
         {
             kept.push(v);
         }
@@ -513,6 +511,18 @@ mod tests {
         strip_cookies(&mut h, &["stepgate_session"]);
         let all: Vec<_> = h.get_all("cookie").iter().map(|v| v.as_bytes()).collect();
         assert_eq!(all, vec![&b"a=1"[..], &b"b=\xff"[..]]);
+    }
+
+    #[test]
+    fn a_neighbour_that_is_not_text_does_not_shield_the_session_cookie() {
+        let mut h = HeaderMap::new();
+        h.append(
+            "cookie",
+            HeaderValue::from_bytes(b"stepgate_session=s; pref=\xc3\xa9; a=1").unwrap(),
+        );
+        strip_cookies(&mut h, &["stepgate_session"]);
+        let all: Vec<_> = h.get_all("cookie").iter().map(|v| v.as_bytes()).collect();
+        assert_eq!(all, vec![&b"pref=\xc3\xa9; a=1"[..]]);
     }
 
     #[test]
