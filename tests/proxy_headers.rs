@@ -153,6 +153,9 @@ async fn strips_hop_by_hop_response_headers() {
     let te: Vec<_> = h.get_all("transfer-encoding").iter().collect();
     assert!(te.len() <= 1, "{h:?}");
     assert_eq!(h["x-kept"], "yes");
+    // The application's cookies pass; the gateway's own session cookie cannot be set by it.
+    let cookies: Vec<_> = h.get_all("set-cookie").iter().collect();
+    assert_eq!(cookies, ["app=1; Path=/"], "{h:?}");
     assert_eq!(resp.text().await.expect("body"), "hop\n");
 }
 

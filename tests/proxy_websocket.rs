@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use common::{EchoUpstream, Gateway, TestCa};
+use common::{EchoUpstream, Gateway, TestCa, raw_exchange};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -104,5 +104,34 @@ async fn upgrade_refused_by_upstream_is_not_spliced() {
             assert_eq!(resp.status(), 200)
         }
         other => panic!("expected a refused handshake, got {other:?}"),
+    }
+}
+
+/// An upgrade to HTTP/2 in cleartext would carry every later request on the connection past
+/// the access rules: the gateway forwards such a request as an ordinary one, without `Upgrade`
+/// or `HTTP2-Settings`, whatever the `Connection` header lists.
+#[tokio::test]
+async fn h2c_upgrade_is_never_forwarded() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder().upstream(&upstream.url()).start().await;
+    for (connection, upgrade) in [
+        ("Upgrade, HTTP2-Settings", "h2c"),
+        ("Upgrade", "h2c"),
+        ("upgrade", "H2C"),
+        ("Upgrade", "websocket, h2c"),
+    ] {
+        let request = format!(
+            "GET /public HTTP/1.1\r\nHost: app.test\r\nConnection: {connection}\r\n\
+             Upgrade: {upgrade}\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+        );
+        let answer = raw_exchange(gw.addr(), request.as_bytes()).await;
+        assert!(
+            answer.starts_with(b"HTTP/1.1 200"),
+            "{upgrade}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        let seen = upstream.last_request().expect("forwarded");
+        assert!(seen.header_all("upgrade").is_empty(), "{upgrade}: {seen:?}");
+        assert!(seen.header_all("http2-settings").is_empty(), "{upgrade}");
     }
 }

@@ -16,7 +16,7 @@ use http::header::{
     TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 
-const HOP_BY_HOP_COUNT: usize = 9;
+const HOP_BY_HOP_COUNT: usize = 10;
 
 /// Fields that only mean something on one connection and are never forwarded. A `static`, not
 /// a `const`: a constant array would be built and dropped again at every use.
@@ -30,6 +30,9 @@ static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     TRAILER,
     TRANSFER_ENCODING,
     UPGRADE,
+    // HTTP/2's cleartext upgrade (RFC 7540 §3.2.1): connection-specific, and never forwarded
+    // (see `requested_upgrade`).
+    HeaderName::from_static("http2-settings"),
 ];
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -56,6 +59,7 @@ fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
         "trailer" => 6,
         "transfer-encoding" => 7,
         "upgrade" => 8,
+        "http2-settings" => 9,
         _ => return None,
     };
     Some(index)
@@ -97,6 +101,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// The protocol a client asks to switch to (`Upgrade: websocket` with `Connection: upgrade`).
+///
+/// Never HTTP/2 in cleartext (`h2c`, alone or in a list): after the switch, every request on the
+/// connection would go to the upstream without passing the access rules, its identity headers
+/// unchecked. Such a request is forwarded as an ordinary HTTP/1.1 request, its `Upgrade` and
+/// `HTTP2-Settings` removed with the other hop-by-hop fields.
 pub fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
     let asks = headers
         .get_all(CONNECTION)
@@ -104,11 +113,15 @@ pub fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    if asks {
-        headers.get(UPGRADE).cloned()
-    } else {
-        None
+    if !asks {
+        return None;
     }
+    let protocol = headers.get(UPGRADE)?;
+    let names_h2c = protocol
+        .as_bytes()
+        .split(|b| *b == b',')
+        .any(|p| p.trim_ascii().eq_ignore_ascii_case(b"h2c"));
+    (!names_h2c).then(|| protocol.clone())
 }
 
 /// After stripping, puts back the two fields an upgrade needs to be forwarded.
@@ -308,6 +321,31 @@ pub fn strip_cookies(headers: &mut HeaderMap, names: &[&str]) {
     }
 }
 
+/// Removes from an upstream's response every `Set-Cookie` that would set one of the gateway's
+/// own cookies (`names`): an application must not be able to plant a session id in its users'
+/// browsers (session fixation), nor clear their session.
+pub fn strip_set_cookies(headers: &mut HeaderMap, names: &[&str]) {
+    let Entry::Occupied(cookies) = headers.entry(http::header::SET_COOKIE) else {
+        return;
+    };
+    let is_ours = |value: &HeaderValue| {
+        let bytes = value.as_bytes();
+        let name = bytes.split(|b| *b == b'=').next().unwrap_or(bytes);
+        names.iter().any(|n| name.trim_ascii() == n.as_bytes())
+    };
+    if !cookies.iter().any(is_ours) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = cookies
+        .remove_entry_mult()
+        .1
+        .filter(|v| !is_ours(v))
+        .collect();
+    for value in kept {
+        headers.append(http::header::SET_COOKIE, value);
+    }
+}
+
 /// Folds configured identity header names once, for [`strip_protected`].
 pub fn fold_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     names.into_iter().map(folded).collect()
@@ -394,6 +432,10 @@ mod tests {
         assert_eq!(requested_upgrade(&h).unwrap(), "websocket");
         let h = map(&[("upgrade", "websocket")]);
         assert!(requested_upgrade(&h).is_none());
+        for h2c in ["h2c", "H2C", "websocket, h2c"] {
+            let h = map(&[("connection", "Upgrade"), ("upgrade", h2c)]);
+            assert!(requested_upgrade(&h).is_none(), "{h2c}");
+        }
     }
 
     fn fwd(trusted: bool) -> Forwarding<'static> {
@@ -523,6 +565,22 @@ mod tests {
         strip_cookies(&mut h, &["stepgate_session"]);
         let all: Vec<_> = h.get_all("cookie").iter().map(|v| v.as_bytes()).collect();
         assert_eq!(all, vec![&b"pref=\xc3\xa9; a=1"[..]]);
+    }
+
+    #[test]
+    fn an_upstream_cannot_set_the_gateways_cookies() {
+        let mut h = map(&[
+            (
+                "set-cookie",
+                "__Host-stepgate_session=planted; Path=/; Secure",
+            ),
+            ("set-cookie", "app=1; Path=/"),
+            ("set-cookie", " stepgate_session=; Max-Age=0"),
+            ("set-cookie", "stepgate_session_extra=2"),
+        ]);
+        strip_set_cookies(&mut h, &["stepgate_session", "__Host-stepgate_session"]);
+        let kept: Vec<_> = h.get_all("set-cookie").iter().collect();
+        assert_eq!(kept, ["app=1; Path=/", "stepgate_session_extra=2"]);
     }
 
     #[test]

@@ -24,7 +24,8 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::header::{
     CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, LOCATION,
-    SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, TRANSFER_ENCODING, UPGRADE,
+    SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, SET_COOKIE, TRANSFER_ENCODING,
+    UPGRADE,
 };
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -483,7 +484,8 @@ async fn hold(req: Request<Incoming>, state: &State) -> Response<EchoBody> {
 
 /// 200 with response headers a proxy must not forward: `Connection: close, x-hop-secret`,
 /// `X-Hop-Secret: 1` (named in Connection), `Keep-Alive`, `Proxy-Connection`,
-/// `Transfer-Encoding: chunked` and `Upgrade: foo`, next to an ordinary `X-Kept: yes`.
+/// `Transfer-Encoding: chunked` and `Upgrade: foo`, next to an ordinary `X-Kept: yes`; and
+/// `Set-Cookie` for the gateway's own session cookies (both names) beside the app's `app=1`.
 /// HTTP/2 forbids connection-specific fields, so over h2 only `X-Hop-Secret` and `X-Kept` are sent.
 pub fn hop_response(version: Version) -> Response<EchoBody> {
     let frames = futures_util::stream::iter([Ok::<_, std::io::Error>(Frame::data(
@@ -494,6 +496,13 @@ pub fn hop_response(version: Version) -> Response<EchoBody> {
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     headers.insert("x-hop-secret", HeaderValue::from_static("1"));
     headers.insert("x-kept", HeaderValue::from_static("yes"));
+    for cookie in [
+        "__Host-stepgate_session=planted; Path=/; Secure",
+        "app=1; Path=/",
+        "stepgate_session=planted; Path=/",
+    ] {
+        headers.append(SET_COOKIE, HeaderValue::from_static(cookie));
+    }
     if version < Version::HTTP_2 {
         headers.insert(CONNECTION, HeaderValue::from_static("close, x-hop-secret"));
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
