@@ -172,6 +172,36 @@ async fn idle_keep_alive_connection_is_closed_after_idle_timeout() {
     );
 }
 
+/// A login form whose body is announced and never sent: answered 400 once the header-read
+/// limit has passed, and the connection closed, not held for ever.
+#[tokio::test]
+async fn a_portal_form_body_that_never_arrives_is_refused_in_time() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .extra_toml("[limits]\nheader_read_timeout = \"300ms\"")
+        .start()
+        .await;
+    let mut tcp = within("connect", TcpStream::connect(gw.addr()))
+        .await
+        .expect("connect");
+    tcp.write_all(
+        b"POST /.stepgate/login HTTP/1.1\r\nHost: app.test\r\n\
+          Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nu",
+    )
+    .await
+    .expect("write");
+    let mut answer = Vec::new();
+    within("slow body to be refused", tcp.read_to_end(&mut answer))
+        .await
+        .expect("read");
+    assert!(
+        answer.starts_with(b"HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
 #[tokio::test]
 async fn closes_slowloris_connection_after_header_read_timeout() {
     let upstream = EchoUpstream::start().await;

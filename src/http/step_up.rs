@@ -4,13 +4,11 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use super::body::{self, Body};
+use super::body::{self, Body, read_limited};
 use super::held_forms::{self, MAX_FORM_BYTES};
 use super::negotiate;
 use crate::app::App;
@@ -98,7 +96,8 @@ pub async fn challenge(
         // sibling subdomain shares the Lax cookie) would otherwise be re-sent as same-origin.
         let same_origin =
             crate::portal::origin::check_same_origin(req.headers(), proto, Some(&host)).is_ok();
-        let body = read_limited(req.into_body(), MAX_FORM_BYTES).await?;
+        let within = app.config.limits.header_read_timeout;
+        let body = read_limited(req.into_body(), MAX_FORM_BYTES, within).await?;
         // A Continue post that arrives after its window is not a form to hold in turn.
         if !same_origin || held_forms::marker_id(&body).is_some() {
             return crate::portal::render::redirect(StatusCode::SEE_OTHER, &verify);
@@ -116,22 +115,6 @@ pub async fn challenge(
         return crate::portal::render::redirect(StatusCode::SEE_OTHER, &verify);
     }
     Err(Error::StepUpRequired { verify_url: verify })
-}
-
-async fn read_limited(incoming: Incoming, limit: usize) -> Result<Bytes, Error> {
-    Limited::new(incoming, limit)
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                Error::PayloadTooLarge
-            } else {
-                Error::BadRequest("the request body could not be read")
-            }
-        })
 }
 
 /// Largest body that can be a Continue post (`__stepgate_held=` and a 32-hex id).
@@ -158,7 +141,8 @@ pub async fn replay_held_form(
         return Ok(req.map(body::stream));
     }
     let (mut parts, incoming) = req.into_parts();
-    let bytes = read_limited(incoming, MARKER_BYTES as usize).await?;
+    let within = app.config.limits.header_read_timeout;
+    let bytes = read_limited(incoming, MARKER_BYTES as usize, within).await?;
     let Some(id) = held_forms::marker_id(&bytes) else {
         return Ok(Request::from_parts(parts, body::full(bytes)));
     };

@@ -2,10 +2,10 @@
 
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, Request};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 
+use super::Ctx;
 use crate::error::Error;
 
 /// Largest portal form or JSON body accepted.
@@ -32,22 +32,13 @@ fn kind(headers: &HeaderMap) -> Result<Kind, Error> {
     }
 }
 
-/// Reads and decodes the body as `T`, from a form or from JSON with the same field names.
-pub async fn read<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Error> {
+/// Reads and decodes the body as `T`, from a form or from JSON with the same field names. The
+/// body must arrive within `limits.header_read_timeout`, as the request's head must: a client
+/// that announces a body and never sends it does not hold its connection for ever.
+pub async fn read<T: DeserializeOwned>(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<T, Error> {
     let kind = kind(req.headers())?;
-    let bytes = Limited::new(req.into_body(), MAX_FORM_BYTES)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                Error::PayloadTooLarge
-            } else {
-                Error::BadRequest("the request body could not be read")
-            }
-        })?
-        .to_bytes();
+    let within = ctx.app.config.limits.header_read_timeout;
+    let bytes = crate::http::body::read_limited(req.into_body(), MAX_FORM_BYTES, within).await?;
     match kind {
         Kind::Form => serde_urlencoded::from_bytes(&bytes)
             .map_err(|_| Error::BadRequest("the form could not be decoded")),

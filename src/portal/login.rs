@@ -117,7 +117,7 @@ pub async fn submit(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Bo
         .into_iter()
         .filter_map(SessionId::parse)
         .collect();
-    let form: LoginForm = form::read(req).await?;
+    let form: LoginForm = form::read(ctx, req).await?;
     let rd = safe_rd(ctx, form.rd.as_deref());
     let attempted = form.username.trim();
     let password = Password::new(form.password);

@@ -369,7 +369,7 @@ struct BeginForm {
 
 pub async fn totp_begin(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
     let identity = settings_identity(ctx, req.headers())?;
-    let form: BeginForm = form::read(req).await?;
+    let form: BeginForm = form::read(ctx, req).await?;
     let rd = super::login::safe_rd(ctx, form.rd.as_deref());
     let user = identity.user.clone();
     let summary = summary(ctx.arc, &user).await?;
@@ -413,7 +413,7 @@ struct CodeForm {
 
 pub async fn totp_confirm(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
     let identity = settings_identity(ctx, req.headers())?;
-    let form: CodeForm = form::read(req).await?;
+    let form: CodeForm = form::read(ctx, req).await?;
     let rd = super::login::safe_rd(ctx, form.rd.as_deref());
     let user = identity.user.clone();
     let was = summary(ctx.arc, &user).await?;
@@ -524,7 +524,7 @@ pub async fn email_verification(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Error> {
     let identity = settings_identity(ctx, req.headers())?;
-    let form: EnabledForm = form::read(req).await?;
+    let form: EnabledForm = form::read(ctx, req).await?;
     let user = identity.user.clone();
     if user.email.is_none() {
         return Err(Error::BadRequest("the account has no email address"));
@@ -564,7 +564,7 @@ pub async fn phone(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Bod
     if !ctx.app.notifier.sms_enabled() {
         return Err(Error::BadRequest("text messages are not configured"));
     }
-    let form: PhoneForm = form::read(req).await?;
+    let form: PhoneForm = form::read(ctx, req).await?;
     let user = identity.user.clone();
     let summary = summary(ctx.arc, &user).await?;
     require_fresh_second_factor(ctx, &identity, &summary)?;
@@ -603,7 +603,7 @@ pub async fn phone(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Bod
 
 pub async fn phone_confirm(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
     let identity = settings_identity(ctx, req.headers())?;
-    let form: CodeForm = form::read(req).await?;
+    let form: CodeForm = form::read(ctx, req).await?;
     let user = identity.user.clone();
     let name = user.username.clone();
     let code = form.code;
@@ -632,7 +632,7 @@ pub async fn preferred_method(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Error> {
     let identity = settings_identity(ctx, req.headers())?;
-    let form: MethodForm = form::read(req).await?;
+    let form: MethodForm = form::read(ctx, req).await?;
     let method = Method::parse(&form.method).ok_or(Error::BadRequest("unknown method"))?;
     let user = identity.user.clone();
     let name = user.username.clone();
@@ -650,7 +650,7 @@ struct PasswordOnly {
 
 pub async fn disable(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
     let identity = settings_identity(ctx, req.headers())?;
-    let form: PasswordOnly = form::read(req).await?;
+    let form: PasswordOnly = form::read(ctx, req).await?;
     let user = identity.user.clone();
     let summary = summary(ctx.arc, &user).await?;
     require_fresh_second_factor(ctx, &identity, &summary)?;
@@ -683,7 +683,7 @@ pub async fn change_password(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Error> {
     let identity = settings_identity(ctx, req.headers())?;
-    let form: ChangePasswordForm = form::read(req).await?;
+    let form: ChangePasswordForm = form::read(ctx, req).await?;
     let user = identity.user.clone();
     let summary = summary(ctx.arc, &user).await?;
     require_fresh_second_factor(ctx, &identity, &summary)?;

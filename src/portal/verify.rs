@@ -484,7 +484,7 @@ pub async fn send(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body
     let Some(identity) = identity_for_verify(ctx, req.headers())? else {
         return Err(Error::Unauthenticated);
     };
-    let form: SendForm = form::read(req).await?;
+    let form: SendForm = form::read(ctx, req).await?;
     let rd = super::login::safe_rd(ctx, form.rd.as_deref());
     if challenge_expired(ctx, &identity) {
         return expired_challenge(ctx, &identity, &rd).await;
@@ -522,7 +522,7 @@ pub async fn submit(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Bo
     let Some(identity) = identity_for_verify(ctx, req.headers())? else {
         return Err(Error::Unauthenticated);
     };
-    let form: VerifyForm = form::read(req).await?;
+    let form: VerifyForm = form::read(ctx, req).await?;
     let rd = super::login::safe_rd(ctx, form.rd.as_deref());
     if challenge_expired(ctx, &identity) {
         return expired_challenge(ctx, &identity, &rd).await;
