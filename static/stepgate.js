@@ -43,15 +43,19 @@
     });
   });
 
+  // A code field submits itself once it holds as many digits as the code has
+  // (data-autosubmit: 6 for mailed and texted codes, mfa.totp_digits for the app's).
   document.querySelectorAll("input[data-autosubmit]").forEach(function (input) {
+    var wanted = parseInt(input.getAttribute("data-autosubmit"), 10);
+    if (!(wanted > 0)) { return; }
     var sent = false;
     input.addEventListener("input", function () {
       var digits = input.value.replace(/\s+/g, "");
-      if (!sent && /^[0-9]{6}$/.test(digits) && input.form) {
+      if (!sent && digits.length === wanted && /^[0-9]+$/.test(digits) && input.form) {
         sent = true;
         if (input.form.requestSubmit) { input.form.requestSubmit(); } else { input.form.submit(); }
       }
-      if (digits.length < 6) { sent = false; }
+      if (digits.length < wanted) { sent = false; }
     });
   });
 })();

@@ -11,7 +11,7 @@
 mod common;
 
 use common::browser::Browser;
-use common::mfa::{PASSWORD, Rig, totp_code};
+use common::mfa::{PASSWORD, Rig, totp_code, totp_code_of};
 use common::stepup::SIX_MINUTES;
 
 /// Everything needs a login; `/admin` also needs a second factor verified in the last five
@@ -169,6 +169,47 @@ async fn password_login_through_the_form_reaches_the_app() {
     // The session cookie carries on to the next page.
     b.goto(&rig.gw.url_for("/reports/2")).await;
     expect_app(&b, "/reports/2", "alice").await;
+    b.close().await;
+}
+
+/// With `mfa.totp_digits = 8` the page asks for 8 digits and the field waits for all 8 before
+/// it submits itself (it once sent the first 6, a wrong code each time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eight_digit_app_code_is_typed_whole_before_it_submits() {
+    let rig = Rig::start(&format!("{ACCESS}\n[mfa]\ntotp_digits = 8\n")).await;
+    rig.user("carol", None, &[]).await;
+    let cookie = rig.login_one_factor("carol").await;
+    let (status, _, begin) = rig
+        .post_json(
+            "/settings/totp/begin",
+            Some(&cookie),
+            serde_json::json!({ "password": PASSWORD }),
+        )
+        .await;
+    assert_eq!(status, 200, "{begin}");
+    let secret = begin["secret"].as_str().expect("secret").to_owned();
+    let code = totp_code_of(&secret, rig.now(), 8);
+    let (status, _, body) = rig
+        .post_json(
+            "/settings/totp/confirm",
+            Some(&cookie),
+            serde_json::json!({ "code": code }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    rig.next_step();
+
+    let b = Browser::start("totp_eight_digits").await;
+    b.goto(&rig.gw.url_for("/")).await;
+    sign_in(&b, "carol").await;
+    b.wait_for_path_and_query("/.stepgate/verify?rd=%2F").await;
+    let text = b.wait_for_text("Two-step verification").await;
+    assert!(
+        text.contains("8-digit code from your authenticator app"),
+        "{text}"
+    );
+    b.fill("#code", &totp_code_of(&secret, rig.now(), 8)).await;
+    expect_app(&b, "/", "carol").await;
     b.close().await;
 }
 

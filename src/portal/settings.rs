@@ -79,6 +79,8 @@ struct TotpPage<'a> {
     /// The secret in groups of four, easier to type.
     secret_grouped: String,
     otpauth_uri: &'a str,
+    /// `mfa.totp_digits`: the code field submits itself once that many are typed.
+    code_digits: usize,
     error: Option<&'a str>,
 }
 
@@ -397,6 +399,7 @@ pub async fn totp_begin(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Respons
                 secret: &enrolment.secret_base32,
                 secret_grouped: group_by_four(&enrolment.secret_base32),
                 otpauth_uri: &enrolment.otpauth_uri,
+                code_digits: usize::from(ctx.app.config.mfa.totp_digits),
                 error: None,
             },
         ),

@@ -240,7 +240,9 @@ struct VerifyPage<'a> {
     rd: &'a str,
     rd_encoded: &'a str,
     method: &'a str,
-    prompt: &'a str,
+    prompt: String,
+    /// Digits of the code asked for: the field submits itself once that many are typed.
+    code_digits: usize,
     others: Vec<(&'static str, &'static str)>,
     step_up: bool,
     reason: &'a str,
@@ -265,6 +267,16 @@ fn prompt(m: Method) -> &'static str {
         Method::Email => "method.email_prompt",
         Method::Sms => "method.sms_prompt",
         Method::Backup => "method.backup_prompt",
+    }
+}
+
+/// How many digits the code of `m` has (`mfa.totp_digits` for the authenticator app); a backup
+/// code is not only digits and its field never submits itself.
+fn code_digits(ctx: &Ctx<'_>, m: Method) -> usize {
+    match m {
+        Method::Totp => usize::from(ctx.app.config.mfa.totp_digits),
+        Method::Email | Method::Sms => crate::auth::factors::codes::CODE_DIGITS,
+        Method::Backup => 0,
     }
 }
 
@@ -452,7 +464,10 @@ fn verify_page(
             rd,
             rd_encoded: &rd_encoded,
             method: method.as_str(),
-            prompt: ctx.t.get(prompt(method)),
+            prompt: ctx
+                .t
+                .fill(prompt(method), "digits", code_digits(ctx, method)),
+            code_digits: code_digits(ctx, method),
             others,
             step_up,
             reason: &ctx.t.fill("verify.reason", "page", rd),

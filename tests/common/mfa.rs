@@ -415,9 +415,15 @@ pub struct Enrolled {
 
 /// The TOTP code of `secret` (base32, default parameters) at `at`.
 pub fn totp_code(secret: &str, at: Timestamp) -> String {
+    totp_code_of(secret, at, 6)
+}
+
+/// The `digits`-digit TOTP code for `secret` (base32) at `at` (`mfa.totp_digits`).
+pub fn totp_code_of(secret: &str, at: Timestamp, digits: u8) -> String {
     let secret = Secret::try_from_base32(secret).expect("base32 secret");
     let totp = Builder::new()
         .with_secret(secret)
+        .with_digits(digits)
         .build()
         .expect("valid TOTP parameters");
     totp.generate(u64::try_from(at.as_secs()).expect("time after 1970"))
