@@ -266,6 +266,12 @@ fn figment_errors(err: figment::Error) -> ConfigErrors {
                 }
                 "missing required key".to_string()
             }
+            // Never the value itself: it may be a secret (an SMTP password made of digits
+            // reads as a number), and these messages go to the journal.
+            figment::error::Kind::InvalidType(actual, expected)
+            | figment::error::Kind::InvalidValue(actual, expected) => {
+                format!("expected {expected}, found {} (value not shown)", kind_of(actual))
+            }
             other => other.to_string(),
         };
         let origin = e
@@ -280,6 +286,27 @@ fn figment_errors(err: figment::Error) -> ConfigErrors {
         );
     }
     errors
+}
+
+/// What sort of value figment found, without the value.
+fn kind_of(actual: &figment::error::Actual) -> &'static str {
+    use figment::error::Actual;
+    match actual {
+        Actual::Bool(_) => "a boolean",
+        Actual::Unsigned(_) | Actual::Signed(_) => "an integer",
+        Actual::Float(_) => "a number",
+        Actual::Char(_) | Actual::Str(_) => "a string",
+        Actual::Bytes(_) => "bytes",
+        Actual::Unit | Actual::Option => "nothing",
+        Actual::Seq => "a list",
+        Actual::Map | Actual::NewtypeStruct => "a table",
+        Actual::Enum
+        | Actual::UnitVariant
+        | Actual::NewtypeVariant
+        | Actual::TupleVariant
+        | Actual::StructVariant
+        | Actual::Other(_) => "another kind of value",
+    }
 }
 
 /// `["upstreams", "1", "url"]` -> `upstreams[1].url`.

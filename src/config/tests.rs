@@ -122,6 +122,28 @@ url = "http://127.0.0.1:3000"
 }
 
 #[test]
+fn a_value_of_the_wrong_type_is_never_repeated_in_the_error() {
+    // A password made of digits reads as a number (an environment variable does too).
+    let errs = parse(
+        r#"
+[email]
+url = "smtp://mail.example.com"
+password = 482913
+[limits]
+max_connections = "plenty-of-them"
+[[upstreams]]
+url = "http://127.0.0.1:3000"
+"#,
+    )
+    .unwrap_err();
+    let text = errs.to_string();
+    assert!(keys(&errs).contains(&"email.password".to_string()), "{text}");
+    assert!(text.contains("found an integer"), "{text}");
+    assert!(!text.contains("482913"), "{text}");
+    assert!(!text.contains("plenty-of-them"), "{text}");
+}
+
+#[test]
 fn no_upstream_is_valid_and_at_most_one_default() {
     // Forward-auth only: nothing to proxy to.
     let c = parse("").unwrap();
