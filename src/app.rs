@@ -1,6 +1,7 @@
 //! The shared state every request handler reads: validated config, upstream clients, the store
 //! and what is built on it (sessions, users, regulation), the password hasher and the clock.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::auth::directory::UserDirectory;
@@ -61,7 +62,19 @@ impl App {
             config.regulation,
         ));
         let hasher = config.password.hasher()?;
-        let secret_box = SecretBox::load_or_create(&config.storage.key_file)?;
+        let key_file = &config.storage.key_file;
+        if store.holds_second_factors() && key_file_is_missing(key_file) {
+            // A new key would leave every stored authenticator secret and backup code
+            // unreadable: the users who have them could no longer sign in.
+            return Err(AppError::Factors(FactorError::KeyFile {
+                path: key_file.clone(),
+                reason: "missing, while the store holds second factors sealed with it; restore \
+                         it from a backup (starting with a new key would lock out every user \
+                         with an authenticator app or backup codes)"
+                    .into(),
+            }));
+        }
+        let secret_box = SecretBox::load_or_create(key_file)?;
         let factors = Arc::new(Factors::new(
             store.clone(),
             clock.clone(),
@@ -103,11 +116,41 @@ impl App {
 /// Opens (creating if needed) the store named by `storage.path`.
 pub fn open_store(config: &Config) -> Result<Store, AppError> {
     let path = &config.storage.path;
-    std::fs::create_dir_all(path).map_err(|e| AppError::StorageDir {
+    create_private_dir(path).map_err(|e| AppError::StorageDir {
         path: path.display().to_string(),
         reason: e.to_string(),
     })?;
     Ok(Store::open(path)?)
+}
+
+/// Creates `path` (and its missing parents) readable by its owner only, as the store holds
+/// password hashes, addresses and phone numbers; an existing directory open to others is
+/// used as it is, with a warning.
+fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)?;
+        let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{mode:o}"),
+                "the store directory is open to other users; restrict it (chmod 700)"
+            );
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(path)
+}
+
+/// Whether nothing at all is at `path` (an unreadable file is not missing).
+fn key_file_is_missing(path: &Path) -> bool {
+    matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,4 +167,24 @@ pub enum AppError {
     Factors(#[from] FactorError),
     #[error("email or SMS setup: {0}")]
     Notify(#[from] NotifyError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn the_store_directory_is_made_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("a").join("store");
+        create_private_dir(&store).unwrap();
+        for path in [&store, &dir.path().join("a")] {
+            let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", path.display());
+        }
+        // An existing directory is used as it is.
+        create_private_dir(&store).unwrap();
+    }
 }

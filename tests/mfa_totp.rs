@@ -515,3 +515,34 @@ async fn the_rotated_session_cookie_keeps_remember_me() {
         );
     }
 }
+
+/// Second factors are sealed with the key file: a store that holds some never starts with a
+/// new key in place of a lost one (every user with an app or backup codes would be locked out).
+#[tokio::test]
+async fn a_lost_key_file_stops_the_start_when_second_factors_are_stored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = dir.path().join("store");
+    let key_file = dir.path().join("store.key");
+    let gw = common::Gateway::builder()
+        .storage_dir(&storage)
+        .start()
+        .await;
+    assert!(key_file.exists(), "the first start creates the key");
+    let alice = stepgate::auth::user::Username::parse("alice").expect("name");
+    gw.app()
+        .factors
+        .set_email_verification(&alice, true)
+        .expect("store a second-factor setting");
+    assert!(gw.shutdown().await);
+
+    std::fs::remove_file(&key_file).expect("lose the key");
+    let err = common::Gateway::builder()
+        .storage_dir(&storage)
+        .try_start()
+        .await
+        .err()
+        .expect("refused to start");
+    assert!(err.contains("storage.key_file"), "{err}");
+    assert!(err.contains("restore"), "{err}");
+    assert!(!key_file.exists(), "no new key was made");
+}

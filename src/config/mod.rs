@@ -270,7 +270,10 @@ fn figment_errors(err: figment::Error) -> ConfigErrors {
             // reads as a number), and these messages go to the journal.
             figment::error::Kind::InvalidType(actual, expected)
             | figment::error::Kind::InvalidValue(actual, expected) => {
-                format!("expected {expected}, found {} (value not shown)", kind_of(actual))
+                format!(
+                    "expected {expected}, found {} (value not shown)",
+                    kind_of(actual)
+                )
             }
             other => other.to_string(),
         };

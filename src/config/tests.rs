@@ -137,10 +137,34 @@ url = "http://127.0.0.1:3000"
     )
     .unwrap_err();
     let text = errs.to_string();
-    assert!(keys(&errs).contains(&"email.password".to_string()), "{text}");
+    assert!(
+        keys(&errs).contains(&"email.password".to_string()),
+        "{text}"
+    );
     assert!(text.contains("found an integer"), "{text}");
     assert!(!text.contains("482913"), "{text}");
     assert!(!text.contains("plenty-of-them"), "{text}");
+}
+
+#[test]
+fn the_key_file_cannot_hide_inside_the_store_behind_a_dot() {
+    for (store, key) in [
+        ("data", "data/k"),
+        ("data", "./data/k"),
+        ("./data", "data/k"),
+    ] {
+        let errs = parse(&format!(
+            "[storage]\npath = \"{store}\"\nkey_file = \"{key}\"\n{MINIMAL}"
+        ))
+        .unwrap_err();
+        assert_eq!(keys(&errs), ["storage.key_file"], "{store} / {key}");
+    }
+    assert!(
+        parse(&format!(
+            "[storage]\npath = \"./data\"\nkey_file = \"data.key\"\n{MINIMAL}"
+        ))
+        .is_ok()
+    );
 }
 
 #[test]

@@ -38,7 +38,13 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         name.push(".key");
         PathBuf::from(name)
     });
-    if key_file.starts_with(&store_path) {
+    // `./data/k` is inside `data` too: compare without `.` components.
+    let plain = |p: &PathBuf| -> PathBuf {
+        p.components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .collect()
+    };
+    if plain(&key_file).starts_with(plain(&store_path)) {
         errors.push(
             "storage.key_file",
             "must be outside storage.path, so that a copy of the store reveals no secret",

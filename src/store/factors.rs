@@ -66,6 +66,11 @@ where
 }
 
 impl Store {
+    /// Whether any account has second-factor settings stored (sealed with the key file).
+    pub fn holds_second_factors(&self) -> bool {
+        !self.factors.is_empty()
+    }
+
     /// The second factors of `username` (empty if none are stored).
     pub fn get_factors(&self, username: &Username) -> Result<UserFactors, StoreError> {
         match self.factors.get(username.as_str().as_bytes())? {
