@@ -66,6 +66,9 @@ pub struct Limits {
     /// An HTTP/1.1 keep-alive connection quiet for this long gives back its buffers and keeps
     /// only its socket until the next request (or `idle_timeout`).
     pub idle_release_after: Duration,
+    /// An upgraded connection (WebSocket) that moves no byte in either direction for this long
+    /// is closed. Unset: `idle_timeout`.
+    pub tunnel_idle_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_connections: usize,
     pub shutdown_timeout: Duration,
@@ -78,6 +81,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             idle_release_after: Duration::from_secs(2),
+            tunnel_idle_timeout: Duration::from_secs(60),
             max_header_bytes: 16 * 1024,
             max_connections: 10_000,
             shutdown_timeout: Duration::from_secs(30),

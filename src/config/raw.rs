@@ -48,6 +48,7 @@ pub struct RawLimits {
     pub header_read_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub idle_release_after: Option<String>,
+    pub tunnel_idle_timeout: Option<String>,
     pub max_header_bytes: Option<u64>,
     pub max_connections: Option<u64>,
     pub shutdown_timeout: Option<String>,

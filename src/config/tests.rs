@@ -351,3 +351,38 @@ url = "http://127.0.0.1:3000"
         assert_eq!(keys(&errs), vec!["server.workers"], "workers = {bad}");
     }
 }
+
+#[test]
+fn tunnel_idle_timeout_follows_idle_timeout_unless_set_and_is_checked() {
+    let c = parse(
+        r#"
+[limits]
+idle_timeout = "5s"
+[[upstreams]]
+url = "http://127.0.0.1:3000"
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.limits.tunnel_idle_timeout, Duration::from_secs(5));
+
+    let c = parse(
+        r#"
+[limits]
+idle_timeout = "5s"
+tunnel_idle_timeout = "10m"
+[[upstreams]]
+url = "http://127.0.0.1:3000"
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.limits.idle_timeout, Duration::from_secs(5));
+    assert_eq!(c.limits.tunnel_idle_timeout, Duration::from_secs(600));
+
+    for bad in ["\"0s\"", "\"soon\""] {
+        let errs = parse(&format!(
+            "[limits]\ntunnel_idle_timeout = {bad}\n[[upstreams]]\nurl = \"http://127.0.0.1:3000\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(keys(&errs), vec!["limits.tunnel_idle_timeout"], "{bad}");
+    }
+}

@@ -237,6 +237,12 @@ fn limits(raw: &RawLimits, errors: &mut ConfigErrors) -> Limits {
             d.max_connections
         }
     };
+    let idle_timeout = duration_or(
+        &raw.idle_timeout,
+        "limits.idle_timeout",
+        d.idle_timeout,
+        errors,
+    );
     Limits {
         tls_handshake_timeout: duration_or(
             &raw.tls_handshake_timeout,
@@ -250,16 +256,19 @@ fn limits(raw: &RawLimits, errors: &mut ConfigErrors) -> Limits {
             d.header_read_timeout,
             errors,
         ),
-        idle_timeout: duration_or(
-            &raw.idle_timeout,
-            "limits.idle_timeout",
-            d.idle_timeout,
-            errors,
-        ),
+        idle_timeout,
         idle_release_after: duration_or(
             &raw.idle_release_after,
             "limits.idle_release_after",
             d.idle_release_after,
+            errors,
+        ),
+        // A WebSocket is often quiet for longer than a keep-alive connection should wait for
+        // its next request, hence a setting of its own; unset, it follows `idle_timeout`.
+        tunnel_idle_timeout: duration_or(
+            &raw.tunnel_idle_timeout,
+            "limits.tunnel_idle_timeout",
+            idle_timeout,
             errors,
         ),
         max_header_bytes,

@@ -81,7 +81,8 @@ impl<F: Future<Output = Sent>> Future for Exchange<F> {
 }
 
 /// The upstream's response as the client receives it: hop-by-hop headers removed, and a switch
-/// of protocols (WebSocket) spliced to the client's connection if the client asked for it.
+/// of protocols (WebSocket) carrying the [`upgrade::Tunnel`] that the client's connection
+/// splices, if the client asked for it.
 fn answer(
     mut resp: Response<pool::PooledBody>,
     upgrade: Option<(HeaderValue, OnUpgrade)>,
@@ -100,10 +101,13 @@ fn answer(
             return Err(Error::UpstreamBadUpgrade);
         }
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
-        upgrade::splice(client_upgrade, upstream_upgrade);
         let (mut parts, _) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::restore_upgrade(&mut parts.headers, protocol);
+        // The client's connection runs the splice once it has written this answer.
+        parts
+            .extensions
+            .insert(upgrade::Tunnel::new(client_upgrade, upstream_upgrade));
         return Ok(Response::from_parts(parts, body::empty()));
     }
 

@@ -7,12 +7,19 @@
 //!
 //! A request that could not even be written on a reused connection (the upstream closed it at
 //! that moment) is sent again on another one: it never reached the upstream.
+//!
+//! An upstream may answer before it has read the whole request body (a 200 or a 413 at once):
+//! the connection comes back when the answer ends while hyper is still sending that body, and
+//! hyper takes the connection's next request only once both are done. A request never waits
+//! for such a connection: it takes one that is ready, or opens one. The busy connection stays
+//! in the pool for when its body has gone (or until its idle timeout). Requests on one
+//! connection still go one after another, so an answer always goes to its own request.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -89,9 +96,6 @@ impl ConnectionPool {
     ) -> impl Future<Output = Result<Response<PooledBody>, PoolError>> + Send + '_ {
         async move {
             while let Some(mut sender) = self.idle.take() {
-                if sender.ready().await.is_err() {
-                    continue;
-                }
                 match sender.try_send_request(req).await {
                     Ok(response) => return Ok(self.idle.attach(response, sender)),
                     Err(mut e) => match e.take_message() {
@@ -145,13 +149,32 @@ impl IdleConnections {
         self.list.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The most recently used idle connection that is still open and fresh.
+    /// The most recently used idle connection that is open, fresh, and ready for a request now.
+    /// One still sending an earlier request's body is left where it is, without waiting for it;
+    /// closed and expired ones are dropped on the way.
     fn take(&self) -> Option<SendRequest<Body>> {
         let now = Instant::now();
         let mut list = self.lock();
-        while let Some(idle) = list.pop_back() {
-            if !idle.sender.is_closed() && now.duration_since(idle.since) < self.timeout {
-                return Some(idle.sender);
+        let mut i = list.len();
+        while i > 0 {
+            i -= 1;
+            let idle = &mut list[i];
+            if idle.sender.is_closed() || now.duration_since(idle.since) >= self.timeout {
+                list.remove(i);
+                continue;
+            }
+            // Asked once, not awaited: nothing needs waking when it becomes ready, the next
+            // request will ask again.
+            match idle
+                .sender
+                .poll_ready(&mut Context::from_waker(Waker::noop()))
+            {
+                // Usually the last one: taking it is `pop_back`.
+                Poll::Ready(Ok(())) => return list.remove(i).map(|idle| idle.sender),
+                Poll::Ready(Err(_)) => {
+                    list.remove(i);
+                }
+                Poll::Pending => {}
             }
         }
         None
@@ -256,6 +279,7 @@ mod tests {
     use std::convert::Infallible;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use futures_util::StreamExt;
     use http_body_util::{BodyExt, Full, StreamBody};
     use hyper::service::service_fn;
     use hyper_util::rt::TokioIo;
@@ -265,7 +289,8 @@ mod tests {
     use crate::http::body;
 
     /// A loopback upstream counting the connections it accepted. `/big` streams 64 chunks of
-    /// 16 KiB, `/upgrade` answers 101, anything else a short text.
+    /// 16 KiB, `/upgrade` answers 101, `/early` answers a short text at once while it goes on
+    /// reading the request body, anything else a short text.
     struct Upstream {
         addr: std::net::SocketAddr,
         accepted: Arc<AtomicUsize>,
@@ -281,6 +306,12 @@ mod tests {
                 counter.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let service = service_fn(|req: Request<Incoming>| async move {
+                        if req.uri().path() == "/early" {
+                            // Answers at once and keeps reading the body meanwhile.
+                            tokio::spawn(req.into_body().collect());
+                            let body = Full::new(Bytes::from("hello")).boxed_unsync();
+                            return Ok::<_, Infallible>(Response::new(body));
+                        }
                         let response = match req.uri().path() {
                             "/big" => {
                                 let chunks = (0..64).map(|_| {
@@ -417,6 +448,38 @@ mod tests {
         drop(response);
         read_all(pool.send(get("/")).await.unwrap()).await;
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_still_sending_a_body_answered_early_does_not_hold_up_the_next_request() {
+        let up = upstream().await;
+        let pool = pool_for(&up, 8);
+        // The upstream answers without reading the body; the body sends a chunk, then never
+        // ends.
+        let stalled = futures_util::stream::once(async {
+            Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"x")))
+        })
+        .chain(futures_util::stream::pending());
+        let upload = Request::builder()
+            .method("POST")
+            .uri("/early")
+            .header("host", "upstream.test")
+            .body(StreamBody::new(stalled).boxed_unsync())
+            .unwrap();
+        let answered = pool.send(upload).await.unwrap();
+        assert_eq!(read_all(answered).await, 5);
+        assert_eq!(pool.idle_count(), 1, "back in the pool, still sending");
+
+        let next = tokio::time::timeout(Duration::from_secs(5), pool.send(get("/")))
+            .await
+            .expect("the next request waited for the busy connection")
+            .unwrap();
+        assert_eq!(read_all(next).await, 5);
+        assert_eq!(
+            up.accepted.load(Ordering::SeqCst),
+            2,
+            "a connection of its own"
+        );
     }
 
     #[tokio::test]

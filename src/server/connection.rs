@@ -5,17 +5,23 @@
 //! without traffic, between two requests, the HTTP session (hyper's read and write buffers,
 //! about 24 KiB) is dropped and only the socket is kept; the next request starts a new session
 //! on it. The client sees one ordinary keep-alive connection.
+//!
+//! A connection that switches protocols (WebSocket) becomes a tunnel to the upstream, run here
+//! once its HTTP session has ended: it stays this connection, holding its place under
+//! `limits.max_connections`, counted as open, closed after `limits.tunnel_idle_timeout`
+//! without traffic, and waited for by a graceful shutdown like any other connection.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -30,6 +36,7 @@ use crate::app::App;
 use crate::config::Limits;
 use crate::http::body::Body;
 use crate::http::{self, ConnInfo};
+use crate::proxy::upgrade::Tunnel;
 
 /// The HTTP/2 connection preface a client sends first ("prior knowledge" h2c).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -150,6 +157,7 @@ async fn serve_http1<S: Parkable>(
     let limits = app.config.limits.clone();
     let stats = app.connection_stats.clone();
     let _open = stats.opened();
+    let tunnel = TunnelSlot::default();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -161,7 +169,7 @@ async fn serve_http1<S: Parkable>(
         .keep_alive(true);
     loop {
         activity.reset_mark();
-        let service = service(app.clone(), activity.clone(), conn);
+        let service = service(app.clone(), activity.clone(), conn, tunnel.clone());
         // On the heap: a parked connection does not keep room for it.
         let mut session = Box::new(
             builder
@@ -170,7 +178,14 @@ async fn serve_http1<S: Parkable>(
         );
         let session_ref = Pin::new(&mut *session);
         let drive = drive(session_ref, &activity, &limits, &mut shutdown, conn, true);
-        if !Box::pin(drive).await {
+        let parked = Box::pin(drive).await;
+        if let Some(tunnel) = tunnel.take() {
+            // The session handed the socket to the tunnel: nothing else of it is needed.
+            drop(session);
+            Box::pin(run_tunnel(tunnel, &activity, &limits)).await;
+            return;
+        }
+        if !parked {
             return;
         }
         // Ended by a park: take the socket back, and drop the rest of the session (its buffers
@@ -200,7 +215,8 @@ async fn serve_any_version<I>(
 {
     let limits = app.config.limits.clone();
     let _open = app.connection_stats.opened();
-    let service = service(app.clone(), activity.clone(), conn);
+    let tunnel = TunnelSlot::default();
+    let service = service(app.clone(), activity.clone(), conn, tunnel.clone());
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -214,9 +230,38 @@ async fn serve_any_version<I>(
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes * 2).unwrap_or(u32::MAX))
         .max_concurrent_streams(256);
-    let session = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(session);
-    drive(session, &activity, &limits, &mut shutdown, conn, false).await;
+    {
+        let session = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::pin!(session);
+        drive(session, &activity, &limits, &mut shutdown, conn, false).await;
+    }
+    // The session is gone; a tunnel it handed its socket to runs in its place.
+    if let Some(tunnel) = tunnel.take() {
+        Box::pin(run_tunnel(tunnel, &activity, &limits)).await;
+    }
+}
+
+/// Splices an upgraded connection to its upstream, until either side closes or no byte moved
+/// for `limits.tunnel_idle_timeout`.
+async fn run_tunnel(tunnel: Tunnel, activity: &Activity, limits: &Limits) {
+    tunnel
+        .run(|| activity.last(), limits.tunnel_idle_timeout)
+        .await;
+}
+
+/// Where a request that switched protocols leaves its [`Tunnel`] for its connection to run.
+/// Only requests that ask for an upgrade are given a handle to it.
+#[derive(Clone, Default)]
+struct TunnelSlot(Arc<Mutex<Option<Tunnel>>>);
+
+impl TunnelSlot {
+    fn put(&self, tunnel: Tunnel) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(tunnel);
+    }
+
+    fn take(&self) -> Option<Tunnel> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 /// The gateway's service for one connection: every request counts as in flight until its
@@ -225,6 +270,7 @@ fn service(
     app: Arc<App>,
     activity: Activity,
     conn: ConnInfo,
+    tunnel: TunnelSlot,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
     Response = hyper::Response<TrackedBody>,
@@ -232,11 +278,19 @@ fn service(
     Future = impl Future<Output = Result<hyper::Response<TrackedBody>, Infallible>> + Send,
 > + Send
 + 'static {
-    service_fn(move |req| {
+    service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let in_flight = activity.request();
+        // hyper gives only a request that asks to switch protocols an upgrade; any other has
+        // no extensions at all, and this look costs it nothing.
+        let tunnel = req
+            .extensions()
+            .get::<OnUpgrade>()
+            .is_some()
+            .then(|| tunnel.clone());
         Tracked {
             handling: http::handle(app.clone(), req, conn),
             in_flight: Some(in_flight),
+            tunnel,
         }
     })
 }
@@ -250,6 +304,8 @@ pin_project_lite::pin_project! {
         #[pin]
         handling: F,
         in_flight: Option<InFlight>,
+        // Set only for a request that asked to switch protocols.
+        tunnel: Option<TunnelSlot>,
     }
 }
 
@@ -258,9 +314,14 @@ impl<F: Future<Output = hyper::Response<Body>>> Future for Tracked<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let resp = std::task::ready!(this.handling.poll(cx));
+        let mut resp = std::task::ready!(this.handling.poll(cx));
         // Taken once: a future that is ready is not polled again.
         let in_flight = this.in_flight.take();
+        if let Some(slot) = this.tunnel.take()
+            && let Some(tunnel) = resp.extensions_mut().remove::<Tunnel>()
+        {
+            slot.put(tunnel);
+        }
         Poll::Ready(Ok(resp.map(|body| TrackedBody {
             body,
             _in_flight: in_flight,

@@ -280,6 +280,8 @@ async fn housekeeping(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
 impl RunningGateway {
     /// Stops accepting, asks every connection to finish its in-flight requests, waits up to
     /// `limits.shutdown_timeout`, then flushes storage. Returns whether every connection drained.
+    /// An upgraded connection (WebSocket) is waited for like a request in flight, and closed
+    /// with whatever else is left at the deadline.
     pub async fn shutdown(self) -> io::Result<bool> {
         let _ = self.shutdown.send(true);
         for handle in self.accept_loops {
