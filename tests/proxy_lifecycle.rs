@@ -20,6 +20,15 @@ async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
         .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
+/// A gateway in front of `upstream` with `limits` (TOML lines) as its `[limits]` section.
+async fn with_limits(upstream: &EchoUpstream, limits: &str) -> Gateway {
+    Gateway::builder()
+        .upstream(&upstream.url())
+        .extra_toml(&format!("[limits]\n{limits}"))
+        .start()
+        .await
+}
+
 /// Reads one HTTP/1.1 response with a `Content-Length` from `tcp` and returns its head and body.
 /// Test-only framing for the gateway's own answers (healthz), which always carry a length.
 async fn read_response(tcp: &mut TcpStream) -> (String, Vec<u8>) {
@@ -131,11 +140,7 @@ async fn graceful_shutdown_finishes_in_flight_request_and_refuses_new_connection
 #[tokio::test]
 async fn graceful_shutdown_reports_undrained_connections_after_deadline() {
     let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder()
-        .upstream(&upstream.url())
-        .extra_toml("[limits]\nshutdown_timeout = \"300ms\"")
-        .start()
-        .await;
+    let gw = with_limits(&upstream, "shutdown_timeout = \"300ms\"").await;
     let _in_flight = tokio::spawn(http_client().get(gw.url_for("/__hold")).send());
     within("request held at the upstream", upstream.wait_held()).await;
     // Never released: the drain deadline is what ends the shutdown.
@@ -146,11 +151,7 @@ async fn graceful_shutdown_reports_undrained_connections_after_deadline() {
 #[tokio::test]
 async fn idle_keep_alive_connection_is_closed_after_idle_timeout() {
     let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder()
-        .upstream(&upstream.url())
-        .extra_toml("[limits]\nidle_timeout = \"300ms\"")
-        .start()
-        .await;
+    let gw = with_limits(&upstream, "idle_timeout = \"300ms\"").await;
     let mut tcp = served_connection(gw.addr()).await;
     // Keep-alive works: a second request on the same connection is answered.
     tcp.write_all(HEALTHZ).await.expect("write");
@@ -177,11 +178,7 @@ async fn idle_keep_alive_connection_is_closed_after_idle_timeout() {
 #[tokio::test]
 async fn a_portal_form_body_that_never_arrives_is_refused_in_time() {
     let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder()
-        .upstream(&upstream.url())
-        .extra_toml("[limits]\nheader_read_timeout = \"300ms\"")
-        .start()
-        .await;
+    let gw = with_limits(&upstream, "header_read_timeout = \"300ms\"").await;
     let mut tcp = within("connect", TcpStream::connect(gw.addr()))
         .await
         .expect("connect");
@@ -205,11 +202,7 @@ async fn a_portal_form_body_that_never_arrives_is_refused_in_time() {
 #[tokio::test]
 async fn closes_slowloris_connection_after_header_read_timeout() {
     let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder()
-        .upstream(&upstream.url())
-        .extra_toml("[limits]\nheader_read_timeout = \"300ms\"")
-        .start()
-        .await;
+    let gw = with_limits(&upstream, "header_read_timeout = \"300ms\"").await;
     let mut tcp = within("connect", TcpStream::connect(gw.addr()))
         .await
         .expect("connect");
@@ -230,11 +223,11 @@ async fn closes_slowloris_connection_after_header_read_timeout() {
 #[tokio::test]
 async fn closes_a_connection_that_never_sends_a_request_after_header_read_timeout() {
     let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder()
-        .upstream(&upstream.url())
-        .extra_toml("[limits]\nheader_read_timeout = \"300ms\"\nidle_timeout = \"60s\"")
-        .start()
-        .await;
+    let gw = with_limits(
+        &upstream,
+        "header_read_timeout = \"300ms\"\nidle_timeout = \"60s\"",
+    )
+    .await;
     let mut tcp = within("connect", TcpStream::connect(gw.addr()))
         .await
         .expect("connect");
@@ -251,11 +244,7 @@ async fn closes_a_connection_that_never_sends_a_request_after_header_read_timeou
 #[tokio::test]
 async fn connection_cap_holds_a_third_connection_until_one_closes() {
     let upstream = EchoUpstream::start().await;
-    let gw = Gateway::builder()
-        .upstream(&upstream.url())
-        .extra_toml("[limits]\nmax_connections = 2")
-        .start()
-        .await;
+    let gw = with_limits(&upstream, "max_connections = 2").await;
     let first = served_connection(gw.addr()).await;
     let _second = served_connection(gw.addr()).await;
 
