@@ -474,14 +474,18 @@ async fn password_change_does_not_refresh_the_reverify_window() {
 #[tokio::test]
 async fn admin_reset_2fa_from_the_cli_deletes_the_users_factors() {
     let (rig, env) = rig_with_cli().await;
-    rig.user_with_totp("alice", Some("alice@example.test"))
+    let alice = rig
+        .user_with_totp("alice", Some("alice@example.test"))
         .await;
-    rig.user_with_totp("bob", None).await;
+    let bob = rig.user_with_totp("bob", None).await;
     // The CLI reaches the running gateway with this configuration.
     run_async(&env, &["user", "show", "alice"], None).await.ok();
 
     let out = run_async(&env, &["user", "reset-2fa", "alice"], None).await;
     assert_eq!(out.code, 0, "{out:#?}");
+    // The sessions the lost factor opened end with it; bob's go on.
+    assert_eq!(rig.session(&alice.cookie).await.0, 401);
+    assert_eq!(rig.session(&bob.cookie).await.0, 200);
     let factors = rig
         .gw
         .app()

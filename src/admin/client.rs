@@ -268,7 +268,8 @@ pub enum UserCommand {
     /// Delete an account and end its sessions.
     Delete { name: String },
     /// Delete every second factor of an account (lost phone): authenticator app, backup codes,
-    /// phone and email setting. The user can sign in with the password and enrol again.
+    /// phone and email setting; its sessions end. The user can sign in with the password and
+    /// enrol again.
     #[command(name = "reset-2fa")]
     ResetTwoFactor { name: String },
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 use crate::auth::audit::{self, AuditEvent, AuditKind};
 use crate::auth::factors::{FactorError, FactorSummary, MfaSettings, summary_from_store};
 use crate::auth::password::PasswordHash;
-use crate::auth::session::SessionManager;
+use crate::auth::session::{AuthLevel, Session, SessionId, SessionManager};
 use crate::auth::user::{User, Username};
 use crate::clock::SharedClock;
 use crate::store::{Store, StoreError};
@@ -150,6 +150,35 @@ impl UserDirectory {
         Ok(())
     }
 
+    /// Opens a session for `checked`, the account as it was when its password was verified,
+    /// unless the account changed meanwhile: then `None`, and no session is left behind.
+    ///
+    /// A password check takes a while (argon2, and the wait for a free hashing thread); a
+    /// password change, a disabling or a deletion may end every session of the account in
+    /// between. The account is read again *after* the session exists: a change that came
+    /// before that reading is seen here, and one that comes after it ends this session with the
+    /// others (a change updates the account, then ends its sessions; a deletion is ordered the
+    /// same way).
+    pub fn open_session(
+        &self,
+        checked: &User,
+        level: AuthLevel,
+        remember_me: bool,
+    ) -> Result<Option<(SessionId, Session)>, StoreError> {
+        let (id, session) = self
+            .sessions
+            .create(&checked.username, level, remember_me)?;
+        let unchanged = self
+            .store
+            .get_user(&checked.username)?
+            .is_some_and(|now| !now.disabled && now.password_hash == checked.password_hash);
+        if unchanged {
+            return Ok(Some((id, session)));
+        }
+        self.sessions.revoke(&id.key())?;
+        Ok(None)
+    }
+
     /// Disabling ends the account's sessions at once.
     pub fn set_disabled(&self, username: &Username, disabled: bool) -> Result<(), StoreError> {
         self.modify(username, |u| u.disabled = disabled)?;
@@ -168,12 +197,21 @@ impl UserDirectory {
     }
 
     /// Administrator reset: deletes every second factor of the account (secret, backup codes,
-    /// phone, email setting), as when the user turns two-step verification off.
+    /// phone, email setting) and the codes still outstanding, and ends the account's sessions:
+    /// those the lost factor opened (on a lost phone, say) must not outlive it.
     pub fn reset_two_factor(&self, username: &Username) -> Result<(), StoreError> {
         if self.store.get_user(username)?.is_none() {
             return Err(StoreError::NoSuchUser(username.clone()));
         }
         self.store.delete_factors(username)?;
+        for channel in self.store.code_channels_of_user(username)? {
+            self.store
+                .update_code_state(username, channel, |mut state| {
+                    state.current = None;
+                    Ok::<_, StoreError>((state, ()))
+                })?;
+        }
+        self.sessions.revoke_user(username)?;
         self.store.flush()?;
         let event = AuditEvent::new(self.clock.now(), AuditKind::TwoFactorDisabled)
             .with_username(username.as_str())
@@ -182,17 +220,88 @@ impl UserDirectory {
         Ok(())
     }
 
-    /// Deleting ends the account's sessions at once.
+    /// Deleting ends the account's sessions at once. The account goes first and its sessions
+    /// after, so a login finishing meanwhile is refused or ended (see
+    /// [`UserDirectory::open_session`]).
     pub fn delete(&self, username: &Username) -> Result<(), StoreError> {
-        self.sessions.revoke_user(username)?;
         if !self.store.delete_user(username)? {
             return Err(StoreError::NoSuchUser(username.clone()));
         }
+        self.sessions.revoke_user(username)?;
         // A later account with the same name must not inherit these second factors.
         self.store.delete_factors(username)?;
         self.store.flush()?;
         self.forget(username);
         self.audit(AuditKind::UserDeleted, username, None);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::session::SessionSettings;
+    use crate::clock::{ManualClock, Timestamp};
+
+    fn directory() -> (tempfile::TempDir, Arc<Store>, UserDirectory) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let clock: SharedClock = Arc::new(ManualClock::new(Timestamp(1_700_000_000_000)));
+        let sessions = Arc::new(SessionManager::new(
+            store.clone(),
+            clock.clone(),
+            SessionSettings::default(),
+        ));
+        let users = UserDirectory::new(store.clone(), sessions, clock, MfaSettings::default());
+        (dir, store, users)
+    }
+
+    fn alice(users: &UserDirectory) -> User {
+        users
+            .create(NewUser {
+                username: Username::parse("alice").unwrap(),
+                display_name: None,
+                email: None,
+                groups: Vec::new(),
+                password_hash: PasswordHash::new_unchecked("$argon2id$old".into()),
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn a_login_that_checked_the_old_account_opens_no_session() {
+        let changes: [fn(&UserDirectory, &Username); 3] = [
+            |u, n| {
+                u.set_password(n, PasswordHash::new_unchecked("$argon2id$new".into()))
+                    .unwrap()
+            },
+            |u, n| u.set_disabled(n, true).unwrap(),
+            |u, n| u.delete(n).unwrap(),
+        ];
+        for change in changes {
+            let (_dir, store, users) = directory();
+            let checked = alice(&users);
+            // The password was verified against `checked`; then the account changed.
+            change(&users, &checked.username);
+            let opened = users
+                .open_session(&checked, AuthLevel::OneFactor, false)
+                .unwrap();
+            assert!(opened.is_none());
+            assert!(
+                store
+                    .sessions_of_user(&checked.username)
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+        // Unchanged: the session opens.
+        let (_dir, store, users) = directory();
+        let checked = alice(&users);
+        let (_, session) = users
+            .open_session(&checked, AuthLevel::OneFactor, false)
+            .unwrap()
+            .expect("opened");
+        assert_eq!(session.username, checked.username);
+        assert_eq!(store.sessions_of_user(&checked.username).unwrap().len(), 1);
     }
 }

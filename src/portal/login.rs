@@ -147,18 +147,23 @@ pub async fn submit(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Bo
     } else {
         AuthLevel::OneFactor
     };
-    let sessions = app.sessions.clone();
-    let username = user.username.clone();
     let remember = form.remember_me;
-    let (id, _session) = tokio::task::spawn_blocking(move || {
+    let app_for_task = ctx.arc.clone();
+    let checked = user.clone();
+    let opened = tokio::task::spawn_blocking(move || {
         for old in arrived {
-            sessions.revoke(&old.key())?;
+            app_for_task.sessions.revoke(&old.key())?;
         }
-        sessions.create(&username, level, remember)
+        app_for_task.users.open_session(&checked, level, remember)
     })
     .await
     .map_err(|e| Error::Internal(format!("session task: {e}")))?
     .map_err(|e| Error::Internal(format!("session create: {e}")))?;
+    // The account changed while its password was being checked (new password, disabled,
+    // deleted): no session, as for a wrong password.
+    let Some((id, _session)) = opened else {
+        return Err(Error::WrongPassword);
+    };
     credentials::audit_attempt(
         ctx,
         Source::LoginForm,
