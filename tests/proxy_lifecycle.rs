@@ -173,6 +173,43 @@ async fn idle_keep_alive_connection_is_closed_after_idle_timeout() {
     );
 }
 
+/// A client that stops taking its response does not hold the connection (and its upstream
+/// connection) for ever: once no byte of it has gone out for the idle limit, it is closed.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_after_the_idle_limit() {
+    let upstream = EchoUpstream::start().await;
+    let gw = with_limits(&upstream, "idle_timeout = \"300ms\"").await;
+    let stats = &gw.app().connection_stats;
+    let mut tcp = within("connect", TcpStream::connect(gw.addr()))
+        .await
+        .expect("connect");
+    // 256 MiB, far more than the sockets on both sides buffer; the client never reads.
+    tcp.write_all(b"GET /__download?bytes=268435456 HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .expect("write");
+    within(
+        "the connection to open",
+        stats.wait_until(|s| s.open() == 1),
+    )
+    .await;
+    within(
+        "the stalled connection to be closed",
+        stats.wait_until(|s| s.open() == 0),
+    )
+    .await;
+    // What the client then reads ends early: the response was cut, not completed.
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = within("read", tcp.read(&mut buf)).await.unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        received += n;
+    }
+    assert!(received < 268_435_456, "{received} bytes");
+}
+
 /// A login form whose body is announced and never sent: answered 400 once the header-read
 /// limit has passed, and the connection closed, not held for ever.
 #[tokio::test]

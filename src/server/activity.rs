@@ -31,6 +31,9 @@ struct Shared {
     /// Set by the connection loop: the next read that would wait ends the HTTP/1.1 session
     /// instead, so that the connection can be parked without hyper's buffers.
     park: AtomicBool,
+    /// When a write to the client last had to wait (the client's receive window full), in
+    /// milliseconds since the connection was accepted, plus one; 0 once a write went through.
+    write_waiting_since: AtomicU64,
 }
 
 impl Activity {
@@ -42,8 +45,41 @@ impl Activity {
     }
 
     fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.shared.last_ms.store(ms, Ordering::Relaxed);
+        self.shared
+            .last_ms
+            .store(self.elapsed_ms(), Ordering::Relaxed);
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// A write went through: the client is reading.
+    fn record_write(&self) {
+        self.touch();
+        // Most writes find nothing to clear: a load, not a store, on the hot path.
+        if self.shared.write_waiting_since.load(Ordering::Relaxed) != 0 {
+            self.shared.write_waiting_since.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A write had to wait for the client to read; the first of a run of them is remembered.
+    fn record_write_waiting(&self) {
+        if self.shared.write_waiting_since.load(Ordering::Relaxed) == 0 {
+            let since = self.elapsed_ms().saturating_add(1);
+            self.shared
+                .write_waiting_since
+                .store(since, Ordering::Relaxed);
+        }
+    }
+
+    /// Since when the connection has been waiting for the client to read what it wrote, if it
+    /// is (a response held up by a client that stopped reading).
+    pub fn write_waiting_since(&self) -> Option<Instant> {
+        match self.shared.write_waiting_since.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(self.start + std::time::Duration::from_millis(since - 1)),
+        }
     }
 
     fn record_read(&self, bytes: usize) {
@@ -157,8 +193,10 @@ impl<T: AsyncWrite> AsyncWrite for ActivityIo<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let res = this.inner.poll_write(cx, buf);
-        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
+        match res {
+            Poll::Ready(Ok(n)) if n > 0 => this.activity.record_write(),
+            Poll::Pending => this.activity.record_write_waiting(),
+            _ => {}
         }
         res
     }
@@ -183,8 +221,10 @@ impl<T: AsyncWrite> AsyncWrite for ActivityIo<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let res = this.inner.poll_write_vectored(cx, bufs);
-        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
+        match res {
+            Poll::Ready(Ok(n)) if n > 0 => this.activity.record_write(),
+            Poll::Pending => this.activity.record_write_waiting(),
+            _ => {}
         }
         res
     }

@@ -411,19 +411,30 @@ async fn drive<C: Session>(
                     session.as_mut().close_gracefully();
                 }
             }
-            () = &mut check, if !closing => {
+            () = &mut check => {
                 let now = Instant::now();
                 if next_idle_check <= now {
+                    // A client that has not taken a byte of its response for the idle limit
+                    // is gone or holding the connection on purpose: closed at once, since a
+                    // graceful close would wait for that response.
+                    let write_waiting_until = activity
+                        .write_waiting_since()
+                        .map(|since| since + limits.idle_timeout);
+                    if write_waiting_until.is_some_and(|until| until <= now) {
+                        tracing::debug!(peer = %conn.peer, "closing a connection whose client stopped reading");
+                        return false;
+                    }
                     let idle_until = activity.last() + limits.idle_timeout;
-                    if idle_until <= now && activity.in_flight() == 0 {
+                    if !closing && idle_until <= now && activity.in_flight() == 0 {
                         tracing::trace!(peer = %conn.peer, "closing idle connection");
                         closing = true;
                         session.as_mut().close_gracefully();
                         continue;
                     }
-                    next_idle_check = idle_until.max(now + PARK_RECHECK);
+                    let due = write_waiting_until.map_or(idle_until, |until| until.min(idle_until));
+                    next_idle_check = due.max(now + PARK_RECHECK);
                 }
-                if may_park && next_park_check <= now {
+                if !closing && may_park && next_park_check <= now {
                     let quiet_until = activity.last() + limits.idle_release_after;
                     if quiet_until <= now && activity.between_requests() {
                         // The session sees end of stream at its next read and ends cleanly,
