@@ -7,5 +7,6 @@ mod hash_memory;
 pub mod password;
 pub mod regulation;
 pub mod session;
+pub mod session_ends;
 pub mod step_up;
 pub mod user;

@@ -26,6 +26,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::auth::session_ends::{SessionEndWatch, SessionEnds};
 use crate::auth::user::Username;
 use crate::clock::{SharedClock, Timestamp};
 use crate::config::{ConfigErrors, parse_duration};
@@ -532,6 +533,8 @@ pub struct SessionManager {
     /// a user's sessions) holds every shard it touches, taken in index order. Flushes happen
     /// after the locks are released.
     shards: Box<[Mutex<SessionCache>]>,
+    /// What outlives a request (a WebSocket tunnel) watches its session's end here.
+    ends: Arc<SessionEnds>,
 }
 
 /// Shards of the session cache (fewer when the capacity is smaller).
@@ -571,6 +574,7 @@ impl SessionManager {
             clock,
             settings,
             shards,
+            ends: Arc::default(),
         }
     }
 
@@ -697,6 +701,7 @@ impl SessionManager {
         match cache.map.entry(*key) {
             Entry::Occupied(cached) if cached.get().session.is_expired(now, &self.settings) => {
                 cached.remove();
+                self.ends.session_ended(key);
                 self.store.delete_session(key)?;
                 Ok(None)
             }
@@ -719,6 +724,7 @@ impl SessionManager {
     pub fn revoke_unflushed(&self, key: &SessionKey) -> Result<bool, StoreError> {
         let mut cache = self.lock(key);
         let cached = cache.map.remove(key).is_some();
+        self.ends.session_ended(key);
         Ok(self.store.delete_session(key)? || cached)
     }
 
@@ -730,6 +736,7 @@ impl SessionManager {
             for cache in &mut shards {
                 cache.map.retain(|_, c| &c.session.username != username);
             }
+            self.ends.user_ended(username);
             self.store.delete_sessions_of_user(username)?
         };
         self.store.flush()?;
@@ -762,6 +769,7 @@ impl SessionManager {
             session.last_seen = now.max(session.last_seen);
             self.store.replace_session(old, &session)?;
             first.map.remove(old);
+            self.ends.session_moved(old, &new_key);
             let cache = second.as_deref_mut().unwrap_or(&mut first);
             cache.insert(
                 CachedSession {
@@ -851,12 +859,31 @@ impl SessionManager {
                 }
                 cache.map.remove(&key);
             }
+            self.ends.session_ended(&key);
             if self.store.delete_session(&key)? {
                 purged += 1;
             }
         }
         self.store.flush()?;
         Ok(purged)
+    }
+
+    /// A watch fired when `session` ends (see [`crate::auth::session_ends`]). Already fired if
+    /// the session has ended since it was looked up, or cannot be read: what depends on it
+    /// fails closed.
+    pub fn watch_end(&self, session: &Session) -> SessionEndWatch {
+        let watch = self.ends.watch(session.key, &session.username);
+        let now = self.clock.now();
+        let mut cache = self.lock(&session.key);
+        if !matches!(self.load(&mut cache, &session.key, now), Ok(Some(_))) {
+            watch.end();
+        }
+        watch
+    }
+
+    /// The watches on sessions' ends held right now.
+    pub fn end_watches(&self) -> usize {
+        self.ends.open_count()
     }
 
     /// Number of sessions currently held in memory (for metrics and tests).
@@ -1135,6 +1162,28 @@ mod tests {
         assert_eq!(f.mgr.lookup(&a1.cookie_value()).unwrap(), None);
         assert_eq!(f.mgr.lookup(&a2.cookie_value()).unwrap(), None);
         assert!(f.mgr.lookup(&b1.cookie_value()).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_watch_taken_on_a_session_already_ended_has_fired() {
+        let f = fixture();
+        let (_, live) = f.mgr.create(&alice(), AuthLevel::OneFactor, false).unwrap();
+        let (_, gone) = f.mgr.create(&alice(), AuthLevel::OneFactor, false).unwrap();
+        // Looked up, then revoked before the watch is taken.
+        assert!(f.mgr.revoke(&gone.key).unwrap());
+        assert!(f.mgr.watch_end(&gone).has_ended());
+        assert!(!f.mgr.watch_end(&live).has_ended());
+    }
+
+    #[test]
+    fn an_expiry_found_at_a_lookup_fires_the_sessions_watches() {
+        let f = fixture();
+        let (id, session) = f.mgr.create(&alice(), AuthLevel::OneFactor, false).unwrap();
+        let watch = f.mgr.watch_end(&session);
+        f.clock.advance(Duration::from_secs(2 * 3600));
+        assert!(!watch.has_ended(), "nothing has looked at the session yet");
+        assert_eq!(f.mgr.lookup(&id.cookie_value()).unwrap(), None);
+        assert!(watch.has_ended());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::app::App;
-use crate::decision::{Decision, decide};
+use crate::decision::{Decision, Identity, decide};
 use crate::error::{Error, error_response};
 use crate::policy::RequestFacts;
 use crate::proxy::headers::{Forwarding, request_host, strip_set_cookies};
@@ -238,18 +238,20 @@ fn route(app: &Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Result<Route
                     step_up::replay_held_form(&app, req, &id, host.as_deref(), &path_and_query)
                         .await?;
                 let upstream = upstream_at(&app, index)?;
-                let headers = identity_headers(&app.config.identity_headers, &id);
-                let fwd = forward_request(&app, conn, host.as_deref(), path_and_query, headers);
+                let fwd = forward_request(&app, conn, host.as_deref(), path_and_query, Some(&id));
                 proxy::exchange(upstream, proxy::outgoing(upstream, req, fwd)?).await
             })));
         }
         other => other,
     };
     let upstream = upstream_at(app, index)?;
-    let identity_headers = identity
-        .map(|id| identity_headers(&config.identity_headers, &id))
-        .unwrap_or_default();
-    let fwd = forward_request(app, conn, host.as_deref(), path_and_query, identity_headers);
+    let fwd = forward_request(
+        app,
+        conn,
+        host.as_deref(),
+        path_and_query,
+        identity.as_ref(),
+    );
     let outgoing = proxy::outgoing(upstream, req.map(body::stream), fwd)?;
     Ok(Route::Upstream { index, outgoing })
 }
@@ -268,7 +270,7 @@ fn forward_request<'a>(
     conn: ConnInfo,
     host: Option<&'a str>,
     path_and_query: String,
-    identity: Vec<(HeaderName, HeaderValue)>,
+    identity: Option<&'a Identity>,
 ) -> ForwardRequest<'a> {
     let trusted = &app.config.server.trusted_proxies;
     ForwardRequest {
@@ -281,7 +283,10 @@ fn forward_request<'a>(
         },
         protected: &app.protected_headers,
         hidden_cookies: app.session_cookies.both(),
-        identity,
+        identity: identity
+            .map(|id| identity_headers(&app.config.identity_headers, id))
+            .unwrap_or_default(),
+        session: identity.map(|id| (&*app.sessions, &id.session)),
     }
 }
 

@@ -13,6 +13,8 @@ use http::header::{HOST, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::upgrade::OnUpgrade;
 
+use crate::auth::session::{Session, SessionManager};
+use crate::auth::session_ends::SessionEndWatch;
 use crate::error::Error;
 use crate::http::body::{self, Body};
 use headers::Forwarding;
@@ -29,6 +31,9 @@ pub struct ForwardRequest<'a> {
     pub hidden_cookies: [&'a str; 2],
     /// Identity headers to add (after every client-sent spelling was removed).
     pub identity: Vec<(HeaderName, HeaderValue)>,
+    /// The session the request was let through on, if any: a switch of protocols (WebSocket)
+    /// lives no longer than that session.
+    pub session: Option<(&'a SessionManager, &'a Session)>,
 }
 
 /// Sends the outgoing request to `upstream` and returns its response, bodies streaming both ways.
@@ -57,7 +62,7 @@ pin_project_lite::pin_project! {
         #[pin]
         sent: F,
         // The client's side of a requested upgrade; taken when the answer arrives.
-        upgrade: Option<Option<(HeaderValue, OnUpgrade)>>,
+        upgrade: Option<Option<Upgrade>>,
     }
 }
 
@@ -85,10 +90,15 @@ impl<F: Future<Output = Sent>> Future for Exchange<F> {
 /// splices, if the client asked for it.
 fn answer(
     mut resp: Response<pool::PooledBody>,
-    upgrade: Option<(HeaderValue, OnUpgrade)>,
+    upgrade: Option<Upgrade>,
 ) -> Result<Response<Body>, Error> {
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let Some((protocol, client_upgrade)) = upgrade else {
+        let Some(Upgrade {
+            protocol,
+            client: client_upgrade,
+            session_end,
+        }) = upgrade
+        else {
             return Err(Error::UpstreamBadUpgrade);
         };
         let answered = resp.headers().get(http::header::UPGRADE).cloned();
@@ -105,9 +115,11 @@ fn answer(
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::restore_upgrade(&mut parts.headers, protocol);
         // The client's connection runs the splice once it has written this answer.
-        parts
-            .extensions
-            .insert(upgrade::Tunnel::new(client_upgrade, upstream_upgrade));
+        parts.extensions.insert(upgrade::Tunnel::new(
+            client_upgrade,
+            upstream_upgrade,
+            session_end,
+        ));
         return Ok(Response::from_parts(parts, body::empty()));
     }
 
@@ -119,8 +131,17 @@ fn answer(
 /// The request as the upstream receives it, and the client's side of a requested upgrade.
 pub struct Outgoing {
     request: Request<Body>,
-    /// The protocol the client asked to switch to (`Upgrade`), and its connection's upgrade.
-    upgrade: Option<(HeaderValue, OnUpgrade)>,
+    upgrade: Option<Upgrade>,
+}
+
+/// A switch of protocols the client asked for.
+struct Upgrade {
+    /// The protocol asked for (`Upgrade`).
+    protocol: HeaderValue,
+    /// The client connection's side of the switch.
+    client: OnUpgrade,
+    /// The end of the session the request was let through on, which ends the tunnel too.
+    session_end: Option<SessionEndWatch>,
 }
 
 /// Rewrites the client's request for the upstream: hop-by-hop, protected and gateway headers
@@ -131,9 +152,12 @@ pub fn outgoing(
     fwd: ForwardRequest<'_>,
 ) -> Result<Outgoing, Error> {
     let upgrade = if req.version() == Version::HTTP_11 {
-        headers::requested_upgrade(req.headers()).map(|protocol| {
-            let client = hyper::upgrade::on(&mut req);
-            (protocol, client)
+        headers::requested_upgrade(req.headers()).map(|protocol| Upgrade {
+            protocol,
+            client: hyper::upgrade::on(&mut req),
+            session_end: fwd
+                .session
+                .map(|(sessions, session)| sessions.watch_end(session)),
         })
     } else {
         None
@@ -152,8 +176,8 @@ pub fn outgoing(
     for (name, value) in fwd.identity {
         headers.insert(name, value);
     }
-    if let Some((protocol, _)) = &upgrade {
-        headers::restore_upgrade(headers, protocol.clone());
+    if let Some(upgrade) = &upgrade {
+        headers::restore_upgrade(headers, upgrade.protocol.clone());
     }
     let upstream_authority = upstream
         .authority()
