@@ -155,6 +155,58 @@ async fn https_redirect_names_the_port_actually_bound() {
     );
 }
 
+/// The redirect never carries user information or anything but a host and port, and names only
+/// hosts the gateway serves.
+#[tokio::test]
+async fn https_redirect_names_only_plain_hosts_the_gateway_serves() {
+    let ca = TestCa::new();
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream_for_host("app.test", &upstream.url())
+        .tls(&ca)
+        .extra_toml("[server]\nredirect_http_to_https = true")
+        .start()
+        .await;
+    let port = gw.https_addr().port();
+
+    let resp = send_raw_path(gw.addr(), "GET", "/x", &[("Host", "app.test")]).await;
+    assert_eq!(resp.status(), 308);
+    assert_eq!(
+        resp.headers()["location"],
+        format!("https://app.test:{port}/x").as_str()
+    );
+    // A trailing dot names the same host.
+    let resp = send_raw_path(gw.addr(), "GET", "/x", &[("Host", "app.test.")]).await;
+    assert_eq!(resp.status(), 308);
+
+    // A host no upstream serves: the same answer as over HTTPS, no redirect.
+    let resp = send_raw_path(gw.addr(), "GET", "/x", &[("Host", "evil.test")]).await;
+    assert_eq!(resp.status(), 421);
+    assert!(resp.headers().get("location").is_none());
+
+    // User information, in the Host header or in an absolute-form target, is refused.
+    for host in [
+        "app.test@evil.test",
+        "user@app.test",
+        "app.test:1@evil.test",
+    ] {
+        let resp = send_raw_path(gw.addr(), "GET", "/x", &[("Host", host)]).await;
+        assert_eq!(resp.status(), 400, "{host}");
+        assert!(resp.headers().get("location").is_none(), "{host}");
+    }
+    let answer = common::raw_exchange(
+        gw.addr(),
+        b"GET http://app.test@evil.test/x HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(upstream.requests(), 0);
+}
+
 #[tokio::test]
 async fn rejects_plain_http_client_on_tls_listener() {
     let site = Site::start(|b| b).await;

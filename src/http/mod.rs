@@ -352,9 +352,24 @@ fn header_bytes(headers: &HeaderMap) -> usize {
         .sum()
 }
 
+/// The same request over HTTPS (308: the method and body are kept).
+///
+/// The redirect names only a host the gateway serves over HTTPS (one an upstream is chosen for,
+/// or any host when there is a default upstream), and only as a plain host and port: a Host
+/// with user information (`good.test@evil.test`) or anything an authority cannot hold is 400,
+/// an unserved host the same error as over HTTPS.
 fn redirect_to_https<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, Error> {
     let host = request_host(req).ok_or(Error::BadRequest("missing Host header"))?;
-    let name = crate::policy::host::strip_port(host);
+    let authority: http::uri::Authority = host
+        .parse()
+        .map_err(|_| Error::BadRequest("invalid Host header"))?;
+    if authority.as_str().contains('@') {
+        return Err(Error::BadRequest("invalid Host header"));
+    }
+    let name = authority.host();
+    if app.upstreams.select_index(Some(host)).is_none() {
+        return Err(Error::UnknownHost);
+    }
     let port = app
         .https_addr
         .get()
