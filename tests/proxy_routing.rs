@@ -106,6 +106,50 @@ policy = "bypass"
     assert_eq!(protected.requests(), 0);
 }
 
+/// A host with user information (`user@admin.test`) is no host at all (RFC 9110 forbids it): it
+/// must not read as another host for the rules than for the upstream, so it is refused, in the
+/// Host header and in an absolute-form target alike.
+#[tokio::test]
+async fn a_host_with_user_information_is_refused() {
+    let admin = EchoUpstream::start().await;
+    let other = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream_for_host("admin.test", &admin.url())
+        .upstream(&other.url())
+        .extra_toml(
+            r#"
+[access]
+default_policy = "bypass"
+
+[[access.rules]]
+host = "admin.test"
+policy = "deny"
+"#,
+        )
+        .start()
+        .await;
+    for host in ["user@admin.test", "admin.test@other.test", "@admin.test"] {
+        let resp = send_raw_path(gw.addr(), "GET", "/x", &[("Host", host)]).await;
+        assert_eq!(resp.status(), 400, "Host {host}");
+    }
+    let answer = raw_exchange(
+        gw.addr(),
+        b"GET http://user@admin.test/x HTTP/1.1\r\nHost: admin.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(admin.requests() + other.requests(), 0);
+    // The rule and the routing still work for the plain host.
+    let resp = send_raw_path(gw.addr(), "GET", "/x", &[("Host", "admin.test")]).await;
+    assert_eq!(resp.status(), 403);
+    let resp = send_raw_path(gw.addr(), "GET", "/x", &[("Host", "other.test")]).await;
+    assert_eq!(resp.status(), 200);
+}
+
 #[tokio::test]
 async fn first_matching_host_wins_in_configuration_order() {
     let first = EchoUpstream::start().await;

@@ -157,6 +157,11 @@ fn route(app: &Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Result<Route
     if !crate::policy::rules::method_is_unambiguous(req.method()) {
         return Err(Error::BadRequest("method names must be in upper case"));
     }
+    // A host with user information (`user@admin.test`) is no host (RFC 9110): the rules, the
+    // routing and the upstream could each read it differently.
+    if request_host(&req).is_some_and(|host| host.contains('@')) {
+        return Err(Error::BadRequest("user information in the request's host"));
+    }
     let config = &app.config;
     // Every decision below, and the upstream, see one canonical path; ambiguous paths stop here.
     let path = crate::policy::canonicalize(req.uri().path())
