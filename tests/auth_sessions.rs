@@ -748,12 +748,9 @@ async fn a_session_whose_account_vanished_or_was_disabled_behind_the_gateways_ba
     {
         let store = stepgate::store::Store::open(&store_path).expect("store");
         assert!(store.delete_user(&username("alice")).expect("delete"));
-        let mut bob_user = store
-            .get_user(&username("bob"))
-            .expect("read")
-            .expect("bob");
-        bob_user.disabled = true;
-        store.update_user(&bob_user).expect("disable");
+        store
+            .modify_user(&username("bob"), |bob| bob.disabled = true)
+            .expect("disable");
         store.flush().expect("flush");
     }
 

@@ -107,7 +107,13 @@ impl UserDirectory {
         audit::record(&self.store, event);
     }
 
+    /// Adds an account. Whatever an earlier account of the same name left behind (its deletion
+    /// interrupted by a crash or a store error) is cleared first: a new account never inherits
+    /// sessions, second factors or outstanding codes.
     pub fn create(&self, new: NewUser) -> Result<User, StoreError> {
+        if self.store.get_user(&new.username)?.is_none() {
+            self.clear_leftovers(&new.username)?;
+        }
         let user = User {
             display_name: new
                 .display_name
@@ -126,25 +132,17 @@ impl UserDirectory {
         Ok(user)
     }
 
-    fn modify(
-        &self,
-        username: &Username,
-        change: impl FnOnce(&mut User),
-    ) -> Result<User, StoreError> {
-        let mut user = self
-            .store
-            .get_user(username)?
-            .ok_or_else(|| StoreError::NoSuchUser(username.clone()))?;
-        change(&mut user);
-        self.store.update_user(&user)?;
-        self.store.flush()?;
+    /// Changes one thing of the account, atomically (see [`Store::modify_user`]): a change made
+    /// at the same moment, from the settings page or another administrator, is never undone.
+    fn modify(&self, username: &Username, change: impl Fn(&mut User)) -> Result<User, StoreError> {
+        let user = self.store.modify_user(username, change)?;
         self.forget(username);
         Ok(user)
     }
 
     /// Replaces the password and ends every session of the account.
     pub fn set_password(&self, username: &Username, hash: PasswordHash) -> Result<(), StoreError> {
-        self.modify(username, |u| u.password_hash = hash)?;
+        self.modify(username, |u| u.password_hash = hash.clone())?;
         self.sessions.revoke_user(username)?;
         self.audit(AuditKind::PasswordChanged, username, None);
         Ok(())
@@ -204,13 +202,7 @@ impl UserDirectory {
             return Err(StoreError::NoSuchUser(username.clone()));
         }
         self.store.delete_factors(username)?;
-        for channel in self.store.code_channels_of_user(username)? {
-            self.store
-                .update_code_state(username, channel, |mut state| {
-                    state.current = None;
-                    Ok::<_, StoreError>((state, ()))
-                })?;
-        }
+        self.withdraw_codes(username)?;
         self.sessions.revoke_user(username)?;
         self.store.flush()?;
         let event = AuditEvent::new(self.clock.now(), AuditKind::TwoFactorDisabled)
@@ -222,17 +214,37 @@ impl UserDirectory {
 
     /// Deleting ends the account's sessions at once. The account goes first and its sessions
     /// after, so a login finishing meanwhile is refused or ended (see
-    /// [`UserDirectory::open_session`]).
+    /// [`UserDirectory::open_session`]). The in-memory view forgets the account at once, so
+    /// that even if clearing what it leaves behind fails, no request is let through on it (and
+    /// [`UserDirectory::create`] clears it before the name is used again).
     pub fn delete(&self, username: &Username) -> Result<(), StoreError> {
-        if !self.store.delete_user(username)? {
+        let existed = self.store.delete_user(username)?;
+        self.forget(username);
+        if !existed {
             return Err(StoreError::NoSuchUser(username.clone()));
         }
-        self.sessions.revoke_user(username)?;
-        // A later account with the same name must not inherit these second factors.
-        self.store.delete_factors(username)?;
-        self.store.flush()?;
-        self.forget(username);
+        self.clear_leftovers(username)?;
         self.audit(AuditKind::UserDeleted, username, None);
+        Ok(())
+    }
+
+    /// Ends the sessions of `username` and deletes its second factors and outstanding codes.
+    fn clear_leftovers(&self, username: &Username) -> Result<(), StoreError> {
+        self.sessions.revoke_user(username)?;
+        self.store.delete_factors(username)?;
+        self.withdraw_codes(username)?;
+        self.store.flush()
+    }
+
+    /// Withdraws the emailed or texted codes of `username` that are still outstanding.
+    fn withdraw_codes(&self, username: &Username) -> Result<(), StoreError> {
+        for channel in self.store.code_channels_of_user(username)? {
+            self.store
+                .update_code_state(username, channel, |mut state| {
+                    state.current = None;
+                    Ok::<_, StoreError>((state, ()))
+                })?;
+        }
         Ok(())
     }
 }
@@ -266,6 +278,48 @@ mod tests {
                 password_hash: PasswordHash::new_unchecked("$argon2id$old".into()),
             })
             .unwrap()
+    }
+
+    #[test]
+    fn a_new_account_inherits_nothing_from_an_interrupted_deletion() {
+        let (_dir, store, users) = directory();
+        let old = alice(&users);
+        let (id, _) = users
+            .open_session(&old, AuthLevel::OneFactor, false)
+            .unwrap()
+            .expect("opened");
+        store
+            .update_factors(&old.username, |mut f| {
+                f.email_verification = Some(true);
+                Ok::<_, StoreError>((f, ()))
+            })
+            .unwrap();
+        // The process stopped right after the account record went.
+        assert!(store.delete_user(&old.username).unwrap());
+
+        let new = alice(&users);
+        assert!(store.sessions_of_user(&new.username).unwrap().is_empty());
+        assert!(users.sessions.lookup(&id.cookie_value()).unwrap().is_none());
+        assert!(store.get_factors(&new.username).unwrap().is_empty());
+    }
+
+    #[test]
+    fn creating_an_existing_account_leaves_its_sessions_alone() {
+        let (_dir, store, users) = directory();
+        let existing = alice(&users);
+        users
+            .open_session(&existing, AuthLevel::OneFactor, false)
+            .unwrap()
+            .expect("opened");
+        let again = users.create(NewUser {
+            username: existing.username.clone(),
+            display_name: None,
+            email: None,
+            groups: Vec::new(),
+            password_hash: PasswordHash::new_unchecked("$argon2id$other".into()),
+        });
+        assert!(matches!(again, Err(StoreError::UserExists(_))));
+        assert_eq!(store.sessions_of_user(&existing.username).unwrap().len(), 1);
     }
 
     #[test]

@@ -3,8 +3,6 @@
 //! Deleting or disabling a user here does not touch their sessions: pair it with
 //! `SessionManager::revoke_user`, which also clears the in-memory session cache.
 
-use sled::transaction::ConflictableTransactionError;
-
 use crate::auth::user::{User, Username};
 use crate::store::records::{UserRecord, decode, encode};
 use crate::store::{Store, StoreError};
@@ -33,20 +31,35 @@ impl Store {
         self.flush()
     }
 
-    /// Replaces an existing account; [`StoreError::NoSuchUser`] if there is none.
-    pub fn update_user(&self, user: &User) -> Result<(), StoreError> {
-        let value = encode(WHAT, &UserRecord::from_user(user))?;
-        let key = user.username.as_str().as_bytes();
-        self.users.transaction(|tx| {
-            if tx.get(key)?.is_none() {
-                return Err(ConflictableTransactionError::Abort(StoreError::NoSuchUser(
-                    user.username.clone(),
-                )));
+    /// Changes an existing account in one atomic step and returns it as written;
+    /// [`StoreError::NoSuchUser`] if there is none.
+    ///
+    /// The change applies to the record as it is when written: two changes at once (a password
+    /// change while an administrator disables the account) both land, neither is lost. `change`
+    /// may run more than once, each time on the latest record.
+    pub fn modify_user(
+        &self,
+        username: &Username,
+        change: impl Fn(&mut User),
+    ) -> Result<User, StoreError> {
+        let key = username.as_str().as_bytes();
+        loop {
+            let Some(raw) = self.users.get(key)? else {
+                return Err(StoreError::NoSuchUser(username.clone()));
+            };
+            let mut user = decode::<UserRecord>(WHAT, &raw)?.into_user()?;
+            change(&mut user);
+            let value = encode(WHAT, &UserRecord::from_user(&user))?;
+            if self
+                .users
+                .compare_and_swap(key, Some(raw), Some(value))?
+                .is_ok()
+            {
+                self.flush()?;
+                return Ok(user);
             }
-            tx.insert(key, value.as_slice())?;
-            Ok(())
-        })?;
-        self.flush()
+            // Changed (or deleted) meanwhile: read it again.
+        }
     }
 
     /// Removes an account; returns whether it existed.
@@ -99,7 +112,13 @@ mod tests {
 
         alice.disabled = true;
         alice.groups.push("admins".into());
-        store.update_user(&alice).unwrap();
+        let written = store
+            .modify_user(&alice.username, |u| {
+                u.disabled = true;
+                u.groups.push("admins".into());
+            })
+            .unwrap();
+        assert_eq!(written, alice);
         assert_eq!(
             store.get_user(&alice.username).unwrap(),
             Some(alice.clone())
@@ -138,10 +157,37 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let ghost = user("ghost");
         assert!(matches!(
-            store.update_user(&ghost),
+            store.modify_user(&ghost.username, |u| u.disabled = true),
             Err(StoreError::NoSuchUser(_))
         ));
         assert_eq!(store.get_user(&ghost.username).unwrap(), None);
+    }
+
+    #[test]
+    fn changes_made_at_once_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(Store::open(dir.path()).unwrap());
+        let alice = user("alice");
+        store.create_user(&alice).unwrap();
+        // Each thread adds its own group, many times over: a read-change-write that is not
+        // atomic loses some of them.
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let (store, name) = (store.clone(), alice.username.clone());
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        store
+                            .modify_user(&name, |u| u.groups.push(format!("g{t}-{i}")))
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let groups = store.get_user(&alice.username).unwrap().unwrap().groups;
+        assert_eq!(groups.len(), 1 + 4 * 50, "a change was lost");
     }
 
     #[test]
