@@ -68,6 +68,8 @@ pub enum Error {
     StepUpUnavailable,
     #[error("the held form cannot be sent again")]
     HeldFormRefused,
+    #[error("no set-up is waiting for confirmation")]
+    NothingToConfirm,
 }
 
 impl Error {
@@ -99,6 +101,7 @@ impl Error {
             Error::StepUpRequired { .. } => StatusCode::UNAUTHORIZED,
             Error::StepUpUnavailable => StatusCode::FORBIDDEN,
             Error::HeldFormRefused => StatusCode::FORBIDDEN,
+            Error::NothingToConfirm => StatusCode::CONFLICT,
         }
     }
 
@@ -131,6 +134,7 @@ impl Error {
             Error::StepUpRequired { .. } => "step_up_required",
             Error::StepUpUnavailable => "step_up_unavailable",
             Error::HeldFormRefused => "held_form_refused",
+            Error::NothingToConfirm => "nothing_to_confirm",
         }
     }
 
@@ -177,6 +181,9 @@ impl Error {
             ),
             Error::HeldFormRefused => ("error.held_form_title", "error.held_form"),
             Error::CodeNotSent => ("error.code_not_sent_title", "error.code_not_sent"),
+            Error::NothingToConfirm => {
+                ("error.nothing_to_confirm_title", "error.nothing_to_confirm")
+            }
         }
     }
 }
@@ -264,7 +271,9 @@ pub fn error_response(err: &Error, format: Format, frame: &Frame) -> Response<Bo
                 Error::StepUpRequired { verify_url } => {
                     Some((verify_url.as_str(), t.get("error.verify_link")))
                 }
-                Error::StepUpUnavailable | Error::SecondFactorRequired => {
+                Error::StepUpUnavailable
+                | Error::SecondFactorRequired
+                | Error::NothingToConfirm => {
                     Some((settings_url.as_str(), t.get("error.settings_link")))
                 }
                 _ => None,

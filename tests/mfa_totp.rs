@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use common::auth::{Client, get, location, logout, post_login, set_session_cookie};
+use common::auth::{BROWSER_ACCEPT, Client, get, location, logout, post_login, set_session_cookie};
 use common::mfa::{MINUTE, PASSWORD, Rig, SECOND, STEP, totp_code, wrong_code};
 
 const NO_BAN: &str = "[regulation]\nmax_retries = 100\n";
@@ -159,6 +159,47 @@ async fn totp_is_not_active_until_a_valid_code_and_that_code_is_then_used() {
     rig.next_step();
     rig.verify_ok(&pending, "totp", &rig.totp_now(&secret))
         .await;
+}
+
+/// A confirmation sent again once the set-up is finished (a double submission: the code field
+/// submits itself, then Enter) is a clear 409 that points to the settings, never a 500.
+#[tokio::test]
+async fn a_confirmation_sent_again_is_a_clear_conflict() {
+    let rig = Rig::start(NO_BAN).await;
+    rig.user("alice", None, &[]).await;
+    let cookie = rig.login_one_factor("alice").await;
+    let enrolled = rig.enrol_totp(&cookie).await;
+    rig.next_step();
+    let code = rig.totp_now(&enrolled.secret);
+
+    let (status, cookie_set, body) = rig
+        .post_json(
+            "/settings/totp/confirm",
+            Some(&enrolled.cookie),
+            json!({ "code": code }),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"], "nothing_to_confirm", "{body}");
+    assert!(cookie_set.is_none());
+
+    // A browser gets a page that says so, in its language, with the way to the settings.
+    let resp = common::http_client()
+        .post(rig.gw.url_for("/.stepgate/settings/totp/confirm"))
+        .header("accept", BROWSER_ACCEPT)
+        .header("accept-language", "fr")
+        .header("cookie", &enrolled.cookie)
+        .form(&[("code", code.as_str())])
+        .send()
+        .await
+        .expect("confirm");
+    assert_eq!(resp.status(), 409);
+    let page = resp.text().await.expect("page");
+    assert!(page.contains("Rien à confirmer"), "{page}");
+    assert!(page.contains("/.stepgate/settings"), "{page}");
+    // Nothing changed: the app is still the one enrolled.
+    let info = rig.session_ok(&enrolled.cookie).await;
+    assert_eq!(info["two_factor"]["state"], "enabled", "{info}");
 }
 
 #[tokio::test]

@@ -307,6 +307,9 @@ pub fn factor_error(e: FactorError) -> Error {
         FactorError::MethodUnavailable | FactorError::NotEnrolled => {
             Error::BadRequest("this verification method is not available")
         }
+        // A confirmation sent twice (the code field submits itself, then Enter), or after the
+        // set-up expired or an administrator reset it.
+        FactorError::NoPendingEnrolment => Error::NothingToConfirm,
         other => Error::Internal(format!("second factor: {other}")),
     }
 }
