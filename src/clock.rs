@@ -42,14 +42,14 @@ impl Timestamp {
     }
 
     /// RFC 3339 rendering in UTC, e.g. `2026-11-23T08:00:00Z`.
+    /// Instants before 1970 or after 9999 (which RFC 3339 cannot write) read as those bounds.
     pub fn to_rfc3339(self) -> String {
-        let secs = self.as_secs();
-        let st = if secs >= 0 {
-            UNIX_EPOCH + Duration::from_secs(secs as u64)
-        } else {
-            UNIX_EPOCH
-        };
-        humantime::format_rfc3339_seconds(st).to_string()
+        /// 9999-12-31T23:59:59Z.
+        const LAST_WRITABLE: u64 = 253_402_300_799;
+        let secs = u64::try_from(self.as_secs())
+            .unwrap_or(0)
+            .min(LAST_WRITABLE);
+        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
     }
 }
 
@@ -122,5 +122,11 @@ mod tests {
             Timestamp(1_795_000_000_000).to_rfc3339(),
             "2026-11-18T11:06:40Z"
         );
+    }
+
+    #[test]
+    fn rfc3339_rendering_stays_within_what_it_can_write() {
+        assert_eq!(Timestamp(-5_000).to_rfc3339(), "1970-01-01T00:00:00Z");
+        assert_eq!(Timestamp(i64::MAX).to_rfc3339(), "9999-12-31T23:59:59Z");
     }
 }

@@ -76,12 +76,24 @@ pub fn key_join(parent: &str, child: &str) -> String {
 }
 
 /// Parses a duration such as `"90s"`, `"5m"`, `"12h"`, `"180d"`, recording a problem under `key`.
+/// The longest duration any setting accepts: ten years. Nothing the gateway times needs more,
+/// and far longer ones overflow the clocks (a session ending after the year 9999, a timer past
+/// what the system clock can hold).
+pub const LONGEST_DURATION: std::time::Duration = std::time::Duration::from_secs(3650 * 86_400);
+
 pub fn parse_duration(
     value: &str,
     key: &str,
     errors: &mut ConfigErrors,
 ) -> Option<std::time::Duration> {
     match humantime::parse_duration(value.trim()) {
+        Ok(d) if d > LONGEST_DURATION => {
+            errors.push(
+                key,
+                format!("{value:?} is too long: at most 10 years (\"3650d\")"),
+            );
+            None
+        }
         Ok(d) => Some(d),
         Err(e) => {
             errors.push(
@@ -96,6 +108,21 @@ pub fn parse_duration(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_past_ten_years_are_refused() {
+        let mut errs = ConfigErrors::default();
+        assert_eq!(
+            parse_duration("3650d", "k", &mut errs),
+            Some(LONGEST_DURATION)
+        );
+        assert!(errs.is_empty());
+        for too_long in ["3651d", "9999y", "300000000000y"] {
+            assert_eq!(parse_duration(too_long, "k", &mut errs), None, "{too_long}");
+        }
+        let text = errs.to_string();
+        assert!(text.contains("at most 10 years"), "{text}");
+    }
 
     #[test]
     fn durations_in_the_documented_units() {

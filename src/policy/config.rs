@@ -22,6 +22,7 @@
 //! would silently mean "anyone", which is rarely what `subjects = []` was meant to say.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use http::Method;
 use ipnet::{IpNet, Ipv4Net};
@@ -116,10 +117,21 @@ pub fn validate(raw: &RawAccess, errors: &mut ConfigErrors) -> AccessConfig {
             default_step_up: raw
                 .default_step_up
                 .as_deref()
-                .and_then(|s| parse_duration(s, &format!("{KEY}.default_step_up"), errors)),
+                .and_then(|s| step_up_window(s, &format!("{KEY}.default_step_up"), errors)),
         },
         allowed_redirect_domains,
     }
+}
+
+/// A step-up window: how recent the second factor must be. Zero could never be met (every
+/// factor is at least a moment old), and would send users to the verification page for ever.
+fn step_up_window(value: &str, key: &str, errors: &mut ConfigErrors) -> Option<Duration> {
+    let window = parse_duration(value, key, errors)?;
+    if window < Duration::from_secs(1) {
+        errors.push(key, "must be at least one second");
+        return None;
+    }
+    Some(window)
 }
 
 fn validate_rule(raw: &RawRule, key: &str, errors: &mut ConfigErrors) -> Rule {
@@ -147,7 +159,7 @@ fn validate_rule(raw: &RawRule, key: &str, errors: &mut ConfigErrors) -> Rule {
     let step_up = raw
         .step_up
         .as_deref()
-        .and_then(|s| parse_duration(s, &step_up_key, errors));
+        .and_then(|s| step_up_window(s, &step_up_key, errors));
     if step_up.is_some() && matches!(policy, Some(Policy::Bypass | Policy::Deny)) {
         errors.push(
             step_up_key,
@@ -351,7 +363,6 @@ mod tests {
     use crate::policy::rules::RequestFacts;
     use figment::Figment;
     use figment::providers::{Format, Toml};
-    use std::time::Duration;
 
     fn raw(toml: &str) -> RawAccess {
         Figment::from(Toml::string(toml))
@@ -606,6 +617,25 @@ mod tests {
             found[0].starts_with("access.rules[0].step_up: "),
             "{}",
             found[0]
+        );
+    }
+
+    #[test]
+    fn a_step_up_window_under_a_second_could_never_be_met() {
+        for window in ["0s", "500ms"] {
+            let found = problems(&format!(
+                "[access]\ndefault_step_up = \"{window}\"\n[[access.rules]]\npolicy = \"two_factor\"\nstep_up = \"{window}\"\n"
+            ));
+            assert_eq!(found.len(), 2, "{window}: {found:?}");
+            assert!(
+                found
+                    .iter()
+                    .all(|p| p.ends_with("must be at least one second")),
+                "{found:?}"
+            );
+        }
+        assert!(
+            problems("[[access.rules]]\npolicy = \"two_factor\"\nstep_up = \"1s\"\n").is_empty()
         );
     }
 
