@@ -1,15 +1,18 @@
 //! Logs through tracing: human-readable by default, JSON on request. Secrets never reach a log
 //! line: request logging records method, path and status only, never cookies or credentials.
 
+use tracing::{Level, Metadata};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::Directive;
+use tracing_subscriber::filter::{FilterFn, filter_fn};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{LogConfig, LogFormat};
 
 /// Libraries whose debug and trace output carries secrets, held at `info` whatever the level
 /// asked for: lettre writes every SMTP command (`AUTH PLAIN` with the base64 of the SMTP
 /// password) and every message (with its sign-in code) at `debug`.
-const CHATTY_WITH_SECRETS: [&str; 1] = ["lettre=info"];
+const CHATTY_WITH_SECRETS: [&str; 1] = ["lettre"];
 
 /// Installs the global subscriber. `RUST_LOG` overrides the configured level when set.
 pub fn init(config: &LogConfig) {
@@ -17,31 +20,39 @@ pub fn init(config: &LogConfig) {
         .with_env_filter(filter(config))
         .with_writer(std::io::stderr);
     let result = match config.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.finish().with(secrets_held()).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .finish()
+            .with(secrets_held())
+            .try_init(),
     };
     // A subscriber may already be installed (tests, demo restarts): keep it.
     let _ = result;
 }
 
-/// What is logged: `RUST_LOG` if set, else the configured level, with the libraries of
-/// [`CHATTY_WITH_SECRETS`] held at `info` in either case.
+/// What is logged: `RUST_LOG` if set, else the configured level.
 fn filter(config: &LogConfig) -> EnvFilter {
-    let asked = EnvFilter::try_from_default_env()
+    EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    with_secrets_held(asked)
+        .unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
-/// `filter` with the libraries of [`CHATTY_WITH_SECRETS`] held at `info`.
-fn with_secrets_held(mut filter: EnvFilter) -> EnvFilter {
-    for directive in CHATTY_WITH_SECRETS {
-        // Constant and valid: a parse failure would be a bug caught by the test below.
-        if let Ok(directive) = directive.parse::<Directive>() {
-            filter = filter.add_directive(directive);
-        }
-    }
-    filter
+/// Drops the debug and trace events of [`CHATTY_WITH_SECRETS`], whatever the filter in front
+/// of it lets through: a layer of its own, so that no directive, however specific
+/// (`lettre::transport::smtp=trace`), can turn them back on.
+fn secrets_held() -> FilterFn<fn(&Metadata<'_>) -> bool> {
+    filter_fn(|meta| !(*meta.level() > Level::INFO && is_chatty(meta.target())))
+}
+
+/// Is `target` one of [`CHATTY_WITH_SECRETS`] or inside it?
+fn is_chatty(target: &str) -> bool {
+    CHATTY_WITH_SECRETS.iter().any(|chatty| {
+        target
+            .strip_prefix(chatty)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    })
 }
 
 #[cfg(test)]
@@ -67,22 +78,34 @@ mod tests {
 
     #[test]
     fn smtp_commands_stay_out_of_debug_logs() {
-        for level in ["debug", "trace", "debug,lettre=trace"] {
+        for level in [
+            "debug",
+            "trace",
+            "debug,lettre=trace",
+            "info,lettre::transport::smtp=debug",
+            "info,lettre::transport::smtp::client=trace",
+        ] {
             let captured = Captured::default();
             let writer = captured.clone();
             let subscriber = tracing_subscriber::fmt()
-                .with_env_filter(with_secrets_held(EnvFilter::new(level)))
+                .with_env_filter(EnvFilter::new(level))
                 .with_writer(move || writer.clone())
-                .finish();
+                .finish()
+                .with(secrets_held());
             tracing::subscriber::with_default(subscriber, || {
                 tracing::debug!(target: "lettre::transport::smtp", "Wrote: AUTH PLAIN c2VjcmV0");
                 tracing::info!(target: "lettre::transport::smtp", "connection closed");
+                tracing::debug!(target: "lettre::transport::smtp::client", "Wrote: AUTH PLAIN");
                 tracing::debug!(target: "stepgate::notify", "still logged");
+                tracing::debug!(target: "lettres_of_credit", "not lettre's");
             });
             let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
             assert!(!logged.contains("AUTH PLAIN"), "{level}: {logged}");
             assert!(logged.contains("connection closed"), "{level}: {logged}");
-            assert!(logged.contains("still logged"), "{level}: {logged}");
+            if level.starts_with("debug") || level.starts_with("trace") {
+                assert!(logged.contains("still logged"), "{level}: {logged}");
+                assert!(logged.contains("not lettre's"), "{level}: {logged}");
+            }
         }
     }
 }
