@@ -46,7 +46,8 @@ pub async fn check(
     let attempt = match app.regulator.begin(attempted, ctx.client_ip).await {
         Ok(attempt) => attempt,
         Err(banned) => {
-            audit_attempt(ctx, source, AuditKind::Banned, attempted);
+            let account = existing_account(ctx, attempted);
+            audit_attempt(ctx, source, AuditKind::Banned, account.as_ref());
             return Err(Error::TooManyRequests {
                 retry_after: banned.retry_after,
             });
@@ -80,24 +81,33 @@ pub async fn check(
             .await
             .map_err(|e| Error::Internal(format!("regulation task: {e}")))?
             .map_err(|e| Error::Internal(format!("regulation: {e}")))?;
-            audit_attempt(ctx, source, AuditKind::LoginFailed, attempted);
+            let account = user.as_ref().map(|u| &u.username);
+            audit_attempt(ctx, source, AuditKind::LoginFailed, account);
             if banned.is_some() {
-                audit_attempt(ctx, source, AuditKind::Banned, attempted);
+                audit_attempt(ctx, source, AuditKind::Banned, account);
             }
             Ok(None)
         }
     }
 }
 
-/// Records `kind` for an attempt on `attempted`, named in the event when it is a valid
-/// username.
-pub fn audit_attempt(ctx: &Ctx<'_>, source: Source, kind: AuditKind, attempted: &str) {
+/// Records `kind` for an attempt, naming `account` if there is one. What was typed as a
+/// username is never recorded for an account that does not exist: people type their password
+/// into the username field, and the audit trail and the logs would keep it.
+pub fn audit_attempt(ctx: &Ctx<'_>, source: Source, kind: AuditKind, account: Option<&Username>) {
     let mut event = AuditEvent::new(ctx.app.clock.now(), kind).with_client_ip(ctx.client_ip);
     if let Some(detail) = source.detail() {
         event = event.with_detail(detail);
     }
-    if let Ok(name) = Username::parse(attempted) {
+    if let Some(name) = account {
         event = event.with_username(name.as_str());
     }
     audit::record(&ctx.app.store, event);
+}
+
+/// The account `attempted` names, if it exists (a store error reads as none: this only decides
+/// what an audit event names).
+fn existing_account(ctx: &Ctx<'_>, attempted: &str) -> Option<Username> {
+    let name = Username::parse(attempted).ok()?;
+    ctx.app.users.get(&name).ok().flatten().map(|_| name)
 }

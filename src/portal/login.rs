@@ -168,7 +168,7 @@ pub async fn submit(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Bo
         ctx,
         Source::LoginForm,
         AuditKind::LoginSucceeded,
-        user.username.as_str(),
+        Some(&user.username),
     );
 
     let cookie = ctx.session_cookie(&id, remember);
