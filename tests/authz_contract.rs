@@ -301,6 +301,26 @@ async fn rejects_host_case_and_trailing_dot_tricks() {
         let resp = send(traefik(&gw, "GET", host, "/admin").header(COOKIE, &cookie)).await;
         assert_eq!(resp.status(), 403, "{host}");
     }
+    // A port that is not a number leaves no single reading of the host (proxies route
+    // `app1.example.com:x` to app1; no rule for app1 would match it): refused, never judged.
+    for host in [
+        "app1.example.com:.example.com",
+        "app1.example.com:x",
+        "app1.example.com:99999",
+        "app1.example.com:",
+    ] {
+        let resp = send(traefik(&gw, "GET", host, "/admin").header(COOKIE, &cookie)).await;
+        assert_eq!(resp.status(), 400, "{host}");
+        let resp = send(
+            http_client()
+                .get(gw.url_for(AUTH_REQUEST))
+                .header("X-Original-URL", format!("https://{host}/admin"))
+                .header("X-Original-Method", "GET")
+                .header(COOKIE, &cookie),
+        )
+        .await;
+        assert_eq!(resp.status(), 400, "{host}");
+    }
     // Nor does a path parameter take `/admin` out of its rule.
     for uri in ["/admin;x", "/admin;x/users", "/admin%3Bx", "/;x/admin"] {
         let resp = send(traefik(&gw, "GET", "app1.example.com", uri).header(COOKIE, &cookie)).await;

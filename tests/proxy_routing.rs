@@ -106,11 +106,12 @@ policy = "bypass"
     assert_eq!(protected.requests(), 0);
 }
 
-/// A host with user information (`user@admin.test`) is no host at all (RFC 9110 forbids it): it
-/// must not read as another host for the rules than for the upstream, so it is refused, in the
-/// Host header and in an absolute-form target alike.
+/// A host with user information (`user@admin.test`) or a port that is not a number
+/// (`admin.test:x`) has no single reading: it must not read as another host for the rules than
+/// for the upstream (or a proxy in front), so it is refused, in the Host header and in an
+/// absolute-form target alike.
 #[tokio::test]
-async fn a_host_with_user_information_is_refused() {
+async fn a_malformed_host_is_refused() {
     let admin = EchoUpstream::start().await;
     let other = EchoUpstream::start().await;
     let gw = Gateway::builder()
@@ -128,7 +129,15 @@ policy = "deny"
         )
         .start()
         .await;
-    for host in ["user@admin.test", "admin.test@other.test", "@admin.test"] {
+    for host in [
+        "user@admin.test",
+        "admin.test@other.test",
+        "@admin.test",
+        "admin.test:x",
+        "admin.test:.other.test",
+        "admin.test:65536",
+        "admin..test",
+    ] {
         let resp = send_raw_path(gw.addr(), "GET", "/x", &[("Host", host)]).await;
         assert_eq!(resp.status(), 400, "Host {host}");
     }

@@ -157,10 +157,10 @@ fn route(app: &Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Result<Route
     if !crate::policy::rules::method_is_unambiguous(req.method()) {
         return Err(Error::BadRequest("method names must be in upper case"));
     }
-    // A host with user information (`user@admin.test`) is no host (RFC 9110): the rules, the
-    // routing and the upstream could each read it differently.
-    if request_host(&req).is_some_and(|host| host.contains('@')) {
-        return Err(Error::BadRequest("user information in the request's host"));
+    // A host that is not a plain name or address with a numeric port (`user@admin.test`,
+    // `admin.test:x`) could be read as another host by the rules, the routing and the upstream.
+    if request_host(&req).is_some_and(|host| !crate::policy::host::is_plain_authority(host)) {
+        return Err(Error::BadRequest("malformed host"));
     }
     let config = &app.config;
     // Every decision below, and the upstream, see one canonical path; ambiguous paths stop here.

@@ -67,6 +67,56 @@ fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Is `host` a plain authority: a host name (letters, digits, `-`, `_`, dots, one trailing dot
+/// allowed), an IPv4 address or a bracketed IPv6 address, with an optional numeric port up to
+/// 65535? Anything else (`user@host`, `host:x`, `host:.example.com`, spaces, slashes, empty
+/// labels) has no single reading: proxies, applications and the rules could each take another
+/// name from it, so the gateway refuses it before any of them looks.
+pub fn is_plain_authority(host: &str) -> bool {
+    let (name, port) = match host.strip_prefix('[') {
+        Some(bracketed) => {
+            let Some((literal, rest)) = bracketed.split_once(']') else {
+                return false;
+            };
+            if literal.parse::<std::net::Ipv6Addr>().is_err() {
+                return false;
+            }
+            match rest {
+                "" => return true,
+                _ => match rest.strip_prefix(':') {
+                    Some(port) => ("", Some(port)),
+                    None => return false,
+                },
+            }
+        }
+        None => match host.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        },
+    };
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) && {
+            p.parse::<u32>().is_ok_and(|n| n <= 65_535)
+        }
+    });
+    if !port_ok {
+        return false;
+    }
+    if host.starts_with('[') {
+        return true;
+    }
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
 /// The name a Host header or authority designates: without its port and without one trailing
 /// dot (`example.com.:8443` -> `example.com`), since DNS reads `example.com.` and
 /// `example.com` as the same name.
@@ -93,6 +143,53 @@ pub fn strip_port(host: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_authorities_are_a_name_or_address_and_a_numeric_port() {
+        for good in [
+            "example.com",
+            "Example.COM.",
+            "app_1.internal",
+            "console.example.com:8443",
+            "example.com.:443",
+            "localhost",
+            "192.0.2.7",
+            "192.0.2.7:80",
+            "[::1]",
+            "[2001:db8::1]:8443",
+            "a:65535",
+        ] {
+            assert!(is_plain_authority(good), "{good}");
+        }
+        for bad in [
+            "",
+            ".",
+            "console.example.com:.example.com",
+            "console.example.com:x",
+            "console.example.com:",
+            "a:65536",
+            "a:123456",
+            "a:1:2",
+            "user@example.com",
+            "example.com@evil.test",
+            "exa mple.com",
+            "example.com/x",
+            "example..com",
+            ".example.com",
+            "example.com..",
+            "[::1",
+            "[::1]x",
+            "[::1]:",
+            "[not-an-address]",
+            "[::1]:99999",
+            "ex%61mple.com",
+            "exämple.com",
+        ] {
+            assert!(!is_plain_authority(bad), "{bad:?}");
+        }
+        let long_label = format!("{}.com", "a".repeat(64));
+        assert!(!is_plain_authority(&long_label));
+    }
 
     #[test]
     fn exact_is_case_insensitive_and_ignores_port() {

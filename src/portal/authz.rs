@@ -18,7 +18,7 @@
 //! never in a 2xx.
 
 use http::header::{CACHE_CONTROL, HeaderName, LOCATION, WWW_AUTHENTICATE};
-use http::uri::{Authority, PathAndQuery};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
 
 use super::credentials::{self, Source};
@@ -417,14 +417,14 @@ fn method(value: &str, what: &'static str) -> Result<Method, Error> {
         .ok_or(Error::BadRequest(what))
 }
 
-/// A Host the proxy reports: a host name or IP literal with an optional port, lower-cased; no
-/// user information.
+/// A Host the proxy reports: a host name or IP literal with an optional numeric port,
+/// lower-cased (see [`crate::policy::host::is_plain_authority`]). A proxy routes
+/// `app.example.com:x` to `app.example.com`, which no rule for that host would match.
 fn authority(value: &str, what: &'static str) -> Result<String, Error> {
-    let authority: Authority = value.parse().map_err(|_| Error::BadRequest(what))?;
-    if authority.as_str().contains('@') || authority.host().is_empty() {
+    if !crate::policy::host::is_plain_authority(value) {
         return Err(Error::BadRequest(what));
     }
-    Ok(authority.as_str().to_ascii_lowercase())
+    Ok(value.to_ascii_lowercase())
 }
 
 /// Canonical path and the raw path and query of a request target that must start with `/`.
