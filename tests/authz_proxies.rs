@@ -41,7 +41,7 @@ policy = "two_factor"
 
 struct Setup {
     upstream: EchoUpstream,
-    _gw: Gateway,
+    gw: Gateway,
     proxy: Proxy,
     http: reqwest::Client,
 }
@@ -72,7 +72,7 @@ impl Setup {
         let http = proxy.client();
         Setup {
             upstream,
-            _gw: gw,
+            gw,
             proxy,
             http,
         }
@@ -154,11 +154,16 @@ impl Setup {
     }
 }
 
+/// A second factor "proven" far in the future: what a client would send to pass an
+/// application's own freshness check.
+const FORGED_AUTH_TIME: &str = "2099-01-01T00:00:00Z";
+
 const FORGED: &[(&str, &str)] = &[
     ("Remote-User", "admin"),
     ("Remote-Groups", "admins,root"),
     ("Remote-Name", "Administrator"),
     ("Remote-Email", "admin@evil.test"),
+    ("Remote-Auth-Time", FORGED_AUTH_TIME),
     ("Remote_User", "admin"),
     ("remote_groups", "root"),
 ];
@@ -201,8 +206,33 @@ async fn login_and_identity(kind: Kind) {
         assert_eq!(seen.header("remote-groups"), Some("users,staff"));
         assert_eq!(seen.header("remote-name"), Some("Alice Liddell"));
         assert_eq!(seen.header("remote-email"), Some("alice@example.com"));
+        // A password-only session proved no second factor: no auth time, not the client's.
+        assert_eq!(seen.header_all("remote-auth-time"), Vec::<String>::new());
         assert_no_forged(&seen);
     }
+
+    // Once a second factor is proven, the application gets Stepgate's time of it, once.
+    let value = cookie.split_once('=').expect("name=value").1;
+    let key = stepgate::auth::session::SessionId::parse(value)
+        .expect("session id")
+        .key();
+    let at = s.gw.app().clock.now();
+    s.gw.app()
+        .sessions
+        .set_second_factor(&key, at)
+        .expect("store")
+        .expect("live session");
+    let before = s.upstream.requests();
+    let resp = s
+        .browse(APP1_HOST, "/private/page", Some(&cookie), FORGED)
+        .await;
+    assert_eq!(resp.status(), 200);
+    let seen = s.seen(before);
+    assert_eq!(
+        seen.header_all("remote-auth-time"),
+        [at.to_rfc3339()],
+        "the client's {FORGED_AUTH_TIME} must not pass"
+    );
 }
 
 async fn forged_headers_on_bypass(kind: Kind) {
@@ -214,6 +244,7 @@ async fn forged_headers_on_bypass(kind: Kind) {
     assert_no_forged(&seen);
     assert_eq!(seen.header("remote-user"), None);
     assert_eq!(seen.header("remote-groups"), None);
+    assert_eq!(seen.header("remote-auth-time"), None);
 }
 
 async fn deny(kind: Kind) {
