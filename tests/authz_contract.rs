@@ -203,6 +203,9 @@ async fn rejects_malformed_original_url() {
         "/public/x",
         "https://user@app1.example.com/public/x",
         "javascript://app1.example.com/public",
+        // A fragment would be cut off by parsing: judged as /public, forwarded whole.
+        "https://app1.example.com/public#/../admin",
+        "https://app1.example.com/public/x?a#b",
     ] {
         let resp = send(
             http_client()
@@ -280,6 +283,11 @@ async fn rejects_missing_or_doubled_forwarded_headers() {
     for method in ["get", "Delete"] {
         let resp = send(traefik(&gw, method, "app1.example.com", "/public/x")).await;
         assert_eq!(resp.status(), 400, "{method}");
+    }
+    // A fragment in the reported target is refused, not cut off.
+    for uri in ["/public#/../admin", "/public/x?a#b"] {
+        let resp = send(traefik(&gw, "GET", "app1.example.com", uri)).await;
+        assert_eq!(resp.status(), 400, "{uri}");
     }
     // A spoofed second X-Forwarded-Uri naming a bypass path is not picked: the request fails.
     let resp = send(

@@ -427,6 +427,16 @@ fn authority(value: &str, what: &'static str) -> Result<String, Error> {
     Ok(value.to_ascii_lowercase())
 }
 
+/// A reported target with a `#`: no client sends a fragment, and parsing would silently cut
+/// the target there (`/public#/../admin` judged as `/public`) while the proxy forwards all of
+/// it to an application that may read it otherwise.
+fn refuse_fragment(target: &str, what: &'static str) -> Result<(), Error> {
+    if target.contains('#') {
+        return Err(Error::BadRequest(what));
+    }
+    Ok(())
+}
+
 /// Canonical path and the raw path and query of a request target that must start with `/`.
 fn target(pq: &PathAndQuery) -> Result<(String, String), Error> {
     let raw = pq.as_str();
@@ -450,6 +460,7 @@ pub fn from_original_url(headers: &HeaderMap) -> Result<Original, Error> {
         )?,
         "missing or malformed X-Original-Method",
     )?;
+    refuse_fragment(url, URL)?;
     let uri: Uri = url.parse().map_err(|_| Error::BadRequest(URL))?;
     let https = match uri.scheme_str() {
         Some(s) if s.eq_ignore_ascii_case("https") => true,
@@ -491,6 +502,7 @@ pub fn from_forwarded(headers: &HeaderMap) -> Result<Original, Error> {
     if !uri.starts_with('/') {
         return Err(Error::BadRequest(URI));
     }
+    refuse_fragment(uri, URI)?;
     let pq: PathAndQuery = uri.parse().map_err(|_| Error::BadRequest(URI))?;
     let (path, raw_path_and_query) = target(&pq)?;
     Ok(Original {
