@@ -504,6 +504,37 @@ async fn duplicated_cookies_with_one_valid_id_log_in() {
     assert!(is_logged_in(&gw, &both).await);
 }
 
+/// A cookie planted by a sibling application on the cookie domain (its longer path puts it
+/// first) must not make a user act as the planter: live sessions of two accounts in one request
+/// make it nobody's. Two live sessions of the same account are that account's.
+#[tokio::test]
+async fn live_sessions_of_two_accounts_in_one_request_are_nobodys() {
+    let (upstream, gw) = protected_gateway().await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    create_user(&gw, "mallory", "password123", &[]).await;
+    let alice = login(&gw, "alice", "password123").await;
+    let alice_again = login(&gw, "alice", "password123").await;
+    let mallory = login(&gw, "mallory", "password123").await;
+    for both in [
+        format!("{mallory}; {alice}"),
+        format!("{alice}; {mallory}"),
+        format!("{mallory}; stepgate_session=stale; {alice}"),
+    ] {
+        assert_not_logged_in(
+            &gw,
+            &upstream,
+            HeaderValue::from_str(&both).expect("header"),
+        )
+        .await;
+    }
+    assert!(reaches_app(&gw, &upstream, &format!("{alice}; {alice_again}")).await);
+    let seen = upstream.last_request().expect("forwarded");
+    assert_eq!(seen.header("remote-user"), Some("alice"));
+    // Each alone is still its owner's.
+    assert!(is_logged_in(&gw, &alice).await);
+    assert!(is_logged_in(&gw, &mallory).await);
+}
+
 #[tokio::test]
 async fn expired_cookie_is_not_logged_in() {
     let upstream = EchoUpstream::start().await;

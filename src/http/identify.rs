@@ -9,7 +9,13 @@ use crate::decision::Identity;
 use crate::error::Error;
 use crate::http::cookies;
 
+/// The request's identity. Several session cookies may arrive (a host-only one beside one for
+/// the cookie domain, or one planted by a sibling application on the cookie domain with a longer
+/// path, which browsers send first): if they are live sessions of different accounts, the
+/// request is nobody's, not the first one's, so that a planted session never makes a user act
+/// as its owner.
 pub fn identify(app: &App, headers: &HeaderMap, tls: bool) -> Result<Option<Identity>, Error> {
+    let mut found: Option<Identity> = None;
     for value in cookies::read(headers, app.session_cookies.get(tls)) {
         let Some(session) = app
             .sessions
@@ -23,7 +29,11 @@ pub fn identify(app: &App, headers: &HeaderMap, tls: bool) -> Result<Option<Iden
             .get(&session.username)
             .map_err(|e| Error::Internal(format!("user lookup: {e}")))?;
         match user {
-            Some(user) if !user.disabled => return Ok(Some(Identity { user, session })),
+            Some(user) if !user.disabled => match &found {
+                None => found = Some(Identity { user, session }),
+                Some(first) if first.user.username != user.username => return Ok(None),
+                Some(_) => {}
+            },
             _ => {
                 // The account is gone or disabled: the session must not outlive it. Not
                 // flushed here: this runs on a worker thread, whose other connections would
@@ -34,5 +44,5 @@ pub fn identify(app: &App, headers: &HeaderMap, tls: bool) -> Result<Option<Iden
             }
         }
     }
-    Ok(None)
+    Ok(found)
 }
