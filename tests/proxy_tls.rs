@@ -142,6 +142,49 @@ async fn redirects_plain_http_to_https_with_308() {
     assert_eq!(upstream.requests(), 1);
 }
 
+/// With the redirect on, HTTPS answers (the portal's and the application's) tell browsers to
+/// keep to HTTPS; an application's own value is kept; plain HTTP answers never carry it, and
+/// without the redirect nothing is added.
+#[tokio::test]
+async fn https_only_sites_send_strict_transport_security() {
+    let site = Site::start(|b| b.extra_toml("[server]\nredirect_http_to_https = true")).await;
+    let client = site.ca.reqwest_client();
+    for path in ["/.stepgate/healthz", "/app/page", "/.stepgate/login"] {
+        let resp = site.get(&client, path).await;
+        assert_eq!(
+            resp.headers()
+                .get("strict-transport-security")
+                .map(|v| v.to_str().expect("ascii")),
+            Some("max-age=31536000"),
+            "{path}"
+        );
+    }
+    // The application's own policy wins.
+    let resp = site
+        .get(&client, "/__status?code=200&sts=max-age%3D60")
+        .await;
+    assert_eq!(
+        resp.headers()
+            .get_all("strict-transport-security")
+            .iter()
+            .count(),
+        1
+    );
+    assert_eq!(resp.headers()["strict-transport-security"], "max-age=60");
+    // Plain HTTP: never.
+    let resp = http_client()
+        .get(site.gw.url_for("/.stepgate/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert!(resp.headers().get("strict-transport-security").is_none());
+
+    let plain = Site::start(|b| b).await;
+    let resp = plain.get(&plain.ca.reqwest_client(), "/app/page").await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("strict-transport-security").is_none());
+}
+
 #[tokio::test]
 async fn https_redirect_names_the_port_actually_bound() {
     // With `tls_listen = "127.0.0.1:0"` the system picks the HTTPS port; the redirect must point

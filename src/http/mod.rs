@@ -56,6 +56,7 @@ pub fn handle(
 ) -> impl Future<Output = Response<Body>> + Send + 'static {
     let errors = ErrorContext::of(&req);
     let route = route(&app, req, conn);
+    let hsts = conn.tls && app.config.server.redirect_http_to_https;
     async move {
         let outcome = match route {
             Ok(Route::Answer(resp)) => Ok(resp),
@@ -69,8 +70,21 @@ pub fn handle(
             },
             Err(err) => Err(err),
         };
-        outcome.unwrap_or_else(|err| errors.response(&app, &err))
+        let mut resp = outcome.unwrap_or_else(|err| errors.response(&app, &err));
+        if hsts {
+            strict_transport_security(&mut resp);
+        }
+        resp
     }
+}
+
+/// An operator who redirects plain HTTP to HTTPS has declared the site HTTPS-only: browsers are
+/// told to keep to HTTPS for a year (`Strict-Transport-Security`), so that the redirect of a
+/// first plain request cannot be intercepted next time. An application's own value is kept.
+fn strict_transport_security(resp: &mut Response<Body>) {
+    resp.headers_mut()
+        .entry(http::header::STRICT_TRANSPORT_SECURITY)
+        .or_insert(HeaderValue::from_static("max-age=31536000"));
 }
 
 /// What an error page needs to know about its request: whether it was a GET (or HEAD), its

@@ -518,7 +518,7 @@ fn status<B>(req: &Request<B>) -> Response<EchoBody> {
         .and_then(|c| c.parse::<u16>().ok())
         .and_then(|c| StatusCode::from_u16(c).ok())
     else {
-        return bad_request("usage: /__status?code=N[&location=URL]\n");
+        return bad_request("usage: /__status?code=N[&location=URL][&sts=VALUE]\n");
     };
     let mut response = full(code, "text/plain", format!("status {}\n", code.as_u16()));
     if let Some(location) = query_param(req, "location") {
@@ -527,6 +527,16 @@ fn status<B>(req: &Request<B>) -> Response<EchoBody> {
                 response.headers_mut().insert(LOCATION, value);
             }
             Err(_) => return bad_request("location is not a valid header value\n"),
+        }
+    }
+    if let Some(sts) = query_param(req, "sts") {
+        match HeaderValue::from_str(&sts) {
+            Ok(value) => {
+                response
+                    .headers_mut()
+                    .insert(http::header::STRICT_TRANSPORT_SECURITY, value);
+            }
+            Err(_) => return bad_request("sts is not a valid header value\n"),
         }
     }
     response
