@@ -185,6 +185,29 @@ url = "http://127.0.0.1:3001"
 }
 
 #[test]
+fn two_upstreams_for_one_host_are_refused() {
+    let errs = parse(
+        r#"
+[[upstreams]]
+host = "app.example.com"
+url = "http://127.0.0.1:3000"
+[[upstreams]]
+host = "*.example.com"
+url = "http://127.0.0.1:3001"
+[[upstreams]]
+host = "App.Example.com"
+url = "http://127.0.0.1:3002"
+"#,
+    )
+    .unwrap_err();
+    assert_eq!(keys(&errs), vec!["upstreams[2].host"]);
+    assert!(
+        errs.to_string()
+            .contains("upstreams[0] already serves app.example.com")
+    );
+}
+
+#[test]
 fn tls_listener_needs_certificate_and_key() {
     let errs = parse(
         r#"

@@ -291,6 +291,7 @@ fn upstreams(raw: &[RawUpstream], errors: &mut ConfigErrors) -> Vec<UpstreamConf
     // Traefik or Caddy) and serves its portal; anything else gets 421.
     let mut out = Vec::new();
     let mut default_seen: Option<usize> = None;
+    let mut hosts_seen: Vec<(usize, HostPattern)> = Vec::new();
     for (i, u) in raw.iter().enumerate() {
         let key = |k: &str| format!("upstreams[{i}].{k}");
         let host = match &u.host {
@@ -305,7 +306,18 @@ fn upstreams(raw: &[RawUpstream], errors: &mut ConfigErrors) -> Vec<UpstreamConf
                 None
             }
             Some(h) => match HostPattern::parse(h) {
-                Ok(p) => Some(p),
+                Ok(p) => {
+                    // The first upstream whose pattern matches is chosen: a second one for the
+                    // same host would never receive anything.
+                    if let Some((first, _)) = hosts_seen.iter().find(|(_, seen)| *seen == p) {
+                        errors.push(
+                            key("host"),
+                            format!("upstreams[{first}] already serves {p}"),
+                        );
+                    }
+                    hosts_seen.push((i, p.clone()));
+                    Some(p)
+                }
                 Err(reason) => {
                     errors.push(key("host"), reason);
                     None

@@ -103,12 +103,28 @@ pub fn validate(raw: &RawAccess, errors: &mut ConfigErrors) -> AccessConfig {
         }
     }
 
-    let rules = raw
+    let problems_before = errors.problems().len();
+    let rules: Vec<Rule> = raw
         .rules
         .iter()
         .enumerate()
         .map(|(i, r)| validate_rule(r, &format!("{KEY}.rules[{i}]"), errors))
         .collect();
+    // The first matching rule decides: one that matches every request leaves the rules after it
+    // dead, which an operator never means. (Only asked of rules that are valid otherwise: a
+    // condition refused above leaves its rule looking unconditional.)
+    if errors.problems().len() == problems_before
+        && let Some(i) = rules.iter().position(matches_everything)
+        && i + 1 < rules.len()
+    {
+        errors.push(
+            format!("{KEY}.rules[{}]", i + 1),
+            format!(
+                "can never apply: rules[{i}] has no host, path, methods, networks or subjects, so it \
+                 decides every request first (move it last, or use default_policy)"
+            ),
+        );
+    }
 
     AccessConfig {
         policy: AccessPolicy {
@@ -121,6 +137,15 @@ pub fn validate(raw: &RawAccess, errors: &mut ConfigErrors) -> AccessConfig {
         },
         allowed_redirect_domains,
     }
+}
+
+/// A rule without any condition: it matches every request.
+fn matches_everything(rule: &Rule) -> bool {
+    rule.hosts.is_empty()
+        && rule.paths.is_empty()
+        && rule.methods.is_empty()
+        && rule.networks.is_empty()
+        && rule.subjects.is_empty()
 }
 
 /// A step-up window: how recent the second factor must be. Zero could never be met (every
@@ -325,8 +350,24 @@ fn parse_subject(s: &str) -> Result<Subject, String> {
             "invalid subject {s:?}: expected \"user:NAME\" or \"group:NAME\""
         ));
     };
-    if name.trim().is_empty() {
+    let name = name.trim();
+    if name.is_empty() {
         return Err(format!("invalid subject {s:?}: the name is empty"));
+    }
+    // A name no account or group can have would never match: say so now.
+    match &subject {
+        Subject::User(_) => {
+            if let Err(reason) = crate::auth::user::Username::parse(name) {
+                return Err(format!("invalid subject {s:?}: {reason}"));
+            }
+        }
+        Subject::Group(_) => {
+            if !name.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+                return Err(format!(
+                    "invalid subject {s:?}: a group name is printable ASCII without spaces or commas"
+                ));
+            }
+        }
     }
     Ok(subject)
 }
@@ -636,6 +677,44 @@ mod tests {
         }
         assert!(
             problems("[[access.rules]]\npolicy = \"two_factor\"\nstep_up = \"1s\"\n").is_empty()
+        );
+    }
+
+    #[test]
+    fn a_rule_matching_everything_must_be_last() {
+        let found = problems(
+            "[[access.rules]]\npolicy = \"bypass\"\n[[access.rules]]\npath = \"^/admin\"\npolicy = \"deny\"\n",
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("access.rules[1]: can never apply"),
+            "{}",
+            found[0]
+        );
+        // Last, it is a default of sorts: accepted.
+        assert!(
+            problems("[[access.rules]]\npath = \"^/admin\"\npolicy = \"deny\"\n[[access.rules]]\npolicy = \"bypass\"\n")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn subjects_no_account_or_group_can_have_are_refused() {
+        for subject in [
+            "user:bob smith",
+            "user:Bob/admin",
+            "group:red team",
+            "group:a,b",
+        ] {
+            let found = problems(&format!(
+                "[[access.rules]]\nsubjects = [\"{subject}\"]\npolicy = \"two_factor\"\n"
+            ));
+            assert_eq!(found.len(), 1, "{subject}: {found:?}");
+            assert!(found[0].contains("invalid subject"), "{}", found[0]);
+        }
+        assert!(
+            problems("[[access.rules]]\nsubjects = [\"user:Bob\", \"group:ops-team\"]\npolicy = \"two_factor\"\n")
+                .is_empty()
         );
     }
 
