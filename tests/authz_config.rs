@@ -172,7 +172,8 @@ fn traefik_file_provider_example_sets_up_forward_auth() {
             "Remote-User",
             "Remote-Groups",
             "Remote-Name",
-            "Remote-Email"
+            "Remote-Email",
+            "Remote-Auth-Time"
         ]
     );
     let app = &dynamic["http"]["routers"]["app"];
@@ -193,7 +194,7 @@ fn traefik_docker_labels_example_sets_up_forward_auth() {
     for label in [
         "traefik.http.middlewares.stepgate.forwardauth.address=http://stepgate:9091/.stepgate/authz/forward-auth",
         "traefik.http.middlewares.stepgate.forwardauth.trustForwardHeader=false",
-        "traefik.http.middlewares.stepgate.forwardauth.authResponseHeaders=Remote-User,Remote-Groups,Remote-Name,Remote-Email",
+        "traefik.http.middlewares.stepgate.forwardauth.authResponseHeaders=Remote-User,Remote-Groups,Remote-Name,Remote-Email,Remote-Auth-Time",
         "traefik.http.routers.app.middlewares=stepgate@docker",
     ] {
         assert!(
