@@ -486,6 +486,7 @@ impl Regulator {
         Ok(self
             .store
             .list_failures()?
+            .readable
             .into_iter()
             .filter_map(|(s, st)| st.ban_remaining(now).map(|left| (s, left)))
             .collect())
@@ -494,10 +495,24 @@ impl Regulator {
     /// Deletes counters that no longer matter (no ban in force, no failure in the window);
     /// returns how many. Attempted usernames that never existed would otherwise accumulate, so
     /// run this now and then.
+    ///
+    /// A record that cannot be read is deleted too, with a warning: its ban would otherwise
+    /// refuse its account or network for good (every attempt finds it unreadable and fails
+    /// closed), and when it ends cannot be known. Its failures are counted again from zero.
     pub fn prune(&self) -> Result<usize, StoreError> {
         let now = self.clock.now();
         let mut pruned = 0;
-        for (subject, state) in self.store.list_failures()? {
+        let scan = self.store.list_failures()?;
+        for raw in scan.unreadable {
+            tracing::warn!(
+                record = %crate::store::key_for_log(&raw),
+                "unreadable failure record removed"
+            );
+            if self.store.delete_raw_failures(&raw)? {
+                pruned += 1;
+            }
+        }
+        for (subject, state) in scan.readable {
             if state.is_stale(now, &self.settings)
                 && self
                     .store
@@ -710,6 +725,24 @@ mod tests {
         assert!(f.reg.record_failure("alice", ip("192.0.2.1")).is_err());
     }
 
+    #[test]
+    fn housekeeping_removes_an_unreadable_record_and_its_endless_ban() {
+        let f = fixture();
+        let subject = Subject::for_ip(ip("192.0.2.1"));
+        f.store.put_raw_failures_for_test(&subject, b"garbage");
+        // Another subject with a live ban stays.
+        for _ in 0..3 {
+            f.reg.record_failure("bob", ip("198.51.100.7")).unwrap();
+        }
+        assert!(f.reg.check("alice", ip("192.0.2.1")).is_err());
+        assert_eq!(f.reg.prune().unwrap(), 1);
+        assert_eq!(f.reg.check("alice", ip("192.0.2.1")), Ok(()));
+        assert!(
+            f.reg.check("bob", ip("203.0.113.1")).is_err(),
+            "bob's ban stays"
+        );
+    }
+
     /// The next poll of `attempt`, which must not wait (a future that waits is `None`).
     fn poll_now(
         attempt: std::pin::Pin<&mut impl std::future::Future<Output = Result<Attempt, Banned>>>,
@@ -818,7 +851,7 @@ mod tests {
         f.clock.advance(5 * MIN);
         // alice's ban is over and bob's failures left the window.
         assert_eq!(f.reg.prune().unwrap(), 3);
-        assert!(f.store.list_failures().unwrap().is_empty());
+        assert!(f.store.list_failures().unwrap().readable.is_empty());
     }
 
     #[test]

@@ -840,16 +840,33 @@ impl SessionManager {
     /// Deletes every expired session from the store (and cache); returns how many. Sessions
     /// that are only ever abandoned are otherwise never looked up again, so run this now and
     /// then (e.g. hourly).
+    ///
+    /// A record that cannot be read is deleted too, with a warning: no request can be let
+    /// through on it (its lookup fails closed), and it would otherwise stay for ever.
     pub fn purge_expired(&self) -> Result<usize, StoreError> {
         let now = self.clock.now();
-        let candidates: Vec<SessionKey> = self
-            .store
-            .list_sessions()?
+        let scan = self.store.list_sessions()?;
+        let mut purged = 0;
+        for raw in scan.unreadable {
+            tracing::warn!(
+                record = %crate::store::key_for_log(&raw),
+                "unreadable session record removed"
+            );
+            if let Ok(bytes) = <[u8; 32]>::try_from(raw.as_ref()) {
+                let key = SessionKey::from_bytes(bytes);
+                self.lock(&key).map.remove(&key);
+                self.ends.session_ended(&key);
+            }
+            if self.store.delete_raw_session(&raw)? {
+                purged += 1;
+            }
+        }
+        let candidates: Vec<SessionKey> = scan
+            .readable
             .into_iter()
             .filter(|s| s.is_expired(now, &self.settings))
             .map(|s| s.key)
             .collect();
-        let mut purged = 0;
         for key in candidates {
             let mut cache = self.lock(&key);
             // The cached copy may have a fresher last_seen than the disk.
@@ -1428,6 +1445,36 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn purge_removes_unreadable_records_and_still_purges_the_others() {
+        let f = fixture();
+        let (live_id, live) = f.mgr.create(&alice(), AuthLevel::OneFactor, false).unwrap();
+        let (_, old) = f.mgr.create(&alice(), AuthLevel::OneFactor, false).unwrap();
+        let (id, damaged) = f.mgr.create(&alice(), AuthLevel::OneFactor, true).unwrap();
+        f.store.put_session_raw_for_test(&damaged.key, b"{\"V1\":{");
+        f.store
+            .put_session_raw_for_test(&SessionKey::from_bytes([7; 32]), b"garbage");
+        f.store
+            .sessions_raw_insert_for_test(b"short key", b"garbage");
+        // `old` idles past the hour; `live` is used meanwhile.
+        f.clock.advance(Duration::from_secs(30 * 60));
+        assert!(f.mgr.lookup(&live_id.cookie_value()).unwrap().is_some());
+        f.clock.advance(Duration::from_secs(40 * 60));
+        assert_eq!(f.mgr.purge_expired().unwrap(), 4);
+        let left: Vec<SessionKey> = f
+            .store
+            .list_sessions()
+            .unwrap()
+            .readable
+            .into_iter()
+            .map(|s| s.key)
+            .collect();
+        assert_eq!(left, [live.key]);
+        assert!(f.store.list_sessions().unwrap().unreadable.is_empty());
+        assert!(f.store.get_session(&old.key).unwrap().is_none());
+        assert!(f.mgr.lookup(&id.cookie_value()).unwrap().is_none());
     }
 
     #[test]

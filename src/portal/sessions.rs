@@ -166,7 +166,7 @@ mod tests {
             .create(&alice, AuthLevel::AwaitSecondFactor, false)
             .unwrap();
 
-        let all = store.list_sessions().unwrap();
+        let all = store.list_sessions().unwrap().readable;
         let rows = sessions_of(all, &alice, &first.key, |s| {
             s.auth_level >= AuthLevel::OneFactor
         });

@@ -254,26 +254,26 @@ async fn housekeeping(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => return,
         }
         let app = app.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let sessions = app.sessions.purge_expired()?;
-            let bans = app.regulator.prune()?;
-            let factors = app.factors.prune().map_err(|e| match e {
-                crate::auth::factors::FactorError::Store(e) => e,
-                other => crate::store::StoreError::Corrupt {
-                    what: "factors",
-                    reason: other.to_string(),
-                },
-            })?;
-            Ok::<_, crate::store::StoreError>((sessions, bans + factors))
-        })
-        .await;
-        match result {
-            Ok(Ok((sessions, bans))) => {
-                tracing::debug!(sessions, bans, "housekeeping removed expired records")
-            }
-            Ok(Err(e)) => tracing::warn!(error = %e, "housekeeping failed"),
-            Err(e) => tracing::warn!(error = %e, "housekeeping task failed"),
+        if let Err(e) = tokio::task::spawn_blocking(move || remove_expired_records(&app)).await {
+            tracing::warn!(error = %e, "housekeeping task failed");
         }
+    }
+}
+
+/// Removes expired sessions, stale failure counters and expired second-factor state. Each is
+/// done on its own: a failure in one is reported and leaves the others to run.
+fn remove_expired_records(app: &App) {
+    match app.sessions.purge_expired() {
+        Ok(sessions) => tracing::debug!(sessions, "housekeeping removed expired sessions"),
+        Err(e) => tracing::warn!(error = %e, "housekeeping of sessions failed"),
+    }
+    match app.regulator.prune() {
+        Ok(counters) => tracing::debug!(counters, "housekeeping removed stale failure counters"),
+        Err(e) => tracing::warn!(error = %e, "housekeeping of failure counters failed"),
+    }
+    match app.factors.prune() {
+        Ok(records) => tracing::debug!(records, "housekeeping removed expired second-factor state"),
+        Err(e) => tracing::warn!(error = %e, "housekeeping of second factors failed"),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use crate::auth::regulation::{FailureState, Subject};
 use crate::store::records::{BanRecord, decode, encode};
-use crate::store::{Store, StoreError};
+use crate::store::{Scan, Store, StoreError};
 
 const WHAT: &str = "ban";
 
@@ -85,18 +85,32 @@ impl Store {
         }
     }
 
-    /// Every subject with recorded state. An unreadable record is an error.
-    pub fn list_failures(&self) -> Result<Vec<(Subject, FailureState)>, StoreError> {
-        let mut out = Vec::new();
+    /// Every subject with recorded state, and the keys of records that cannot be read.
+    pub fn list_failures(&self) -> Result<Scan<(Subject, FailureState)>, StoreError> {
+        let mut scan = Scan::default();
         for entry in self.bans.iter() {
             let (k, v) = entry?;
-            let subject = std::str::from_utf8(&k)
+            let read = std::str::from_utf8(&k)
                 .ok()
                 .and_then(Subject::from_storage_key)
-                .ok_or_else(|| StoreError::corrupt(WHAT, "unrecognised subject key"))?;
-            out.push((subject, decode::<BanRecord>(WHAT, &v)?.into_state()));
+                .and_then(|subject| {
+                    let state = decode::<BanRecord>(WHAT, &v).ok()?.into_state();
+                    Some((subject, state))
+                });
+            match read {
+                Some(pair) => scan.readable.push(pair),
+                None => scan.unreadable.push(k),
+            }
         }
-        Ok(out)
+        Ok(scan)
+    }
+
+    /// Removes the failure record stored under `raw_key`, readable or not. Returns whether
+    /// there was one.
+    pub fn delete_raw_failures(&self, raw_key: &[u8]) -> Result<bool, StoreError> {
+        let existed = self.bans.remove(raw_key)?.is_some();
+        self.flush()?;
+        Ok(existed)
     }
 
     #[cfg(test)]
@@ -135,7 +149,7 @@ mod tests {
         store
             .update_failures(&subject, |_| FailureState::default())
             .unwrap();
-        assert!(store.list_failures().unwrap().is_empty());
+        assert!(store.list_failures().unwrap().readable.is_empty());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::auth::factors::codes::Channel;
 use crate::auth::factors::state::{CodeState, UserFactors};
 use crate::auth::user::Username;
 use crate::store::records::{CodeRecord, FactorRecord, decode, encode};
-use crate::store::{Store, StoreError};
+use crate::store::{Scan, Store, StoreError};
 
 const FACTORS: &str = "second factor";
 const CODES: &str = "one-time code";
@@ -160,9 +160,10 @@ impl Store {
         Ok(out)
     }
 
-    /// Every `(username, channel)` with stored code state (for housekeeping).
-    pub fn list_code_states(&self) -> Result<Vec<(Username, Channel)>, StoreError> {
-        let mut out = Vec::new();
+    /// Every `(username, channel)` with stored code state (for housekeeping), and the keys
+    /// that name none.
+    pub fn list_code_states(&self) -> Result<Scan<(Username, Channel)>, StoreError> {
+        let mut scan = Scan::default();
         for entry in self.factor_codes.iter() {
             let (k, _) = entry?;
             let parsed = k.iter().position(|b| *b == 0).and_then(|i| {
@@ -171,23 +172,28 @@ impl Store {
                 let user = Username::parse(name).ok().filter(|u| u.as_str() == name)?;
                 Some((user, Channel::parse(channel)?))
             });
-            out.push(parsed.ok_or_else(|| StoreError::corrupt(CODES, "unrecognised key"))?);
+            match parsed {
+                Some(pair) => scan.readable.push(pair),
+                None => scan.unreadable.push(k),
+            }
         }
-        Ok(out)
+        Ok(scan)
     }
 
-    /// Every username with stored factors (for housekeeping).
-    pub fn list_factor_users(&self) -> Result<Vec<Username>, StoreError> {
-        let mut out = Vec::new();
+    /// Every username with stored factors (for housekeeping), and the keys that name none.
+    pub fn list_factor_users(&self) -> Result<Scan<Username>, StoreError> {
+        let mut scan = Scan::default();
         for entry in self.factors.iter() {
             let (k, _) = entry?;
             let user = std::str::from_utf8(&k)
                 .ok()
-                .and_then(|name| Username::parse(name).ok().filter(|u| u.as_str() == name))
-                .ok_or_else(|| StoreError::corrupt(FACTORS, "unrecognised key"))?;
-            out.push(user);
+                .and_then(|name| Username::parse(name).ok().filter(|u| u.as_str() == name));
+            match user {
+                Some(user) => scan.readable.push(user),
+                None => scan.unreadable.push(k),
+            }
         }
-        Ok(out)
+        Ok(scan)
     }
 
     #[cfg(test)]
@@ -235,7 +241,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let f = store.get_factors(&alice()).unwrap();
         assert_eq!(f.phone.unwrap().number, "+15550001111");
-        assert_eq!(store.list_factor_users().unwrap(), [alice()]);
+        assert_eq!(store.list_factor_users().unwrap().readable, [alice()]);
         store
             .update_factors(&alice(), |_| {
                 Ok::<_, StoreError>((UserFactors::default(), ()))
@@ -326,7 +332,7 @@ mod tests {
         chans.sort_by_key(|c| c.as_str());
         assert_eq!(chans, [Channel::Email, Channel::Sms]);
         assert_eq!(store.code_channels_of_user(&al).unwrap(), [Channel::Email]);
-        assert_eq!(store.list_code_states().unwrap().len(), 3);
+        assert_eq!(store.list_code_states().unwrap().readable.len(), 3);
         assert!(store.get_code_state(&al, Channel::Sms).unwrap().is_empty());
     }
 

@@ -59,6 +59,38 @@ pub fn is_lock_held(e: &sled::Error) -> bool {
         || io.to_string().contains("could not acquire lock"))
 }
 
+/// What a scan of a whole tree found: the records it could read, and the keys of those it could
+/// not (damaged, or written by another version), which housekeeping reports and removes
+/// instead of stopping at the first one.
+#[derive(Debug)]
+pub struct Scan<T> {
+    pub readable: Vec<T>,
+    pub unreadable: Vec<sled::IVec>,
+}
+
+impl<T> Default for Scan<T> {
+    fn default() -> Self {
+        Scan {
+            readable: Vec::new(),
+            unreadable: Vec::new(),
+        }
+    }
+}
+
+/// A key as a log can show it: hexadecimal, at most its first 8 bytes (a session key is a
+/// digest, a ban subject a name or network; neither is a secret).
+pub fn key_for_log(key: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for b in key.iter().take(8) {
+        let _ = write!(out, "{b:02x}");
+    }
+    if key.len() > 8 {
+        out.push_str("...");
+    }
+    out
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open the store at {}: {source}", path.display())]

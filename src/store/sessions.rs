@@ -8,7 +8,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use crate::auth::session::{Session, SessionKey};
 use crate::auth::user::Username;
 use crate::store::records::{SessionRecord, decode, encode};
-use crate::store::{Store, StoreError};
+use crate::store::{Scan, Store, StoreError};
 
 const WHAT: &str = "session";
 
@@ -151,20 +151,32 @@ impl Store {
         Ok(deleted)
     }
 
-    /// Every stored session (for purging expired ones). An unreadable record is an error.
-    pub fn list_sessions(&self) -> Result<Vec<Session>, StoreError> {
-        let mut out = Vec::new();
+    /// Every stored session (for purging expired ones), and the keys of records that cannot be
+    /// read.
+    pub fn list_sessions(&self) -> Result<Scan<Session>, StoreError> {
+        let mut scan = Scan::default();
         for entry in self.sessions.iter() {
             let (k, v) = entry?;
-            let bytes: [u8; 32] = k
-                .as_ref()
-                .try_into()
-                .map_err(|_| StoreError::corrupt(WHAT, "key of the wrong length"))?;
-            out.push(
-                decode::<SessionRecord>(WHAT, &v)?.into_session(SessionKey::from_bytes(bytes))?,
-            );
+            let read = <[u8; 32]>::try_from(k.as_ref()).ok().and_then(|bytes| {
+                decode::<SessionRecord>(WHAT, &v)
+                    .and_then(|r| r.into_session(SessionKey::from_bytes(bytes)))
+                    .ok()
+            });
+            match read {
+                Some(session) => scan.readable.push(session),
+                None => scan.unreadable.push(k),
+            }
         }
-        Ok(out)
+        Ok(scan)
+    }
+
+    /// Removes the session record stored under `raw_key`, readable or not (housekeeping of
+    /// damaged records). Returns whether there was one.
+    pub fn delete_raw_session(&self, raw_key: &[u8]) -> Result<bool, StoreError> {
+        match <[u8; 32]>::try_from(raw_key) {
+            Ok(bytes) => self.delete_session(&SessionKey::from_bytes(bytes)),
+            Err(_) => Ok(self.sessions.remove(raw_key)?.is_some()),
+        }
     }
 }
 
@@ -172,6 +184,10 @@ impl Store {
 impl Store {
     pub(crate) fn put_session_raw_for_test(&self, key: &SessionKey, raw: &[u8]) {
         self.sessions.insert(key.as_bytes(), raw).unwrap();
+    }
+
+    pub(crate) fn sessions_raw_insert_for_test(&self, key: &[u8], raw: &[u8]) {
+        self.sessions.insert(key, raw).unwrap();
     }
 }
 
@@ -295,7 +311,9 @@ mod tests {
             store.get_session(&s.key),
             Err(StoreError::Corrupt { .. })
         ));
-        assert!(store.list_sessions().is_err());
+        let scan = store.list_sessions().unwrap();
+        assert!(scan.readable.is_empty());
+        assert_eq!(scan.unreadable, [s.key.as_bytes().as_slice()]);
         // It can still be deleted.
         assert!(store.delete_session(&s.key).unwrap());
     }

@@ -337,25 +337,49 @@ impl Factors {
 
     /// Deletes what no longer matters: expired pending TOTP enrolments, expired codes and
     /// sends older than an hour. Returns how many records changed. Run it now and then.
+    ///
+    /// A record that cannot be read is reported and left as it is, never deleted: deleting an
+    /// account's second factors would let its password alone in. The others are pruned all the
+    /// same.
     pub fn prune(&self) -> Result<usize, FactorError> {
         let now = self.clock.now();
         let mut changed = 0;
-        for user in self.store.list_factor_users()? {
-            changed += usize::from(self.store.update_factors(&user, |mut f| {
+        let users = self.store.list_factor_users()?;
+        for user in users.readable {
+            let pruned = self.store.update_factors(&user, |mut f| {
                 let before = f.pending_totp.is_some();
                 f.pending_totp = f.pending_totp.filter(|p| now < p.expires_at);
                 let pruned = before && f.pending_totp.is_none();
                 Ok::<_, FactorError>((f, pruned))
-            })?);
+            });
+            match pruned {
+                Ok(pruned) => changed += usize::from(pruned),
+                Err(e) => {
+                    tracing::warn!(user = %user, error = %e, "second factors unreadable; left as they are")
+                }
+            }
         }
-        for (user, channel) in self.store.list_code_states()? {
-            changed += usize::from(self.store.update_code_state(&user, channel, |mut s| {
+        let codes = self.store.list_code_states()?;
+        for (user, channel) in codes.readable {
+            let pruned = self.store.update_code_state(&user, channel, |mut s| {
                 let before = s.clone();
                 s.current = s.current.filter(|c| now < c.expires_at);
                 codes::prune_sends(&mut s, now);
                 let pruned = s != before;
                 Ok::<_, FactorError>((s, pruned))
-            })?);
+            });
+            match pruned {
+                Ok(pruned) => changed += usize::from(pruned),
+                Err(e) => {
+                    tracing::warn!(user = %user, error = %e, "code record unreadable; left as it is")
+                }
+            }
+        }
+        for raw in users.unreadable.iter().chain(&codes.unreadable) {
+            tracing::warn!(
+                record = %crate::store::key_for_log(raw),
+                "second-factor record under an unrecognised key; left as it is"
+            );
         }
         Ok(changed)
     }

@@ -1139,7 +1139,23 @@ fn prune_drops_stale_code_state() {
             .unwrap()
             .is_empty()
     );
-    assert!(f.store.list_code_states().unwrap().is_empty());
+    assert!(f.store.list_code_states().unwrap().readable.is_empty());
+}
+
+#[test]
+fn prune_leaves_unreadable_factors_alone_and_prunes_the_others() {
+    let f = fixture();
+    f.factors.issue_code(f.name(), Channel::Email).unwrap();
+    let bob = Username::parse("bob").unwrap();
+    f.store.put_raw_factors_for_test(&bob, b"{\"V1\":");
+    f.clock.advance(61 * MIN);
+    assert_eq!(f.factors.prune().unwrap(), 1);
+    assert!(f.store.list_code_states().unwrap().readable.is_empty());
+    // Bob's record is still there, unread and untouched: deleting it would drop his factors.
+    assert_eq!(
+        f.store.get_raw_factors_for_test(&bob).as_deref(),
+        Some(b"{\"V1\":".as_slice())
+    );
 }
 
 #[test]
