@@ -54,7 +54,14 @@ async fn offline_user_lifecycle() {
             Some(PW),
         )
         .ok();
-    assert_eq!(out.stdout, "created user alice\n");
+    // The first account makes the store, and says where.
+    assert_eq!(
+        out.stdout,
+        format!(
+            "created user alice in a new store at {}\n",
+            env.storage.display()
+        )
+    );
 
     let list = env.run(&["user", "list"], None).ok().stdout;
     let lines: Vec<&str> = list.lines().collect();
@@ -191,10 +198,34 @@ fn rejects_header_injection_through_display_name() {
 #[test]
 fn unknown_user_changes_fail() {
     let env = CliEnv::new("");
+    std::fs::create_dir(&env.storage).expect("store directory");
     for cmd in ["disable", "enable", "delete", "show"] {
         let out = env.run(&["user", cmd, "nobody"], None);
         assert_eq!(out.code, 1, "{cmd}: {out:#?}");
         assert!(out.stderr.contains("no user named nobody"), "{out:#?}");
+    }
+}
+
+/// A mistyped `storage.path` must not quietly become a second, empty store: commands other than
+/// adding an account refuse, name the path, and create nothing.
+#[test]
+fn commands_on_a_store_that_does_not_exist_say_so_and_create_nothing() {
+    let env = CliEnv::new("");
+    for args in [
+        &["user", "list"][..],
+        &["user", "show", "alice"],
+        &["user", "disable", "alice"],
+        &["user", "delete", "alice"],
+        &["user", "reset-2fa", "alice"],
+    ] {
+        let out = env.run(args, None);
+        assert_eq!(out.code, 1, "{args:?}: {out:#?}");
+        assert!(
+            out.stderr.contains("no store at")
+                && out.stderr.contains(&env.storage.display().to_string()),
+            "{args:?}: {out:#?}"
+        );
+        assert!(!env.storage.exists(), "{args:?} created the store");
     }
 }
 

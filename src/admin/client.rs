@@ -50,6 +50,11 @@ pub enum AdminError {
         socket.display()
     )]
     StoreLocked { socket: PathBuf },
+    #[error(
+        "no store at {}: nothing has been stored there yet (check storage.path in the configuration; a relative path is taken from the current directory)",
+        path.display()
+    )]
+    NoStore { path: PathBuf },
     /// The gateway (or the offline store) refused the request.
     #[error("{0}")]
     Refused(String),
@@ -64,6 +69,8 @@ pub enum Route {
     Gateway,
     /// In this process, on the store opened directly.
     Offline,
+    /// In this process, on a store created for this request (there was none at the path).
+    NewStore,
 }
 
 /// Sends `request` to the gateway of `config`'s store, or performs it on the store directly
@@ -73,6 +80,18 @@ pub fn perform(config: &Config, request: &Request) -> Result<(Route, Response), 
     if let Some(response) = send(&path, request)? {
         return Ok((Route::Gateway, response));
     }
+    // A mistyped or relative `storage.path` must not quietly become a second, empty store:
+    // only adding an account may create one (the first account, before the first start).
+    let store_dir = &config.storage.path;
+    let route = if store_dir.exists() {
+        Route::Offline
+    } else if matches!(request, Request::CreateUser { .. }) {
+        Route::NewStore
+    } else {
+        return Err(AdminError::NoStore {
+            path: std::path::absolute(store_dir).unwrap_or_else(|_| store_dir.clone()),
+        });
+    };
     let offline =
         super::offline_directory(config).map_err(|source| offline_error(&path, source))?;
     let response = protocol::execute(&offline.users, request.clone());
@@ -80,7 +99,7 @@ pub fn perform(config: &Config, request: &Request) -> Result<(Route, Response), 
         socket: path,
         source,
     })?;
-    Ok((Route::Offline, response))
+    Ok((route, response))
 }
 
 fn offline_error(socket: &Path, source: AppError) -> AdminError {
@@ -298,7 +317,7 @@ pub fn run_user_command(config: &Config, command: UserCommand) -> Result<String,
             let email = protocol::email_field(email).map_err(refused)?;
             let groups = protocol::groups_field(groups).map_err(refused)?;
             let hash = new_password_hash(&config.password, source(password_stdin))?;
-            perform_ok(
+            let (route, response) = perform(
                 config,
                 &Request::CreateUser {
                     username: username.as_str().to_string(),
@@ -308,7 +327,20 @@ pub fn run_user_command(config: &Config, command: UserCommand) -> Result<String,
                     password_hash: HashField(hash.as_str().to_string()),
                 },
             )?;
-            Ok(format!("created user {username}\n"))
+            if let Response::Error { message, .. } = response {
+                return Err(AdminError::Refused(message));
+            }
+            Ok(match route {
+                Route::NewStore => {
+                    let dir = &config.storage.path;
+                    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+                    format!(
+                        "created user {username} in a new store at {}\n",
+                        dir.display()
+                    )
+                }
+                Route::Gateway | Route::Offline => format!("created user {username}\n"),
+            })
         }
         UserCommand::Passwd {
             name,
