@@ -173,7 +173,11 @@ fn route(app: &Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Result<Route
     }
     // A host that is not a plain name or address with a numeric port (`user@admin.test`,
     // `admin.test:x`) could be read as another host by the rules, the routing and the upstream.
-    if request_host(&req).is_some_and(|host| !crate::policy::host::is_plain_authority(host)) {
+    let host = request_host(&req).map(str::to_owned);
+    if host
+        .as_deref()
+        .is_some_and(|host| !crate::policy::host::is_plain_authority(host))
+    {
         return Err(Error::BadRequest("malformed host"));
     }
     let config = &app.config;
@@ -210,7 +214,6 @@ fn route(app: &Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Result<Route
         })));
     }
 
-    let host = request_host(&req).map(str::to_owned);
     let index = app
         .upstreams
         .select_index(host.as_deref())

@@ -73,48 +73,60 @@ fn check_name(name: &str) -> Result<(), String> {
 /// labels) has no single reading: proxies, applications and the rules could each take another
 /// name from it, so the gateway refuses it before any of them looks.
 pub fn is_plain_authority(host: &str) -> bool {
-    let (name, port) = match host.strip_prefix('[') {
-        Some(bracketed) => {
-            let Some((literal, rest)) = bracketed.split_once(']') else {
-                return false;
-            };
-            if literal.parse::<std::net::Ipv6Addr>().is_err() {
-                return false;
+    let bytes = host.as_bytes();
+    if bytes.first() == Some(&b'[') {
+        return is_bracketed_ipv6_authority(host);
+    }
+    // One pass over the name, on every request: labels of letters, digits, `-` and `_`.
+    let mut label = 0usize;
+    let mut end = bytes.len();
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b':' => {
+                end = i;
+                break;
             }
-            match rest {
-                "" => return true,
-                _ => match rest.strip_prefix(':') {
-                    Some(port) => ("", Some(port)),
-                    None => return false,
-                },
+            b'.' if label == 0 => return false,
+            b'.' => label = 0,
+            b if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' => {
+                label += 1;
+                if label > 63 {
+                    return false;
+                }
             }
+            _ => return false,
         }
-        None => match host.split_once(':') {
-            Some((name, port)) => (name, Some(port)),
-            None => (host, None),
-        },
-    };
-    let port_ok = port.is_none_or(|p| {
-        !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) && {
-            p.parse::<u32>().is_ok_and(|n| n <= 65_535)
-        }
-    });
-    if !port_ok {
+    }
+    let name = &bytes[..end];
+    // Empty, or over 253 bytes without its one allowed trailing dot.
+    let name_len = name.len() - usize::from(name.last() == Some(&b'.'));
+    if name_len == 0 || name_len > 253 {
         return false;
     }
-    if host.starts_with('[') {
-        return true;
-    }
-    let name = name.strip_suffix('.').unwrap_or(name);
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
+    end == bytes.len() || is_port(&bytes[end + 1..])
+}
+
+/// `[v6 address]` with an optional `:port`.
+fn is_bracketed_ipv6_authority(host: &str) -> bool {
+    let Some((literal, rest)) = host[1..].split_once(']') else {
+        return false;
+    };
+    literal.parse::<std::net::Ipv6Addr>().is_ok()
+        && (rest.is_empty()
+            || rest
+                .strip_prefix(':')
+                .is_some_and(|p| is_port(p.as_bytes())))
+}
+
+/// One to five digits, at most 65535.
+fn is_port(digits: &[u8]) -> bool {
+    !digits.is_empty()
+        && digits.len() <= 5
+        && digits.iter().all(u8::is_ascii_digit)
+        && digits
+            .iter()
+            .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'))
+            <= 65_535
 }
 
 /// The name a Host header or authority designates: without its port and without one trailing
