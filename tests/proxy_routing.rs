@@ -151,6 +151,19 @@ policy = "deny"
         "{}",
         String::from_utf8_lossy(&answer)
     );
+    // A Host that is not text, or a second Host header: which host is meant is unclear.
+    for request in [
+        &b"GET /x HTTP/1.1\r\nHost: admin.test\xff\r\nConnection: close\r\n\r\n"[..],
+        b"GET /x HTTP/1.1\r\nHost: ex\xc3\xa4mple.test\r\nConnection: close\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: other.test\r\nHost: admin.test\r\nConnection: close\r\n\r\n",
+    ] {
+        let answer = raw_exchange(gw.addr(), request).await;
+        assert!(
+            answer.starts_with(b"HTTP/1.1 400"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
     assert_eq!(admin.requests() + other.requests(), 0);
     // The rule and the routing still work for the plain host.
     let resp = send_raw_path(gw.addr(), "GET", "/x", &[("Host", "admin.test")]).await;

@@ -142,6 +142,33 @@ async fn redirects_plain_http_to_https_with_308() {
     assert_eq!(upstream.requests(), 1);
 }
 
+/// A gateway's own pages are served on any host over HTTPS, so plain HTTP to them is redirected
+/// on any host, even with no upstream at all (a forward-auth-only gateway).
+#[tokio::test]
+async fn https_redirect_of_the_portal_needs_no_upstream() {
+    let ca = TestCa::new();
+    let gw = Gateway::builder()
+        .tls(&ca)
+        .extra_toml("[server]\nredirect_http_to_https = true")
+        .start()
+        .await;
+    let port = gw.https_addr().port();
+    let resp = send_raw_path(
+        gw.addr(),
+        "GET",
+        "/.stepgate/settings",
+        &[("Host", "auth.example.test")],
+    )
+    .await;
+    assert_eq!(resp.status(), 308);
+    assert_eq!(
+        resp.headers()["location"],
+        format!("https://auth.example.test:{port}/.stepgate/settings").as_str()
+    );
+    let resp = send_raw_path(gw.addr(), "GET", "/app", &[("Host", "auth.example.test")]).await;
+    assert_eq!(resp.status(), 421);
+}
+
 /// With the redirect on, HTTPS answers (the portal's and the application's) tell browsers to
 /// keep to HTTPS; an application's own value is kept; plain HTTP answers never carry it, and
 /// without the redirect nothing is added.

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use http::header::{ACCEPT, ACCEPT_LANGUAGE, COOKIE, HeaderName, LOCATION};
+use http::header::{ACCEPT, ACCEPT_LANGUAGE, COOKIE, HOST, HeaderName, LOCATION};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
@@ -171,15 +171,7 @@ fn route(app: &Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Result<Route
     if !crate::policy::rules::method_is_unambiguous(req.method()) {
         return Err(Error::BadRequest("method names must be in upper case"));
     }
-    // A host that is not a plain name or address with a numeric port (`user@admin.test`,
-    // `admin.test:x`) could be read as another host by the rules, the routing and the upstream.
-    let host = request_host(&req).map(str::to_owned);
-    if host
-        .as_deref()
-        .is_some_and(|host| !crate::policy::host::is_plain_authority(host))
-    {
-        return Err(Error::BadRequest("malformed host"));
-    }
+    let host = host_of(&req)?;
     let config = &app.config;
     // Every decision below, and the upstream, see one canonical path; ambiguous paths stop here.
     let path = crate::policy::canonicalize(req.uri().path())
@@ -189,7 +181,7 @@ fn route(app: &Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Result<Route
     if !conn.tls && config.server.redirect_http_to_https {
         let healthz = portal && crate::portal::is_healthz(&config.portal.prefix, &path);
         if !healthz {
-            return redirect_to_https(app, &req).map(Route::Answer);
+            return redirect_to_https(app, &req, portal).map(Route::Answer);
         }
     }
     // Behind a trusted proxy that terminated TLS, the client's connection was HTTPS.
@@ -276,6 +268,29 @@ fn route(app: &Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Result<Route
     );
     let outgoing = proxy::outgoing(upstream, req.map(body::stream), fwd)?;
     Ok(Route::Upstream { index, outgoing })
+}
+
+/// The request's host: its target's authority (HTTP/2, absolute form) or its one `Host` header.
+///
+/// Refused with 400: a host that is not a plain name or address with a numeric port
+/// (`user@admin.test`, `admin.test:x`), a `Host` header that is not text, and a second `Host`
+/// header. The rules, the routing, a proxy in front and the upstream could each read such a
+/// request as being for another host.
+fn host_of<B>(req: &Request<B>) -> Result<Option<String>, Error> {
+    let mut headers = req.headers().get_all(HOST).iter();
+    let header = headers.next();
+    if headers.next().is_some() {
+        return Err(Error::BadRequest("more than one Host header"));
+    }
+    let header = header
+        .map(|h| h.to_str())
+        .transpose()
+        .map_err(|_| Error::BadRequest("malformed host"))?;
+    let host = req.uri().authority().map(|a| a.as_str()).or(header);
+    if host.is_some_and(|h| !crate::policy::host::is_plain_authority(h)) {
+        return Err(Error::BadRequest("malformed host"));
+    }
+    Ok(host.map(str::to_owned))
 }
 
 /// The upstream `index` names (from [`crate::proxy::upstream::Upstreams::select_index`]).
@@ -376,11 +391,15 @@ fn header_bytes(headers: &HeaderMap) -> usize {
 
 /// The same request over HTTPS (308: the method and body are kept).
 ///
-/// The redirect names only a host the gateway serves over HTTPS (one an upstream is chosen for,
-/// or any host when there is a default upstream), and only as a plain host and port: a Host
-/// with user information (`good.test@evil.test`) or anything an authority cannot hold is 400,
-/// an unserved host the same error as over HTTPS.
-fn redirect_to_https<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, Error> {
+/// The redirect names only a host the gateway serves over HTTPS: for its own pages (`portal`),
+/// any host, as over HTTPS; otherwise one an upstream is chosen for (or any host when there is a
+/// default upstream), an unserved host getting the same error as over HTTPS. And only as a
+/// plain host and port (see [`host_of`], which has already refused anything else).
+fn redirect_to_https<B>(
+    app: &App,
+    req: &Request<B>,
+    portal: bool,
+) -> Result<Response<Body>, Error> {
     let host = request_host(req).ok_or(Error::BadRequest("missing Host header"))?;
     let authority: http::uri::Authority = host
         .parse()
@@ -389,7 +408,7 @@ fn redirect_to_https<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, E
         return Err(Error::BadRequest("invalid Host header"));
     }
     let name = authority.host();
-    if app.upstreams.select_index(Some(host)).is_none() {
+    if !portal && app.upstreams.select_index(Some(host)).is_none() {
         return Err(Error::UnknownHost);
     }
     let port = app
