@@ -197,7 +197,7 @@ fn rejects_dot_segment_bypass() {
 #[test]
 fn unknown_user_is_an_error() {
     let env = CliEnv::new(RULES);
-    std::fs::create_dir(&env.storage).expect("store directory");
+    drop(stepgate::store::Store::open(&env.storage).expect("an empty store"));
     let out = env.run(
         &[
             "check-policy",

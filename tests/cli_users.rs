@@ -173,7 +173,8 @@ fn rejects_invalid_usernames_with_the_reason() {
         assert!(out.stderr.contains("invalid username"), "{out:#?}");
         assert!(out.stderr.contains(reason), "{out:#?}");
     }
-    assert_eq!(env.run(&["user", "list"], None).ok().stdout, "no users\n");
+    // Refused before anything was stored: not even a store was made.
+    assert!(!env.storage.exists());
 }
 
 #[test]
@@ -198,7 +199,7 @@ fn rejects_header_injection_through_display_name() {
 #[test]
 fn unknown_user_changes_fail() {
     let env = CliEnv::new("");
-    std::fs::create_dir(&env.storage).expect("store directory");
+    drop(stepgate::store::Store::open(&env.storage).expect("an empty store"));
     for cmd in ["disable", "enable", "delete", "show"] {
         let out = env.run(&["user", cmd, "nobody"], None);
         assert_eq!(out.code, 1, "{cmd}: {out:#?}");
@@ -227,6 +228,16 @@ fn commands_on_a_store_that_does_not_exist_say_so_and_create_nothing() {
         );
         assert!(!env.storage.exists(), "{args:?} created the store");
     }
+    // An existing directory that holds no store is no better (a mistyped `/var/lib`).
+    std::fs::create_dir(&env.storage).expect("directory");
+    let out = env.run(&["user", "list"], None);
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(out.stderr.contains("no store at"), "{out:#?}");
+    assert_eq!(
+        std::fs::read_dir(&env.storage).expect("dir").count(),
+        0,
+        "a store was created in the directory"
+    );
 }
 
 #[test]

@@ -83,7 +83,7 @@ pub fn perform(config: &Config, request: &Request) -> Result<(Route, Response), 
     // A mistyped or relative `storage.path` must not quietly become a second, empty store:
     // only adding an account may create one (the first account, before the first start).
     let store_dir = &config.storage.path;
-    let route = if store_dir.exists() {
+    let route = if crate::store::exists_at(store_dir) {
         Route::Offline
     } else if matches!(request, Request::CreateUser { .. }) {
         Route::NewStore

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
@@ -17,17 +18,34 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use crate::auth::session::SessionKey;
 use crate::auth::user::Username;
 
-/// The watches on sessions that are still open. Registering or dropping a watch takes a lock;
-/// so does ending a session, which is rare. Nothing on the path of an ordinary request does.
+/// The watches on sessions that are still open. Registering or dropping a watch takes a lock.
+/// Ending a session takes it only while some watch is open (a count read without the lock),
+/// and then finds the session's watches by its key: ends are frequent (every logout, every
+/// session found expired, every second factor moving a session to a fresh id), tunnels few.
 #[derive(Default)]
 pub struct SessionEnds {
     watches: Mutex<Watches>,
+    /// Watches open right now, read without the lock.
+    open_count: AtomicUsize,
 }
 
 #[derive(Default)]
 struct Watches {
     next: u64,
     open: HashMap<u64, Watched>,
+    /// The watches of each session.
+    by_key: HashMap<SessionKey, Vec<u64>>,
+}
+
+impl Watches {
+    fn unlink(&mut self, key: &SessionKey, id: u64) {
+        if let Some(ids) = self.by_key.get_mut(key) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                self.by_key.remove(key);
+            }
+        }
+    }
 }
 
 struct Watched {
@@ -39,7 +57,7 @@ struct Watched {
 impl fmt::Debug for SessionEnds {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionEnds")
-            .field("watches", &self.lock().open.len())
+            .field("watches", &self.open_count())
             .finish()
     }
 }
@@ -67,6 +85,8 @@ impl SessionEnds {
                     ended: ended.clone(),
                 },
             );
+            watches.by_key.entry(key).or_default().push(id);
+            self.open_count.fetch_add(1, Ordering::SeqCst);
             id
         };
         SessionEndWatch(Arc::new(Registration {
@@ -78,34 +98,50 @@ impl SessionEnds {
 
     /// The session `key` has ended.
     pub fn session_ended(&self, key: &SessionKey) {
-        self.fire(|w| &w.key == key);
-    }
-
-    /// Every session of `username` has ended.
-    pub fn user_ended(&self, username: &Username) {
-        self.fire(|w| &w.username == username);
-    }
-
-    /// The session `old` continues as `new` (a fresh id after a second factor).
-    pub fn session_moved(&self, old: &SessionKey, new: &SessionKey) {
-        for watched in self.lock().open.values_mut() {
-            if &watched.key == old {
-                watched.key = *new;
-            }
+        if self.open_count() == 0 {
+            return;
         }
-    }
-
-    fn fire(&self, ends: impl Fn(&Watched) -> bool) {
-        for watched in self.lock().open.values() {
-            if ends(watched) {
+        let watches = self.lock();
+        for id in watches.by_key.get(key).into_iter().flatten() {
+            if let Some(watched) = watches.open.get(id) {
                 watched.ended.cancel();
             }
         }
     }
 
+    /// Every session of `username` has ended (rare: a password change, an account disabled,
+    /// deleted or reset).
+    pub fn user_ended(&self, username: &Username) {
+        if self.open_count() == 0 {
+            return;
+        }
+        for watched in self.lock().open.values() {
+            if &watched.username == username {
+                watched.ended.cancel();
+            }
+        }
+    }
+
+    /// The session `old` continues as `new` (a fresh id after a second factor).
+    pub fn session_moved(&self, old: &SessionKey, new: &SessionKey) {
+        if self.open_count() == 0 {
+            return;
+        }
+        let mut watches = self.lock();
+        let Some(ids) = watches.by_key.remove(old) else {
+            return;
+        };
+        for id in &ids {
+            if let Some(watched) = watches.open.get_mut(id) {
+                watched.key = *new;
+            }
+        }
+        watches.by_key.entry(*new).or_default().extend(ids);
+    }
+
     /// Watches held right now (for tests and metrics).
     pub fn open_count(&self) -> usize {
-        self.lock().open.len()
+        self.open_count.load(Ordering::SeqCst)
     }
 }
 
@@ -121,7 +157,11 @@ struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.ends.lock().open.remove(&self.id);
+        let mut watches = self.ends.lock();
+        if let Some(watched) = watches.open.remove(&self.id) {
+            watches.unlink(&watched.key, self.id);
+            self.ends.open_count.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -196,6 +236,26 @@ mod tests {
         assert!(!watch.has_ended(), "the old id no longer names the session");
         ends.session_ended(&key(9));
         assert!(watch.has_ended());
+    }
+
+    #[test]
+    fn a_watch_moved_twice_then_dropped_leaves_nothing_behind() {
+        let ends = Arc::new(SessionEnds::default());
+        let watch = ends.watch(key(1), &user("alice"));
+        let other = ends.watch(key(2), &user("alice"));
+        ends.session_moved(&key(1), &key(3));
+        ends.session_moved(&key(3), &key(4));
+        ends.session_ended(&key(3));
+        assert!(!watch.has_ended());
+        drop(watch);
+        assert_eq!(ends.open_count(), 1);
+        {
+            let watches = ends.lock();
+            assert_eq!(watches.by_key.len(), 1, "only key 2's entry is left");
+            assert!(watches.by_key.contains_key(&key(2)));
+        }
+        ends.session_ended(&key(2));
+        assert!(other.has_ended());
     }
 
     #[test]

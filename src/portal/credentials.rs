@@ -106,8 +106,9 @@ pub fn audit_attempt(ctx: &Ctx<'_>, source: Source, kind: AuditKind, account: Op
 }
 
 /// The account `attempted` names, if it exists (a store error reads as none: this only decides
-/// what an audit event names).
+/// what an audit event names). Read from the store, not through the user view: a banned client
+/// is not slowed down by any password work, and names it makes up must not fill the view.
 fn existing_account(ctx: &Ctx<'_>, attempted: &str) -> Option<Username> {
     let name = Username::parse(attempted).ok()?;
-    ctx.app.users.get(&name).ok().flatten().map(|_| name)
+    ctx.app.store.get_user(&name).ok().flatten().map(|_| name)
 }

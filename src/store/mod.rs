@@ -77,6 +77,12 @@ impl<T> Default for Scan<T> {
     }
 }
 
+/// Does a store live at `path`? sled keeps a `conf` and a `db` file in its directory; an empty or
+/// unrelated directory is not a store.
+pub fn exists_at(path: &std::path::Path) -> bool {
+    path.join("conf").is_file() && path.join("db").is_file()
+}
+
 /// A key as a log can show it: hexadecimal, at most its first 8 bytes (a session key is a
 /// digest, a ban subject a name or network; neither is a secret).
 pub fn key_for_log(key: &[u8]) -> String {
