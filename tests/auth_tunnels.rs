@@ -9,27 +9,14 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use stepgate::auth::password::PasswordHash;
 use stepgate::auth::session::SessionId;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use common::auth::{create_user, login, logout, manual_clock, username};
+use common::websocket::{Ws, round_trip, within};
 use common::{EchoUpstream, Gateway, GatewayBuilder};
-
-/// Bounds every wait in this file; a passing run never comes near it.
-const DEADLINE: Duration = Duration::from_secs(20);
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Every proxied request needs a login.
 const PROTECTED: &str = "[access]\ndefault_policy = \"one_factor\"\n";
-
-async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
-    tokio::time::timeout(DEADLINE, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
 
 async fn protected_gateway(builder: GatewayBuilder) -> (EchoUpstream, Gateway) {
     let upstream = EchoUpstream::start().await;
@@ -41,32 +28,9 @@ async fn protected_gateway(builder: GatewayBuilder) -> (EchoUpstream, Gateway) {
     (upstream, gw)
 }
 
-/// A WebSocket to the echo upstream, opened with `cookie` (`name=value`), checked with one
-/// round trip.
+/// A WebSocket to the echo upstream opened with `cookie` (`name=value`).
 async fn websocket(gw: &Gateway, cookie: &str) -> Ws {
-    let mut request = format!("ws://{}/__ws", gw.addr())
-        .into_client_request()
-        .expect("request");
-    request
-        .headers_mut()
-        .insert("cookie", cookie.parse().expect("cookie header"));
-    let (mut ws, resp) = within("handshake", tokio_tungstenite::connect_async(request))
-        .await
-        .expect("websocket handshake");
-    assert_eq!(resp.status(), 101);
-    round_trip(&mut ws, "hello").await;
-    ws
-}
-
-async fn round_trip(ws: &mut Ws, text: &str) {
-    within("round trip", async {
-        ws.send(Message::text(text)).await.expect("send");
-        assert_eq!(
-            ws.next().await.expect("frame").expect("ok"),
-            Message::text(text)
-        );
-    })
-    .await
+    common::websocket::open(gw, Some(cookie)).await
 }
 
 /// Waits until the gateway closes `ws`: the stream ends or fails, with nothing echoed first.

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -21,42 +21,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use common::websocket::{self, Ws, round_trip, within};
 use common::{EchoUpstream, Gateway, http_client};
-
-/// Bounds every wait in this file; a passing run never comes near it.
-const DEADLINE: Duration = Duration::from_secs(20);
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
-    tokio::time::timeout(DEADLINE, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
 
 /// A WebSocket to the echo upstream through the gateway, checked with one round trip.
 async fn websocket(gw: &Gateway) -> Ws {
-    let url = format!("ws://{}/__ws", gw.addr());
-    let (mut ws, resp) = within("handshake", tokio_tungstenite::connect_async(url.as_str()))
-        .await
-        .expect("websocket handshake");
-    assert_eq!(resp.status(), 101);
-    round_trip(&mut ws, "hello").await;
-    ws
-}
-
-async fn round_trip(ws: &mut Ws, text: &str) {
-    within("round trip", async {
-        ws.send(Message::text(text)).await.expect("send");
-        assert_eq!(
-            ws.next().await.expect("frame").expect("ok"),
-            Message::text(text)
-        );
-    })
-    .await
+    websocket::open(gw, None).await
 }
 
 /// Waits until the gateway closes `ws` (a close frame, the end of the stream or an error).

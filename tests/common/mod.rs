@@ -17,6 +17,7 @@ pub mod sms_sink;
 pub mod smtp;
 pub mod stepup;
 pub mod stepup_users;
+pub mod websocket;
 
 use std::net::SocketAddr;
 use std::time::Duration;
