@@ -196,6 +196,22 @@ fn rejects_header_injection_through_display_name() {
     assert_eq!(stored_hash(&env, "mallory"), None);
 }
 
+/// Whether the account can take the change is known before a password is asked for: an unknown
+/// account for `passwd`, an existing one for `add` (standard input is empty here, so a prompt or
+/// a read would fail with another message).
+#[test]
+fn account_is_checked_before_the_password_is_asked() {
+    let env = CliEnv::new("");
+    env.run(&["user", "add", "alice", "--password-stdin"], Some(PW))
+        .ok();
+    let out = env.run(&["user", "passwd", "ghost", "--password-stdin"], None);
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(out.stderr.contains("no user named ghost"), "{out:#?}");
+    let out = env.run(&["user", "add", "alice", "--password-stdin"], None);
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(out.stderr.contains("user alice already exists"), "{out:#?}");
+}
+
 #[test]
 fn unknown_user_changes_fail() {
     let env = CliEnv::new("");

@@ -316,6 +316,20 @@ pub fn run_user_command(config: &Config, command: UserCommand) -> Result<String,
             let display_name = protocol::display_name_field(display_name).map_err(refused)?;
             let email = protocol::email_field(email).map_err(refused)?;
             let groups = protocol::groups_field(groups).map_err(refused)?;
+            // An existing account is refused before a password is asked for and hashed.
+            let lookup = Request::Get {
+                username: username.as_str().to_string(),
+            };
+            match perform(config, &lookup) {
+                Ok((_, Response::User { .. })) => {
+                    return Err(AdminError::Refused(format!(
+                        "user {username} already exists"
+                    )));
+                }
+                // Not found, or no store yet (adding the first account makes it).
+                Ok(_) | Err(AdminError::NoStore { .. }) => {}
+                Err(e) => return Err(e),
+            }
             let hash = new_password_hash(&config.password, source(password_stdin))?;
             let (route, response) = perform(
                 config,
@@ -347,6 +361,8 @@ pub fn run_user_command(config: &Config, command: UserCommand) -> Result<String,
             password_stdin,
         } => {
             let username = parse_username(&name)?;
+            // An unknown account is refused before a password is asked for and hashed.
+            get_user(config, username.as_str())?;
             let hash = new_password_hash(&config.password, source(password_stdin))?;
             perform_ok(
                 config,
