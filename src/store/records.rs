@@ -336,6 +336,9 @@ pub(crate) struct PendingTotpRecordV1 {
     secret_sealed: String,
     params: TotpParamsV1,
     expires_at_ms: i64,
+    /// Absent in records written before attempts were counted: none then.
+    #[serde(default)]
+    attempts: u32,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -381,6 +384,7 @@ impl FactorRecord {
                 secret_sealed: b64_encode(&p.secret.0),
                 params: TotpParamsV1::from_params(&p.params),
                 expires_at_ms: p.expires_at.as_millis(),
+                attempts: p.attempts,
             }),
             backup_codes: f.backup_codes.iter().map(|h| b64_encode(&h.0)).collect(),
             email_verification: f.email_verification,
@@ -414,6 +418,7 @@ impl FactorRecord {
                             secret: Sealed(b64_decode(WHAT, &p.secret_sealed)?),
                             params: p.params.into_params(WHAT)?,
                             expires_at: Timestamp::from_millis(p.expires_at_ms),
+                            attempts: p.attempts,
                         })
                     })
                     .transpose()?,
@@ -567,6 +572,7 @@ mod tests {
                     period: 30,
                 },
                 expires_at: Timestamp(9),
+                attempts: 2,
             }),
             backup_codes: vec![CodeHash([3; 32]), CodeHash([4; 32])],
             email_verification: Some(false),

@@ -54,6 +54,9 @@ pub struct PendingTotp {
     pub secret: Sealed,
     pub params: TotpParams,
     pub expires_at: Timestamp,
+    /// Confirmations tried against this secret, right or wrong (see
+    /// [`super::Factors::confirm_totp`]).
+    pub attempts: u32,
 }
 
 /// A phone number in E.164 form and whether a code sent to it came back.

@@ -1158,6 +1158,91 @@ fn prune_leaves_unreadable_factors_alone_and_prunes_the_others() {
     );
 }
 
+/// Guessing the code of a pending authenticator app is bounded like any one-time code:
+/// `code_max_attempts` confirmations (5 by default), counted before each is judged, then the
+/// set-up is void and starts again. A right code within the limit still confirms.
+#[test]
+fn a_pending_secret_takes_a_bounded_number_of_confirmations() {
+    let f = fixture();
+    let e = f.factors.begin_totp(&f.alice).unwrap();
+    let right = f.app_code(&e, 0);
+    let wrong = if right == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    for _ in 0..4 {
+        assert!(matches!(
+            f.factors.confirm_totp(&f.alice, wrong),
+            Err(FactorError::InvalidCode)
+        ));
+    }
+    // The fifth try, right, confirms.
+    f.factors.confirm_totp(&f.alice, &right).unwrap();
+
+    let f = fixture();
+    let e = f.factors.begin_totp(&f.alice).unwrap();
+    let right = f.app_code(&e, 0);
+    let wrong = if right == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    for _ in 0..5 {
+        assert!(matches!(
+            f.factors.confirm_totp(&f.alice, wrong),
+            Err(FactorError::InvalidCode)
+        ));
+    }
+    // Past the limit even the right code is refused: the secret is void.
+    assert!(matches!(
+        f.factors.confirm_totp(&f.alice, &right),
+        Err(FactorError::NoPendingEnrolment)
+    ));
+    assert!(
+        f.store
+            .get_factors(f.name())
+            .unwrap()
+            .pending_totp
+            .is_none()
+    );
+    assert_eq!(f.summary().state, TwoFactorState::NotEnabled);
+}
+
+/// Confirmations sent at once are each counted before being judged: no more than the limit
+/// is ever judged.
+#[test]
+fn confirmations_sent_at_once_are_all_counted() {
+    let f = std::sync::Arc::new(fixture());
+    let e = f.factors.begin_totp(&f.alice).unwrap();
+    let right = f.app_code(&e, 0);
+    let wrong: &'static str = if right == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    let judged = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (f, judged) = (f.clone(), judged.clone());
+            std::thread::spawn(move || {
+                for _ in 0..10 {
+                    if matches!(
+                        f.factors.confirm_totp(&f.alice, wrong),
+                        Err(FactorError::InvalidCode)
+                    ) {
+                        judged.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(judged.load(std::sync::atomic::Ordering::SeqCst), 5);
+}
+
 #[test]
 fn error_messages_name_no_code() {
     let e = FactorError::Cooldown {

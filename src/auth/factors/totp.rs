@@ -129,6 +129,7 @@ impl Factors {
             secret: sealed,
             params,
             expires_at: now.plus(ENROLMENT_TTL),
+            attempts: 0,
         };
         self.store.update_factors(&user.username, |mut f| {
             f.pending_totp = Some(pending.clone());
@@ -141,13 +142,30 @@ impl Factors {
     /// replacing any earlier secret), the code's time step counts as used, a new set of backup
     /// codes replaces any old one and is returned, the only time it is seen in the clear.
     /// Activating TOTP also resets the preferred method, so TOTP becomes the default.
+    ///
+    /// A pending secret takes at most `code_max_attempts` confirmations, then is void
+    /// ([`FactorError::NoPendingEnrolment`]: the set-up starts again). Each confirmation is
+    /// counted before its code is judged, so guesses sent at once cannot all get past the
+    /// limit: without it, three valid codes in a million could be guessed against the secret
+    /// while the owner enrols, by anyone holding a session of the account.
     pub fn confirm_totp(&self, user: &User, code: &str) -> Result<Vec<String>, FactorError> {
         let now = self.clock.now();
         let username = &user.username;
+        let max_attempts = self.settings.code_max_attempts;
         let pending = self
             .store
-            .get_factors(username)?
-            .pending_totp
+            .update_factors(username, |mut f| {
+                let Some(pending) = f.pending_totp.as_mut() else {
+                    return Ok((f, None));
+                };
+                if pending.attempts >= max_attempts {
+                    f.pending_totp = None;
+                    return Ok((f, None));
+                }
+                pending.attempts += 1;
+                let counted = pending.clone();
+                Ok::<_, FactorError>((f, Some(counted)))
+            })?
             .ok_or(FactorError::NoPendingEnrolment)?;
         if now >= pending.expires_at {
             return Err(FactorError::Expired);
