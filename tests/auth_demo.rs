@@ -66,12 +66,12 @@ fn spawn_demo(data_dir: &std::path::Path) -> Child {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    // The demo reads STEPGATE_* overrides; none from the test environment may leak in.
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("STEPGATE_") {
-            cmd.env_remove(name);
-        }
-    }
+    // Overrides meant for a real gateway must not reach the demo (its account's password is
+    // published): were they read, the store would be `production-store` and the emails would
+    // not be in the demo's outbox.
+    let elsewhere = data_dir.with_file_name("production");
+    cmd.env("STEPGATE_STORAGE__PATH", elsewhere.join("store"))
+        .env("STEPGATE_EMAIL__DIR", elsewhere.join("outbox"));
     cmd.spawn().expect("spawn stepgate demo")
 }
 
@@ -111,6 +111,10 @@ async fn demo_account_logs_in_and_sigterm_exits_cleanly() {
     // The demo turns email codes on: the second step's code is in the outbox.
     assert_eq!(body["status"], "second_factor_required", "{body}");
     let code = emailed_code(&data_dir.join("outbox"));
+    assert!(
+        !data.path().join("production").exists(),
+        "the demo followed STEPGATE_* overrides"
+    );
     let resp = post_email_code(&base, &pending, &code).await;
     assert_eq!(resp.status(), 200, "{}", output.text());
     let cookie = set_session_cookie(resp.headers()).expect("rotated session cookie");

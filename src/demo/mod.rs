@@ -75,7 +75,10 @@ email_default = true
         store = data_dir.join("store").display().to_string(),
         outbox = outbox_dir(data_dir).display().to_string(),
     );
-    config::from_figment(&Figment::from(Toml::string(&toml)).merge(config::env_provider()))
+    // No `STEPGATE_*` overrides: in a shell or container set up for a real gateway they would
+    // point the demo (and its demo account with a published password) at the real store and
+    // address. The demo has its own flags (`--listen`, `--data-dir`).
+    config::from_figment(&Figment::from(Toml::string(&toml)))
 }
 
 /// The demo account, created on first start.
