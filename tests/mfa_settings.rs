@@ -170,6 +170,38 @@ async fn preferred_method_decides_what_login_sends() {
         .await;
 }
 
+/// Email codes cannot be switched on where the gateway sends no email: the next login would ask
+/// for a code that never comes.
+#[tokio::test]
+async fn email_codes_cannot_be_turned_on_without_email() {
+    let upstream = common::EchoUpstream::start().await;
+    let gw = common::Gateway::builder()
+        .upstream(&upstream.url())
+        .start()
+        .await;
+    common::auth::create_user_full(
+        &gw,
+        "alice",
+        PASSWORD,
+        &[],
+        None,
+        Some("alice@example.test"),
+    )
+    .await;
+    let cookie = common::auth::login(&gw, "alice", PASSWORD).await;
+    let resp = common::http_client()
+        .post(gw.url_for("/.stepgate/settings/email-verification"))
+        .header("accept", "application/json")
+        .header("cookie", &cookie)
+        .json(&json!({ "enabled": true }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 400);
+    let (_, info) = common::auth::session_info(&gw, Some(&cookie)).await;
+    assert_eq!(info["two_factor"]["state"], "not_enabled", "{info}");
+}
+
 #[tokio::test]
 async fn email_default_turns_email_codes_on_for_users_with_an_address() {
     let rig = Rig::start("[mfa]\nemail_default = true\n").await;

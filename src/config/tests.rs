@@ -208,6 +208,16 @@ url = "http://127.0.0.1:3002"
 }
 
 #[test]
+fn email_codes_by_default_need_a_way_to_send_them() {
+    let errs = parse(&format!("{MINIMAL}\n[mfa]\nemail_default = true\n")).unwrap_err();
+    assert_eq!(keys(&errs), vec!["mfa.email_default"]);
+    parse(&format!(
+        "{MINIMAL}\n[mfa]\nemail_default = true\n[email]\ntransport = \"file\"\ndir = \"/tmp/outbox\"\nfrom = \"gate@example.com\"\n"
+    ))
+    .unwrap();
+}
+
+#[test]
 fn tls_listener_needs_certificate_and_key() {
     let errs = parse(
         r#"

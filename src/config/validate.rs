@@ -70,6 +70,14 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         .sms
         .as_ref()
         .and_then(|r| crate::notify::validate_sms(r, &mut errors));
+    // Codes by email for every account with an address, and no way to send them: every such
+    // user would be asked for a code that never comes.
+    if mfa.email_default && raw.email.is_none() {
+        errors.push(
+            "mfa.email_default",
+            "needs an [email] section to send the codes with",
+        );
+    }
     errors.finish(Config {
         server,
         limits,

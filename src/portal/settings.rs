@@ -532,6 +532,10 @@ pub async fn email_verification(
     if user.email.is_none() {
         return Err(Error::BadRequest("the account has no email address"));
     }
+    // Codes that cannot be sent would lock the user out at the next login.
+    if form.enabled && !ctx.app.notifier.email_enabled() {
+        return Err(Error::BadRequest("this gateway does not send email"));
+    }
     let summary = summary(ctx.arc, &user).await?;
     require_fresh_second_factor(ctx, &identity, &summary)?;
     let name = user.username.clone();
