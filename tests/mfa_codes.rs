@@ -45,6 +45,34 @@ async fn email_code_is_sent_at_login_with_text_and_html_parts() {
     rig.verify_refused(&again, "email", &code).await;
 }
 
+/// The email and the verification page say how long a code lasts as configured
+/// (`mfa.code_ttl`), not a fixed ten minutes.
+#[tokio::test]
+async fn the_code_lifetime_told_is_the_configured_one() {
+    let rig = Rig::start("[mfa]\ncode_ttl = \"90s\"\n").await;
+    rig.user_with_email_codes("alice").await;
+    let before = rig.smtp.messages().len();
+    let pending = rig.login_pending("alice").await;
+    let mail = rig.code_mail_after(before).await;
+    assert!(mail.text.contains("valid for 90 seconds"), "{}", mail.text);
+    assert!(!mail.text.contains("10 minutes"), "{}", mail.text);
+
+    // Asking for another code from the verification page, as a browser, in French.
+    rig.advance(MINUTE);
+    let resp = common::http_client()
+        .post(rig.gw.url_for("/.stepgate/verify/send"))
+        .header("accept", common::auth::BROWSER_ACCEPT)
+        .header("accept-language", "fr")
+        .header("cookie", &pending)
+        .form(&[("method", "email")])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let page = resp.text().await.expect("page");
+    assert!(page.contains("Il est valable 90 secondes."), "{page}");
+}
+
 #[tokio::test]
 async fn email_code_comes_in_french_for_a_french_browser() {
     let rig = Rig::start("").await;

@@ -3,6 +3,9 @@
 
 mod common;
 
+/// How long the codes of these tests are said to last (`mfa.code_ttl`'s default).
+const CODE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -79,7 +82,7 @@ async fn wrong_password_fails_and_logs_neither_password_nor_code() {
         toml_string(&ca.ca_path().display().to_string())
     ));
     let err = notifier
-        .send_email_code("ada@example.com", "Ada", Lang::En, CODE)
+        .send_email_code("ada@example.com", "Ada", Lang::En, CODE, CODE_TTL)
         .await
         .expect_err("bad credentials");
     assert!(matches!(err, NotifyError::Send(_)), "{err:?}");

@@ -3,6 +3,9 @@
 
 mod common;
 
+/// How long the codes of these tests are said to last (`mfa.code_ttl`'s default).
+const CODE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -70,7 +73,7 @@ async fn code_mail_over_plaintext_loopback_smtp() {
     let notifier = plaintext(&server);
     assert!(notifier.email_enabled());
     notifier
-        .send_email_code("ada@example.com", "Ada Lovelace", Lang::En, CODE)
+        .send_email_code("ada@example.com", "Ada Lovelace", Lang::En, CODE, CODE_TTL)
         .await
         .expect("sent");
 
@@ -117,7 +120,13 @@ async fn code_mail_over_plaintext_loopback_smtp() {
 async fn code_mail_in_french() {
     let server = SmtpServer::start().await;
     plaintext(&server)
-        .send_email_code("zoe@example.fr", "Zoé", Lang::from_tag("fr-CA"), CODE)
+        .send_email_code(
+            "zoe@example.fr",
+            "Zoé",
+            Lang::from_tag("fr-CA"),
+            CODE,
+            CODE_TTL,
+        )
         .await
         .expect("sent");
     let mail = server.wait_for_message(1).await.remove(0);
@@ -177,7 +186,7 @@ async fn code_mail_over_starttls_with_the_configured_ca() {
         &ca_file(&ca),
     ));
     notifier
-        .send_email_code("ada@example.com", "Ada", Lang::En, CODE)
+        .send_email_code("ada@example.com", "Ada", Lang::En, CODE, CODE_TTL)
         .await
         .expect("sent");
     let mail = server.wait_for_message(1).await.remove(0);
@@ -194,7 +203,7 @@ async fn code_mail_over_implicit_tls() {
         &ca_file(&ca),
     ));
     notifier
-        .send_email_code("ada@example.com", "Ada", Lang::En, CODE)
+        .send_email_code("ada@example.com", "Ada", Lang::En, CODE, CODE_TTL)
         .await
         .expect("sent");
     let mail = server.wait_for_message(1).await.remove(0);
@@ -211,7 +220,7 @@ async fn refuses_to_send_when_the_server_offers_no_starttls() {
         "",
     ));
     let err = notifier
-        .send_email_code("ada@example.com", "Ada", Lang::En, CODE)
+        .send_email_code("ada@example.com", "Ada", Lang::En, CODE, CODE_TTL)
         .await
         .expect_err("plaintext refused");
     assert!(matches!(err, NotifyError::Send(_)), "{err:?}");
@@ -228,7 +237,7 @@ async fn rejects_smtp_server_with_untrusted_certificate() {
         "",
     ));
     let err = notifier
-        .send_email_code("ada@example.com", "Ada", Lang::En, CODE)
+        .send_email_code("ada@example.com", "Ada", Lang::En, CODE, CODE_TTL)
         .await
         .expect_err("untrusted certificate");
     assert!(matches!(err, NotifyError::Send(_)), "{err:?}");
@@ -246,7 +255,7 @@ async fn rejects_smtp_certificate_for_another_name() {
         &ca_file(&ca),
     ));
     let result = notifier
-        .send_email_code("ada@example.com", "Ada", Lang::En, CODE)
+        .send_email_code("ada@example.com", "Ada", Lang::En, CODE, CODE_TTL)
         .await;
     assert!(result.is_err(), "{result:?}");
     assert!(server.messages().is_empty());
@@ -269,7 +278,7 @@ async fn auth_credentials_are_used() {
     ));
     notifier.check_smtp().await.expect("check with AUTH");
     notifier
-        .send_email_code("ada@example.com", "Ada", Lang::En, CODE)
+        .send_email_code("ada@example.com", "Ada", Lang::En, CODE, CODE_TTL)
         .await
         .expect("sent");
     let mail = server.wait_for_message(1).await.remove(0);
@@ -295,7 +304,7 @@ async fn server_requiring_auth_refuses_a_mailer_without_credentials() {
         &ca_file(&ca),
     ));
     let result = notifier
-        .send_email_code("ada@example.com", "Ada", Lang::En, CODE)
+        .send_email_code("ada@example.com", "Ada", Lang::En, CODE, CODE_TTL)
         .await;
     assert!(matches!(result, Err(NotifyError::Send(_))), "{result:?}");
     assert!(server.messages().is_empty());
@@ -305,7 +314,7 @@ async fn server_requiring_auth_refuses_a_mailer_without_credentials() {
 async fn server_refusing_recipients_is_an_error() {
     let server = SmtpServer::builder().refuse_recipients().start().await;
     let result = plaintext(&server)
-        .send_email_code("ada@example.com", "Ada", Lang::En, CODE)
+        .send_email_code("ada@example.com", "Ada", Lang::En, CODE, CODE_TTL)
         .await;
     match result {
         Err(NotifyError::Send(reason)) => assert!(reason.contains("550"), "{reason}"),
@@ -341,7 +350,7 @@ async fn check_smtp_against_a_live_server_and_a_refused_port() {
     let err = down.check_smtp().await.expect_err("nothing listens");
     assert!(matches!(err, NotifyError::Send(_)), "{err:?}");
     let err = down
-        .send_email_code("ada@example.com", "Ada", Lang::En, CODE)
+        .send_email_code("ada@example.com", "Ada", Lang::En, CODE, CODE_TTL)
         .await
         .expect_err("nothing listens");
     assert!(matches!(err, NotifyError::Send(_)), "{err:?}");
@@ -356,7 +365,9 @@ async fn invalid_recipient_is_refused_before_connecting() {
         "",
         "ada@example.com\r\nRCPT TO:<x@evil.example>",
     ] {
-        let result = notifier.send_email_code(to, "Ada", Lang::En, CODE).await;
+        let result = notifier
+            .send_email_code(to, "Ada", Lang::En, CODE, CODE_TTL)
+            .await;
         assert_eq!(result, Err(NotifyError::InvalidAddress), "{to:?}");
     }
     assert_eq!(server.connections(), 0);
@@ -371,6 +382,7 @@ async fn rejects_header_injection_through_display_name() {
             "Eve\r\nBcc: mallory@evil.example\r\nX-Injected: 1",
             Lang::En,
             CODE,
+            CODE_TTL,
         )
         .await
         .expect("sent");
@@ -408,7 +420,7 @@ async fn file_transport_writes_a_parseable_eml() {
     assert!(outbox.is_dir(), "the directory is created up front");
     notifier.check_smtp().await.expect("directory exists");
     notifier
-        .send_email_code("ada@example.com", "Ada", Lang::Fr, CODE)
+        .send_email_code("ada@example.com", "Ada", Lang::Fr, CODE, CODE_TTL)
         .await
         .expect("written");
 

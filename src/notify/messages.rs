@@ -11,9 +11,6 @@ use askama::Template;
 
 use super::{Lang, Notice};
 
-/// How long an emailed sign-in code stays valid, as the message tells the user.
-pub const EMAIL_CODE_VALIDITY: Duration = Duration::from_secs(10 * 60);
-
 /// The placeholders an `[sms] template` may use.
 pub const SMS_PLACEHOLDERS: [&str; 2] = ["code", "product"];
 
@@ -27,7 +24,7 @@ pub struct Catalogue {
     pub code_subject: &'static str,
     /// `{product}`
     pub code_intro: &'static str,
-    /// `{minutes}`
+    /// `{duration}` (see [`duration_words`])
     pub code_validity: &'static str,
     pub code_not_you: &'static str,
     /// `{code}`, `{product}`
@@ -53,7 +50,7 @@ pub const EN: Catalogue = Catalogue {
     greeting_anonymous: "Hello,",
     code_subject: "Your {product} verification code",
     code_intro: "Here is your {product} verification code:",
-    code_validity: "It is valid for {minutes} minutes and can be used only once.",
+    code_validity: "It is valid for {duration} and can be used only once.",
     code_not_you: "If you did not try to sign in, change your password: someone else knows it.",
     sms: "{code} is your {product} verification code",
     two_factor_enabled_subject: "{product}: two-step verification enabled",
@@ -75,7 +72,7 @@ pub const FR: Catalogue = Catalogue {
     greeting_anonymous: "Bonjour,",
     code_subject: "Votre code de vérification {product}",
     code_intro: "Voici votre code de vérification {product} :",
-    code_validity: "Il est valable {minutes} minutes et ne peut servir qu'une fois.",
+    code_validity: "Il est valable {duration} et ne peut servir qu'une fois.",
     code_not_you: "Si vous n'avez pas tenté de vous connecter, changez votre mot de passe : \
                    quelqu'un d'autre le connaît.",
     sms: "{code} est votre code de vérification {product}",
@@ -240,16 +237,48 @@ fn render(content: &Content<'_>) -> Result<RenderedEmail, askama::Error> {
     })
 }
 
-/// The email carrying a sign-in code.
+/// How long something lasts, in words a message can use: seconds under two minutes, minutes
+/// under two hours, hours from there ("30 seconds", "10 minutes", "1 hour"; in French "30
+/// secondes", "10 minutes", "1 heure"). Rounded down: a code is never said to last longer
+/// than it does.
+pub fn duration_words(lang: Lang, d: Duration) -> String {
+    let secs = d.as_secs();
+    let (n, unit) = if secs < 120 {
+        (secs, 0)
+    } else if secs < 2 * 3600 {
+        (secs / 60, 1)
+    } else {
+        (secs / 3600, 2)
+    };
+    let plural = n != 1;
+    let word = match (lang, unit, plural) {
+        (Lang::En, 0, false) => "second",
+        (Lang::En, 0, true) => "seconds",
+        (Lang::En, 1, false) => "minute",
+        (Lang::En, 1, true) => "minutes",
+        (Lang::En, _, false) => "hour",
+        (Lang::En, _, true) => "hours",
+        (Lang::Fr, 0, false) => "seconde",
+        (Lang::Fr, 0, true) => "secondes",
+        (Lang::Fr, 1, false) => "minute",
+        (Lang::Fr, 1, true) => "minutes",
+        (Lang::Fr, _, false) => "heure",
+        (Lang::Fr, _, true) => "heures",
+    };
+    format!("{n} {word}")
+}
+
+/// The email carrying a sign-in code, valid for `valid_for` (`mfa.code_ttl`).
 pub fn code_email(
     lang: Lang,
     product: &str,
     display_name: &str,
     code: &str,
+    valid_for: Duration,
 ) -> Result<RenderedEmail, askama::Error> {
     let cat = lang.catalogue();
     let p = [("product", product)];
-    let minutes = (EMAIL_CODE_VALIDITY.as_secs() / 60).to_string();
+    let duration = duration_words(lang, valid_for);
     render(&Content {
         lang: lang_tag(lang),
         subject: fill(cat.code_subject, &p),
@@ -257,7 +286,7 @@ pub fn code_email(
         before: vec![fill(cat.code_intro, &p)],
         code: Some(code),
         after: vec![
-            fill(cat.code_validity, &[("minutes", &minutes)]),
+            fill(cat.code_validity, &[("duration", &duration)]),
             cat.code_not_you.to_string(),
         ],
         signature: fill(cat.signature, &p),
@@ -319,6 +348,37 @@ pub fn sms_text(template: Option<&str>, lang: Lang, product: &str, code: &str) -
 mod tests {
     use super::*;
 
+    const TEN_MINUTES: Duration = Duration::from_secs(600);
+
+    #[test]
+    fn durations_in_words_in_both_languages() {
+        let cases = [
+            (1, "1 second", "1 seconde"),
+            (30, "30 seconds", "30 secondes"),
+            (119, "119 seconds", "119 secondes"),
+            (120, "2 minutes", "2 minutes"),
+            (600, "10 minutes", "10 minutes"),
+            (7199, "119 minutes", "119 minutes"),
+            (7200, "2 hours", "2 heures"),
+            (86_400, "24 hours", "24 heures"),
+        ];
+        for (secs, en, fr) in cases {
+            let d = Duration::from_secs(secs);
+            assert_eq!(duration_words(Lang::En, d), en);
+            assert_eq!(duration_words(Lang::Fr, d), fr);
+        }
+    }
+
+    #[test]
+    fn the_code_email_says_how_long_the_code_lasts() {
+        let mail =
+            code_email(Lang::En, "Acme", "Ada", "1", Duration::from_secs(30)).expect("render");
+        assert!(mail.text.contains("valid for 30 seconds"), "{}", mail.text);
+        let mail = code_email(Lang::Fr, "Acme", "Ada", "1", Duration::from_secs(3 * 3600))
+            .expect("render");
+        assert!(mail.text.contains("valable 3 heures"), "{}", mail.text);
+    }
+
     #[test]
     fn fill_replaces_known_placeholders_once() {
         assert_eq!(
@@ -353,7 +413,8 @@ mod tests {
 
     #[test]
     fn code_email_has_code_validity_and_warning_in_both_parts() {
-        let mail = code_email(Lang::En, "Acme Portal", "Ada", "482913").expect("render");
+        let mail =
+            code_email(Lang::En, "Acme Portal", "Ada", "482913", TEN_MINUTES).expect("render");
         assert_eq!(mail.subject, "Your Acme Portal verification code");
         for part in [&mail.text, &mail.html] {
             assert!(part.contains("482913"), "{part}");
@@ -369,7 +430,7 @@ mod tests {
 
     #[test]
     fn code_email_in_french() {
-        let mail = code_email(Lang::Fr, "Acme", "Zoé", "482913").expect("render");
+        let mail = code_email(Lang::Fr, "Acme", "Zoé", "482913", TEN_MINUTES).expect("render");
         assert_eq!(mail.subject, "Votre code de vérification Acme");
         assert!(mail.text.contains("Bonjour Zoé,"));
         assert!(mail.text.contains("valable 10 minutes"));
@@ -385,6 +446,7 @@ mod tests {
             "<b>Acme</b>",
             "<script>alert(1)</script>",
             "482913",
+            TEN_MINUTES,
         )
         .expect("render");
         assert!(!mail.html.contains("<script>"), "{}", mail.html);
@@ -405,7 +467,7 @@ mod tests {
             "Eve  Bcc: x@evil.example"
         );
         assert_eq!(single_line("Zoé"), "Zoé");
-        let mail = code_email(Lang::En, "Acme", "Eve\nBcc: x", "1").expect("render");
+        let mail = code_email(Lang::En, "Acme", "Eve\nBcc: x", "1", TEN_MINUTES).expect("render");
         assert!(
             mail.text.starts_with("Hello Eve Bcc: x,\n"),
             "{}",
@@ -415,7 +477,7 @@ mod tests {
 
     #[test]
     fn empty_display_name_gets_a_plain_greeting() {
-        let mail = code_email(Lang::En, "Acme", "  ", "1").expect("render");
+        let mail = code_email(Lang::En, "Acme", "  ", "1", TEN_MINUTES).expect("render");
         assert!(mail.text.starts_with("Hello,\n"), "{}", mail.text);
     }
 
@@ -473,7 +535,7 @@ mod tests {
 
     #[test]
     fn rendered_email_debug_hides_the_body() {
-        let mail = code_email(Lang::En, "Acme", "Ada", "482913").expect("render");
+        let mail = code_email(Lang::En, "Acme", "Ada", "482913", TEN_MINUTES).expect("render");
         let shown = format!("{mail:?}");
         assert!(!shown.contains("482913"));
         assert!(shown.contains("[redacted]"));

@@ -18,7 +18,6 @@ pub use config::{
     EmailConfig, EmailTransport, RawEmail, RawSms, Secret, SmsConfig, SmtpConfig, SmtpCredentials,
     SmtpSecurity, validate_email, validate_sms,
 };
-pub use messages::EMAIL_CODE_VALIDITY;
 
 use crate::clock::{SharedClock, SystemClock};
 use mail::MailSender;
@@ -130,17 +129,18 @@ impl Notifier {
         self.sms.is_some()
     }
 
-    /// Emails a sign-in code (valid for [`EMAIL_CODE_VALIDITY`]) to `to`.
+    /// Emails a sign-in code, valid for `valid_for` (`mfa.code_ttl`), to `to`.
     pub async fn send_email_code(
         &self,
         to: &str,
         display_name: &str,
         lang: Lang,
         code: &str,
+        valid_for: std::time::Duration,
     ) -> Result<(), NotifyError> {
         let result = async {
             let mail = self.mail.as_ref().ok_or(NotifyError::NotConfigured)?;
-            let rendered = messages::code_email(lang, &self.product, display_name, code)
+            let rendered = messages::code_email(lang, &self.product, display_name, code, valid_for)
                 .map_err(|e| NotifyError::Render(e.to_string()))?;
             mail.send(to, display_name, &rendered, self.date()).await
         }
@@ -269,7 +269,13 @@ mod tests {
         assert!(!notifier.sms_enabled());
         assert_eq!(
             notifier
-                .send_email_code("a@example.com", "A", Lang::En, "1")
+                .send_email_code(
+                    "a@example.com",
+                    "A",
+                    Lang::En,
+                    "1",
+                    std::time::Duration::from_secs(600),
+                )
                 .await,
             Err(NotifyError::NotConfigured)
         );

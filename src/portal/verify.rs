@@ -361,7 +361,13 @@ pub async fn send_code(ctx: &Ctx<'_>, user: &Arc<User>, method: Method) -> Resul
                 .ok_or(Error::BadRequest("no email address"))?;
             ctx.app
                 .notifier
-                .send_email_code(&to, &user.display_name, lang, code.as_str())
+                .send_email_code(
+                    &to,
+                    &user.display_name,
+                    lang,
+                    code.as_str(),
+                    ctx.app.factors.settings().code_ttl,
+                )
                 .await
         }
         _ => {
@@ -530,10 +536,20 @@ pub async fn send(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body
             method,
             &rd,
             StatusCode::OK,
-            Some(ctx.t.get("verify.sent")),
+            Some(&sent_notice(ctx)),
             None,
         ),
     }
+}
+
+/// "We sent you a code. It is valid for ..." with `mfa.code_ttl` in words.
+fn sent_notice(ctx: &Ctx<'_>) -> String {
+    let ttl = ctx.app.factors.settings().code_ttl;
+    ctx.t.fill(
+        "verify.sent",
+        "duration",
+        crate::notify::messages::duration_words(ctx.lang, ttl),
+    )
 }
 
 pub async fn submit(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
