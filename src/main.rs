@@ -110,6 +110,15 @@ fn main() -> ExitCode {
         Command::CheckConfig(CheckConfigArgs { config: args, smtp }) => {
             match config::load(&args.config) {
                 Ok(config) => {
+                    // The certificate and key are read as `serve` would: a file that is there
+                    // but is no PEM chain or key, or a key that does not fit, is found now.
+                    if let Some(files) = &config.server.tls
+                        && let Err(e) = stepgate::server::tls::acceptor(files)
+                    {
+                        eprintln!("{e}");
+                        eprintln!("{}: 1 problem(s) found", args.config.display());
+                        return ExitCode::FAILURE;
+                    }
                     println!("{}: configuration is valid", args.config.display());
                     if smtp {
                         return check_smtp(&config);

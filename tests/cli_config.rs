@@ -117,6 +117,40 @@ async fn check_config_accepts_the_example_configuration() {
     );
 }
 
+/// `check-config` reads the certificate and key as `serve` would: files that are there but
+/// hold no usable PEM, or a key that does not fit the certificate, fail the check.
+#[tokio::test]
+async fn check_config_loads_the_tls_certificate_and_key() {
+    let ca = common::TestCa::new();
+    let other = common::TestCa::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").expect("write");
+    let config = |cert: &Path, key: &Path| {
+        format!(
+            "[server]\ntls_listen = \"127.0.0.1:8443\"\ntls_cert = {}\ntls_key = {}\n",
+            common::toml_string(&cert.display().to_string()),
+            common::toml_string(&key.display().to_string()),
+        )
+    };
+    let check = |toml: String| {
+        let path = write_config(dir.path(), &toml);
+        async move { run(&["check-config", "--config", path.to_str().expect("utf-8")]).await }
+    };
+    let out = check(config(&ca.cert_path(), &ca.key_path())).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for (cert, key, says) in [
+        (garbage.clone(), ca.key_path(), "server.tls_cert"),
+        (ca.cert_path(), garbage.clone(), "server.tls_key"),
+        (ca.cert_path(), other.key_path(), "server.tls_key"),
+    ] {
+        let out = check(config(&cert, &key)).await;
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+    }
+}
+
 #[tokio::test]
 async fn check_config_fails_on_a_missing_file() {
     let dir = tempfile::tempdir().expect("tempdir");
