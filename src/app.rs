@@ -36,6 +36,8 @@ pub struct App {
     pub connection_stats: crate::server::ConnectionStats,
     /// The session cookie's names (plain HTTP, HTTPS).
     pub session_cookies: crate::http::cookies::SessionCookieNames,
+    /// Room for the form bodies being read (`limits.max_form_memory_bytes`).
+    pub form_memory: crate::http::body::FormMemory,
 }
 
 impl App {
@@ -87,6 +89,7 @@ impl App {
             &config.portal.title,
         )?
         .with_clock(clock.clone());
+        let form_memory = crate::http::body::FormMemory::new(config.limits.max_form_memory_bytes);
         Ok(Arc::new(App {
             config: Arc::new(config),
             upstreams,
@@ -103,6 +106,7 @@ impl App {
             https_addr: std::sync::OnceLock::new(),
             connection_stats: crate::server::ConnectionStats::default(),
             session_cookies,
+            form_memory,
         }))
     }
 

@@ -622,3 +622,57 @@ async fn rejects_cross_site_logout_post() {
     assert_eq!(resp.status(), 200);
     assert_eq!(session_info(&gw, Some(&cookie)).await.0, 401);
 }
+
+/// Form bodies being read share `limits.max_form_memory_bytes`, all clients together: with
+/// room for two (64 KiB each), two sign-in forms that never finish arriving leave a third
+/// refused at once with 429, and the room comes back when one of them goes.
+#[tokio::test]
+async fn slow_forms_share_one_memory_budget() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = EchoUpstream::start().await;
+    let gw = gateway(&upstream, "[limits]\nmax_form_memory_bytes = 131072\n").await;
+    let head = format!(
+        "POST {PREFIX}/login HTTP/1.1\r\nHost: app.test\r\nAccept: application/json\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n\
+         username=al"
+    );
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = tokio::net::TcpStream::connect(gw.addr())
+            .await
+            .expect("connect");
+        tcp.write_all(head.as_bytes()).await.expect("write");
+        slow.push(tcp);
+    }
+    // Both reads have taken their room.
+    tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while gw.app().form_memory.available() != 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("both forms are being read");
+
+    let resp = api_login_attempt(&gw, "alice", "wrong").await;
+    assert_eq!(resp.status(), 429);
+
+    // One slow client goes: its room is given back.
+    let mut gone = slow.pop().expect("a slow client");
+    gone.shutdown().await.expect("shutdown");
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        gone.read_to_end(&mut rest),
+    )
+    .await;
+    drop(gone);
+    tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while gw.app().form_memory.available() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the room came back");
+    let resp = api_login_attempt(&gw, "alice", "wrong").await;
+    assert_eq!(resp.status(), 401);
+}

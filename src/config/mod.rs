@@ -71,6 +71,9 @@ pub struct Limits {
     pub tunnel_idle_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_connections: usize,
+    /// Memory for the form bodies being read at once, all clients together (portal forms,
+    /// forms held for step-up): a form that would go over it is refused with 429.
+    pub max_form_memory_bytes: usize,
     pub shutdown_timeout: Duration,
 }
 
@@ -84,6 +87,7 @@ impl Default for Limits {
             tunnel_idle_timeout: Duration::from_secs(60),
             max_header_bytes: 16 * 1024,
             max_connections: 10_000,
+            max_form_memory_bytes: 64 * 1024 * 1024,
             shutdown_timeout: Duration::from_secs(30),
         }
     }

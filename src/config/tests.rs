@@ -218,6 +218,24 @@ fn email_codes_by_default_need_a_way_to_send_them() {
 }
 
 #[test]
+fn form_memory_holds_at_least_one_form() {
+    let errs = parse(&format!(
+        "{MINIMAL}\n[limits]\nmax_form_memory_bytes = 1000\n"
+    ))
+    .unwrap_err();
+    assert_eq!(keys(&errs), vec!["limits.max_form_memory_bytes"]);
+    let c = parse(&format!(
+        "{MINIMAL}\n[limits]\nmax_form_memory_bytes = 65536\n"
+    ))
+    .unwrap();
+    assert_eq!(c.limits.max_form_memory_bytes, 65536);
+    assert_eq!(
+        parse(MINIMAL).unwrap().limits.max_form_memory_bytes,
+        64 << 20
+    );
+}
+
+#[test]
 fn tls_listener_needs_certificate_and_key() {
     let errs = parse(
         r#"

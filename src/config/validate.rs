@@ -245,6 +245,18 @@ fn limits(raw: &RawLimits, errors: &mut ConfigErrors) -> Limits {
             d.max_connections
         }
     };
+    let max_form_memory_bytes = match raw.max_form_memory_bytes {
+        None => d.max_form_memory_bytes,
+        // At least one form of the largest size, at most 4 GiB.
+        Some(n) if (64 * 1024..=4 << 30).contains(&n) => n as usize,
+        Some(_) => {
+            errors.push(
+                "limits.max_form_memory_bytes",
+                "must be between 65536 and 4294967296",
+            );
+            d.max_form_memory_bytes
+        }
+    };
     let idle_timeout = duration_or(
         &raw.idle_timeout,
         "limits.idle_timeout",
@@ -281,6 +293,7 @@ fn limits(raw: &RawLimits, errors: &mut ConfigErrors) -> Limits {
         ),
         max_header_bytes,
         max_connections,
+        max_form_memory_bytes,
         shutdown_timeout: duration_or(
             &raw.shutdown_timeout,
             "limits.shutdown_timeout",

@@ -97,7 +97,7 @@ pub async fn challenge(
         let same_origin =
             crate::portal::origin::check_same_origin(req.headers(), proto, Some(&host)).is_ok();
         let within = app.config.limits.header_read_timeout;
-        let body = read_limited(req.into_body(), MAX_FORM_BYTES, within).await?;
+        let body = read_limited(req.into_body(), MAX_FORM_BYTES, within, &app.form_memory).await?;
         // A Continue post that arrives after its window is not a form to hold in turn.
         if !same_origin || held_forms::marker_id(&body).is_some() {
             return crate::portal::render::redirect(StatusCode::SEE_OTHER, &verify);
@@ -142,7 +142,7 @@ pub async fn replay_held_form(
     }
     let (mut parts, incoming) = req.into_parts();
     let within = app.config.limits.header_read_timeout;
-    let bytes = read_limited(incoming, MARKER_BYTES as usize, within).await?;
+    let bytes = read_limited(incoming, MARKER_BYTES as usize, within, &app.form_memory).await?;
     let Some(id) = held_forms::marker_id(&bytes) else {
         return Ok(Request::from_parts(parts, body::full(bytes)));
     };

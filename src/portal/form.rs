@@ -38,7 +38,13 @@ fn kind(headers: &HeaderMap) -> Result<Kind, Error> {
 pub async fn read<T: DeserializeOwned>(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<T, Error> {
     let kind = kind(req.headers())?;
     let within = ctx.app.config.limits.header_read_timeout;
-    let bytes = crate::http::body::read_limited(req.into_body(), MAX_FORM_BYTES, within).await?;
+    let bytes = crate::http::body::read_limited(
+        req.into_body(),
+        MAX_FORM_BYTES,
+        within,
+        &ctx.app.form_memory,
+    )
+    .await?;
     match kind {
         Kind::Form => serde_urlencoded::from_bytes(&bytes)
             .map_err(|_| Error::BadRequest("the form could not be decoded")),
