@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method};
 
 use crate::auth::session::SessionKey;
+use crate::auth::user::Username;
 use crate::clock::Timestamp;
 
 /// The marker field a Continue page posts.
@@ -23,12 +24,18 @@ pub const MARKER_FIELD: &str = "__stepgate_held";
 pub const MAX_FORM_BYTES: usize = 64 * 1024;
 /// Held forms kept at once (one per session); past this the oldest goes.
 const MAX_HELD: usize = 1024;
+/// Held forms kept at once for one account, whatever its number of sessions; past this the
+/// account's oldest goes. One account signing in again and again cannot fill the store and
+/// push out everyone else's forms.
+const MAX_HELD_PER_ACCOUNT: usize = 4;
 /// Time to complete the verification before a held form is dropped.
 const VERIFY_TIME: Duration = Duration::from_secs(10 * 60);
 
 #[derive(Clone)]
 pub struct HeldForm {
     pub id: String,
+    /// The account whose session sent it.
+    pub owner: Username,
     pub method: Method,
     /// Host and canonical path plus query, as the form was sent.
     pub host: String,
@@ -82,11 +89,13 @@ impl HeldForms {
         }
     }
 
-    /// Holds a form for `session`, replacing any form it held before. Returns the form's id.
+    /// Holds a form for `session` of `owner`, replacing any form it held before. Returns the
+    /// form's id.
     #[allow(clippy::too_many_arguments)]
     pub fn hold(
         &self,
         session: SessionKey,
+        owner: &Username,
         method: Method,
         host: String,
         path_and_query: String,
@@ -98,6 +107,17 @@ impl HeldForms {
         let id = new_id();
         let mut forms = self.lock();
         forms.retain(|_, f| f.expires_at > now);
+        forms.remove(&session);
+        let of_owner = forms.values().filter(|f| &f.owner == owner).count();
+        if of_owner >= MAX_HELD_PER_ACCOUNT
+            && let Some(oldest) = forms
+                .iter()
+                .filter(|(_, f)| &f.owner == owner)
+                .min_by_key(|(_, f)| f.expires_at)
+                .map(|(k, _)| *k)
+        {
+            forms.remove(&oldest);
+        }
         if forms.len() >= MAX_HELD
             && let Some(oldest) = forms
                 .iter()
@@ -110,6 +130,7 @@ impl HeldForms {
             session,
             HeldForm {
                 id: id.clone(),
+                owner: owner.clone(),
                 method,
                 host,
                 path_and_query,
@@ -188,9 +209,18 @@ mod tests {
 
     const MIN: Duration = Duration::from_secs(60);
 
+    fn alice() -> Username {
+        Username::parse("alice").unwrap()
+    }
+
     fn held(forms: &HeldForms, key: SessionKey, now: Timestamp) -> String {
+        held_by(forms, key, &alice(), now)
+    }
+
+    fn held_by(forms: &HeldForms, key: SessionKey, owner: &Username, now: Timestamp) -> String {
         forms.hold(
             key,
+            owner,
             Method::POST,
             "app.test".into(),
             "/settings?x=1".into(),
@@ -245,6 +275,25 @@ mod tests {
                 .unwrap_err(),
             ReplayRefused::Unknown
         );
+    }
+
+    #[test]
+    fn one_account_keeps_at_most_four_forms_and_pushes_out_only_its_own() {
+        let forms = HeldForms::default();
+        let bob = Username::parse("bob").unwrap();
+        let bobs = SessionId::generate().key();
+        held_by(&forms, bobs, &bob, Timestamp(0));
+        let alices: Vec<SessionKey> = (0..6).map(|_| SessionId::generate().key()).collect();
+        for (i, key) in alices.iter().enumerate() {
+            held(&forms, *key, Timestamp(i as i64 * 1_000));
+        }
+        let kept = |key: &SessionKey| forms.lock().contains_key(key);
+        assert!(kept(&bobs), "another account's form stays");
+        let alice_kept: Vec<bool> = alices.iter().map(kept).collect();
+        assert_eq!(alice_kept, [false, false, true, true, true, true]);
+        // The same session holding again replaces its form, pushing out nothing else.
+        held(&forms, alices[5], Timestamp(9_000));
+        assert_eq!(alices.iter().filter(|k| kept(k)).count(), 4);
     }
 
     #[test]

@@ -104,6 +104,7 @@ pub async fn challenge(
         }
         app.held_forms.hold(
             identity.session.key,
+            &identity.user.username,
             method,
             host,
             rd.to_string(),
