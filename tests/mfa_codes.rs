@@ -379,3 +379,24 @@ async fn sms_webhook_failure_gives_503_and_a_retry_succeeds_at_once() {
     let code = sms_code(&rig.sms_after(n).await);
     rig.verify_ok(&pending, "sms", &code).await;
 }
+
+/// A send that timed out may have reached the phone all the same: its code stays valid and it
+/// counts as sent, so asking again at once meets the cooldown (a slow provider must not lift
+/// the limits on how many messages reach the user).
+#[tokio::test]
+async fn a_send_that_timed_out_still_counts() {
+    let rig = Rig::start("[regulation]\nmax_retries = 100\n[sms]\ntimeout = \"1s\"\n").await;
+    rig.user("alice", None, &[]).await;
+    let cookie = rig.login_one_factor("alice").await;
+    rig.add_phone(&cookie, "+447700900123").await;
+    let received = rig.sms.received().len();
+
+    rig.sms.set_hang(true);
+    let pending = rig.login_pending("alice").await;
+    let sent = rig.sms_after(received).await;
+    let (status, retry_after, body) = rig.send_code(&pending, "sms").await;
+    assert_eq!(status, 429, "{body}");
+    assert!(retry_after.is_some(), "{body}");
+    assert_eq!(rig.sms.received().len(), received + 1, "no second message");
+    rig.verify_ok(&pending, "sms", &sms_code(&sent)).await;
+}

@@ -79,6 +79,14 @@ pub enum NotifyError {
     Timeout,
 }
 
+impl NotifyError {
+    /// Might the message have reached its recipient all the same? A timeout may come after the
+    /// provider sent it; every other failure happened before anything was sent.
+    pub fn may_have_been_delivered(&self) -> bool {
+        matches!(self, NotifyError::Timeout)
+    }
+}
+
 /// Sends codes and notices. Cheap to clone: the transports are shared.
 #[derive(Clone)]
 pub struct Notifier {

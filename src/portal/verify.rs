@@ -384,6 +384,12 @@ pub async fn send_code(ctx: &Ctx<'_>, user: &Arc<User>, method: Method) -> Resul
     };
     if let Err(e) = sent {
         tracing::warn!(error = %e, method = method.as_str(), "could not send a login code");
+        // A message that may have gone out all the same keeps its code and counts as sent:
+        // otherwise a slow provider would let anyone holding the password send the user
+        // messages without limit.
+        if e.may_have_been_delivered() {
+            return Err(Error::CodeNotSent);
+        }
         let username = user.username.clone();
         let _ = blocking(ctx.arc, move |app| {
             app.factors.withdraw_code(&username, channel)

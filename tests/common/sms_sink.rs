@@ -47,6 +47,8 @@ impl SmsRequest {
 
 struct State {
     status: AtomicU16,
+    /// Record requests but never answer them (a provider that hangs).
+    hang: std::sync::atomic::AtomicBool,
     received: Mutex<Vec<SmsRequest>>,
     count: watch::Sender<usize>,
     stop: watch::Receiver<()>,
@@ -75,6 +77,7 @@ impl SmsSink {
         let (stop_tx, stop_rx) = watch::channel(());
         let state = Arc::new(State {
             status: AtomicU16::new(status),
+            hang: std::sync::atomic::AtomicBool::new(false),
             received: Mutex::new(Vec::new()),
             count: watch::Sender::new(0),
             stop: stop_rx,
@@ -86,6 +89,11 @@ impl SmsSink {
             accept_task,
             _stop: stop_tx,
         }
+    }
+
+    /// From now on, record each request and never answer it.
+    pub fn set_hang(&self, hang: bool) {
+        self.state.hang.store(hang, Ordering::SeqCst);
     }
 
     /// Change the status answered from now on.
@@ -179,6 +187,9 @@ async fn handle(req: Request<Incoming>, state: &State) -> Response<Full<Bytes>> 
         received.push(record);
     }
     state.count.send_modify(|n| *n += 1);
+    if state.hang.load(Ordering::SeqCst) {
+        std::future::pending::<()>().await;
+    }
     let status = StatusCode::from_u16(state.status.load(Ordering::SeqCst))
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = Response::new(Full::new(Bytes::from_static(b"{}")));
