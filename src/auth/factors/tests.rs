@@ -1158,55 +1158,48 @@ fn prune_leaves_unreadable_factors_alone_and_prunes_the_others() {
     );
 }
 
+/// A pending authenticator app for alice: the right code now, and a wrong one.
+fn begun(f: &Fixture) -> (String, &'static str) {
+    let e = f.factors.begin_totp(&f.alice).unwrap();
+    let right = f.app_code(&e, 0);
+    let wrong = if right == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    (right, wrong)
+}
+
 /// Guessing the code of a pending authenticator app is bounded like any one-time code:
 /// `code_max_attempts` confirmations (5 by default), counted before each is judged, then the
 /// set-up is void and starts again. A right code within the limit still confirms.
 #[test]
 fn a_pending_secret_takes_a_bounded_number_of_confirmations() {
-    let f = fixture();
-    let e = f.factors.begin_totp(&f.alice).unwrap();
-    let right = f.app_code(&e, 0);
-    let wrong = if right == "000000" {
-        "111111"
-    } else {
-        "000000"
-    };
-    for _ in 0..4 {
-        assert!(matches!(
-            f.factors.confirm_totp(&f.alice, wrong),
-            Err(FactorError::InvalidCode)
-        ));
+    for (wrong_tries, confirms) in [(4, true), (5, false)] {
+        let f = fixture();
+        let (right, wrong) = begun(&f);
+        for _ in 0..wrong_tries {
+            assert!(matches!(
+                f.factors.confirm_totp(&f.alice, wrong),
+                Err(FactorError::InvalidCode)
+            ));
+        }
+        let last = f.factors.confirm_totp(&f.alice, &right);
+        if confirms {
+            assert!(last.is_ok(), "{wrong_tries} wrong tries: {last:?}");
+            continue;
+        }
+        // Past the limit even the right code is refused: the secret is void.
+        assert!(matches!(last, Err(FactorError::NoPendingEnrolment)));
+        assert!(
+            f.store
+                .get_factors(f.name())
+                .unwrap()
+                .pending_totp
+                .is_none()
+        );
+        assert_eq!(f.summary().state, TwoFactorState::NotEnabled);
     }
-    // The fifth try, right, confirms.
-    f.factors.confirm_totp(&f.alice, &right).unwrap();
-
-    let f = fixture();
-    let e = f.factors.begin_totp(&f.alice).unwrap();
-    let right = f.app_code(&e, 0);
-    let wrong = if right == "000000" {
-        "111111"
-    } else {
-        "000000"
-    };
-    for _ in 0..5 {
-        assert!(matches!(
-            f.factors.confirm_totp(&f.alice, wrong),
-            Err(FactorError::InvalidCode)
-        ));
-    }
-    // Past the limit even the right code is refused: the secret is void.
-    assert!(matches!(
-        f.factors.confirm_totp(&f.alice, &right),
-        Err(FactorError::NoPendingEnrolment)
-    ));
-    assert!(
-        f.store
-            .get_factors(f.name())
-            .unwrap()
-            .pending_totp
-            .is_none()
-    );
-    assert_eq!(f.summary().state, TwoFactorState::NotEnabled);
 }
 
 /// Confirmations sent at once are each counted before being judged: no more than the limit
@@ -1214,13 +1207,7 @@ fn a_pending_secret_takes_a_bounded_number_of_confirmations() {
 #[test]
 fn confirmations_sent_at_once_are_all_counted() {
     let f = std::sync::Arc::new(fixture());
-    let e = f.factors.begin_totp(&f.alice).unwrap();
-    let right = f.app_code(&e, 0);
-    let wrong: &'static str = if right == "000000" {
-        "111111"
-    } else {
-        "000000"
-    };
+    let (_, wrong) = begun(&f);
     let judged = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let threads: Vec<_> = (0..8)
         .map(|_| {
