@@ -400,3 +400,57 @@ async fn a_send_that_timed_out_still_counts() {
     assert_eq!(rig.sms.received().len(), received + 1, "no second message");
     rig.verify_ok(&pending, "sms", &sms_code(&sent)).await;
 }
+
+/// A new number entered beside a verified phone waits for its own code: a typo, or a code that
+/// never arrives, leaves SMS codes going to the verified number. Once confirmed, the new number
+/// is the phone.
+#[tokio::test]
+async fn a_new_phone_number_replaces_the_verified_one_only_once_confirmed() {
+    let rig = Rig::start(NO_BAN).await;
+    rig.user("alice", None, &[]).await;
+    let cookie = rig.login_one_factor("alice").await;
+    rig.add_phone(&cookie, "+447700900123").await;
+    let cookie = {
+        let pending = rig.login_pending("alice").await;
+        let code = sms_code(&rig.sms_after(rig.sms.received().len() - 1).await);
+        rig.verify_ok(&pending, "sms", &code).await
+    };
+
+    // A mistyped number: the code goes there, and nothing else changes.
+    rig.advance(2 * MINUTE);
+    let before = rig.sms.received().len();
+    let (status, _, body) = rig
+        .post_json(
+            "/settings/phone",
+            Some(&cookie),
+            json!({ "phone": "+447700900999", "password": common::mfa::PASSWORD }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let confirm = rig.sms_after(before).await;
+    assert_eq!(confirm.json()["to"], "+447700900999");
+    let info = rig.session_ok(&cookie).await;
+    assert_eq!(info["two_factor"]["methods"], json!(["sms"]), "{info}");
+
+    // The next login's code still goes to the verified number.
+    rig.advance(2 * MINUTE);
+    let n = rig.sms.received().len();
+    let pending = rig.login_pending("alice").await;
+    let login_sms = rig.sms_after(n).await;
+    assert_eq!(login_sms.json()["to"], "+447700900123");
+    rig.verify_ok(&pending, "sms", &sms_code(&login_sms)).await;
+
+    // Confirmed: the new number is the phone.
+    let (status, _, body) = rig
+        .post_json(
+            "/settings/phone/confirm",
+            Some(&cookie),
+            json!({ "code": sms_code(&confirm) }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    rig.advance(2 * MINUTE);
+    let n = rig.sms.received().len();
+    rig.login_pending("alice").await;
+    assert_eq!(rig.sms_after(n).await.json()["to"], "+447700900999");
+}

@@ -307,6 +307,9 @@ pub(crate) struct FactorRecordV1 {
     backup_codes: Vec<String>,
     email_verification: Option<bool>,
     phone: Option<PhoneRecordV1>,
+    /// Absent in records written before numbers could wait beside a verified one.
+    #[serde(default)]
+    pending_phone: Option<String>,
     /// [`Method::as_str`].
     preferred: Option<String>,
 }
@@ -392,6 +395,7 @@ impl FactorRecord {
                 number: p.number.clone(),
                 verified: p.verified,
             }),
+            pending_phone: f.pending_phone.clone(),
             preferred: f.preferred.map(|m| m.as_str().to_string()),
         })
     }
@@ -432,6 +436,7 @@ impl FactorRecord {
                     number: p.number,
                     verified: p.verified,
                 }),
+                pending_phone: r.pending_phone,
                 preferred: r
                     .preferred
                     .map(|m| {
@@ -580,6 +585,7 @@ mod tests {
                 number: "+4915112345678".into(),
                 verified: true,
             }),
+            pending_phone: Some("+33612345678".into()),
             preferred: Some(Method::Sms),
         };
         let bytes = encode("f", &FactorRecord::from_factors(&factors)).unwrap();

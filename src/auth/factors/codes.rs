@@ -74,9 +74,11 @@ fn destination(f: &UserFactors, channel: Channel) -> Result<String, FactorError>
             Some(p) if p.verified => Ok(p.number.clone()),
             _ => Err(FactorError::MethodUnavailable),
         },
-        Channel::PhoneConfirm => match &f.phone {
-            Some(p) => Ok(p.number.clone()),
-            None => Err(FactorError::NoPendingEnrolment),
+        // The number waiting beside a verified one, else the phone set.
+        Channel::PhoneConfirm => match (&f.pending_phone, &f.phone) {
+            (Some(pending), _) => Ok(pending.clone()),
+            (None, Some(p)) => Ok(p.number.clone()),
+            (None, None) => Err(FactorError::NoPendingEnrolment),
         },
     }
 }

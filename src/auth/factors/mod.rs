@@ -112,6 +112,8 @@ pub struct FactorSummary {
     pub email_verification: bool,
     pub phone: Option<String>,
     pub phone_verified: bool,
+    /// A new number waiting for its code beside the verified `phone`.
+    pub phone_pending: Option<String>,
     pub totp: bool,
 }
 
@@ -233,6 +235,7 @@ fn summarize(
         email_verification,
         phone: f.phone.as_ref().map(|p| p.number.clone()),
         phone_verified,
+        phone_pending: f.pending_phone.clone(),
         totp,
     }
 }

@@ -24,33 +24,51 @@ pub fn normalise_phone(input: &str) -> Result<String, FactorError> {
 }
 
 impl Factors {
-    /// Stores `number` (normalised, returned) as the user's phone, unverified, replacing any
-    /// earlier one. SMS codes are unavailable until [`Factors::confirm_phone`] succeeds.
+    /// Stores `number` (normalised, returned) for confirmation. With no verified phone it is
+    /// the user's phone, unverified, and SMS codes are unavailable until
+    /// [`Factors::confirm_phone`] succeeds. Beside a verified phone it waits as
+    /// `pending_phone`, and the verified one keeps receiving codes until then: a mistyped
+    /// number or a failed send never takes SMS codes (perhaps the only second factor) away.
     pub fn set_phone(&self, username: &Username, number: &str) -> Result<String, FactorError> {
         let number = normalise_phone(number)?;
         self.store.update_factors(username, |mut f| {
-            f.phone = Some(Phone {
-                number: number.clone(),
-                verified: false,
-            });
+            match &f.phone {
+                Some(p) if p.verified && p.number == number => f.pending_phone = None,
+                Some(p) if p.verified => f.pending_phone = Some(number.clone()),
+                _ => {
+                    f.phone = Some(Phone {
+                        number: number.clone(),
+                        verified: false,
+                    });
+                    f.pending_phone = None;
+                }
+            }
             Ok::<_, FactorError>((f, ()))
         })?;
         Ok(number)
     }
 
-    /// Checks a [`Channel::PhoneConfirm`] code and marks the phone it was sent to verified.
+    /// Checks a [`Channel::PhoneConfirm`] code and makes the number it was sent to the user's
+    /// verified phone (a waiting number replaces the verified one only now).
     pub fn confirm_phone(&self, username: &Username, code: &str) -> Result<(), FactorError> {
-        let number = self
-            .store
-            .get_factors(username)?
-            .phone
-            .map(|p| p.number)
+        let f = self.store.get_factors(username)?;
+        let number = f
+            .pending_phone
+            .or(f.phone.map(|p| p.number))
             .ok_or(FactorError::NoPendingEnrolment)?;
         self.verify_code_for(username, Channel::PhoneConfirm, &number, code)?;
         self.store.update_factors(username, |mut f| {
+            if f.pending_phone.as_ref() == Some(&number) {
+                f.pending_phone = None;
+                f.phone = Some(Phone {
+                    number: number.clone(),
+                    verified: true,
+                });
+                return Ok((f, ()));
+            }
             match f.phone.as_mut() {
                 // Changed meanwhile: the code proved a number that is no longer set.
-                Some(p) if p.number == number => p.verified = true,
+                Some(p) if p.number == number && f.pending_phone.is_none() => p.verified = true,
                 _ => return Err(FactorError::InvalidCode),
             }
             Ok((f, ()))

@@ -77,6 +77,9 @@ pub struct UserFactors {
     /// `None`: the user never chose, `email_default` applies.
     pub email_verification: Option<bool>,
     pub phone: Option<Phone>,
+    /// A new number waiting for its confirmation code while the verified `phone` stays in use:
+    /// a mistyped number or a failed send never takes SMS codes away.
+    pub pending_phone: Option<String>,
     pub preferred: Option<Method>,
 }
 

@@ -217,13 +217,18 @@ fn preferred_method_must_be_available_and_falls_back_when_it_is_not() {
         f.summary().methods,
         [Method::Sms, Method::Totp, Method::Email, Method::Backup]
     );
-    // The phone changes and is not verified yet: SMS is gone, TOTP is the default again.
+    // A new number waiting for its code leaves SMS, and the preference for it, as they were.
     f.factors.set_phone(f.name(), "+12025550123").unwrap();
     let s = f.summary();
+    assert_eq!(s.preferred, Some(Method::Sms));
+    assert!(s.phone_verified);
+    assert_eq!(s.phone_pending.as_deref(), Some("+12025550123"));
+    // Email codes preferred, then turned off: the preference falls back to TOTP.
+    f.factors.set_preferred(f.name(), Method::Email).unwrap();
+    f.factors.set_email_verification(f.name(), false).unwrap();
+    let s = f.summary();
     assert_eq!(s.preferred, Some(Method::Totp));
-    assert_eq!(s.methods, [Method::Totp, Method::Email, Method::Backup]);
-    assert!(!s.phone_verified);
-    assert_eq!(s.phone.as_deref(), Some("+12025550123"));
+    assert_eq!(s.methods, [Method::Totp, Method::Sms, Method::Backup]);
 }
 
 #[test]
@@ -1052,6 +1057,65 @@ fn rejects_confirming_a_new_number_with_a_code_sent_to_the_old_one() {
         Err(FactorError::InvalidCode)
     ));
     assert!(!f.summary().phone_verified);
+}
+
+/// A new number entered beside a verified phone waits for its own code: until then the
+/// verified phone keeps receiving SMS codes (a typo or a failed send must not leave the
+/// password alone), and the new number replaces it only once confirmed.
+#[test]
+fn a_new_number_waits_beside_the_verified_phone_until_confirmed() {
+    let f = fixture();
+    f.verified_phone();
+    f.factors.set_phone(f.name(), "+12025550123").unwrap();
+    let s = f.summary();
+    assert_eq!(s.phone.as_deref(), Some("+4915112345678"));
+    assert!(s.phone_verified);
+    assert_eq!(s.phone_pending.as_deref(), Some("+12025550123"));
+    assert_eq!(s.methods, [Method::Sms], "SMS codes still work");
+    assert_eq!(s.state, TwoFactorState::Enabled);
+    // A login code still goes to the verified number and works.
+    let sms = f.factors.issue_code(f.name(), Channel::Sms).unwrap();
+    f.factors
+        .verify_code(f.name(), Channel::Sms, sms.as_str())
+        .unwrap();
+
+    // The confirmation code is bound to the new number; once it is back, the new number is
+    // the phone.
+    f.clock.advance(2 * MIN);
+    let code = f
+        .factors
+        .issue_code(f.name(), Channel::PhoneConfirm)
+        .unwrap();
+    f.factors.confirm_phone(f.name(), code.as_str()).unwrap();
+    let s = f.summary();
+    assert_eq!(s.phone.as_deref(), Some("+12025550123"));
+    assert!(s.phone_verified);
+    assert_eq!(s.phone_pending, None);
+    assert_eq!(
+        f.factors.verified_phone(f.name()).unwrap().as_deref(),
+        Some("+12025550123")
+    );
+}
+
+/// A confirmation code sent to a waiting number proves nothing once another number is waiting.
+#[test]
+fn a_code_for_a_replaced_waiting_number_confirms_nothing() {
+    let f = fixture();
+    f.verified_phone();
+    f.factors.set_phone(f.name(), "+12025550123").unwrap();
+    f.clock.advance(2 * MIN);
+    let code = f
+        .factors
+        .issue_code(f.name(), Channel::PhoneConfirm)
+        .unwrap();
+    f.factors.set_phone(f.name(), "+33612345678").unwrap();
+    assert!(matches!(
+        f.factors.confirm_phone(f.name(), code.as_str()),
+        Err(FactorError::InvalidCode)
+    ));
+    let s = f.summary();
+    assert_eq!(s.phone.as_deref(), Some("+4915112345678"));
+    assert_eq!(s.phone_pending.as_deref(), Some("+33612345678"));
 }
 
 #[test]
