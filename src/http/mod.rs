@@ -181,7 +181,7 @@ fn route(app: &Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Result<Route
     if !conn.tls && config.server.redirect_http_to_https {
         let healthz = portal && crate::portal::is_healthz(&config.portal.prefix, &path);
         if !healthz {
-            return redirect_to_https(app, &req, portal).map(Route::Answer);
+            return redirect_to_https(app, &req, host.as_deref(), portal).map(Route::Answer);
         }
     }
     // Behind a trusted proxy that terminated TLS, the client's connection was HTTPS.
@@ -393,21 +393,16 @@ fn header_bytes(headers: &HeaderMap) -> usize {
 ///
 /// The redirect names only a host the gateway serves over HTTPS: for its own pages (`portal`),
 /// any host, as over HTTPS; otherwise one an upstream is chosen for (or any host when there is a
-/// default upstream), an unserved host getting the same error as over HTTPS. And only as a
-/// plain host and port (see [`host_of`], which has already refused anything else).
+/// default upstream), an unserved host getting the same error as over HTTPS. `host` is the
+/// request's host as [`host_of`] read it: a plain name or address and port, nothing else.
 fn redirect_to_https<B>(
     app: &App,
     req: &Request<B>,
+    host: Option<&str>,
     portal: bool,
 ) -> Result<Response<Body>, Error> {
-    let host = request_host(req).ok_or(Error::BadRequest("missing Host header"))?;
-    let authority: http::uri::Authority = host
-        .parse()
-        .map_err(|_| Error::BadRequest("invalid Host header"))?;
-    if authority.as_str().contains('@') {
-        return Err(Error::BadRequest("invalid Host header"));
-    }
-    let name = authority.host();
+    let host = host.ok_or(Error::BadRequest("missing Host header"))?;
+    let name = crate::policy::host::strip_port(host);
     if !portal && app.upstreams.select_index(Some(host)).is_none() {
         return Err(Error::UnknownHost);
     }
