@@ -43,9 +43,10 @@ pub struct App {
 impl App {
     /// Opens the store and builds everything a running gateway needs.
     pub fn new(config: Config, clock: SharedClock) -> Result<Arc<App>, AppError> {
-        let upstreams = Upstreams::build(&config.upstreams, config.server.workers)?;
-        let protected_headers = config.identity_headers.protected();
         let session_cookies = crate::http::cookies::SessionCookieNames::new(&config.session);
+        let upstreams =
+            Upstreams::build(&config.upstreams, config.server.workers, &session_cookies)?;
+        let protected_headers = config.identity_headers.protected();
         let store = Arc::new(open_store(&config)?);
         let sessions = Arc::new(SessionManager::new(
             store.clone(),

@@ -148,6 +148,41 @@ async fn traefik_allowed_request_carries_identity_headers() {
     );
 }
 
+/// The proxy replaces only the exact spelling of the identity headers it copies from the
+/// answer: a client's `Remote_User` or `Remote~User` would reach the application beside them,
+/// so such a request is refused, on a bypass rule as on any other. The exact spelling is
+/// the proxy's to replace and does not change the answer.
+#[tokio::test]
+async fn refuses_identity_header_look_alikes() {
+    let (_u, gw) = gateway("\"127.0.0.1\"").await;
+    let cookie = login(&gw, "alice", "password123").await;
+    for (name, value) in [
+        ("Remote_User", "admin"),
+        ("remote~user", "admin"),
+        ("Remote.Groups", "admins"),
+        ("Remote!Email", "admin@example.com"),
+        ("Remote_Auth_Time", "2099-01-01T00:00:00Z"),
+    ] {
+        for path in ["/public/a", "/x"] {
+            let resp = send(
+                traefik(&gw, "GET", "app2.example.com", path)
+                    .header(COOKIE, &cookie)
+                    .header(name, value),
+            )
+            .await;
+            assert_eq!(resp.status(), 400, "{name} on {path}");
+        }
+    }
+    let resp = send(
+        traefik(&gw, "GET", "app2.example.com", "/x")
+            .header(COOKIE, &cookie)
+            .header("Remote-User", "admin"),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["remote-user"], "alice");
+}
+
 #[tokio::test]
 async fn refuses_forwarding_headers_from_untrusted_peer() {
     let (_u, gw) = gateway("\"10.0.0.1\"").await;

@@ -37,6 +37,11 @@ policy = "deny"
 [[access.rules]]
 path = "^/secure(/|$)"
 policy = "two_factor"
+
+[[access.rules]]
+host = "app1.example.com"
+path = "^/app1-secure(/|$)"
+policy = "two_factor"
 "#;
 
 struct Setup {
@@ -362,6 +367,76 @@ async fn post_is_checked_and_forwarded(kind: Kind) {
     assert_eq!(seen.header("remote-user"), Some("alice"));
 }
 
+/// An absolute request target names the site the proxy serves, whatever the `Host` header
+/// says (nginx chooses the server block, and sets `$host`, from the target): the request must
+/// be judged for that site. A password-only session is enough for `/app1-secure` on app2 but
+/// not on app1, where the rule asks for a second factor.
+async fn absolute_target_is_judged_for_the_site_served(kind: Kind) {
+    let s = Setup::start(kind).await;
+    let cookie = s.login(&s.url(APP1_HOST, "/")).await;
+    let before = s.upstream.requests();
+    let resp = s
+        .browse(APP2_HOST, "/app1-secure/x", Some(&cookie), &[])
+        .await;
+    assert_eq!(resp.status(), 200, "the rule is app1's alone");
+    let seen = s.seen(before);
+    assert_eq!(
+        seen.header("host"),
+        Some(format!("{APP2_HOST}:{}", s.proxy.ports.https).as_str())
+    );
+
+    let before = s.upstream.requests();
+    let port = s.proxy.ports.https;
+    let request = format!(
+        "GET https://{APP1_HOST}:{port}/app1-secure/x HTTP/1.1\r\n\
+         Host: {APP2_HOST}:{port}\r\n\
+         Cookie: {cookie}\r\n\
+         Accept: {BROWSER_ACCEPT}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    let answer = s.proxy.raw_https(APP1_HOST, request.as_bytes()).await;
+    let answer = String::from_utf8_lossy(&answer);
+    let status = answer.split(' ').nth(1).unwrap_or_default();
+    assert!(
+        !status.starts_with('2'),
+        "judged for the Host header's site: {answer}\n{}",
+        s.proxy.output()
+    );
+    assert_eq!(
+        s.upstream.requests(),
+        before,
+        "the application was reached: {answer}"
+    );
+}
+
+/// The forward-auth endpoints are for the proxy alone: through the portal's site, where the
+/// client would write `X-Original-URL` and the other headers itself, they are not found.
+async fn portal_site_does_not_expose_the_forward_auth_endpoints(kind: Kind) {
+    let s = Setup::start(kind).await;
+    let portal = s.url(PORTAL_HOST, "");
+    for endpoint in ["auth-request", "forward-auth"] {
+        let resp = send(
+            s.http
+                .get(format!("{portal}{PREFIX}/authz/{endpoint}"))
+                .header("X-Original-URL", s.url(APP1_HOST, "/private"))
+                .header("X-Original-Method", "GET")
+                .header("X-Forwarded-Method", "GET")
+                .header("X-Forwarded-Proto", "https")
+                .header("X-Forwarded-Host", APP1_HOST)
+                .header("X-Forwarded-Uri", "/private"),
+        )
+        .await;
+        assert_eq!(resp.status(), 404, "{endpoint}");
+    }
+    let resp = send(
+        s.http
+            .get(format!("{portal}{PREFIX}/login"))
+            .header(ACCEPT, BROWSER_ACCEPT),
+    )
+    .await;
+    assert_eq!(resp.status(), 200, "the portal itself is served");
+}
+
 macro_rules! both_proxies {
     ($($scenario:ident),* $(,)?) => {
         mod nginx {
@@ -391,6 +466,8 @@ both_proxies!(
     logout_ends_access,
     spoofed_target_headers,
     post_is_checked_and_forwarded,
+    absolute_target_is_judged_for_the_site_served,
+    portal_site_does_not_expose_the_forward_auth_endpoints,
 );
 
 /// Caddy redirects browsers itself (302) and answers API clients 401 with the login URL.

@@ -208,18 +208,38 @@ async fn client_address_and_url_claims_pass_only_from_a_trusted_proxy() {
 
     let (upstream, gw) = gateway("[server]\ntrusted_proxies = [\"127.0.0.1/32\"]").await;
     let seen = forwarded_get(&gw, &upstream, "/claims", &claims).await;
-    for name in [
-        "forwarded",
-        "x-real-ip",
-        "x-original-url",
-        "x-forwarded-port",
-    ] {
+    for name in ["forwarded", "x-real-ip", "x-forwarded-port"] {
         assert_eq!(
             seen.header_all(name).len(),
             1,
             "{name} from a trusted proxy"
         );
     }
+}
+
+/// Fields naming another URL or method than the request's own never reach the application,
+/// not even from a trusted proxy: the rules judged the request's own target, and an application
+/// routing on `X-Original-URL` would serve another.
+#[tokio::test]
+async fn claims_of_another_url_are_removed_even_from_a_trusted_proxy() {
+    let claims = [
+        ("x-original-url", "/admin"),
+        ("X-Original-URI", "/admin"),
+        ("x-original-method", "DELETE"),
+        ("x-rewrite-url", "/admin"),
+        ("x_rewrite_url", "/admin"),
+        ("x-forwarded-uri", "/admin"),
+        ("x-forwarded-method", "DELETE"),
+    ];
+    let (upstream, gw) = gateway("[server]\ntrusted_proxies = [\"127.0.0.1/32\"]").await;
+    let seen = forwarded_get(&gw, &upstream, "/public-page", &claims).await;
+    for (name, _) in claims {
+        assert!(
+            seen.header_all(name).is_empty(),
+            "{name} reached the upstream from a trusted proxy"
+        );
+    }
+    assert_eq!(seen.path, "/public-page");
 }
 
 #[tokio::test]
@@ -279,6 +299,8 @@ async fn strips_client_sent_identity_headers_in_every_spelling() {
          remote_name: Admin\r\n\
          Remote.Groups: admins\r\n\
          Remote-Auth-Time: 1\r\n\
+         Remote~User: admin\r\n\
+         Remote!Groups: admins\r\n\
          Remote-Username: kept\r\n\
          Connection: close\r\n\
          \r\n";
@@ -289,6 +311,8 @@ async fn strips_client_sent_identity_headers_in_every_spelling() {
         "remote_name",
         "remote.groups",
         "remote-auth-time",
+        "remote~user",
+        "remote!groups",
     ] {
         assert!(
             seen.header(name).is_none(),
@@ -297,4 +321,30 @@ async fn strips_client_sent_identity_headers_in_every_spelling() {
         );
     }
     assert_eq!(seen.header("remote-username"), Some("kept"));
+}
+
+/// A signed-in user's short form post may be a held form's replay, so the gateway reads its
+/// body before forwarding it: the answer to such a post must lose the gateway's cookies just
+/// as any other answer does.
+#[tokio::test]
+async fn an_upstream_cannot_set_the_gateways_cookie_in_answer_to_a_short_form_post() {
+    let (_upstream, gw) = gateway("[access]\ndefault_policy = \"one_factor\"").await;
+    common::auth::create_user(&gw, "alice", "password123", &["users"]).await;
+    let cookie = common::auth::login(&gw, "alice", "password123").await;
+    for (content_type, body) in [
+        ("application/x-www-form-urlencoded", "a=1"),
+        ("text/plain", "a=1"),
+    ] {
+        let resp = http_client()
+            .post(gw.url_for("/__hop"))
+            .header("cookie", &cookie)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), 200, "{content_type}");
+        let cookies: Vec<_> = resp.headers().get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["app=1; Path=/"], "{content_type}");
+    }
 }

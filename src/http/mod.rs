@@ -24,7 +24,7 @@ use crate::app::App;
 use crate::decision::{Decision, Identity, decide};
 use crate::error::{Error, error_response};
 use crate::policy::RequestFacts;
-use crate::proxy::headers::{Forwarding, request_host, strip_set_cookies};
+use crate::proxy::headers::{Forwarding, request_host};
 use crate::proxy::{self, ForwardRequest};
 use body::Body;
 pub(crate) use identity_headers::identity_headers;
@@ -62,10 +62,7 @@ pub fn handle(
             Ok(Route::Answer(resp)) => Ok(resp),
             Ok(Route::Later(pending)) => pending.await,
             Ok(Route::Upstream { index, outgoing }) => match upstream_at(&app, index) {
-                Ok(upstream) => proxy::exchange(upstream, outgoing).await.map(|mut resp| {
-                    strip_set_cookies(resp.headers_mut(), &app.session_cookies.both());
-                    resp
-                }),
+                Ok(upstream) => proxy::exchange(upstream, outgoing).await,
                 Err(err) => Err(err),
             },
             Err(err) => Err(err),

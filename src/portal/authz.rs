@@ -30,6 +30,7 @@ use crate::http::basic_auth::{self, Authorization, BasicCredentials};
 use crate::http::body::{self, Body};
 use crate::http::{client_ip, identify, negotiate};
 use crate::policy::{Policy, RequestFacts, UserFacts};
+use crate::proxy::headers;
 
 const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
 const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
@@ -120,6 +121,19 @@ async fn answer(ctx: &Ctx<'_>, headers: &HeaderMap, front: Front) -> Result<Resp
         Front::AuthRequest => from_original_url(headers)?,
         Front::ForwardAuth => from_forwarded(headers)?,
     };
+    // The proxy replaces the identity headers it copies from the answer, in their exact
+    // spelling only: `Remote_User` or `Remote~User` from the client would reach the
+    // application as well, which may read it as REMOTE_USER.
+    if let Some(name) = headers::identity_look_alike(headers, &ctx.app.protected_headers) {
+        tracing::warn!(
+            header = %name,
+            "forward-auth request refused: the client sent a header an application could read \
+             as an identity header"
+        );
+        return Err(Error::BadRequest(
+            "a request header is spelled like an identity header",
+        ));
+    }
     let portal = portal_base(ctx, &original)?;
     let facts = RequestFacts {
         host: &original.authority,

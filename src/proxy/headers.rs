@@ -144,12 +144,21 @@ pub struct Forwarding<'a> {
 }
 
 /// Fields that tell an application who the client is or which URL it asked for, in the
-/// folded form of [`strip_protected`]. Only a trusted proxy may send them: from anyone else
-/// they are removed (X-Forwarded-For, -Proto and -Host are then set by the gateway), in every
-/// spelling an application might read as one of them (`X_Real_IP` reaches PHP as
-/// `HTTP_X_REAL_IP`). Frameworks route on `X-Original-URL` and `X-Rewrite-URL`, and read a
-/// client's address from the others.
+/// folded form of [`strip_protected`].
+///
+/// The first [`URL_CLAIMS`] name another URL or method than the request's own: frameworks route
+/// on `X-Original-URL` and `X-Rewrite-URL`, so an application could serve another path than
+/// the one the access rules judged. They are removed from every request, a trusted proxy's
+/// included. The others only a trusted proxy may send: from anyone else they are removed
+/// (X-Forwarded-For, -Proto and -Host are then set by the gateway), in every spelling an
+/// application might read as one of them (`X_Real_IP` reaches PHP as `HTTP_X_REAL_IP`).
 const VOUCHED_BY_PROXIES: [&str; 16] = [
+    "x-original-url",
+    "x-original-uri",
+    "x-original-method",
+    "x-rewrite-url",
+    "x-forwarded-uri",
+    "x-forwarded-method",
     "forwarded",
     "x-forwarded-for",
     "x-forwarded-proto",
@@ -157,21 +166,21 @@ const VOUCHED_BY_PROXIES: [&str; 16] = [
     "x-forwarded-port",
     "x-forwarded-prefix",
     "x-forwarded-server",
-    "x-forwarded-uri",
-    "x-forwarded-method",
     "x-real-ip",
     "x-client-ip",
     "true-client-ip",
-    "x-original-url",
-    "x-original-uri",
-    "x-original-method",
-    "x-rewrite-url",
 ];
 
+/// How many of [`VOUCHED_BY_PROXIES`], from the first, claim another URL or method.
+const URL_CLAIMS: usize = 6;
+
 /// Sets X-Forwarded-For, -Proto and -Host. Client-sent values survive only from a trusted
-/// peer; from any other, every field of [`VOUCHED_BY_PROXIES`] is removed first.
+/// peer; from any other, every field of [`VOUCHED_BY_PROXIES`] is removed first, and the
+/// claims of another URL from every peer.
 pub fn set_forwarded(headers: &mut HeaderMap, fwd: &Forwarding<'_>) {
-    if !fwd.peer_trusted {
+    if fwd.peer_trusted {
+        strip_protected(headers, &VOUCHED_BY_PROXIES[..URL_CLAIMS]);
+    } else {
         strip_protected(headers, &VOUCHED_BY_PROXIES);
     }
     let mut chain = String::new();
@@ -241,15 +250,18 @@ pub fn request_host<B>(req: &http::Request<B>) -> Option<&str> {
         .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()))
 }
 
-/// Normalises one byte of a header name for spoofing checks: lower case, `_` and `.` read as `-`.
+/// Normalises one byte of a header name for spoofing checks: lower case, and every byte that
+/// is not a letter or a digit read as `-`. Servers that hand headers to applications as
+/// variables (CGI and its kin) turn `_`, `.`, `~` and the rest into the same `_`.
 fn fold_byte(b: u8) -> u8 {
-    match b {
-        b'_' | b'.' => b'-',
-        b => b.to_ascii_lowercase(),
+    if b.is_ascii_alphanumeric() {
+        b.to_ascii_lowercase()
+    } else {
+        b'-'
     }
 }
 
-/// Normalises a header name for spoofing checks: lower case, `_` and `.` read as `-`.
+/// Normalises a header name for spoofing checks (see [`fold_byte`]).
 fn folded(name: &str) -> String {
     name.bytes().map(|b| char::from(fold_byte(b))).collect()
 }
@@ -264,7 +276,7 @@ fn folds_to(name: &str, folded_name: &str) -> bool {
 }
 
 /// Removes every client-sent field that could be read as one of `protected` (identity headers),
-/// in any case and with `_` or `.` in place of `-`. Runs on every request, bypass routes included.
+/// in any case and with any other punctuation (`_`, `.`, `~`, ...) in place of `-`. Runs on every request, bypass routes included.
 pub fn strip_protected<S: AsRef<str>>(headers: &mut HeaderMap, protected_folded: &[S]) {
     let is_protected = |k: &HeaderName| {
         protected_folded
@@ -321,6 +333,23 @@ pub fn strip_cookies(headers: &mut HeaderMap, names: &[&str]) {
     }
 }
 
+/// A field the client sent that an application could read as one of `protected` (folded, as
+/// for [`strip_protected`]) although it is spelled with other punctuation than `-`
+/// (`Remote_User`, `Remote~User`). Behind a forward-auth proxy such a field would reach the
+/// application beside the identity the proxy copies from the gateway's answer, which replaces
+/// only the exact spelling.
+pub fn identity_look_alike<'h, S: AsRef<str>>(
+    headers: &'h HeaderMap,
+    protected_folded: &[S],
+) -> Option<&'h HeaderName> {
+    headers.keys().find(|k| {
+        let name = k.as_str();
+        name.bytes()
+            .any(|b| !(b.is_ascii_alphanumeric() || b == b'-'))
+            && protected_folded.iter().any(|p| folds_to(name, p.as_ref()))
+    })
+}
+
 /// Removes from an upstream's response every `Set-Cookie` that would set one of the gateway's
 /// own cookies (`names`): an application must not be able to plant a session id in its users'
 /// browsers (session fixation), nor clear their session.
@@ -329,9 +358,8 @@ pub fn strip_set_cookies(headers: &mut HeaderMap, names: &[&str]) {
         return;
     };
     let is_ours = |value: &HeaderValue| {
-        let bytes = value.as_bytes();
-        let name = bytes.split(|b| *b == b'=').next().unwrap_or(bytes);
-        names.iter().any(|n| name.trim_ascii() == n.as_bytes())
+        let name = name_sent_back(value.as_bytes());
+        names.iter().any(|n| name == n.as_bytes())
     };
     if !cookies.iter().any(is_ours) {
         return;
@@ -344,6 +372,26 @@ pub fn strip_set_cookies(headers: &mut HeaderMap, names: &[&str]) {
     for value in kept {
         headers.append(http::header::SET_COOKIE, value);
     }
+}
+
+/// The name a browser will send back for the cookie a `Set-Cookie` value sets (RFC 6265bis
+/// §5.6). A cookie with an empty name is sent back as its value alone: `=stepgate_session=x`
+/// returns as `stepgate_session=x`, and a pair without `=` is such a cookie too.
+fn name_sent_back(set_cookie: &[u8]) -> &[u8] {
+    let pair = set_cookie.split(|b| *b == b';').next().unwrap_or_default();
+    let (name, value) = match pair.iter().position(|b| *b == b'=') {
+        Some(i) => (pair[..i].trim_ascii(), &pair[i + 1..]),
+        None => (&[][..], pair),
+    };
+    if !name.is_empty() {
+        return name;
+    }
+    let value = value.trim_ascii();
+    value
+        .split(|b| *b == b'=')
+        .next()
+        .unwrap_or(value)
+        .trim_ascii()
 }
 
 /// Folds configured identity header names once, for [`strip_protected`].
@@ -577,10 +625,34 @@ mod tests {
             ("set-cookie", "app=1; Path=/"),
             ("set-cookie", " stepgate_session=; Max-Age=0"),
             ("set-cookie", "stepgate_session_extra=2"),
+            // Nameless cookies, which browsers send back as `stepgate_session=planted`.
+            ("set-cookie", "=stepgate_session=planted; Path=/"),
+            ("set-cookie", " = stepgate_session=planted"),
+            ("set-cookie", "stepgate_session"),
+            ("set-cookie", "=other=1"),
         ]);
         strip_set_cookies(&mut h, &["stepgate_session", "__Host-stepgate_session"]);
         let kept: Vec<_> = h.get_all("set-cookie").iter().collect();
-        assert_eq!(kept, ["app=1; Path=/", "stepgate_session_extra=2"]);
+        assert_eq!(
+            kept,
+            ["app=1; Path=/", "stepgate_session_extra=2", "=other=1"]
+        );
+    }
+
+    #[test]
+    fn finds_identity_look_alikes_but_not_the_exact_spelling() {
+        let protected = fold_names(["Remote-User", "Remote-Groups"]);
+        let exact = map(&[
+            ("remote-user", "a"),
+            ("Remote-Groups", "b"),
+            ("x_other", "c"),
+        ]);
+        assert_eq!(identity_look_alike(&exact, &protected), None);
+        for spelling in ["remote_user", "Remote~Groups", "remote.user", "remote!user"] {
+            let h = map(&[("remote-user", "a"), (spelling, "admin")]);
+            let found = identity_look_alike(&h, &protected).map(HeaderName::as_str);
+            assert_eq!(found, Some(spelling.to_ascii_lowercase().as_str()));
+        }
     }
 
     #[test]
@@ -592,10 +664,18 @@ mod tests {
             ("remote_user", "c"),
             ("remote.user", "d"),
             ("Remote_Groups", "admins"),
+            // Servers that turn every other character into `_` (lighttpd's CGI, FastCGI and
+            // SCGI) read these as REMOTE_USER and REMOTE_GROUPS too.
+            ("remote~user", "e"),
+            ("remote!user", "f"),
+            ("remote+groups", "g"),
+            ("remote|user", "h"),
             ("remote-username", "kept"),
+            ("remoteuser", "kept"),
         ]);
         strip_protected(&mut h, &protected);
-        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h.len(), 2, "{h:?}");
         assert!(h.contains_key("remote-username"));
+        assert!(h.contains_key("remoteuser"));
     }
 }

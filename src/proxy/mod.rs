@@ -42,11 +42,15 @@ pub struct ForwardRequest<'a> {
 /// exchange before anything is awaited, so the future holds it once (an `async fn` keeps a copy
 /// of each argument for its whole life). hyper moves each request's future into place, copying
 /// all of it, and this future is part of that.
-pub fn exchange(upstream: &Upstream, outgoing: Outgoing) -> Exchange<impl Future<Output = Sent>> {
+pub fn exchange(
+    upstream: &Upstream,
+    outgoing: Outgoing,
+) -> Exchange<'_, impl Future<Output = Sent>> {
     let Outgoing { request, upgrade } = outgoing;
     Exchange {
         sent: tokio::time::timeout(upstream.config.timeout, upstream.pool().send(request)),
         upgrade: Some(upgrade),
+        upstream,
     }
 }
 
@@ -58,15 +62,16 @@ pin_project_lite::pin_project! {
     /// The wait for the upstream's answer (see [`exchange`]). A future of its own rather than an
     /// async block or `map`: both would copy the wait's state once more (an async block holds a
     /// captured future twice, `map` moves itself out when it completes).
-    pub struct Exchange<F> {
+    pub struct Exchange<'a, F> {
         #[pin]
         sent: F,
         // The client's side of a requested upgrade; taken when the answer arrives.
         upgrade: Option<Option<Upgrade>>,
+        upstream: &'a Upstream,
     }
 }
 
-impl<F: Future<Output = Sent>> Future for Exchange<F> {
+impl<F: Future<Output = Sent>> Future for Exchange<'_, F> {
     type Output = Result<Response<Body>, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -80,18 +85,21 @@ impl<F: Future<Output = Sent>> Future for Exchange<F> {
         Poll::Ready(match sent {
             Err(_elapsed) => Err(Error::UpstreamTimeout),
             Ok(Err(e)) => Err(Error::UpstreamUnavailable(e.to_string())),
-            Ok(Ok(resp)) => answer(resp, upgrade),
+            Ok(Ok(resp)) => answer(resp, upgrade, this.upstream.gateway_cookies()),
         })
     }
 }
 
-/// The upstream's response as the client receives it: hop-by-hop headers removed, and a switch
-/// of protocols (WebSocket) carrying the [`upgrade::Tunnel`] that the client's connection
-/// splices, if the client asked for it.
+/// The upstream's response as the client receives it: hop-by-hop headers and any `Set-Cookie`
+/// for the gateway's own cookies removed, and a switch of protocols (WebSocket) carrying the
+/// [`upgrade::Tunnel`] that the client's connection splices, if the client asked for it. Every
+/// upstream answer passes here, whichever way its request went (a held form's replay too).
 fn answer(
     mut resp: Response<pool::PooledBody>,
     upgrade: Option<Upgrade>,
+    gateway_cookies: [&str; 2],
 ) -> Result<Response<Body>, Error> {
+    headers::strip_set_cookies(resp.headers_mut(), &gateway_cookies);
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(Upgrade {
             protocol,

@@ -14,6 +14,7 @@ use rustls_pki_types::pem::PemObject;
 
 use super::pool::ConnectionPool;
 use crate::config::UpstreamConfig;
+use crate::http::cookies::SessionCookieNames;
 
 /// An idle upstream connection is closed after this long unused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -25,6 +26,8 @@ pub struct Upstream {
     pub config: UpstreamConfig,
     /// The url's authority as a Host value, written once (None: the url has none).
     authority: Option<HeaderValue>,
+    /// The gateway's own cookies, which no answer of this upstream may set.
+    gateway_cookies: SessionCookieNames,
     pools: Box<[ConnectionPool]>,
 }
 
@@ -39,6 +42,11 @@ impl Upstream {
     /// The Host value that names this upstream (its url's authority).
     pub fn authority(&self) -> Option<&HeaderValue> {
         self.authority.as_ref()
+    }
+
+    /// The cookies this upstream's answers may never set (see `headers::strip_set_cookies`).
+    pub fn gateway_cookies(&self) -> [&str; 2] {
+        self.gateway_cookies.both()
     }
 
     /// Idle connections held across every worker's pool.
@@ -63,7 +71,12 @@ pub enum UpstreamSetupError {
 
 impl Upstreams {
     /// Builds every upstream's pools: one for each of `workers` worker threads, one for the rest.
-    pub fn build(configs: &[UpstreamConfig], workers: usize) -> Result<Self, UpstreamSetupError> {
+    /// `gateway_cookies` are removed from every answer's `Set-Cookie`.
+    pub fn build(
+        configs: &[UpstreamConfig],
+        workers: usize,
+        gateway_cookies: &SessionCookieNames,
+    ) -> Result<Self, UpstreamSetupError> {
         let mut list = Vec::with_capacity(configs.len());
         let mut default = None;
         for (index, config) in configs.iter().enumerate() {
@@ -89,6 +102,7 @@ impl Upstreams {
             list.push(Upstream {
                 config: config.clone(),
                 authority,
+                gateway_cookies: gateway_cookies.clone(),
                 pools,
             });
         }

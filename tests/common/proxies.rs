@@ -15,8 +15,14 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, ServerName};
 use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
+use tokio_rustls::TlsConnector;
 
 pub const NGINX: &str = "/usr/sbin/nginx";
 pub const CADDY: &str = "/usr/bin/caddy";
@@ -64,6 +70,8 @@ pub struct Proxy {
     dir: TempDir,
     pub ports: ProxyPorts,
     pub name: &'static str,
+    /// The proxy's throwaway certificate, which [`Proxy::raw_https`] trusts.
+    certificate: CertificateDer<'static>,
 }
 
 /// Replaces `from` in `text`, panicking when the example no longer contains it (so a changed
@@ -81,8 +89,9 @@ fn repo_file(relative: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
-/// A self-signed certificate for `example.com` and `*.example.com` in `dir`.
-fn write_certificate(dir: &Path) -> (PathBuf, PathBuf) {
+/// A self-signed certificate for `example.com` and `*.example.com` in `dir`; returns the
+/// certificate's and the key's paths, and the certificate itself.
+fn write_certificate(dir: &Path) -> (PathBuf, PathBuf, CertificateDer<'static>) {
     let cert = rcgen::generate_simple_self_signed(vec![
         "example.com".to_owned(),
         "*.example.com".to_owned(),
@@ -92,7 +101,7 @@ fn write_certificate(dir: &Path) -> (PathBuf, PathBuf) {
     let key_path = dir.join("privkey.pem");
     std::fs::write(&cert_path, cert.cert.pem()).expect("write certificate");
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
-    (cert_path, key_path)
+    (cert_path, key_path, cert.cert.der().clone())
 }
 
 fn proxy_dir() -> TempDir {
@@ -112,7 +121,7 @@ impl Proxy {
     pub async fn nginx(ports: &ProxyPorts, stepgate: SocketAddr, app: SocketAddr) -> Proxy {
         let dir = proxy_dir();
         let d = dir.path();
-        let (cert, key) = write_certificate(d);
+        let (cert, key, certificate) = write_certificate(d);
         let mut conf = repo_file("config/nginx/nginx.conf");
         for (from, to) in [
             (
@@ -157,14 +166,14 @@ impl Proxy {
             .arg(&conf_path)
             .arg("-g")
             .arg("daemon off;");
-        Proxy::spawn("nginx", command, dir, *ports).await
+        Proxy::spawn("nginx", command, dir, *ports, certificate).await
     }
 
     /// Caddy with `config/caddy/Caddyfile`, asking `stepgate` and forwarding to `app`.
     pub async fn caddy(ports: &ProxyPorts, stepgate: SocketAddr, app: SocketAddr) -> Proxy {
         let dir = proxy_dir();
         let d = dir.path();
-        let (cert, key) = write_certificate(d);
+        let (cert, key, certificate) = write_certificate(d);
         let mut conf = repo_file("config/caddy/Caddyfile");
         for (from, to) in [
             (
@@ -198,7 +207,7 @@ impl Proxy {
             .env("HOME", d)
             .env("XDG_DATA_HOME", d.join("data"))
             .env("XDG_CONFIG_HOME", d.join("config"));
-        Proxy::spawn("caddy", command, dir, *ports).await
+        Proxy::spawn("caddy", command, dir, *ports, certificate).await
     }
 
     async fn spawn(
@@ -206,6 +215,7 @@ impl Proxy {
         mut command: Command,
         dir: TempDir,
         ports: ProxyPorts,
+        certificate: CertificateDer<'static>,
     ) -> Proxy {
         let log = std::fs::File::create(dir.path().join(format!("{name}.out"))).expect("log file");
         let log2 = log.try_clone().expect("log file");
@@ -222,6 +232,7 @@ impl Proxy {
             dir,
             ports,
             name,
+            certificate,
         };
         proxy.wait_ready().await;
         proxy
@@ -276,6 +287,41 @@ impl Proxy {
             .resolve("evil.test", addr)
             .build()
             .expect("reqwest client")
+    }
+}
+
+impl Proxy {
+    /// Writes `request` byte for byte over HTTPS (SNI `server_name`) and returns every byte
+    /// the proxy sends until it closes the connection: for requests no HTTP client sends,
+    /// such as an absolute target beside another `Host`. Include `Connection: close`.
+    pub async fn raw_https(&self, server_name: &str, request: &[u8]) -> Vec<u8> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(self.certificate.clone())
+            .expect("trust the proxy's certificate");
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = TlsConnector::from(Arc::new(config));
+        let exchange = async {
+            let tcp = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], self.ports.https)))
+                .await
+                .expect("connect");
+            let name = ServerName::try_from(server_name.to_owned()).expect("server name");
+            let mut tls = connector.connect(name, tcp).await.expect("tls handshake");
+            tls.write_all(request).await.expect("write request");
+            let mut answer = Vec::new();
+            // A close without TLS's close_notify still leaves what was read in `answer`.
+            let _ = tls.read_to_end(&mut answer).await;
+            answer
+        };
+        tokio::time::timeout(START_DEADLINE, exchange)
+            .await
+            .expect("raw HTTPS exchange timed out")
     }
 }
 
