@@ -67,21 +67,21 @@ pub fn decide(
         }
         None => access.evaluate(facts, None),
     };
+    // A rule naming users or groups lets a request through only once the user is known as
+    // surely as a `one_factor` rule asks: a bypass for alice is not one for whoever has her
+    // password while her second factor is still owed.
+    let names_subjects = verdict
+        .rule
+        .is_some_and(|i| !access.rules[i].subjects.is_empty());
     let decision = match (verdict.policy, identity) {
         (Policy::Deny, None) if verdict.needs_identity => Decision::Login,
         (Policy::Deny, _) => Decision::Deny,
-        (Policy::Bypass, _) => Decision::Bypass,
-        (Policy::OneFactor | Policy::TwoFactor, None) => Decision::Login,
-        // Password given, second factor still owed: nothing passes until it is proven.
-        (Policy::OneFactor | Policy::TwoFactor, Some(id))
-            if id.session.auth_level == AuthLevel::AwaitSecondFactor =>
-        {
+        (Policy::Bypass, Some(id)) if names_subjects && owes_second_factor(&id, mfa) => {
             Decision::SecondFactor(id)
         }
-        // `mfa.required` (or a required group): a password-only session must enrol first.
-        (Policy::OneFactor, Some(id))
-            if id.session.auth_level < AuthLevel::TwoFactor && mfa.is_required_for(&id.user) =>
-        {
+        (Policy::Bypass, _) => Decision::Bypass,
+        (Policy::OneFactor | Policy::TwoFactor, None) => Decision::Login,
+        (Policy::OneFactor | Policy::TwoFactor, Some(id)) if owes_second_factor(&id, mfa) => {
             Decision::SecondFactor(id)
         }
         (Policy::OneFactor, Some(id)) => Decision::Forward(id),
@@ -108,6 +108,16 @@ pub fn decide(
             }
         }
         (decision, _) => decision,
+    }
+}
+
+/// The session's second factor is still owed: the password was given and the second factor
+/// not yet proven, or `mfa.required` (or a required group) applies to a user who signed in
+/// with the password alone and must enrol first. Nothing that needs the user known passes.
+fn owes_second_factor(id: &Identity, mfa: &MfaSettings) -> bool {
+    match id.session.auth_level {
+        AuthLevel::AwaitSecondFactor => true,
+        level => level < AuthLevel::TwoFactor && mfa.is_required_for(&id.user),
     }
 }
 
@@ -248,6 +258,72 @@ mod tests {
         assert!(matches!(
             decide(&p, &facts("/admin", &get), Some(bob), &mfa(), Timestamp(0)),
             Decision::Deny
+        ));
+    }
+
+    /// A bypass rule for named users lets them through once they are known as surely as a
+    /// `one_factor` rule asks, not while their second factor is owed.
+    #[test]
+    fn bypass_for_named_users_waits_for_the_second_factor() {
+        let get = Method::GET;
+        let mut reports = Rule::new(Policy::Bypass);
+        reports.paths = vec![regex::Regex::new("^/reports").unwrap()];
+        reports.subjects = vec![Subject::User("alice".into())];
+        let p = AccessPolicy {
+            default_policy: Policy::TwoFactor,
+            rules: vec![reports],
+            default_step_up: None,
+        };
+        let decide_for = |level, mfa: &MfaSettings| {
+            let alice = identity("alice", &["staff"], level);
+            decide(&p, &facts("/reports", &get), Some(alice), mfa, Timestamp(0))
+        };
+        assert!(matches!(
+            decide(&p, &facts("/reports", &get), None, &mfa(), Timestamp(0)),
+            Decision::Login
+        ));
+        assert!(matches!(
+            decide_for(AuthLevel::AwaitSecondFactor, &mfa()),
+            Decision::SecondFactor(_)
+        ));
+        assert!(matches!(
+            decide_for(AuthLevel::OneFactor, &mfa()),
+            Decision::Bypass
+        ));
+        assert!(matches!(
+            decide_for(AuthLevel::TwoFactor, &mfa()),
+            Decision::Bypass
+        ));
+        let required = MfaSettings {
+            required: true,
+            ..MfaSettings::default()
+        };
+        assert!(matches!(
+            decide_for(AuthLevel::OneFactor, &required),
+            Decision::SecondFactor(_)
+        ));
+        assert!(matches!(
+            decide_for(AuthLevel::TwoFactor, &required),
+            Decision::Bypass
+        ));
+        // A bypass for everyone stays one: nobody needs to be known.
+        let mut public = Rule::new(Policy::Bypass);
+        public.paths = vec![regex::Regex::new("^/public/").unwrap()];
+        let p = AccessPolicy {
+            default_policy: Policy::TwoFactor,
+            rules: vec![public],
+            default_step_up: None,
+        };
+        let pending = identity("alice", &["staff"], AuthLevel::AwaitSecondFactor);
+        assert!(matches!(
+            decide(
+                &p,
+                &facts("/public/x", &get),
+                Some(pending),
+                &mfa(),
+                Timestamp(0)
+            ),
+            Decision::Bypass
         ));
     }
 }

@@ -401,6 +401,42 @@ async fn a_send_that_timed_out_still_counts() {
     rig.verify_ok(&pending, "sms", &sms_code(&sent)).await;
 }
 
+/// The same holds for the text confirming a new number: one that timed out keeps its code and
+/// counts as sent, so adding the number again at once meets the cooldown.
+#[tokio::test]
+async fn a_phone_confirmation_that_timed_out_still_counts() {
+    let rig = Rig::start("[regulation]\nmax_retries = 100\n[sms]\ntimeout = \"1s\"\n").await;
+    rig.user("alice", None, &[]).await;
+    let cookie = rig.login_one_factor("alice").await;
+    let add = json!({ "phone": "+447700900123", "password": common::mfa::PASSWORD });
+
+    rig.sms.set_hang(true);
+    let before = rig.sms.received().len();
+    let (status, _, body) = rig
+        .post_json("/settings/phone", Some(&cookie), add.clone())
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "code_not_sent");
+    let sent = rig.sms_after(before).await;
+
+    rig.sms.set_hang(false);
+    let (status, _, body) = rig.post_json("/settings/phone", Some(&cookie), add).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body["retry_after"].as_u64().is_some(), "{body}");
+    assert_eq!(rig.sms.received().len(), before + 1, "no second message");
+    let (status, _, body) = rig
+        .post_json(
+            "/settings/phone/confirm",
+            Some(&cookie),
+            json!({ "code": sms_code(&sent) }),
+        )
+        .await;
+    assert_eq!(
+        status, 200,
+        "the code that may have arrived still confirms: {body}"
+    );
+}
+
 /// A new number entered beside a verified phone waits for its own code: a typo, or a code that
 /// never arrives, leaves SMS codes going to the verified number. Once confirmed, the new number
 /// is the phone.

@@ -210,6 +210,42 @@ async fn mfa_required_first_enrolment_needs_an_emailed_code_when_the_user_has_an
     assert!(body["secret"].is_string());
 }
 
+/// Guessing the emailed code counts in the account's regulation like a wrong password: whoever
+/// holds only the password is banned after `max_retries` wrong codes, the right code and the
+/// right password included from then on.
+#[tokio::test]
+async fn wrong_enrolment_codes_count_toward_a_ban() {
+    let rig = Rig::start("[mfa]\nrequired = true\n[regulation]\nmax_retries = 3\n").await;
+    rig.user("erin", Some("erin@example.test"), &[]).await;
+    let (_, cookie, _) = rig.password_login("erin", PASSWORD, &[]).await;
+    let cookie = cookie.expect("cookie");
+    let n = rig.smtp.messages().len();
+    let (status, _, body) = rig.send_code(&cookie, "email").await;
+    assert_eq!(status, 200, "{body}");
+    let code = rig.code_mail_after(n).await.code();
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for attempt in 0..3 {
+        let (status, _, body) = rig
+            .post_json(
+                "/settings/totp/begin",
+                Some(&cookie),
+                json!({ "password": PASSWORD, "email_code": wrong }),
+            )
+            .await;
+        assert_eq!(status, 401, "attempt {attempt}: {body}");
+        assert_eq!(body["error"], "email_code_required");
+    }
+    let (status, _, body) = rig
+        .post_json(
+            "/settings/totp/begin",
+            Some(&cookie),
+            json!({ "password": PASSWORD, "email_code": code }),
+        )
+        .await;
+    assert_eq!(status, 429, "banned after three wrong codes: {body}");
+    assert!(body.get("secret").is_none());
+}
+
 /// The phone is a second factor too: under `mfa.required`, a stolen password alone must not
 /// make the attacker's phone the account's first one.
 #[tokio::test]

@@ -257,6 +257,13 @@ pub(super) fn needs_email_code(ctx: &Ctx<'_>, user: &User, summary: &FactorSumma
         && ctx.app.notifier.email_enabled()
 }
 
+/// How the emailed code asked for by [`check_enrolment`] turned out.
+enum EmailCode {
+    Right,
+    Wrong { banned: bool },
+    Missing,
+}
+
 /// What adding an authenticator app or a phone asks for, beyond the session: the account's
 /// password, and for a first second factor under `mfa.required` the code emailed to the
 /// account's address (see [`needs_email_code`]). A stolen session alone cannot add a device,
@@ -272,11 +279,40 @@ async fn check_enrolment(
     if needs_email_code(ctx, user, summary) {
         let code = email_code.unwrap_or_default();
         let name = user.username.clone();
-        blocking(ctx.arc, move |app| {
-            app.factors.verify_code(&name, Channel::Email, &code)
+        let ip = ctx.client_ip;
+        // A wrong code counts like a wrong password (and like a wrong code at login): the
+        // account's regulation bans whoever guesses, and the guess is in the audit trail. No
+        // code to judge (none sent yet, or expired) is only asked for again.
+        let checked = blocking(ctx.arc, move |app| {
+            match app.factors.verify_code(&name, Channel::Email, &code) {
+                Ok(()) => Ok(EmailCode::Right),
+                Err(FactorError::InvalidCode | FactorError::TooManyAttempts) => app
+                    .regulator
+                    .record_failure(name.as_str(), ip)
+                    .map(|banned| EmailCode::Wrong {
+                        banned: banned.is_some(),
+                    }),
+                Err(_) => Ok(EmailCode::Missing),
+            }
         })
         .await?
-        .map_err(|_| Error::EmailCodeRequired)?;
+        .map_err(|e| Error::Internal(format!("regulation: {e}")))?;
+        match checked {
+            EmailCode::Right => {}
+            EmailCode::Missing => return Err(Error::EmailCodeRequired),
+            EmailCode::Wrong { banned } => {
+                audit_change(
+                    ctx,
+                    user,
+                    AuditKind::SecondFactorFailed,
+                    "wrong emailed code for a first second factor",
+                );
+                if banned {
+                    audit_change(ctx, user, AuditKind::Banned, "wrong emailed code");
+                }
+                return Err(Error::EmailCodeRequired);
+            }
+        }
     }
     Ok(())
 }
@@ -599,12 +635,7 @@ pub async fn phone(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Bod
         .await
     {
         tracing::warn!(error = %e, "could not send a phone confirmation code");
-        let name = user.username.clone();
-        let _ = blocking(ctx.arc, move |app| {
-            app.factors.withdraw_code(&name, Channel::PhoneConfirm)
-        })
-        .await;
-        return Err(Error::CodeNotSent);
+        return Err(super::verify::not_sent(ctx, &user.username, Channel::PhoneConfirm, &e).await);
     }
     audit_change(ctx, &user, AuditKind::FactorChanged, "phone_added");
     done(ctx, "phone_sent")

@@ -15,14 +15,14 @@ use crate::auth::audit::{self, AuditEvent, AuditKind};
 use crate::auth::factors::{Channel, FactorError, FactorSummary, Method};
 use crate::auth::regulation::Attempt;
 use crate::auth::session::AuthLevel;
-use crate::auth::user::User;
+use crate::auth::user::{User, Username};
 use crate::decision::Identity;
 use crate::error::Error;
 use crate::http::body::Body;
 use crate::http::cookies;
 use crate::http::identify::identify;
 use crate::http::negotiate::Format;
-use crate::notify::Notice;
+use crate::notify::{Notice, NotifyError};
 
 /// Wrong codes a challenge survives; the next one ends the session.
 pub const MAX_CHALLENGE_FAILURES: u32 = 5;
@@ -340,6 +340,26 @@ fn chosen_method(summary: &FactorSummary, asked: Option<&str>) -> Option<Method>
 
 /// Sends an email or SMS login code to the user. An undeliverable code is withdrawn, so the
 /// user can ask again at once.
+/// After a code could not be sent: a message that may have gone out all the same (a timeout)
+/// keeps its code and counts as sent, otherwise a slow provider would let anyone holding the
+/// password send the user messages without limit. A refused one is withdrawn, so that the
+/// user may ask again at once. Returns the error to answer with.
+pub(super) async fn not_sent(
+    ctx: &Ctx<'_>,
+    username: &Username,
+    channel: Channel,
+    err: &NotifyError,
+) -> Error {
+    if !err.may_have_been_delivered() {
+        let username = username.clone();
+        let _ = blocking(ctx.arc, move |app| {
+            app.factors.withdraw_code(&username, channel)
+        })
+        .await;
+    }
+    Error::CodeNotSent
+}
+
 pub async fn send_code(ctx: &Ctx<'_>, user: &Arc<User>, method: Method) -> Result<(), Error> {
     let channel = match method {
         Method::Email => Channel::Email,
@@ -384,18 +404,7 @@ pub async fn send_code(ctx: &Ctx<'_>, user: &Arc<User>, method: Method) -> Resul
     };
     if let Err(e) = sent {
         tracing::warn!(error = %e, method = method.as_str(), "could not send a login code");
-        // A message that may have gone out all the same keeps its code and counts as sent:
-        // otherwise a slow provider would let anyone holding the password send the user
-        // messages without limit.
-        if e.may_have_been_delivered() {
-            return Err(Error::CodeNotSent);
-        }
-        let username = user.username.clone();
-        let _ = blocking(ctx.arc, move |app| {
-            app.factors.withdraw_code(&username, channel)
-        })
-        .await;
-        return Err(Error::CodeNotSent);
+        return Err(not_sent(ctx, &user.username, channel, &e).await);
     }
     Ok(())
 }
