@@ -437,6 +437,36 @@ async fn password_change_sends_a_notice_and_ends_other_sessions() {
     assert_eq!(body["status"], "second_factor_required");
 }
 
+/// A password change moves this browser's session to a fresh id without extending it: the
+/// session still ends when it would have ended without the change.
+#[tokio::test]
+async fn a_password_change_keeps_the_sessions_end() {
+    let rig = Rig::start("[session]\nabsolute = \"10m\"\ninactivity = \"10m\"\n").await;
+    let totp = rig.user_with_totp("alice", None).await;
+    let cookie = rig.login_with_totp("alice", &totp.secret).await;
+    rig.advance(4 * MINUTE);
+    let (status, new_cookie, body) = rig
+        .post_json(
+            "/settings/password",
+            Some(&cookie),
+            json!({ "current_password": PASSWORD, "new_password": "Another-Horse-9922" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let new_cookie = new_cookie.expect("this browser keeps a session");
+    assert_eq!(
+        rig.session_ok(&new_cookie).await["auth_level"],
+        "two_factor"
+    );
+    rig.advance(5 * MINUTE);
+    assert!(is_logged_in(&rig.gw, &new_cookie).await, "9 minutes in");
+    rig.advance(2 * MINUTE);
+    assert!(
+        !is_logged_in(&rig.gw, &new_cookie).await,
+        "ten minutes after the login, the session has ended"
+    );
+}
+
 /// A rig whose configuration is also written to a file, for the CLI (which talks to the
 /// running gateway over its control socket).
 async fn rig_with_cli() -> (Rig, common::cli::CliEnv) {

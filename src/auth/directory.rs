@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 use crate::auth::audit::{self, AuditEvent, AuditKind};
 use crate::auth::factors::{FactorError, FactorSummary, MfaSettings, summary_from_store};
 use crate::auth::password::PasswordHash;
-use crate::auth::session::{AuthLevel, Session, SessionId, SessionManager};
+use crate::auth::session::{AuthLevel, Session, SessionId, SessionKey, SessionManager};
 use crate::auth::user::{User, Username};
 use crate::clock::SharedClock;
 use crate::store::{Store, StoreError};
@@ -146,6 +146,30 @@ impl UserDirectory {
         self.sessions.revoke_user(username)?;
         self.audit(AuditKind::PasswordChanged, username, None);
         Ok(())
+    }
+
+    /// Replaces the password from one of the account's own sessions (the settings page): every
+    /// other session ends, and `keep` moves to a fresh id with its level and its end unchanged
+    /// (a password change proves no second factor, nor extends a session). `None` when `keep`
+    /// ended meanwhile (a logout, an administrator's reset): the password is changed all the
+    /// same, and no session of the account is left.
+    pub fn change_password(
+        &self,
+        username: &Username,
+        hash: PasswordHash,
+        keep: &SessionKey,
+    ) -> Result<Option<(SessionId, Session)>, StoreError> {
+        // The account first: a login whose password check passed before this sees the change
+        // once its session exists, and ends it (see `open_session`).
+        self.modify(username, |u| u.password_hash = hash.clone())?;
+        for session in self.store.sessions_of_user(username)? {
+            if &session.username == username && &session.key != keep {
+                self.sessions.revoke(&session.key)?;
+            }
+        }
+        let kept = self.sessions.rotate(keep)?;
+        self.audit(AuditKind::PasswordChanged, username, None);
+        Ok(kept)
     }
 
     /// Opens a session for `checked`, the account as it was when its password was verified,
@@ -301,6 +325,56 @@ mod tests {
         assert!(store.sessions_of_user(&new.username).unwrap().is_empty());
         assert!(users.sessions.lookup(&id.cookie_value()).unwrap().is_none());
         assert!(store.get_factors(&new.username).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_password_change_keeps_only_its_own_session_and_never_revives_an_ended_one() {
+        let (_dir, store, users) = directory();
+        let alice = alice(&users);
+        let open = || {
+            let now = users.get(&alice.username).unwrap().expect("the account");
+            users
+                .open_session(&now, AuthLevel::TwoFactor, false)
+                .unwrap()
+                .expect("opened")
+        };
+        let (_, mine) = open();
+        let (other_id, _) = open();
+        let new_hash = || PasswordHash::new_unchecked("$argon2id$new".into());
+        let (kept_id, kept) = users
+            .change_password(&alice.username, new_hash(), &mine.key)
+            .unwrap()
+            .expect("this session stays");
+        assert_ne!(kept.key, mine.key, "a fresh id");
+        assert_eq!(
+            (kept.created_at, kept.expires_at, kept.auth_level),
+            (mine.created_at, mine.expires_at, AuthLevel::TwoFactor)
+        );
+        assert!(
+            users
+                .sessions
+                .lookup(&other_id.cookie_value())
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(store.sessions_of_user(&alice.username).unwrap().len(), 1);
+
+        // This browser's session ended while the new password was being hashed.
+        let (_, other) = open();
+        assert!(users.sessions.revoke(&kept.key).unwrap());
+        let kept = users
+            .change_password(&alice.username, new_hash(), &kept.key)
+            .unwrap();
+        assert!(kept.is_none());
+        assert!(
+            users
+                .sessions
+                .lookup(&kept_id.cookie_value())
+                .unwrap()
+                .is_none()
+        );
+        assert!(store.sessions_of_user(&alice.username).unwrap().is_empty());
+        assert!(users.sessions.update(&other.key, |_| {}).unwrap().is_none());
     }
 
     #[test]

@@ -742,21 +742,20 @@ pub async fn change_password(
         .await
         .map_err(|e| Error::Internal(format!("hashing: {e}")))?;
     let name = user.username.clone();
-    let level = identity.session.auth_level;
+    let key = identity.session.key;
     let remember = identity.session.remember_me;
-    let second_factor_at = identity.session.second_factor_at;
-    // Every session of the account ends; this browser gets a fresh one at the same level,
-    // keeping the time of its last second factor (a password change proves no second factor).
-    let (id, _) = blocking(ctx.arc, move |app| {
-        app.users.set_password(&name, hash)?;
-        let (id, session) = app.sessions.create(&name, level, remember)?;
-        app.sessions
-            .update(&session.key, |s| s.second_factor_at = second_factor_at)?;
-        Ok::<_, crate::store::StoreError>((id, session))
+    // Every other session of the account ends; this browser's moves to a fresh id, keeping its
+    // level, its last second factor and its end. If it ended while the new password was being
+    // hashed (a logout, an administrator's reset), it stays ended.
+    let kept = blocking(ctx.arc, move |app| {
+        app.users.change_password(&name, hash, &key)
     })
     .await?
     .map_err(|e| Error::Internal(format!("password change: {e}")))?;
     notify(ctx, &user, Notice::PasswordChanged).await;
+    let Some((id, _)) = kept else {
+        return Err(Error::Unauthenticated);
+    };
     let mut resp = done(ctx, "password")?;
     render::set_cookie(&mut resp, &ctx.session_cookie(&id, remember))?;
     Ok(resp)
