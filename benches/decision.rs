@@ -7,9 +7,10 @@ use std::net::IpAddr;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Method;
 use ipnet::IpNet;
-use regex::Regex;
 
-use stepgate::policy::{AccessPolicy, HostPattern, Policy, RequestFacts, Rule, Subject, UserFacts};
+use stepgate::policy::{
+    AccessPolicy, HostPattern, PathPattern, Policy, RequestFacts, Rule, Subject, UserFacts,
+};
 
 /// 100 rules of the shapes operators write: a bypass for static assets, then per-application
 /// rules with a host, anchored path regexes, sometimes methods, networks or subjects.
@@ -17,8 +18,8 @@ fn hundred_rules() -> AccessPolicy {
     let mut rules = Vec::with_capacity(100);
     let mut assets = Rule::new(Policy::Bypass);
     assets.paths = vec![
-        Regex::new(r"^/static/").unwrap(),
-        Regex::new(r"^/favicon\.ico$").unwrap(),
+        PathPattern::new(r"^/static/").unwrap(),
+        PathPattern::new(r"^/favicon\.ico$").unwrap(),
     ];
     rules.push(assets);
     for i in 1..100 {
@@ -29,8 +30,8 @@ fn hundred_rules() -> AccessPolicy {
         });
         rule.hosts = vec![HostPattern::parse(&format!("app{i}.example.com")).unwrap()];
         rule.paths = vec![
-            Regex::new(&format!(r"^/api/v{i}/(users|groups)/[0-9]+$")).unwrap(),
-            Regex::new(&format!(r"^/section{i}(/|$)")).unwrap(),
+            PathPattern::new(&format!(r"^/api/v{i}/(users|groups)/[0-9]+$")).unwrap(),
+            PathPattern::new(&format!(r"^/section{i}(/|$)")).unwrap(),
         ];
         match i % 4 {
             0 => rule.methods = vec![Method::GET, Method::HEAD],

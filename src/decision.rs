@@ -173,12 +173,12 @@ mod tests {
 
     fn policy() -> AccessPolicy {
         let mut public = Rule::new(Policy::Bypass);
-        public.paths = vec![regex::Regex::new("^/public/").unwrap()];
+        public.paths = vec![crate::policy::PathPattern::new("^/public/").unwrap()];
         let mut admin = Rule::new(Policy::TwoFactor);
-        admin.paths = vec![regex::Regex::new("^/admin").unwrap()];
+        admin.paths = vec![crate::policy::PathPattern::new("^/admin").unwrap()];
         admin.subjects = vec![Subject::Group("admins".into())];
         let mut admin_others = Rule::new(Policy::Deny);
-        admin_others.paths = vec![regex::Regex::new("^/admin").unwrap()];
+        admin_others.paths = vec![crate::policy::PathPattern::new("^/admin").unwrap()];
         AccessPolicy {
             default_policy: Policy::OneFactor,
             rules: vec![public, admin, admin_others],
@@ -267,7 +267,7 @@ mod tests {
     fn bypass_for_named_users_waits_for_the_second_factor() {
         let get = Method::GET;
         let mut reports = Rule::new(Policy::Bypass);
-        reports.paths = vec![regex::Regex::new("^/reports").unwrap()];
+        reports.paths = vec![crate::policy::PathPattern::new("^/reports").unwrap()];
         reports.subjects = vec![Subject::User("alice".into())];
         let p = AccessPolicy {
             default_policy: Policy::TwoFactor,
@@ -308,7 +308,7 @@ mod tests {
         ));
         // A bypass for everyone stays one: nobody needs to be known.
         let mut public = Rule::new(Policy::Bypass);
-        public.paths = vec![regex::Regex::new("^/public/").unwrap()];
+        public.paths = vec![crate::policy::PathPattern::new("^/public/").unwrap()];
         let p = AccessPolicy {
             default_policy: Policy::TwoFactor,
             rules: vec![public],

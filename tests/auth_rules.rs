@@ -737,17 +737,28 @@ async fn rejects_control_character_bypass() {
     assert_rule_blocks(ADMIN_DENIED, &["/%00/admin", "/x%00/../admin", "/%0aadmin"]).await;
 }
 
+/// Letter case never loosens a rule: an application may or may not tell `/ADMIN` from
+/// `/admin`, so `/ADMIN` meets the rule written for `/admin`, and a bypass written for
+/// `/public/` lets only that spelling through.
 #[tokio::test]
-async fn case_variant_is_not_matched_and_reaches_the_upstream_unchanged() {
-    // Path regexes are case-sensitive: `/ADMIN` does not match `^/admin`. The upstream receives
-    // exactly `/ADMIN`, so an application that treats paths case-insensitively needs a rule
-    // written for that, e.g. `(?i)^/admin`.
-    let site = Site::start(ADMIN_DENIED).await;
-    assert_eq!(raw_status(&site.raw_get("/ADMIN").await), 200);
+async fn case_variants_meet_the_rule_written_in_lower_case() {
+    assert_rule_blocks(
+        ADMIN_DENIED,
+        &["/ADMIN", "/Admin/x", "/aDmIn", "/%41DMIN/users"],
+    )
+    .await;
+    let site = Site::start(
+        "[access]\ndefault_policy = \"deny\"\n\n[[access.rules]]\npath = \"^/public/\"\npolicy = \"bypass\"\n",
+    )
+    .await;
+    assert_eq!(raw_status(&site.raw_get("/public/x").await), 200);
     assert_eq!(
         site.upstream.last_request().expect("forwarded").path,
-        "/ADMIN"
+        "/public/x"
     );
+    for path in ["/PUBLIC/x", "/Public/x"] {
+        site.assert_blocked(path).await;
+    }
 }
 
 #[tokio::test]

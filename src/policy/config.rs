@@ -24,9 +24,9 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use super::rules::PathPattern;
 use http::Method;
 use ipnet::{IpNet, Ipv4Net};
-use regex::Regex;
 use serde::Deserialize;
 
 use super::host::HostPattern;
@@ -162,7 +162,7 @@ fn step_up_window(value: &str, key: &str, errors: &mut ConfigErrors) -> Option<D
 fn validate_rule(raw: &RawRule, key: &str, errors: &mut ConfigErrors) -> Rule {
     let hosts = each(&raw.host, key, "host", errors, HostPattern::parse);
     let paths = each(&raw.path, key, "path", errors, |s| {
-        Regex::new(s).map_err(|e| format!("invalid regex: {}", one_line(&e.to_string())))
+        PathPattern::new(s).map_err(|e| format!("invalid regex: {}", one_line(&e.to_string())))
     });
     let methods = each(&raw.methods, key, "methods", errors, parse_method);
     let networks = each(&raw.networks, key, "networks", errors, parse_network);

@@ -10,4 +10,6 @@ pub use config::{AccessConfig, RawAccess, RawRule, validate};
 pub use host::HostPattern;
 pub use path::{PathError, canonicalize};
 pub use redirect::safe_redirect;
-pub use rules::{AccessPolicy, Policy, RequestFacts, Rule, RuleMatch, Subject, UserFacts};
+pub use rules::{
+    AccessPolicy, PathPattern, Policy, RequestFacts, Rule, RuleMatch, Subject, UserFacts,
+};

@@ -5,13 +5,14 @@
 //! may match; across criteria all must match. [`AccessPolicy::evaluate`] runs on every request,
 //! so it allocates nothing.
 
+use std::cmp::Reverse;
 use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use http::Method;
 use ipnet::IpNet;
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
 
 use super::host::HostPattern;
 use super::path::without_parameters;
@@ -88,6 +89,52 @@ impl fmt::Display for Subject {
     }
 }
 
+/// A rule's path regex, kept twice: as written, and blind to case.
+///
+/// Applications disagree on whether `/Admin` is `/admin`: IIS, ASP.NET and Express route both
+/// to one handler, most others do not. A request is judged by what its path's rules say read
+/// both ways, and gets the stricter of the two (see [`AccessPolicy::evaluate`]): `/ADMIN` meets
+/// the rule written for `/admin`, and `/PUBLIC/x` is not let through by a bypass written for
+/// `/public/` unless the rules would let `/PUBLIC/x` through anyway.
+#[derive(Debug, Clone)]
+pub struct PathPattern {
+    exact: Regex,
+    any_case: Regex,
+}
+
+impl PathPattern {
+    pub fn new(pattern: &str) -> Result<Self, regex::Error> {
+        Ok(PathPattern {
+            exact: Regex::new(pattern)?,
+            any_case: RegexBuilder::new(pattern).case_insensitive(true).build()?,
+        })
+    }
+
+    /// The pattern as configured.
+    pub fn as_str(&self) -> &str {
+        self.exact.as_str()
+    }
+
+    /// Does the pattern match `path` as written (letter case included)?
+    pub fn is_match(&self, path: &str) -> bool {
+        self.exact.is_match(path)
+    }
+
+    fn matches(&self, path: &str, case: Case) -> bool {
+        match case {
+            Case::Exact => self.exact.is_match(path),
+            Case::Any => self.any_case.is_match(path),
+        }
+    }
+}
+
+/// How path patterns are read for one pass over the rules (see [`PathPattern`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Case {
+    Exact,
+    Any,
+}
+
 /// One access rule. Empty criteria match anything.
 #[derive(Debug, Clone)]
 pub struct Rule {
@@ -95,7 +142,7 @@ pub struct Rule {
     pub hosts: Vec<HostPattern>,
     /// Regexes searched in the canonical path (query excluded). Anchor them (`^/admin`) to
     /// match a prefix only.
-    pub paths: Vec<Regex>,
+    pub paths: Vec<PathPattern>,
     pub methods: Vec<Method>,
     /// Client networks; IPv4-mapped IPv6 clients (`::ffff:10.0.0.1`) are matched as IPv4.
     pub networks: Vec<IpNet>,
@@ -130,11 +177,15 @@ impl Rule {
     /// Do the host, path (read without segment parameters, see [`without_parameters`]),
     /// method and network criteria match? Methods compare exactly: a method in another case
     /// never reaches a rule (see [`method_is_unambiguous`]).
-    fn matches_request(&self, req: &RequestFacts<'_>, path: &str, ip: IpAddr) -> bool {
+    fn matches_request(&self, req: &RequestFacts<'_>, path: &str, ip: IpAddr, case: Case) -> bool {
         (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(req.host)))
             && (self.methods.is_empty() || self.methods.iter().any(|m| m == req.method))
             && (self.networks.is_empty() || self.networks.iter().any(|n| n.contains(&ip)))
-            && (self.paths.is_empty() || self.paths.iter().any(|p| p.is_match(path)))
+            && self.matches_path(path, case)
+    }
+
+    fn matches_path(&self, path: &str, case: Case) -> bool {
+        self.paths.is_empty() || self.paths.iter().any(|p| p.matches(path, case))
     }
 
     /// Does the subject criterion match this user?
@@ -248,8 +299,36 @@ impl AccessPolicy {
         };
         // Path rules judge the path as a servlet container would route it.
         let path = without_parameters(req.path);
-        for (index, rule) in self.rules.iter().enumerate() {
-            if !rule.matches_request(req, &path, ip) {
+        // A path matching as written matches in any case too: the first rule read in any case
+        // comes first. When it also matches as written (nearly always), both readings agree.
+        let any_case = self.first_match(req, &path, ip, user, 0, Case::Any);
+        let Some(first) = any_case.rule else {
+            return any_case;
+        };
+        if self.rules[first].matches_path(&path, Case::Exact) {
+            return any_case;
+        }
+        let exact = self.first_match(req, &path, ip, user, first + 1, Case::Exact);
+        if self.strictness(&any_case) > self.strictness(&exact) {
+            any_case
+        } else {
+            exact
+        }
+    }
+
+    /// The first rule from `from` on that decides for this request and user, paths read in
+    /// `case` (see [`AccessPolicy::evaluate`]).
+    fn first_match(
+        &self,
+        req: &RequestFacts<'_>,
+        path: &str,
+        ip: IpAddr,
+        user: Option<&UserFacts<'_>>,
+        from: usize,
+        case: Case,
+    ) -> RuleMatch {
+        for (index, rule) in self.rules.iter().enumerate().skip(from) {
+            if !rule.matches_request(req, path, ip, case) {
                 continue;
             }
             match user {
@@ -284,6 +363,16 @@ impl AccessPolicy {
             needs_identity: false,
         }
     }
+
+    /// How much a match asks of a request, to pick the stricter of two: its policy, then
+    /// whether the user must be known, then its step-up (any, then the shorter window, then
+    /// without a password fallback).
+    fn strictness(&self, m: &RuleMatch) -> (Policy, bool, Option<(Reverse<Duration>, bool)>) {
+        let step_up = self
+            .step_up_for(m.rule)
+            .map(|s| (Reverse(s.window), !s.password_fallback));
+        (m.policy, m.needs_identity, step_up)
+    }
 }
 
 #[cfg(test)]
@@ -294,8 +383,8 @@ mod tests {
         HostPattern::parse(p).unwrap()
     }
 
-    fn re(p: &str) -> Regex {
-        Regex::new(p).unwrap()
+    fn re(p: &str) -> PathPattern {
+        PathPattern::new(p).unwrap()
     }
 
     fn net(n: &str) -> IpNet {
@@ -360,6 +449,68 @@ mod tests {
             ],
             default_step_up: None,
         }
+    }
+
+    /// Letter case never loosens a rule: a path is judged by its rules read as written and read
+    /// in any case, and gets the stricter answer (an application may or may not tell `/ADMIN`
+    /// from `/admin`).
+    #[test]
+    fn letter_case_never_loosens_a_rule() {
+        let policy = AccessPolicy {
+            default_policy: Policy::OneFactor,
+            rules: vec![
+                Rule {
+                    paths: vec![re("^/public/")],
+                    ..rule(Policy::Bypass)
+                },
+                Rule {
+                    paths: vec![re("^/admin(/|$)")],
+                    ..rule(Policy::Deny)
+                },
+                Rule {
+                    paths: vec![re("^/reports")],
+                    step_up: Some(Duration::from_secs(300)),
+                    ..rule(Policy::OneFactor)
+                },
+                Rule {
+                    paths: vec![re("^/Docs/")],
+                    ..rule(Policy::Bypass)
+                },
+            ],
+            default_step_up: None,
+        };
+        let get = Method::GET;
+        let judge =
+            |path: &str| policy.evaluate(&req("a.example.com", path, &get, "192.0.2.1"), None);
+        for path in ["/admin", "/ADMIN", "/Admin/users", "/aDmIn/"] {
+            assert_eq!(judge(path).policy, Policy::Deny, "{path}");
+        }
+        assert_eq!(judge("/public/x").policy, Policy::Bypass);
+        for path in ["/PUBLIC/x", "/Public/x"] {
+            let m = judge(path);
+            assert_eq!((m.rule, m.policy), (None, Policy::OneFactor), "{path}");
+        }
+        // Same policy both ways: the step-up makes the rule read in any case the stricter.
+        assert_eq!(judge("/REPORTS/q").rule, Some(2));
+        assert_eq!(judge("/reports/q").rule, Some(2));
+        // A rule written with capitals reads the same way.
+        assert_eq!(judge("/Docs/a").policy, Policy::Bypass);
+        assert_eq!(judge("/docs/a").rule, None);
+        // Each case-blind match is checked with the same criteria as an exact one.
+        let mut admins_only = policy.clone();
+        admins_only.rules[1].subjects = vec![Subject::Group("admins".into())];
+        let bob = UserFacts {
+            username: "bob",
+            groups: &[],
+        };
+        let as_bob = admins_only.evaluate(
+            &req("a.example.com", "/ADMIN", &get, "192.0.2.1"),
+            Some(&bob),
+        );
+        assert_eq!((as_bob.rule, as_bob.policy), (None, Policy::OneFactor));
+        let anonymous =
+            admins_only.evaluate(&req("a.example.com", "/ADMIN", &get, "192.0.2.1"), None);
+        assert!(anonymous.needs_identity);
     }
 
     #[test]
