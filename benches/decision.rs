@@ -61,6 +61,7 @@ fn rule_matching(c: &mut Criterion) {
         host,
         path,
         method: &get,
+        method_overrides: &[],
         client_ip: ip,
     };
     let mut group = c.benchmark_group("rules_100");

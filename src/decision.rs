@@ -163,6 +163,7 @@ mod tests {
             host: "app.example.com",
             path,
             method,
+            method_overrides: &[],
             client_ip: "192.0.2.1".parse().unwrap(),
         }
     }

@@ -358,6 +358,86 @@ policy = "bypass"
     }
 }
 
+/// A request is judged for every method an application may run for it: `GET` for a `HEAD`
+/// (applications answer it with their `GET` handler), and the method a client asks for with
+/// `X-HTTP-Method-Override` and its kin (Express, ASP.NET and Symfony run a `POST` as that
+/// method). The stricter answer wins.
+#[tokio::test]
+async fn method_rules_cover_head_and_method_overrides() {
+    let site = Site::start(
+        r#"
+[access]
+default_policy = "bypass"
+
+[[access.rules]]
+path = "^/items"
+methods = ["DELETE"]
+policy = "deny"
+
+[[access.rules]]
+path = "^/export"
+methods = ["GET"]
+policy = "deny"
+
+[[access.rules]]
+path = "^/ping"
+methods = ["HEAD"]
+policy = "bypass"
+
+[[access.rules]]
+path = "^/ping"
+policy = "deny"
+"#,
+    )
+    .await;
+    let accept = ("accept", "application/json");
+    for (method, extra, path, expected) in [
+        ("POST", None, "/items/7", 200),
+        (
+            "POST",
+            Some(("X-HTTP-Method-Override", "DELETE")),
+            "/items/7",
+            403,
+        ),
+        (
+            "POST",
+            Some(("X-HTTP-Method-Override", "delete")),
+            "/items/7",
+            403,
+        ),
+        ("POST", Some(("X-HTTP-Method", "DELETE")), "/items/7", 403),
+        (
+            "POST",
+            Some(("X-Method-Override", " DELETE ")),
+            "/items/7",
+            403,
+        ),
+        (
+            "POST",
+            Some(("X-HTTP-Method-Override", "PATCH")),
+            "/items/7",
+            200,
+        ),
+        ("HEAD", None, "/export/all", 403),
+        ("GET", None, "/export/all", 403),
+        ("POST", None, "/export/all", 200),
+        // A bypass for HEAD alone no longer lets it through where GET is denied.
+        ("HEAD", None, "/ping", 403),
+    ] {
+        let method = Method::from_bytes(method.as_bytes()).expect("method");
+        let headers: Vec<(&str, &str)> = std::iter::once(accept).chain(extra).collect();
+        let before = site.upstream.requests();
+        let resp = site.request(method.clone(), path, &headers).await;
+        assert_eq!(
+            resp.status().as_u16(),
+            expected,
+            "{method} {path} {extra:?}"
+        );
+        let reached = site.upstream.requests() > before;
+        assert_eq!(reached, expected == 200, "{method} {path} {extra:?}");
+    }
+}
+
 #[tokio::test]
 async fn network_rules_match_the_client_address() {
     let site = Site::start(

@@ -183,6 +183,44 @@ async fn refuses_identity_header_look_alikes() {
     assert_eq!(resp.headers()["remote-user"], "alice");
 }
 
+/// The forward-auth decision covers the method a client asks the application to run instead
+/// (the proxy passes the client's headers along): a `POST` overridden to `DELETE` meets a
+/// rule for `DELETE`.
+#[tokio::test]
+async fn judges_the_method_a_client_asks_the_application_to_run() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .extra_toml(&format!(
+            "{}\n[[access.rules]]\npath = \"^/items\"\nmethods = [\"DELETE\"]\npolicy = \"deny\"\n",
+            access("\"127.0.0.1\"")
+        ))
+        .start()
+        .await;
+    create_user(&gw, "alice", "password123", &["users"]).await;
+    let cookie = login(&gw, "alice", "password123").await;
+    let resp =
+        send(traefik(&gw, "POST", "app2.example.com", "/items/7").header(COOKIE, &cookie)).await;
+    assert_eq!(resp.status(), 200);
+    let resp = send(
+        traefik(&gw, "POST", "app2.example.com", "/items/7")
+            .header(COOKIE, &cookie)
+            .header("X-HTTP-Method-Override", "DELETE"),
+    )
+    .await;
+    assert_eq!(resp.status(), 403);
+    let resp = send(
+        http_client()
+            .get(gw.url_for(AUTH_REQUEST))
+            .header("X-Original-URL", "https://app2.example.com/items/7")
+            .header("X-Original-Method", "POST")
+            .header("X-HTTP-Method", "DELETE")
+            .header(COOKIE, &cookie),
+    )
+    .await;
+    assert_eq!(resp.status(), 403);
+}
+
 #[tokio::test]
 async fn refuses_forwarding_headers_from_untrusted_peer() {
     let (_u, gw) = gateway("\"10.0.0.1\"").await;

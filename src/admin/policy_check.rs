@@ -96,6 +96,7 @@ pub fn check(config: &Config, query: &PolicyQuery<'_>) -> Result<PolicyReport, S
         host,
         path: &path,
         method: &method,
+        method_overrides: &[],
         client_ip: query.client_ip,
     };
     let user_facts = query.user.map(|u| UserFacts {

@@ -23,7 +23,7 @@ use hyper::body::Incoming;
 use crate::app::App;
 use crate::decision::{Decision, Identity, decide};
 use crate::error::{Error, error_response};
-use crate::policy::RequestFacts;
+use crate::policy::{RequestFacts, method_overrides};
 use crate::proxy::headers::{Forwarding, request_host};
 use crate::proxy::{self, ForwardRequest};
 use body::Body;
@@ -208,10 +208,12 @@ fn route(app: &Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Result<Route
         .select_index(host.as_deref())
         .ok_or(Error::UnknownHost)?;
     let identity = identify::identify(app, req.headers(), conn.tls)?;
+    let method_overrides = method_overrides(req.headers());
     let facts = RequestFacts {
         host: host.as_deref().unwrap_or(""),
         path: &path,
         method: req.method(),
+        method_overrides: &method_overrides,
         client_ip,
     };
     let path_and_query = match req.uri().query() {

@@ -502,6 +502,7 @@ mod tests {
             host: "app.example.com",
             path: "/admin/x",
             method: &get,
+            method_overrides: &[],
             client_ip: "10.2.3.4".parse().unwrap(),
         };
         let m = cfg.policy.evaluate(&facts, None);

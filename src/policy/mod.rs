@@ -12,4 +12,5 @@ pub use path::{PathError, canonicalize};
 pub use redirect::safe_redirect;
 pub use rules::{
     AccessPolicy, PathPattern, Policy, RequestFacts, Rule, RuleMatch, Subject, UserFacts,
+    method_overrides,
 };

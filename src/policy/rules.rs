@@ -255,7 +255,38 @@ pub struct RequestFacts<'a> {
     /// The canonical path from [`super::path::canonicalize`], without the query.
     pub path: &'a str,
     pub method: &'a Method,
+    /// Methods the client asks the application to run instead (`X-HTTP-Method-Override` and
+    /// its kin, see [`method_overrides`]); judged as well, and the stricter answer wins.
+    pub method_overrides: &'a [Method],
     pub client_ip: IpAddr,
+}
+
+/// Headers with which a client asks an application to run another method than the request's
+/// (a `POST` that Express's method-override, ASP.NET or Symfony run as `DELETE`).
+const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// The methods `headers` ask an application to run instead of the request's own, upper-cased
+/// as the frameworks read them; values that are no method are left out (no framework runs
+/// them). Empty, without allocating, for nearly every request.
+pub fn method_overrides(headers: &http::HeaderMap) -> Vec<Method> {
+    let mut methods = Vec::new();
+    // One pass over the few fields a request has, rather than a lookup (a hash) per name.
+    for (name, value) in headers {
+        if !METHOD_OVERRIDE_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
+        let upper = value.as_bytes().trim_ascii().to_ascii_uppercase();
+        if let Ok(method) = Method::from_bytes(&upper)
+            && !methods.contains(&method)
+        {
+            methods.push(method);
+        }
+    }
+    methods
 }
 
 /// The identified user, when there is one.
@@ -292,7 +323,25 @@ impl AccessPolicy {
     /// With `user == None`, the first rule whose request criteria match but which names subjects
     /// cannot be decided; it is returned with `needs_identity = true` (later rules are not
     /// consulted, since the user might turn out to be one of those subjects).
+    ///
+    /// A request is judged for every method an application might run for it, and gets the
+    /// stricter answer: its own, `GET` for a `HEAD` (applications answer `HEAD` with their
+    /// `GET` handler), and any method it asks to run instead ([`RequestFacts::method_overrides`]).
     pub fn evaluate(&self, req: &RequestFacts<'_>, user: Option<&UserFacts<'_>>) -> RuleMatch {
+        let mut verdict = self.evaluate_as(req, user);
+        let head_as_get = (*req.method == Method::HEAD).then_some(&Method::GET);
+        for method in head_as_get.into_iter().chain(req.method_overrides) {
+            let facts = RequestFacts { method, ..*req };
+            let other = self.evaluate_as(&facts, user);
+            if self.strictness(&other) > self.strictness(&verdict) {
+                verdict = other;
+            }
+        }
+        verdict
+    }
+
+    /// [`AccessPolicy::evaluate`] for the request's own method.
+    fn evaluate_as(&self, req: &RequestFacts<'_>, user: Option<&UserFacts<'_>>) -> RuleMatch {
         let ip = match req.client_ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(req.client_ip, IpAddr::V4),
             v4 => v4,
@@ -400,6 +449,7 @@ mod tests {
             host,
             path,
             method,
+            method_overrides: &[],
             client_ip: ip(client),
         }
     }

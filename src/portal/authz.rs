@@ -29,7 +29,7 @@ use crate::error::Error;
 use crate::http::basic_auth::{self, Authorization, BasicCredentials};
 use crate::http::body::{self, Body};
 use crate::http::{client_ip, identify, negotiate};
-use crate::policy::{Policy, RequestFacts, UserFacts};
+use crate::policy::{Policy, RequestFacts, UserFacts, method_overrides};
 use crate::proxy::headers;
 
 const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
@@ -135,10 +135,13 @@ async fn answer(ctx: &Ctx<'_>, headers: &HeaderMap, front: Front) -> Result<Resp
         ));
     }
     let portal = portal_base(ctx, &original)?;
+    // The proxy passes the client's own headers along with the request it asks about.
+    let method_overrides = method_overrides(headers);
     let facts = RequestFacts {
         host: &original.authority,
         path: &original.path,
         method: &original.method,
+        method_overrides: &method_overrides,
         client_ip: ctx.client_ip,
     };
     let policy = &config.access.policy;
