@@ -8,16 +8,17 @@
 //! A request that could not even be written on a reused connection (the upstream closed it at
 //! that moment) is sent again on another one: it never reached the upstream.
 //!
-//! An upstream may answer before it has read the whole request body (a 200 or a 413 at once):
-//! the connection comes back when the answer ends while hyper is still sending that body, and
-//! hyper takes the connection's next request only once both are done. A request never waits
-//! for such a connection: it takes one that is ready, or opens one. The busy connection stays
-//! in the pool for when its body has gone (or until its idle timeout). Requests on one
-//! connection still go one after another, so an answer always goes to its own request.
+//! An upstream may answer before it has read the whole request body (a 200 or a 413 at once).
+//! Such a connection is never reused: the upstream may still read the rest of that body as a
+//! request of its own (a body the client wrote), whose answer would then go to the next
+//! request sent on the connection, someone else's. It closes once hyper is done with it. A
+//! request never waits for a busy connection either: it takes one that is ready, or opens
+//! one.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -95,9 +96,10 @@ impl ConnectionPool {
         mut req: Request<Body>,
     ) -> impl Future<Output = Result<Response<PooledBody>, PoolError>> + Send + '_ {
         async move {
+            let body_sent = BodySent::track(&mut req);
             while let Some(mut sender) = self.idle.take() {
                 match sender.try_send_request(req).await {
-                    Ok(response) => return Ok(self.idle.attach(response, sender)),
+                    Ok(response) => return Ok(self.idle.attach(response, sender, body_sent)),
                     Err(mut e) => match e.take_message() {
                         // Never written: the connection closed under it. Try the next one.
                         Some(unsent) => req = unsent,
@@ -108,7 +110,7 @@ impl ConnectionPool {
             // Boxed: opening a connection is the rare path, and its future is large.
             let mut sender = Box::pin(self.connect()).await?;
             match sender.try_send_request(req).await {
-                Ok(response) => Ok(self.idle.attach(response, sender)),
+                Ok(response) => Ok(self.idle.attach(response, sender, body_sent)),
                 Err(e) => Err(PoolError::Http(e.into_error())),
             }
         }
@@ -208,6 +210,7 @@ impl IdleConnections {
         self: &Arc<Self>,
         response: Response<Incoming>,
         sender: SendRequest<Body>,
+        body_sent: Option<BodySent>,
     ) -> Response<PooledBody> {
         // After 101 the connection belongs to the upgraded protocol.
         let reusable = response.status() != StatusCode::SWITCHING_PROTOCOLS;
@@ -217,6 +220,7 @@ impl IdleConnections {
                 keep: reusable.then(|| KeepAlive {
                     sender,
                     pool: self.clone(),
+                    body_sent,
                 }),
             };
             if body.incoming.is_end_stream() {
@@ -236,13 +240,77 @@ pub struct PooledBody {
 struct KeepAlive {
     sender: SendRequest<Body>,
     pool: Arc<IdleConnections>,
+    /// Whether the request's body has been sent to its end (None: it had none).
+    body_sent: Option<BodySent>,
 }
 
 impl PooledBody {
     fn release(&mut self) {
-        if let Some(keep) = self.keep.take() {
+        if let Some(keep) = self.keep.take()
+            && keep.body_sent.as_ref().is_none_or(BodySent::done)
+        {
             keep.pool.put(keep.sender);
         }
+    }
+}
+
+/// Set once a request's body has been sent to its end; an answer that ends before then was
+/// an early one (see the module's comment).
+#[derive(Clone)]
+struct BodySent(Arc<AtomicBool>);
+
+impl BodySent {
+    /// Wraps the body of `req`, unless it has none (nearly every `GET`).
+    fn track(req: &mut Request<Body>) -> Option<BodySent> {
+        if req.body().is_end_stream() {
+            return None;
+        }
+        let sent = BodySent(Arc::new(AtomicBool::new(false)));
+        let inner = std::mem::replace(req.body_mut(), crate::http::body::empty());
+        *req.body_mut() = crate::http::body::stream(TrackedBody {
+            inner,
+            sent: sent.clone(),
+        });
+        Some(sent)
+    }
+
+    fn done(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// A request body that marks its [`BodySent`] when it has given its last frame.
+struct TrackedBody {
+    inner: Body,
+    sent: BodySent,
+}
+
+impl HttpBody for TrackedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let finished = match &polled {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => self.inner.is_end_stream(),
+            _ => false,
+        };
+        if finished {
+            self.sent.0.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -450,8 +518,11 @@ mod tests {
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
     }
 
+    /// An upstream that answers before reading the whole body may read the rest as a request
+    /// of its own (bytes the client wrote), and its answer would go to the next request on the
+    /// connection: such a connection is never reused, and the next request does not wait.
     #[tokio::test]
-    async fn a_connection_still_sending_a_body_answered_early_does_not_hold_up_the_next_request() {
+    async fn a_connection_answered_before_its_body_was_sent_is_never_reused() {
         let up = upstream().await;
         let pool = pool_for(&up, 8);
         // The upstream answers without reading the body; the body sends a chunk, then never
@@ -468,7 +539,7 @@ mod tests {
             .unwrap();
         let answered = pool.send(upload).await.unwrap();
         assert_eq!(read_all(answered).await, 5);
-        assert_eq!(pool.idle_count(), 1, "back in the pool, still sending");
+        assert_eq!(pool.idle_count(), 0, "never back in the pool");
 
         let next = tokio::time::timeout(Duration::from_secs(5), pool.send(get("/")))
             .await
@@ -480,6 +551,18 @@ mod tests {
             2,
             "a connection of its own"
         );
+
+        // A body sent whole before the answer leaves the connection reusable.
+        let form = Request::builder()
+            .method("POST")
+            .uri("/")
+            .header("host", "upstream.test")
+            .body(body::full(Bytes::from_static(b"a=1")))
+            .unwrap();
+        assert_eq!(read_all(pool.send(form).await.unwrap()).await, 5);
+        assert_eq!(pool.idle_count(), 1, "back in the pool");
+        read_all(pool.send(get("/")).await.unwrap()).await;
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2, "reused");
     }
 
     #[tokio::test]
