@@ -216,7 +216,9 @@ async fn email_default_turns_email_codes_on_for_users_with_an_address() {
     assert_eq!(info["two_factor"]["state"], "enabled");
     assert_eq!(info["two_factor"]["methods"], json!(["email"]));
 
-    // The user may turn it off (with the second factor just given).
+    // The user may turn it off (with the second factor just given). It is the account's only
+    // second factor: turning it off turns two-step verification off, which asks for the
+    // password as disabling it does, and says so by email.
     let (status, _, body) = rig
         .post_json(
             "/settings/email-verification",
@@ -224,7 +226,36 @@ async fn email_default_turns_email_codes_on_for_users_with_an_address() {
             json!({ "enabled": false }),
         )
         .await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(
+        rig.session_ok(&cookie).await["two_factor"]["methods"],
+        json!(["email"])
+    );
+    let page = common::http_client()
+        .get(rig.gw.url_for("/.stepgate/settings"))
+        .header("accept", "text/html")
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("settings page")
+        .text()
+        .await
+        .expect("page");
+    assert!(
+        page.contains(r#"id="email-off-password" name="password""#),
+        "the page asks for the password beside the switch"
+    );
+    let mails = rig.smtp.messages().len();
+    let (status, _, body) = rig
+        .post_json(
+            "/settings/email-verification",
+            Some(&cookie),
+            json!({ "enabled": false, "password": PASSWORD }),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
+    rig.mail_with_subject_after(mails, "two-step verification disabled")
+        .await;
     let mails = rig.smtp.messages().len();
     rig.login_one_factor("alice").await;
     assert_eq!(rig.smtp.messages().len(), mails);

@@ -42,6 +42,8 @@ struct SettingsPage<'a> {
     backup_remaining: usize,
     has_email: bool,
     email_verification: bool,
+    /// Email codes are the only second factor: turning them off asks for the password.
+    email_only: bool,
     sms_enabled: bool,
     phone: Option<String>,
     phone_verified: bool,
@@ -360,6 +362,7 @@ pub async fn page(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Bod
         backup_remaining: summary.backup_codes_remaining,
         has_email: user.email.is_some() && ctx.app.notifier.email_enabled(),
         email_verification: summary.email_verification,
+        email_only: email_is_the_only_factor(&summary),
         sms_enabled: ctx.app.notifier.sms_enabled(),
         phone: summary.phone.clone(),
         phone_verified: summary.phone_verified,
@@ -554,10 +557,25 @@ pub async fn regenerate_backup(
     backup_codes_response(ctx, &codes, &format!("{}/settings", ctx.prefix()), None)
 }
 
+/// No `Debug`: the password.
 #[derive(Deserialize)]
 struct EnabledForm {
     #[serde(default, deserialize_with = "form::flag")]
     enabled: bool,
+    /// Asked for when turning off the only second factor (see [`email_is_the_only_factor`]).
+    #[serde(default)]
+    password: String,
+}
+
+/// Email codes are on and no other method would be left without them (backup codes need the
+/// authenticator app): turning them off turns two-factor authentication off, which asks for
+/// the password and sends a notice, as disabling it on purpose does.
+fn email_is_the_only_factor(summary: &FactorSummary) -> bool {
+    summary.methods.contains(&Method::Email)
+        && summary
+            .methods
+            .iter()
+            .all(|m| matches!(m, Method::Email | Method::Backup))
 }
 
 pub async fn email_verification(
@@ -576,6 +594,10 @@ pub async fn email_verification(
     }
     let summary = summary(ctx.arc, &user).await?;
     require_fresh_second_factor(ctx, &identity, &summary)?;
+    let turns_off_2fa = !form.enabled && email_is_the_only_factor(&summary);
+    if turns_off_2fa {
+        check_password(ctx, &user, form.password).await?;
+    }
     let name = user.username.clone();
     let enabled = form.enabled;
     blocking(ctx.arc, move |app| {
@@ -591,6 +613,15 @@ pub async fn email_verification(
     );
     if summary.state == TwoFactorState::NotEnabled && enabled {
         notify(ctx, &user, Notice::TwoFactorEnabled).await;
+    }
+    if turns_off_2fa {
+        audit_change(
+            ctx,
+            &user,
+            AuditKind::TwoFactorDisabled,
+            "email codes, the only factor, turned off",
+        );
+        notify(ctx, &user, Notice::TwoFactorDisabled).await;
     }
     done(ctx, "saved")
 }
