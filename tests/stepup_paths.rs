@@ -1,9 +1,9 @@
 //! Path tricks never skip step-up: rules see the canonical path, so every spelling of
 //! `/settings` is challenged (or refused as ambiguous), and nothing reaches the upstream.
 //!
-//! Case is the one thing canonicalisation keeps: `/Settings` is a different path. A
-//! case-sensitive rule (`^/settings`) does not match it, so it gets the default policy and the
-//! upstream receives `/Settings` as is; a rule written `(?i)^/settings` catches it.
+//! Case is the one thing canonicalisation keeps: `/Settings` reaches the upstream as sent. The
+//! rules read paths both as written and in any case and the stricter answer wins, so the rule
+//! for `^/settings` covers `/Settings` too (as a rule written `(?i)^/settings` does).
 
 mod common;
 
@@ -126,21 +126,19 @@ async fn rejects_encoded_slash_and_backslash_spellings_of_the_step_up_path() {
     assert_eq!(rig.upstream.requests(), forwarded);
 }
 
+/// Letter case never loosens a rule: an application may route `/Settings` to its settings
+/// page, so the rule written for `^/settings` asks for the step-up there too.
 #[tokio::test]
-async fn case_sensitive_rule_does_not_cover_a_different_case_which_is_forwarded_as_is() {
+async fn a_different_case_of_a_step_up_path_meets_the_step_up() {
     let (rig, alice) = alice_past_the_window(SETTINGS_STEP_UP).await;
-
-    let resp = send_as(&rig, "GET", "/settings", &alice.cookie, JSON).await;
-    assert_eq!(resp.status(), 401);
-    // `/Settings` is another path for the gateway: the rule does not match, the default
-    // policy (one_factor) applies and the upstream receives the path unchanged. An upstream
-    // that routes case-insensitively must be covered by a `(?i)` rule (next test).
-    for path in ["/Settings", "/SETTINGS/x"] {
+    let forwarded = rig.upstream.requests();
+    for path in ["/settings", "/Settings", "/SETTINGS/x"] {
         let resp = send_as(&rig, "GET", path, &alice.cookie, JSON).await;
-        assert_eq!(resp.status(), 200, "{path}");
-        let seen = rig.upstream.last_request().expect("forwarded");
-        assert_eq!(seen.path, path);
+        assert_eq!(resp.status(), 401, "{path}");
     }
+    assert_eq!(rig.upstream.requests(), forwarded);
+    let resp = send_as(&rig, "GET", "/other", &alice.cookie, JSON).await;
+    assert_eq!(resp.status(), 200, "the session itself is good");
 }
 
 #[tokio::test]
