@@ -208,7 +208,11 @@ fn route(app: &Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Result<Route
         .select_index(host.as_deref())
         .ok_or(Error::UnknownHost)?;
     let identity = identify::identify(app, req.headers(), conn.tls)?;
-    let method_overrides = method_overrides(req.headers());
+    let method_overrides = if config.access.policy.judges_methods() {
+        method_overrides(req.headers())
+    } else {
+        Vec::new()
+    };
     let facts = RequestFacts {
         host: host.as_deref().unwrap_or(""),
         path: &path,

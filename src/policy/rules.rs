@@ -329,6 +329,9 @@ impl AccessPolicy {
     /// `GET` handler), and any method it asks to run instead ([`RequestFacts::method_overrides`]).
     pub fn evaluate(&self, req: &RequestFacts<'_>, user: Option<&UserFacts<'_>>) -> RuleMatch {
         let mut verdict = self.evaluate_as(req, user);
+        if !self.judges_methods() {
+            return verdict;
+        }
         let head_as_get = (*req.method == Method::HEAD).then_some(&Method::GET);
         for method in head_as_get.into_iter().chain(req.method_overrides) {
             let facts = RequestFacts { method, ..*req };
@@ -340,7 +343,14 @@ impl AccessPolicy {
         verdict
     }
 
+    /// Does any rule name methods? Without one, a request's method (or one it asks to run
+    /// instead) changes nothing, and [`method_overrides`] need not be read.
+    pub fn judges_methods(&self) -> bool {
+        self.rules.iter().any(|r| !r.methods.is_empty())
+    }
+
     /// [`AccessPolicy::evaluate`] for the request's own method.
+    #[inline]
     fn evaluate_as(&self, req: &RequestFacts<'_>, user: Option<&UserFacts<'_>>) -> RuleMatch {
         let ip = match req.client_ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(req.client_ip, IpAddr::V4),
@@ -367,6 +377,7 @@ impl AccessPolicy {
 
     /// The first rule from `from` on that decides for this request and user, paths read in
     /// `case` (see [`AccessPolicy::evaluate`]).
+    #[inline]
     fn first_match(
         &self,
         req: &RequestFacts<'_>,

@@ -136,7 +136,11 @@ async fn answer(ctx: &Ctx<'_>, headers: &HeaderMap, front: Front) -> Result<Resp
     }
     let portal = portal_base(ctx, &original)?;
     // The proxy passes the client's own headers along with the request it asks about.
-    let method_overrides = method_overrides(headers);
+    let method_overrides = if config.access.policy.judges_methods() {
+        method_overrides(headers)
+    } else {
+        Vec::new()
+    };
     let facts = RequestFacts {
         host: &original.authority,
         path: &original.path,

@@ -327,6 +327,25 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
+        // nginx's workers outlive a killed master: ask the master to stop them (SIGTERM, a
+        // fast shutdown) and kill it only if it is still there after that. Caddy is one
+        // process.
+        if let Some(pid) = self.child.id().filter(|_| self.name == "nginx") {
+            let stopped = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status()
+                .is_ok_and(|s| s.success());
+            if stopped {
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                while std::time::Instant::now() < deadline {
+                    if let Ok(Some(_)) = self.child.try_wait() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
         let _ = self.child.start_kill();
     }
 }
