@@ -106,6 +106,51 @@ async fn regenerated_backup_codes_void_the_old_set() {
     );
 }
 
+/// A user hears of every change to two-step verification, not only of it being turned on or
+/// off: new backup codes, a new authenticator app (which replaces every backup code too).
+#[tokio::test]
+async fn changes_to_second_factors_send_a_notice() {
+    let rig = Rig::start(NO_BAN).await;
+    let mails = rig.smtp.messages().len();
+    let totp = rig
+        .user_with_totp("alice", Some("alice@example.test"))
+        .await;
+    let enabled = rig
+        .mail_with_subject_after(mails, "two-step verification enabled")
+        .await;
+    assert_eq!(enabled.envelope_to, ["alice@example.test"]);
+
+    let mails = rig.smtp.messages().len();
+    let (status, _, body) = rig
+        .post_json(
+            "/settings/backup-codes/regenerate",
+            Some(&totp.cookie),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let changed = rig
+        .mail_with_subject_after(mails, "two-step verification changed")
+        .await;
+    assert!(
+        changed.text.contains("new backup codes"),
+        "{}",
+        changed.text
+    );
+
+    let mails = rig.smtp.messages().len();
+    let replaced = rig.enrol_totp(&totp.cookie).await;
+    rig.mail_with_subject_after(mails, "two-step verification changed")
+        .await;
+    assert_ne!(replaced.secret, totp.secret);
+    assert!(
+        rig.mails()[mails..]
+            .iter()
+            .all(|m| !m.subject.contains("enabled")),
+        "a replacement is not announced as a first enrolment"
+    );
+}
+
 #[tokio::test]
 async fn preferred_method_decides_what_login_sends() {
     let rig = Rig::start("").await;

@@ -40,6 +40,8 @@ pub struct Catalogue {
     pub backup_codes_left: &'static str,
     pub password_changed_subject: &'static str,
     pub password_changed_body: &'static str,
+    pub factors_changed_subject: &'static str,
+    pub factors_changed_body: &'static str,
     pub notice_not_you: &'static str,
     /// `{product}`
     pub signature: &'static str,
@@ -63,6 +65,10 @@ pub const EN: Catalogue = Catalogue {
     backup_codes_left: "Backup codes left: {remaining}.",
     password_changed_subject: "{product}: password changed",
     password_changed_body: "The password of your {product} account was changed.",
+    factors_changed_subject: "{product}: two-step verification changed",
+    factors_changed_body: "The two-step verification of your {product} account was changed: \
+                           new backup codes, a new authenticator app, a new phone number, or \
+                           email codes turned on or off.",
     notice_not_you: "If this was not you, change your password and tell your administrator.",
     signature: "{product}",
 };
@@ -86,6 +92,11 @@ pub const FR: Catalogue = Catalogue {
     backup_codes_left: "Codes de secours restants : {remaining}.",
     password_changed_subject: "{product} : mot de passe modifié",
     password_changed_body: "Le mot de passe de votre compte {product} a été modifié.",
+    factors_changed_subject: "{product} : validation en deux étapes modifiée",
+    factors_changed_body: "La validation en deux étapes de votre compte {product} a été \
+                           modifiée : nouveaux codes de secours, nouvelle application \
+                           d'authentification, nouveau numéro de téléphone, ou codes par \
+                           e-mail activés ou désactivés.",
     notice_not_you: "Si ce n'était pas vous, changez votre mot de passe et prévenez votre \
                      administrateur.",
     signature: "{product}",
@@ -325,6 +336,10 @@ pub fn notice_email(
             cat.password_changed_subject,
             vec![fill(cat.password_changed_body, &p)],
         ),
+        Notice::FactorsChanged => (
+            cat.factors_changed_subject,
+            vec![fill(cat.factors_changed_body, &p)],
+        ),
     };
     body.push(cat.notice_not_you.to_string());
     render(&Content {
@@ -488,6 +503,7 @@ mod tests {
             Notice::TwoFactorDisabled,
             Notice::BackupCodeUsed { remaining: 3 },
             Notice::PasswordChanged,
+            Notice::FactorsChanged,
         ];
         for lang in [Lang::En, Lang::Fr] {
             let mut subjects = Vec::new();

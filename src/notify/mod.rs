@@ -56,8 +56,12 @@ impl Lang {
 pub enum Notice {
     TwoFactorEnabled,
     TwoFactorDisabled,
-    BackupCodeUsed { remaining: usize },
+    BackupCodeUsed {
+        remaining: usize,
+    },
     PasswordChanged,
+    /// Two-step verification stays on, with other methods or codes than before.
+    FactorsChanged,
 }
 
 /// Why a notification could not be sent. No variant ever carries a code or a credential.

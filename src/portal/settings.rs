@@ -259,6 +259,16 @@ pub(super) fn needs_email_code(ctx: &Ctx<'_>, user: &User, summary: &FactorSumma
         && ctx.app.notifier.email_enabled()
 }
 
+/// The notice for a change that leaves two-step verification on: it was just turned on, or it
+/// now works with other methods or codes than before.
+fn enabled_or_changed(before: &FactorSummary) -> Notice {
+    if before.state == TwoFactorState::NotEnabled {
+        Notice::TwoFactorEnabled
+    } else {
+        Notice::FactorsChanged
+    }
+}
+
 /// How the emailed code asked for by [`check_enrolment`] turned out.
 enum EmailCode {
     Right,
@@ -475,9 +485,8 @@ pub async fn totp_confirm(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Respo
         Err(e) => return Err(factor_error(e)),
     };
     audit_change(ctx, &user, AuditKind::TwoFactorEnabled, "totp");
-    if was.state == TwoFactorState::NotEnabled {
-        notify(ctx, &user, Notice::TwoFactorEnabled).await;
-    }
+    // A new app replaces the old one and every backup code: the user hears of either.
+    notify(ctx, &user, enabled_or_changed(&was)).await;
     // Entering a valid code from the new app proves a second factor now.
     let key = identity.session.key;
     let now = ctx.app.clock.now();
@@ -554,6 +563,7 @@ pub async fn regenerate_backup(
         AuditKind::FactorChanged,
         "backup_codes_regenerated",
     );
+    notify(ctx, &user, Notice::FactorsChanged).await;
     backup_codes_response(ctx, &codes, &format!("{}/settings", ctx.prefix()), None)
 }
 
@@ -611,8 +621,8 @@ pub async fn email_verification(
         AuditKind::FactorChanged,
         if enabled { "email_on" } else { "email_off" },
     );
-    if summary.state == TwoFactorState::NotEnabled && enabled {
-        notify(ctx, &user, Notice::TwoFactorEnabled).await;
+    if enabled != summary.email_verification && !turns_off_2fa {
+        notify(ctx, &user, enabled_or_changed(&summary)).await;
     }
     if turns_off_2fa {
         audit_change(
@@ -676,6 +686,7 @@ pub async fn phone_confirm(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Resp
     let identity = settings_identity(ctx, req.headers())?;
     let form: CodeForm = form::read(ctx, req).await?;
     let user = identity.user.clone();
+    let was = summary(ctx.arc, &user).await?;
     let name = user.username.clone();
     let code = form.code;
     match blocking(ctx.arc, move |app| app.factors.confirm_phone(&name, &code)).await? {
@@ -689,6 +700,7 @@ pub async fn phone_confirm(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Resp
         Err(e) => return Err(factor_error(e)),
     }
     audit_change(ctx, &user, AuditKind::FactorChanged, "phone_confirmed");
+    notify(ctx, &user, enabled_or_changed(&was)).await;
     done(ctx, "phone_confirmed")
 }
 
