@@ -70,9 +70,7 @@ pub fn decide(
     // A rule naming users or groups lets a request through only once the user is known as
     // surely as a `one_factor` rule asks: a bypass for alice is not one for whoever has her
     // password while her second factor is still owed.
-    let names_subjects = verdict
-        .rule
-        .is_some_and(|i| !access.rules[i].subjects.is_empty());
+    let names_subjects = verdict.names_subjects;
     let decision = match (verdict.policy, identity) {
         (Policy::Deny, None) if verdict.needs_identity => Decision::Login,
         (Policy::Deny, _) => Decision::Deny,
@@ -95,7 +93,7 @@ pub fn decide(
     };
     // Step-up: on top of the policy, a fresh second factor (or, where the rule allows it for
     // users without one, a fresh password).
-    match (decision, access.step_up_for(verdict.rule)) {
+    match (decision, verdict.step_up) {
         (Decision::Forward(identity), Some(step_up)) => {
             let session = &identity.session;
             let fresh = step_up::second_factor_fresh(session, step_up.window, now)

@@ -412,6 +412,19 @@ policy = "deny"
             "/items/7",
             403,
         ),
+        // Express reads the value up to its first comma; CGI servers hand `_` spellings on.
+        (
+            "POST",
+            Some(("X-HTTP-Method-Override", "DELETE, x")),
+            "/items/7",
+            403,
+        ),
+        (
+            "POST",
+            Some(("X_HTTP_Method_Override", "DELETE")),
+            "/items/7",
+            403,
+        ),
         (
             "POST",
             Some(("X-HTTP-Method-Override", "PATCH")),

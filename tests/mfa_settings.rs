@@ -271,6 +271,14 @@ async fn email_default_turns_email_codes_on_for_users_with_an_address() {
             json!({ "enabled": false }),
         )
         .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _, body) = rig
+        .post_json(
+            "/settings/email-verification",
+            Some(&cookie),
+            json!({ "enabled": false, "password": "Wrong-Guess-5512" }),
+        )
+        .await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(
         rig.session_ok(&cookie).await["two_factor"]["methods"],

@@ -162,11 +162,7 @@ impl UserDirectory {
         // The account first: a login whose password check passed before this sees the change
         // once its session exists, and ends it (see `open_session`).
         self.modify(username, |u| u.password_hash = hash.clone())?;
-        for session in self.store.sessions_of_user(username)? {
-            if &session.username == username && &session.key != keep {
-                self.sessions.revoke(&session.key)?;
-            }
-        }
+        self.sessions.revoke_user_except(username, keep)?;
         let kept = self.sessions.rotate(keep)?;
         self.audit(AuditKind::PasswordChanged, username, None);
         Ok(kept)

@@ -728,6 +728,33 @@ impl SessionManager {
         Ok(self.store.delete_session(key)? || cached)
     }
 
+    /// Ends every session of `username` but `keep`, atomically against a session moving to a
+    /// fresh id (all shards stay locked, as in [`SessionManager::revoke_user`]): a password
+    /// changed from the settings page. Returns how many sessions were ended.
+    pub fn revoke_user_except(
+        &self,
+        username: &Username,
+        keep: &SessionKey,
+    ) -> Result<usize, StoreError> {
+        let count = {
+            let mut shards: Vec<_> = (0..self.shards.len()).map(|i| self.lock_shard(i)).collect();
+            for cache in &mut shards {
+                cache
+                    .map
+                    .retain(|key, c| &c.session.username != username || key == keep);
+            }
+            let deleted = self
+                .store
+                .delete_sessions_of_user_except(username, Some(keep))?;
+            for key in &deleted {
+                self.ends.session_ended(key);
+            }
+            deleted.len()
+        };
+        self.store.flush()?;
+        Ok(count)
+    }
+
     /// Ends every session of `username` at once (password change, account disabled or
     /// deleted). Returns how many sessions were ended.
     pub fn revoke_user(&self, username: &Username) -> Result<usize, StoreError> {
@@ -1179,6 +1206,23 @@ mod tests {
         assert_eq!(f.mgr.lookup(&a1.cookie_value()).unwrap(), None);
         assert_eq!(f.mgr.lookup(&a2.cookie_value()).unwrap(), None);
         assert!(f.mgr.lookup(&b1.cookie_value()).unwrap().is_some());
+    }
+
+    #[test]
+    fn revoke_user_except_spares_one_session_and_its_tunnels() {
+        let f = fixture();
+        let bob = Username::parse("bob").unwrap();
+        let (a1, kept) = f.mgr.create(&alice(), AuthLevel::TwoFactor, false).unwrap();
+        let (a2, other) = f.mgr.create(&alice(), AuthLevel::TwoFactor, false).unwrap();
+        let (b1, _) = f.mgr.create(&bob, AuthLevel::OneFactor, false).unwrap();
+        let kept_watch = f.mgr.watch_end(&kept);
+        let other_watch = f.mgr.watch_end(&other);
+        assert_eq!(f.mgr.revoke_user_except(&alice(), &kept.key).unwrap(), 1);
+        assert!(f.mgr.lookup(&a1.cookie_value()).unwrap().is_some());
+        assert_eq!(f.mgr.lookup(&a2.cookie_value()).unwrap(), None);
+        assert!(f.mgr.lookup(&b1.cookie_value()).unwrap().is_some());
+        assert!(other_watch.has_ended());
+        assert!(!kept_watch.has_ended());
     }
 
     #[test]

@@ -5,7 +5,6 @@
 //! may match; across criteria all must match. [`AccessPolicy::evaluate`] runs on every request,
 //! so it allocates nothing.
 
-use std::cmp::Reverse;
 use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -269,17 +268,28 @@ const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
     "x-method-override",
 ];
 
-/// The methods `headers` ask an application to run instead of the request's own, upper-cased
-/// as the frameworks read them; values that are no method are left out (no framework runs
+/// The methods `headers` ask an application to run instead of the request's own, read as the
+/// frameworks read them: the header in any spelling a server may hand on as the same variable
+/// (`X_HTTP_Method_Override` reaches PHP as `HTTP_X_HTTP_METHOD_OVERRIDE`), the value up to
+/// its first comma, upper-cased. Values that are no method are left out (no framework runs
 /// them). Empty, without allocating, for nearly every request.
 pub fn method_overrides(headers: &http::HeaderMap) -> Vec<Method> {
+    use crate::proxy::headers::folds_to;
     let mut methods = Vec::new();
     // One pass over the few fields a request has, rather than a lookup (a hash) per name.
     for (name, value) in headers {
-        if !METHOD_OVERRIDE_HEADERS.contains(&name.as_str()) {
+        if !METHOD_OVERRIDE_HEADERS
+            .iter()
+            .any(|h| folds_to(name.as_str(), h))
+        {
             continue;
         }
-        let upper = value.as_bytes().trim_ascii().to_ascii_uppercase();
+        let first = value
+            .as_bytes()
+            .split(|b| *b == b',')
+            .next()
+            .unwrap_or_default();
+        let upper = first.trim_ascii().to_ascii_uppercase();
         if let Ok(method) = Method::from_bytes(&upper)
             && !methods.contains(&method)
         {
@@ -296,7 +306,8 @@ pub struct UserFacts<'a> {
     pub groups: &'a [String],
 }
 
-/// The outcome of [`AccessPolicy::evaluate`].
+/// The outcome of [`AccessPolicy::evaluate`]: what the request needs, joined over every way an
+/// application may read it (letter case, methods; see [`RuleMatch::join`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RuleMatch {
     /// Index of the deciding rule in [`AccessPolicy::rules`]; `None` when the default applied.
@@ -306,6 +317,13 @@ pub struct RuleMatch {
     /// The caller must not forward: it asks the user to log in, then evaluates again with the
     /// user. `policy` is then the rule's policy raised to at least [`Policy::OneFactor`].
     pub needs_identity: bool,
+    /// A second factor proven this recently (the rule's `step_up`, or `default_step_up`).
+    pub step_up: Option<StepUp>,
+    /// `Authorization: Basic` may stand in for a session (`allow_basic`).
+    pub allow_basic: bool,
+    /// The decision depends on who the user is: the user must be known as surely as a
+    /// `one_factor` rule asks, even where the rule lets requests through.
+    pub names_subjects: bool,
 }
 
 /// Whether `method` can be judged by the rules: no lower-case letter in it. Methods are
@@ -335,10 +353,7 @@ impl AccessPolicy {
         let head_as_get = (*req.method == Method::HEAD).then_some(&Method::GET);
         for method in head_as_get.into_iter().chain(req.method_overrides) {
             let facts = RequestFacts { method, ..*req };
-            let other = self.evaluate_as(&facts, user);
-            if self.strictness(&other) > self.strictness(&verdict) {
-                verdict = other;
-            }
+            verdict = verdict.join(self.evaluate_as(&facts, user));
         }
         verdict
     }
@@ -349,7 +364,9 @@ impl AccessPolicy {
         self.rules.iter().any(|r| !r.methods.is_empty())
     }
 
-    /// [`AccessPolicy::evaluate`] for the request's own method.
+    /// [`AccessPolicy::evaluate`] for the request's own method: paths read as written, then
+    /// in any case. The two readings are independent (a case-blind `[^v]` is `[^vV]`, so a
+    /// path may match as written and not in any case), and both run over every rule.
     #[inline]
     fn evaluate_as(&self, req: &RequestFacts<'_>, user: Option<&UserFacts<'_>>) -> RuleMatch {
         let ip = match req.client_ip {
@@ -358,25 +375,16 @@ impl AccessPolicy {
         };
         // Path rules judge the path as a servlet container would route it.
         let path = without_parameters(req.path);
-        // A path matching as written matches in any case too: the first rule read in any case
-        // comes first. When it also matches as written (nearly always), both readings agree.
-        let any_case = self.first_match(req, &path, ip, user, 0, Case::Any);
-        let Some(first) = any_case.rule else {
-            return any_case;
-        };
-        if self.rules[first].matches_path(&path, Case::Exact) {
-            return any_case;
+        let exact = self.first_match(req, &path, ip, user, Case::Exact);
+        let any_case = self.first_match(req, &path, ip, user, Case::Any);
+        if exact.rule == any_case.rule {
+            return exact;
         }
-        let exact = self.first_match(req, &path, ip, user, first + 1, Case::Exact);
-        if self.strictness(&any_case) > self.strictness(&exact) {
-            any_case
-        } else {
-            exact
-        }
+        exact.join(any_case)
     }
 
-    /// The first rule from `from` on that decides for this request and user, paths read in
-    /// `case` (see [`AccessPolicy::evaluate`]).
+    /// The first rule that decides for this request and user, paths read in `case` (see
+    /// [`AccessPolicy::evaluate`]).
     #[inline]
     fn first_match(
         &self,
@@ -384,54 +392,78 @@ impl AccessPolicy {
         path: &str,
         ip: IpAddr,
         user: Option<&UserFacts<'_>>,
-        from: usize,
         case: Case,
     ) -> RuleMatch {
-        for (index, rule) in self.rules.iter().enumerate().skip(from) {
+        for (index, rule) in self.rules.iter().enumerate() {
             if !rule.matches_request(req, path, ip, case) {
                 continue;
             }
-            match user {
-                Some(user) => {
-                    if rule.matches_user(user) {
-                        return RuleMatch {
-                            rule: Some(index),
-                            policy: rule.policy,
-                            needs_identity: false,
-                        };
-                    }
-                }
-                None if rule.subjects.is_empty() => {
-                    return RuleMatch {
-                        rule: Some(index),
-                        policy: rule.policy,
-                        needs_identity: false,
-                    };
-                }
+            let policy = match user {
+                Some(user) if rule.matches_user(user) => rule.policy,
+                Some(_) => continue,
+                None if rule.subjects.is_empty() => rule.policy,
                 None => {
-                    return RuleMatch {
-                        rule: Some(index),
-                        policy: rule.policy.max(Policy::OneFactor),
-                        needs_identity: true,
-                    };
+                    let mut m = self.match_of(Some(index));
+                    m.policy = rule.policy.max(Policy::OneFactor);
+                    m.needs_identity = true;
+                    return m;
                 }
-            }
+            };
+            let mut m = self.match_of(Some(index));
+            m.policy = policy;
+            return m;
         }
-        RuleMatch {
-            rule: None,
-            policy: self.default_policy,
-            needs_identity: false,
-        }
+        self.match_of(None)
     }
 
-    /// How much a match asks of a request, to pick the stricter of two: its policy, then
-    /// whether the user must be known, then its step-up (any, then the shorter window, then
-    /// without a password fallback).
-    fn strictness(&self, m: &RuleMatch) -> (Policy, bool, Option<(Reverse<Duration>, bool)>) {
-        let step_up = self
-            .step_up_for(m.rule)
-            .map(|s| (Reverse(s.window), !s.password_fallback));
-        (m.policy, m.needs_identity, step_up)
+    /// What rule `rule` (`None`: the default policy) asks of a request that it decides.
+    fn match_of(&self, rule: Option<usize>) -> RuleMatch {
+        let found = rule.and_then(|i| self.rules.get(i));
+        RuleMatch {
+            rule,
+            policy: found.map_or(self.default_policy, |r| r.policy),
+            needs_identity: false,
+            step_up: self.step_up_for(rule),
+            allow_basic: found.is_some_and(|r| r.allow_basic),
+            names_subjects: found.is_some_and(|r| !r.subjects.is_empty()),
+        }
+    }
+}
+
+impl RuleMatch {
+    /// Everything both matches ask of a request: the higher policy, the shorter step-up, Basic
+    /// credentials only where both accept them, the user known where either names users. The
+    /// rule shown is the one with the higher policy (the first on a tie).
+    pub fn join(self, other: RuleMatch) -> RuleMatch {
+        let rank = |m: &RuleMatch| (m.policy, m.needs_identity);
+        let (top, below) = if rank(&other) > rank(&self) {
+            (other, self)
+        } else {
+            (self, other)
+        };
+        RuleMatch {
+            rule: top.rule,
+            policy: top.policy,
+            // Only a match of the higher policy decides whether a login comes first: a denial
+            // for everyone is not turned into a login page by a lesser rule naming users.
+            needs_identity: top.needs_identity
+                || (below.needs_identity && below.policy == top.policy),
+            step_up: stricter_step_up(top.step_up, below.step_up),
+            allow_basic: top.allow_basic && below.allow_basic,
+            names_subjects: top.names_subjects || below.names_subjects,
+        }
+    }
+}
+
+/// The more demanding of two step-up requirements: any over none, then the shorter window, a
+/// password fallback only where both allow it.
+fn stricter_step_up(a: Option<StepUp>, b: Option<StepUp>) -> Option<StepUp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(StepUp {
+            window: a.window.min(b.window),
+            password_fallback: a.password_fallback && b.password_fallback,
+        }),
+        (a, b) => a.or(b),
     }
 }
 
@@ -515,6 +547,83 @@ mod tests {
     /// Letter case never loosens a rule: a path is judged by its rules read as written and read
     /// in any case, and gets the stricter answer (an application may or may not tell `/ADMIN`
     /// from `/admin`).
+    /// The two readings of a path are independent: a case-blind `[^v]` is `[^vV]`, so `/api/V2`
+    /// matches the rule below only as written, and must still be denied.
+    #[test]
+    fn a_rule_matching_only_as_written_still_applies() {
+        let policy = AccessPolicy {
+            default_policy: Policy::OneFactor,
+            rules: vec![
+                Rule {
+                    paths: vec![re("^/api/[^v]")],
+                    ..rule(Policy::Deny)
+                },
+                Rule {
+                    paths: vec![re("^/[^a-z]")],
+                    ..rule(Policy::Deny)
+                },
+                Rule {
+                    paths: vec![re("^/api/")],
+                    ..rule(Policy::OneFactor)
+                },
+            ],
+            default_step_up: None,
+        };
+        let get = Method::GET;
+        let judge =
+            |path: &str| policy.evaluate(&req("a.example.com", path, &get, "192.0.2.1"), None);
+        assert_eq!(judge("/api/V2/x").policy, Policy::Deny);
+        assert_eq!(judge("/Admin").policy, Policy::Deny);
+        assert_eq!(judge("/api/v2/x").policy, Policy::OneFactor);
+    }
+
+    /// Joining two readings keeps everything each asks: a `one_factor` rule with a step-up read
+    /// in one case, the `two_factor` default in the other, make a `two_factor` request with the
+    /// step-up; Basic credentials only where both readings accept them.
+    #[test]
+    fn joined_readings_keep_every_requirement() {
+        let five_minutes = Duration::from_secs(300);
+        let policy = AccessPolicy {
+            default_policy: Policy::TwoFactor,
+            rules: vec![Rule {
+                paths: vec![re("^/settings")],
+                step_up: Some(five_minutes),
+                allow_basic: true,
+                ..rule(Policy::OneFactor)
+            }],
+            default_step_up: None,
+        };
+        let get = Method::GET;
+        let m = policy.evaluate(&req("a.example.com", "/Settings", &get, "192.0.2.1"), None);
+        assert_eq!(m.policy, Policy::TwoFactor);
+        assert_eq!(
+            m.step_up,
+            Some(StepUp {
+                window: five_minutes,
+                password_fallback: false
+            })
+        );
+        assert!(!m.allow_basic);
+        let m = policy.evaluate(&req("a.example.com", "/settings", &get, "192.0.2.1"), None);
+        assert_eq!((m.policy, m.allow_basic), (Policy::OneFactor, true));
+        // A denial for everyone is not turned into a login by a lesser rule naming users.
+        let joined = RuleMatch {
+            policy: Policy::Deny,
+            ..policy.match_of(None)
+        }
+        .join(RuleMatch {
+            policy: Policy::OneFactor,
+            needs_identity: true,
+            names_subjects: true,
+            ..policy.match_of(Some(0))
+        });
+        assert_eq!(
+            (joined.policy, joined.needs_identity),
+            (Policy::Deny, false)
+        );
+        assert!(joined.names_subjects);
+    }
+
     #[test]
     fn letter_case_never_loosens_a_rule() {
         let policy = AccessPolicy {
@@ -551,9 +660,14 @@ mod tests {
             let m = judge(path);
             assert_eq!((m.rule, m.policy), (None, Policy::OneFactor), "{path}");
         }
-        // Same policy both ways: the step-up makes the rule read in any case the stricter.
-        assert_eq!(judge("/REPORTS/q").rule, Some(2));
+        // Same policy both ways: the step-up of the rule read in any case is kept.
+        let step_up = Some(StepUp {
+            window: Duration::from_secs(300),
+            password_fallback: false,
+        });
+        assert_eq!(judge("/REPORTS/q").step_up, step_up);
         assert_eq!(judge("/reports/q").rule, Some(2));
+        assert_eq!(judge("/reports/q").step_up, step_up);
         // A rule written with capitals reads the same way.
         assert_eq!(judge("/Docs/a").policy, Policy::Bypass);
         assert_eq!(judge("/docs/a").rule, None);
@@ -599,7 +713,10 @@ mod tests {
             RuleMatch {
                 rule: None,
                 policy: Policy::Deny,
-                needs_identity: false
+                needs_identity: false,
+                step_up: None,
+                allow_basic: false,
+                names_subjects: false,
             }
         );
         let empty = AccessPolicy::default();
@@ -719,7 +836,10 @@ mod tests {
             RuleMatch {
                 rule: Some(1),
                 policy: Policy::TwoFactor,
-                needs_identity: true
+                needs_identity: true,
+                step_up: None,
+                allow_basic: false,
+                names_subjects: true,
             }
         );
     }

@@ -151,10 +151,7 @@ async fn answer(ctx: &Ctx<'_>, headers: &HeaderMap, front: Front) -> Result<Resp
     let policy = &config.access.policy;
     // Basic credentials are only looked at where the rule deciding for anonymous requests opts
     // in; elsewhere an `Authorization` header belongs to the application.
-    let basic_possible = policy
-        .evaluate(&facts, None)
-        .rule
-        .is_some_and(|i| policy.rules[i].allow_basic);
+    let basic_possible = policy.evaluate(&facts, None).allow_basic;
     let realm = basic_possible.then(|| realm(&config.portal.title));
 
     if let Some(realm) = &realm {
@@ -233,13 +230,8 @@ async fn basic(
         username: identity.user.username.as_str(),
         groups: &identity.user.groups,
     };
-    let rule_accepts_basic = config
-        .access
-        .policy
-        .evaluate(facts, Some(&user))
-        .rule
-        .map(|i| &config.access.policy.rules[i])
-        .is_some_and(|r| r.allow_basic && r.policy == Policy::OneFactor);
+    let verdict = config.access.policy.evaluate(facts, Some(&user));
+    let rule_accepts_basic = verdict.allow_basic && verdict.policy == Policy::OneFactor;
     let now = ctx.app.clock.now();
     match decide(
         &config.access.policy,

@@ -606,6 +606,12 @@ pub async fn email_verification(
     require_fresh_second_factor(ctx, &identity, &summary)?;
     let turns_off_2fa = !form.enabled && email_is_the_only_factor(&summary);
     if turns_off_2fa {
+        // A form without the field (a page from before) is asked again, not counted as a guess.
+        if form.password.is_empty() {
+            return Err(Error::BadRequest(
+                "turning off the only second factor needs the account's password",
+            ));
+        }
         check_password(ctx, &user, form.password).await?;
     }
     let name = user.username.clone();

@@ -338,8 +338,6 @@ fn chosen_method(summary: &FactorSummary, asked: Option<&str>) -> Option<Method>
         .or_else(|| summary.methods.first().copied())
 }
 
-/// Sends an email or SMS login code to the user. An undeliverable code is withdrawn, so the
-/// user can ask again at once.
 /// After a code could not be sent: a message that may have gone out all the same (a timeout)
 /// keeps its code and counts as sent, otherwise a slow provider would let anyone holding the
 /// password send the user messages without limit. A refused one is withdrawn, so that the
@@ -360,6 +358,8 @@ pub(super) async fn not_sent(
     Error::CodeNotSent
 }
 
+/// Sends an email or SMS login code to the user. An undeliverable code is withdrawn, so the
+/// user can ask again at once (see [`not_sent`]).
 pub async fn send_code(ctx: &Ctx<'_>, user: &Arc<User>, method: Method) -> Result<(), Error> {
     let channel = match method {
         Method::Email => Channel::Email,

@@ -267,7 +267,7 @@ fn folded(name: &str) -> String {
 }
 
 /// Whether `name` folds to `folded_name` (already folded), without allocating.
-fn folds_to(name: &str, folded_name: &str) -> bool {
+pub fn folds_to(name: &str, folded_name: &str) -> bool {
     name.len() == folded_name.len()
         && name
             .bytes()

@@ -13,7 +13,8 @@
 //! request of its own (a body the client wrote), whose answer would then go to the next
 //! request sent on the connection, someone else's. It closes once hyper is done with it. A
 //! request never waits for a busy connection either: it takes one that is ready, or opens
-//! one.
+//! one. (A body sent whole before the answer came cannot be told apart from one the upstream
+//! read: an upstream that leaves it unread must close the connection itself.)
 
 use std::collections::VecDeque;
 use std::future::Future;

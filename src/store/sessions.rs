@@ -136,13 +136,23 @@ impl Store {
     /// Deletes every session of `username` using the `sessions_by_user` index; returns how
     /// many sessions were deleted.
     pub fn delete_sessions_of_user(&self, username: &Username) -> Result<usize, StoreError> {
-        let keys = self.index_of_user(username)?;
+        Ok(self.delete_sessions_of_user_except(username, None)?.len())
+    }
+
+    /// Like [`Store::delete_sessions_of_user`], sparing `keep`; returns the keys deleted.
+    pub fn delete_sessions_of_user_except(
+        &self,
+        username: &Username,
+        keep: Option<&SessionKey>,
+    ) -> Result<Vec<SessionKey>, StoreError> {
+        let mut keys = self.index_of_user(username)?;
+        keys.retain(|(_, key)| Some(key) != keep);
         let deleted =
             (&self.sessions, &self.sessions_by_user).transaction(|(sessions, index)| {
-                let mut deleted = 0;
+                let mut deleted = Vec::new();
                 for (index_key, key) in &keys {
                     if sessions.remove(key.as_bytes().as_slice())?.is_some() {
-                        deleted += 1;
+                        deleted.push(*key);
                     }
                     index.remove(index_key.clone())?;
                 }
