@@ -176,11 +176,10 @@ impl Rule {
     /// Do the host, path (read without segment parameters, see [`without_parameters`]),
     /// method and network criteria match? Methods compare exactly: a method in another case
     /// never reaches a rule (see [`method_is_unambiguous`]).
-    fn matches_request(&self, req: &RequestFacts<'_>, path: &str, ip: IpAddr, case: Case) -> bool {
+    fn matches_request_but_path(&self, req: &RequestFacts<'_>, ip: IpAddr) -> bool {
         (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(req.host)))
             && (self.methods.is_empty() || self.methods.iter().any(|m| m == req.method))
             && (self.networks.is_empty() || self.networks.iter().any(|n| n.contains(&ip)))
-            && self.matches_path(path, case)
     }
 
     fn matches_path(&self, path: &str, case: Case) -> bool {
@@ -375,45 +374,59 @@ impl AccessPolicy {
         };
         // Path rules judge the path as a servlet container would route it.
         let path = without_parameters(req.path);
-        let exact = self.first_match(req, &path, ip, user, Case::Exact);
-        let any_case = self.first_match(req, &path, ip, user, Case::Any);
+        let (exact, any_case) = self.first_matches(req, &path, ip, user);
         if exact.rule == any_case.rule {
             return exact;
         }
         exact.join(any_case)
     }
 
-    /// The first rule that decides for this request and user, paths read in `case` (see
-    /// [`AccessPolicy::evaluate`]).
+    /// The first rule that decides for this request and user with paths read as written, and
+    /// the first with paths read in any case (see [`AccessPolicy::evaluate`]). One pass: the
+    /// host, method and network criteria are checked once per rule.
     #[inline]
-    fn first_match(
+    fn first_matches(
         &self,
         req: &RequestFacts<'_>,
         path: &str,
         ip: IpAddr,
         user: Option<&UserFacts<'_>>,
-        case: Case,
-    ) -> RuleMatch {
+    ) -> (RuleMatch, RuleMatch) {
+        let mut exact = None;
+        let mut any_case = None;
         for (index, rule) in self.rules.iter().enumerate() {
-            if !rule.matches_request(req, path, ip, case) {
+            if exact.is_some() && any_case.is_some() {
+                break;
+            }
+            if !rule.matches_request_but_path(req, ip) {
                 continue;
             }
-            let policy = match user {
-                Some(user) if rule.matches_user(user) => rule.policy,
+            let as_written = exact.is_none() && rule.matches_path(path, Case::Exact);
+            let in_any_case = any_case.is_none() && rule.matches_path(path, Case::Any);
+            if !as_written && !in_any_case {
+                continue;
+            }
+            let mut m = self.match_of(Some(index));
+            match user {
+                Some(user) if rule.matches_user(user) => {}
                 Some(_) => continue,
-                None if rule.subjects.is_empty() => rule.policy,
+                None if rule.subjects.is_empty() => {}
                 None => {
-                    let mut m = self.match_of(Some(index));
                     m.policy = rule.policy.max(Policy::OneFactor);
                     m.needs_identity = true;
-                    return m;
                 }
-            };
-            let mut m = self.match_of(Some(index));
-            m.policy = policy;
-            return m;
+            }
+            if as_written {
+                exact = Some(m);
+            }
+            if in_any_case {
+                any_case = Some(m);
+            }
         }
-        self.match_of(None)
+        (
+            exact.unwrap_or_else(|| self.match_of(None)),
+            any_case.unwrap_or_else(|| self.match_of(None)),
+        )
     }
 
     /// What rule `rule` (`None`: the default policy) asks of a request that it decides.
