@@ -127,6 +127,14 @@ impl PathPattern {
     }
 }
 
+/// A rule that decides for a request, as [`AccessPolicy::first_matches`] finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Found {
+    index: usize,
+    /// Anonymous request, rule naming users or groups.
+    needs_identity: bool,
+}
+
 /// How path patterns are read for one pass over the rules (see [`PathPattern`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Case {
@@ -375,10 +383,10 @@ impl AccessPolicy {
         // Path rules judge the path as a servlet container would route it.
         let path = without_parameters(req.path);
         let (exact, any_case) = self.first_matches(req, &path, ip, user);
-        if exact.rule == any_case.rule {
-            return exact;
+        if exact == any_case {
+            return self.match_found(exact);
         }
-        exact.join(any_case)
+        self.match_found(exact).join(self.match_found(any_case))
     }
 
     /// The first rule that decides for this request and user with paths read as written, and
@@ -391,7 +399,7 @@ impl AccessPolicy {
         path: &str,
         ip: IpAddr,
         user: Option<&UserFacts<'_>>,
-    ) -> (RuleMatch, RuleMatch) {
+    ) -> (Option<Found>, Option<Found>) {
         let mut exact = None;
         let mut any_case = None;
         for (index, rule) in self.rules.iter().enumerate() {
@@ -406,27 +414,36 @@ impl AccessPolicy {
             if !as_written && !in_any_case {
                 continue;
             }
-            let mut m = self.match_of(Some(index));
-            match user {
-                Some(user) if rule.matches_user(user) => {}
+            let needs_identity = match user {
+                Some(user) if rule.matches_user(user) => false,
                 Some(_) => continue,
-                None if rule.subjects.is_empty() => {}
-                None => {
-                    m.policy = rule.policy.max(Policy::OneFactor);
-                    m.needs_identity = true;
-                }
-            }
+                None => !rule.subjects.is_empty(),
+            };
+            let found = Some(Found {
+                index,
+                needs_identity,
+            });
             if as_written {
-                exact = Some(m);
+                exact = found;
             }
             if in_any_case {
-                any_case = Some(m);
+                any_case = found;
             }
         }
-        (
-            exact.unwrap_or_else(|| self.match_of(None)),
-            any_case.unwrap_or_else(|| self.match_of(None)),
-        )
+        (exact, any_case)
+    }
+
+    /// What a rule found by [`AccessPolicy::first_matches`] (`None`: the default policy) asks.
+    fn match_found(&self, found: Option<Found>) -> RuleMatch {
+        let mut m = self.match_of(found.map(|f| f.index));
+        if let Some(f) = found
+            && f.needs_identity
+        {
+            // Anonymous, and the rule depends on who the user is: at least a login.
+            m.policy = m.policy.max(Policy::OneFactor);
+            m.needs_identity = true;
+        }
+        m
     }
 
     /// What rule `rule` (`None`: the default policy) asks of a request that it decides.
