@@ -23,7 +23,7 @@ use hyper::body::Incoming;
 use crate::app::App;
 use crate::decision::{Decision, Identity, decide};
 use crate::error::{Error, error_response};
-use crate::policy::{RequestFacts, method_overrides};
+use crate::policy::RequestFacts;
 use crate::proxy::headers::{Forwarding, request_host};
 use crate::proxy::{self, ForwardRequest};
 use body::Body;
@@ -208,11 +208,10 @@ fn route(app: &Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Result<Route
         .select_index(host.as_deref())
         .ok_or(Error::UnknownHost)?;
     let identity = identify::identify(app, req.headers(), conn.tls)?;
-    let method_overrides = if config.access.policy.judges_methods() {
-        method_overrides(req.headers())
-    } else {
-        Vec::new()
-    };
+    let method_overrides = config
+        .access
+        .policy
+        .method_overrides_to_judge(req.headers());
     let facts = RequestFacts {
         host: host.as_deref().unwrap_or(""),
         path: &path,

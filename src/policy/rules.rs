@@ -371,6 +371,16 @@ impl AccessPolicy {
         self.rules.iter().any(|r| !r.methods.is_empty())
     }
 
+    /// The methods `headers` ask an application to run instead ([`method_overrides`]), for
+    /// [`RequestFacts::method_overrides`]; none are read where no rule names methods.
+    pub fn method_overrides_to_judge(&self, headers: &http::HeaderMap) -> Vec<Method> {
+        if self.judges_methods() {
+            method_overrides(headers)
+        } else {
+            Vec::new()
+        }
+    }
+
     /// [`AccessPolicy::evaluate`] for the request's own method: paths read as written, then
     /// in any case. The two readings are independent (a case-blind `[^v]` is `[^vV]`, so a
     /// path may match as written and not in any case), and both run over every rule.

@@ -29,7 +29,7 @@ use crate::error::Error;
 use crate::http::basic_auth::{self, Authorization, BasicCredentials};
 use crate::http::body::{self, Body};
 use crate::http::{client_ip, identify, negotiate};
-use crate::policy::{Policy, RequestFacts, UserFacts, method_overrides};
+use crate::policy::{Policy, RequestFacts, UserFacts};
 use crate::proxy::headers;
 
 const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
@@ -136,11 +136,7 @@ async fn answer(ctx: &Ctx<'_>, headers: &HeaderMap, front: Front) -> Result<Resp
     }
     let portal = portal_base(ctx, &original)?;
     // The proxy passes the client's own headers along with the request it asks about.
-    let method_overrides = if config.access.policy.judges_methods() {
-        method_overrides(headers)
-    } else {
-        Vec::new()
-    };
+    let method_overrides = config.access.policy.method_overrides_to_judge(headers);
     let facts = RequestFacts {
         host: &original.authority,
         path: &original.path,
