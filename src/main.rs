@@ -119,6 +119,15 @@ fn main() -> ExitCode {
                         eprintln!("{}: 1 problem(s) found", args.config.display());
                         return ExitCode::FAILURE;
                     }
+                    // So is the key of second-factor secrets (a missing one is created by
+                    // `serve`, and refused there if the store already holds sealed factors).
+                    if let Err(e) = stepgate::auth::factors::secret_box::SecretBox::check_key_file(
+                        &config.storage.key_file,
+                    ) {
+                        eprintln!("{e}");
+                        eprintln!("{}: 1 problem(s) found", args.config.display());
+                        return ExitCode::FAILURE;
+                    }
                     println!("{}: configuration is valid", args.config.display());
                     if smtp {
                         return check_smtp(&config);

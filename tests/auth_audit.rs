@@ -60,7 +60,25 @@ async fn login_failure_logout_and_ban_are_audited_without_secrets() {
     .await;
     assert_eq!(resp.status(), 429);
 
+    // Repeated while banned (no password work, so as fast as the client can send): the ban's
+    // refusals are audited once, not once each.
+    for _ in 0..10 {
+        let resp = post_login(
+            &gw,
+            &[("username", "alice"), ("password", PASSWORD)],
+            Client::Api,
+            &[],
+        )
+        .await;
+        assert_eq!(resp.status(), 429);
+    }
+
     let trail = events(&gw);
+    let named_bans = trail
+        .iter()
+        .filter(|e| e.kind == AuditKind::Banned && e.username.as_deref() == Some("alice"))
+        .count();
+    assert_eq!(named_bans, 1, "{trail:#?}");
     assert!(
         has(&trail, AuditKind::LoginSucceeded, "alice"),
         "{trail:#?}"

@@ -206,6 +206,30 @@ async fn html_logout_redirects_to_the_logout_page() {
 }
 
 #[tokio::test]
+async fn logout_ends_every_session_that_came_with_it() {
+    let (upstream, gw) = protected_gateway().await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    create_user(&gw, "mallory", "password456", &[]).await;
+    // A session of another account planted beside alice's makes the request nobody's; a
+    // second session of alice's own (another cookie domain) is sent along too.
+    let alice = login(&gw, "alice", "password123").await;
+    let planted = login(&gw, "mallory", "password456").await;
+    let resp = post_json(&gw, "/logout", Some(&format!("{planted}; {alice}"))).await;
+    assert_eq!(resp.status(), 200);
+    assert!(!reaches_app(&gw, &upstream, &alice).await);
+    assert!(!reaches_app(&gw, &upstream, &planted).await);
+
+    let first = login(&gw, "alice", "password123").await;
+    let second = login(&gw, "alice", "password123").await;
+    let untouched = login(&gw, "alice", "password123").await;
+    let resp = post_json(&gw, "/logout", Some(&format!("{first}; {second}"))).await;
+    assert_eq!(resp.status(), 200);
+    assert!(!reaches_app(&gw, &upstream, &first).await);
+    assert!(!reaches_app(&gw, &upstream, &second).await);
+    assert!(reaches_app(&gw, &upstream, &untouched).await);
+}
+
+#[tokio::test]
 async fn logout_without_session_is_harmless() {
     let (_upstream, gw) = open_gateway().await;
     assert_eq!(logout(&gw, "stepgate_session=garbage").await, 200);

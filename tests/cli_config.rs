@@ -151,6 +151,30 @@ async fn check_config_loads_the_tls_certificate_and_key() {
     }
 }
 
+/// `check-config` reads the key of second-factor secrets as `serve` would, creating nothing:
+/// a key file of the wrong size fails the check, a missing one is fine (`serve` creates it).
+#[tokio::test]
+async fn check_config_checks_the_key_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("secret.key");
+    let toml = format!(
+        "[storage]\npath = {}\nkey_file = {}\n",
+        common::toml_string(&dir.path().join("store").display().to_string()),
+        common::toml_string(&key.display().to_string()),
+    );
+    let path = write_config(dir.path(), &toml);
+    let args = ["check-config", "--config", path.to_str().expect("utf-8")];
+    let out = run(&args).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!key.exists(), "check-config created the key file");
+    std::fs::write(&key, [7u8; 16]).expect("write");
+    let out = run(&args).await;
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("32 bytes"), "{stderr}");
+    assert!(stderr.contains("1 problem(s) found"), "{stderr}");
+}
+
 #[tokio::test]
 async fn check_config_fails_on_a_missing_file() {
     let dir = tempfile::tempdir().expect("tempdir");

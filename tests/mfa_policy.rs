@@ -442,3 +442,50 @@ async fn rejects_open_redirect_after_the_second_factor() {
         assert_eq!(location(&resp).as_deref(), Some("/"), "{evil}");
     }
 }
+
+/// Basic credentials on a `one_factor` rule with `allow_basic` are for accounts without a
+/// second factor: the password of an account whose owner set one up passes nothing alone.
+#[tokio::test]
+async fn basic_credentials_pass_nothing_for_an_account_with_a_second_factor() {
+    const BASIC_RULE: &str = r#"
+[server]
+trusted_proxies = ["127.0.0.1"]
+
+[access]
+default_policy = "two_factor"
+
+[[access.rules]]
+path = "^/api/"
+policy = "one_factor"
+allow_basic = true
+"#;
+    use base64::Engine as _;
+    let rig = Rig::start(BASIC_RULE).await;
+    rig.user("robot", None, &[]).await;
+    rig.user_with_totp("alice", None).await;
+    let ask = |name: &'static str| {
+        let credentials =
+            base64::engine::general_purpose::STANDARD.encode(format!("{name}:{PASSWORD}"));
+        common::http_client()
+            .get(rig.gw.url_for("/.stepgate/authz/forward-auth"))
+            .header("X-Forwarded-Method", "GET")
+            .header("X-Forwarded-Proto", "http")
+            .header("X-Forwarded-Host", "app.test")
+            .header("X-Forwarded-Uri", "/api/items")
+            .header("Authorization", format!("Basic {credentials}"))
+            .header("Accept", "application/json")
+            .send()
+    };
+    let resp = ask("robot").await.expect("forward-auth");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["remote-user"], "robot");
+    let resp = ask("alice").await.expect("forward-auth");
+    assert_eq!(resp.status(), 401);
+    assert!(resp.headers().get("remote-user").is_none());
+    assert!(
+        resp.headers()["www-authenticate"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("Basic realm=")
+    );
+}

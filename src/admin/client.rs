@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::protocol::{self, HashField, MAX_REQUEST_BYTES, Request, Response, UserView};
+use super::protocol::{self, HashField, Request, Response, UserView};
 use super::socket::socket_path;
 use crate::app::AppError;
 use crate::auth::password::{
@@ -127,6 +127,10 @@ pub fn perform_ok(config: &Config, request: &Request) -> Result<Response, AdminE
     }
 }
 
+/// Longest answer read from the gateway (the same user's own process): room for the list of
+/// a few hundred thousand accounts, and a bound all the same.
+const MAX_ANSWER_BYTES: u64 = 256 << 20;
+
 /// One request over the socket at `path`. `Ok(None)`: nobody listens there (no socket file, or
 /// the connection is refused), so the caller may open the store itself. Any other failure is an
 /// error: falling back to the store then would only hit the gateway's lock.
@@ -161,9 +165,15 @@ pub fn send(path: &Path, request: &Request) -> Result<Option<Response>, AdminErr
     stream.write_all(&line).map_err(socket_error)?;
     let mut answer = Vec::new();
     BufReader::new(stream)
-        .take(MAX_REQUEST_BYTES as u64 * 64)
+        .take(MAX_ANSWER_BYTES)
         .read_until(b'\n', &mut answer)
         .map_err(socket_error)?;
+    if answer.len() as u64 >= MAX_ANSWER_BYTES && answer.last() != Some(&b'\n') {
+        return Err(AdminError::Protocol {
+            path: path.to_path_buf(),
+            reason: format!("the answer is longer than {} MiB", MAX_ANSWER_BYTES >> 20),
+        });
+    }
     serde_json::from_slice(&answer)
         .map(Some)
         .map_err(|e| AdminError::Protocol {
@@ -599,6 +609,31 @@ mod tests {
             two_factor_state: "not_enabled".into(),
             two_factor_methods: vec![],
         }
+    }
+
+    #[test]
+    fn reads_a_list_of_users_longer_than_a_few_megabytes() {
+        // 30,000 accounts: about 6 MiB of answer on one line.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let users: Vec<UserView> = (0..30_000)
+            .map(|i| view(&format!("user{i:05}"), "A Display Name Of Some Length"))
+            .collect();
+        let mut answer = serde_json::to_vec(&Response::Users { users }).unwrap();
+        assert!(answer.len() > 5 << 20);
+        answer.push(b'\n');
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut request = String::new();
+            BufReader::new(&stream).read_line(&mut request).unwrap();
+            (&stream).write_all(&answer).unwrap();
+        });
+        match send(&path, &Request::List).unwrap() {
+            Some(Response::Users { users }) => assert_eq!(users.len(), 30_000),
+            other => panic!("{other:?}"),
+        }
+        server.join().unwrap();
     }
 
     #[test]

@@ -24,6 +24,17 @@ pub struct NewUser {
     pub password_hash: PasswordHash,
 }
 
+/// What became of a password change asked for from one of the account's own sessions.
+#[derive(Debug)]
+pub enum PasswordChange {
+    /// Changed; the session that asked moved to this fresh id.
+    Changed(SessionId, Session),
+    /// Changed, but the session that asked had ended meanwhile.
+    ChangedSessionEnded,
+    /// Not changed: the account got another password, or was disabled, meanwhile.
+    Refused,
+}
+
 pub struct UserDirectory {
     store: Arc<Store>,
     sessions: Arc<SessionManager>,
@@ -148,24 +159,40 @@ impl UserDirectory {
         Ok(())
     }
 
-    /// Replaces the password from one of the account's own sessions (the settings page): every
-    /// other session ends, and `keep` moves to a fresh id with its level and its end unchanged
-    /// (a password change proves no second factor, nor extends a session). `None` when `keep`
-    /// ended meanwhile (a logout, an administrator's reset): the password is changed all the
-    /// same, and no session of the account is left.
+    /// Replaces the password from one of the account's own sessions (the settings page), if the
+    /// account still has the password `checked` (the one the user just proved) and is enabled:
+    /// a password set by an administrator (or a disabling) while the user's request was on its
+    /// way is never undone. Then every other session ends, and `keep` moves to a fresh id with
+    /// its level and its end unchanged (a password change proves no second factor, nor extends a
+    /// session). If `keep` ended meanwhile (a logout, an administrator's reset), the password is
+    /// changed all the same, and no session of the account is left.
     pub fn change_password(
         &self,
         username: &Username,
+        checked: &PasswordHash,
         hash: PasswordHash,
         keep: &SessionKey,
-    ) -> Result<Option<(SessionId, Session)>, StoreError> {
+    ) -> Result<PasswordChange, StoreError> {
         // The account first: a login whose password check passed before this sees the change
         // once its session exists, and ends it (see `open_session`).
-        self.modify(username, |u| u.password_hash = hash.clone())?;
+        let changed = self.store.modify_user_if(username, |u| {
+            let unchanged = !u.disabled && u.password_hash == *checked;
+            if unchanged {
+                u.password_hash = hash.clone();
+            }
+            unchanged
+        })?;
+        self.forget(username);
+        if changed.is_none() {
+            return Ok(PasswordChange::Refused);
+        }
         self.sessions.revoke_user_except(username, keep)?;
         let kept = self.sessions.rotate(keep)?;
         self.audit(AuditKind::PasswordChanged, username, None);
-        Ok(kept)
+        Ok(match kept {
+            Some((id, session)) => PasswordChange::Changed(id, session),
+            None => PasswordChange::ChangedSessionEnded,
+        })
     }
 
     /// Opens a session for `checked`, the account as it was when its password was verified,
@@ -216,14 +243,20 @@ impl UserDirectory {
 
     /// Administrator reset: deletes every second factor of the account (secret, backup codes,
     /// phone, email setting) and the codes still outstanding, and ends the account's sessions:
-    /// those the lost factor opened (on a lost phone, say) must not outlive it.
+    /// those the lost factor opened (on a lost phone, say) must not outlive it, even when
+    /// deleting the factors fails (an unreadable record): the sessions end first, and again
+    /// after the factors, for a login that proved the lost factor meanwhile.
     pub fn reset_two_factor(&self, username: &Username) -> Result<(), StoreError> {
         if self.store.get_user(username)?.is_none() {
             return Err(StoreError::NoSuchUser(username.clone()));
         }
-        self.store.delete_factors(username)?;
-        self.withdraw_codes(username)?;
         self.sessions.revoke_user(username)?;
+        let deleted = self
+            .store
+            .delete_factors(username)
+            .and_then(|_| self.withdraw_codes(username));
+        self.sessions.revoke_user(username)?;
+        deleted?;
         self.store.flush()?;
         let event = AuditEvent::new(self.clock.now(), AuditKind::TwoFactorDisabled)
             .with_username(username.as_str())
@@ -337,10 +370,12 @@ mod tests {
         let (_, mine) = open();
         let (other_id, _) = open();
         let new_hash = || PasswordHash::new_unchecked("$argon2id$new".into());
-        let (kept_id, kept) = users
-            .change_password(&alice.username, new_hash(), &mine.key)
+        let PasswordChange::Changed(kept_id, kept) = users
+            .change_password(&alice.username, &alice.password_hash, new_hash(), &mine.key)
             .unwrap()
-            .expect("this session stays");
+        else {
+            panic!("this session stays");
+        };
         assert_ne!(kept.key, mine.key, "a fresh id");
         assert_eq!(
             (kept.created_at, kept.expires_at, kept.auth_level),
@@ -359,9 +394,9 @@ mod tests {
         let (_, other) = open();
         assert!(users.sessions.revoke(&kept.key).unwrap());
         let kept = users
-            .change_password(&alice.username, new_hash(), &kept.key)
+            .change_password(&alice.username, &new_hash(), new_hash(), &kept.key)
             .unwrap();
-        assert!(kept.is_none());
+        assert!(matches!(kept, PasswordChange::ChangedSessionEnded));
         assert!(
             users
                 .sessions
@@ -371,6 +406,88 @@ mod tests {
         );
         assert!(store.sessions_of_user(&alice.username).unwrap().is_empty());
         assert!(users.sessions.update(&other.key, |_| {}).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_password_change_never_undoes_one_made_meanwhile() {
+        let (_dir, store, users) = directory();
+        let alice = alice(&users);
+        let (_, mine) = users
+            .open_session(&alice, AuthLevel::TwoFactor, false)
+            .unwrap()
+            .expect("opened");
+        // The user proved `alice.password_hash`'s password; an administrator sets another one
+        // before the user's change lands.
+        let by_admin = PasswordHash::new_unchecked("$argon2id$admin".into());
+        users
+            .set_password(&alice.username, by_admin.clone())
+            .unwrap();
+        let mine_again = users
+            .open_session(
+                &users.get(&alice.username).unwrap().unwrap(),
+                AuthLevel::TwoFactor,
+                false,
+            )
+            .unwrap()
+            .expect("opened")
+            .1;
+        let refused = users
+            .change_password(
+                &alice.username,
+                &alice.password_hash,
+                PasswordHash::new_unchecked("$argon2id$user".into()),
+                &mine_again.key,
+            )
+            .unwrap();
+        assert!(matches!(refused, PasswordChange::Refused), "{refused:?}");
+        assert_eq!(
+            store
+                .get_user(&alice.username)
+                .unwrap()
+                .unwrap()
+                .password_hash,
+            by_admin
+        );
+        assert_eq!(
+            users.get(&alice.username).unwrap().unwrap().password_hash,
+            by_admin
+        );
+        assert!(users.sessions.update(&mine.key, |_| {}).unwrap().is_none());
+
+        // Nor a disabling.
+        users.set_disabled(&alice.username, true).unwrap();
+        let refused = users
+            .change_password(
+                &alice.username,
+                &by_admin,
+                PasswordHash::new_unchecked("$argon2id$user".into()),
+                &mine_again.key,
+            )
+            .unwrap();
+        assert!(matches!(refused, PasswordChange::Refused), "{refused:?}");
+        assert_eq!(
+            store
+                .get_user(&alice.username)
+                .unwrap()
+                .unwrap()
+                .password_hash,
+            by_admin
+        );
+    }
+
+    #[test]
+    fn a_reset_that_fails_still_ends_the_sessions() {
+        let (_dir, store, users) = directory();
+        let alice = alice(&users);
+        let (id, _) = users
+            .open_session(&alice, AuthLevel::TwoFactor, false)
+            .unwrap()
+            .expect("opened");
+        // A code record under a channel this version does not know: withdrawing it fails.
+        store.put_raw_code_for_test(b"alice\0pigeon", b"{}");
+        assert!(users.reset_two_factor(&alice.username).is_err());
+        assert!(users.sessions.lookup(&id.cookie_value()).unwrap().is_none());
+        assert!(store.sessions_of_user(&alice.username).unwrap().is_empty());
     }
 
     #[test]

@@ -236,6 +236,8 @@ pub struct Regulator {
     clock: SharedClock,
     settings: RegulationSettings,
     in_flight: Arc<InFlight>,
+    /// The bans whose first refusal was reported: subject and the end of its ban.
+    refusals_reported: Mutex<HashMap<Subject, Timestamp>>,
 }
 
 /// What attempts in flight are counted against.
@@ -321,7 +323,37 @@ impl Regulator {
             clock,
             settings,
             in_flight: Arc::default(),
+            refusals_reported: Mutex::default(),
         }
+    }
+
+    /// Whether an attempt of `username` (as typed) from `ip` that [`Regulator::begin`] has just
+    /// refused is the first refusal of a ban in force: each ban's refusals are audited and
+    /// logged once, so that a banned client repeating its request (which costs it no password
+    /// work) cannot grow the audit trail and the logs without end. True when the store cannot
+    /// tell (the refusal is then reported).
+    pub fn first_refusal(&self, username: &str, ip: IpAddr) -> bool {
+        let now = self.clock.now();
+        let mut reported = self
+            .refusals_reported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Only bans in force are worth remembering; there are as many as failures made them.
+        if reported.len() >= 1024 {
+            reported.retain(|_, until| *until > now);
+        }
+        let mut first = false;
+        for subject in Self::subjects(username, ip) {
+            match self.store.get_failures(&subject) {
+                Ok(state) => {
+                    if let Some(until) = state.banned_until.filter(|until| *until > now) {
+                        first |= reported.insert(subject, until) != Some(until);
+                    }
+                }
+                Err(_) => first = true,
+            }
+        }
+        first
     }
 
     pub fn settings(&self) -> &RegulationSettings {
@@ -580,6 +612,36 @@ mod tests {
                 retry_after: 5 * MIN
             })
         );
+    }
+
+    #[test]
+    fn only_the_first_refusal_of_each_ban_is_reported() {
+        let f = fixture();
+        let a = ip("192.0.2.1");
+        assert!(
+            !f.reg.first_refusal("alice", a),
+            "no ban, nothing to report"
+        );
+        for _ in 0..3 {
+            f.reg.record_failure("alice", a).unwrap();
+        }
+        assert!(f.reg.first_refusal("alice", a));
+        for _ in 0..20 {
+            assert!(!f.reg.first_refusal("alice", a));
+        }
+        // Another account from the banned network: that network's ban was reported already.
+        assert!(!f.reg.first_refusal("bob", a));
+        // The next ban is reported again.
+        f.clock.advance(5 * MIN);
+        for _ in 0..3 {
+            f.reg.record_failure("alice", a).unwrap();
+        }
+        assert!(f.reg.first_refusal("alice", a));
+        assert!(!f.reg.first_refusal("alice", a));
+        // A store that cannot be read: reported (the refusal itself fails closed).
+        f.store
+            .put_raw_failures_for_test(&Subject::for_ip(ip("192.0.2.9")), b"garbage");
+        assert!(f.reg.first_refusal("carol", ip("192.0.2.9")));
     }
 
     #[test]

@@ -770,10 +770,22 @@ impl SessionManager {
         Ok(count)
     }
 
-    /// Moves a live session to a fresh id (after a privilege change such as second-factor
-    /// success), keeping its data. The old id stops working in the same atomic store write.
-    /// `None` if the old session is unknown or expired.
+    /// Moves a live session to a fresh id (after a password change, for instance), keeping
+    /// its data. The old id stops working in the same atomic store write. `None` if the old
+    /// session is unknown or expired.
     pub fn rotate(&self, old: &SessionKey) -> Result<Option<(SessionId, Session)>, StoreError> {
+        self.rotate_with(old, |_| {})
+    }
+
+    /// Moves a live session to a fresh id and applies `change` to the moved copy only: a
+    /// privilege gained (a second factor, a password re-entered) is never held by the old id,
+    /// which whoever planted it may know, not even for a moment. `None` if the old session is
+    /// unknown or expired.
+    pub fn rotate_with(
+        &self,
+        old: &SessionKey,
+        change: impl FnOnce(&mut Session),
+    ) -> Result<Option<(SessionId, Session)>, StoreError> {
         let now = self.clock.now();
         let id = SessionId::generate();
         let new_key = id.key();
@@ -792,6 +804,7 @@ impl SessionManager {
                 return Ok(None);
             };
             let mut session = entry.session.clone();
+            change(&mut session);
             session.key = new_key;
             session.last_seen = now.max(session.last_seen);
             self.store.replace_session(old, &session)?;
@@ -837,31 +850,25 @@ impl SessionManager {
         Ok(Some(session))
     }
 
-    /// Raises a live session to [`AuthLevel::TwoFactor`], recording when the second factor
-    /// was proven. `None` if the session is unknown or expired.
+    /// Raises a live session to [`AuthLevel::TwoFactor`] in place, recording when the second
+    /// factor was proven. `None` if the session is unknown or expired. A session raised for a
+    /// user's request moves to a fresh id instead ([`Self::complete_second_factor`]).
     pub fn set_second_factor(
         &self,
         key: &SessionKey,
         at: Timestamp,
     ) -> Result<Option<Session>, StoreError> {
-        self.update(key, |s| {
-            s.auth_level = AuthLevel::TwoFactor;
-            s.second_factor_at = Some(at);
-            s.challenge_started_at = None;
-            s.challenge_failures = 0;
-        })
+        self.update(key, |s| raise_to_second_factor(s, at))
     }
 
-    /// Second factor proven: raise the session and move it to a fresh id in one go.
+    /// Second factor proven: the session moves to a fresh id, and only the fresh id is raised
+    /// (the old one never is, see [`Self::rotate_with`]).
     pub fn complete_second_factor(
         &self,
         key: &SessionKey,
         at: Timestamp,
     ) -> Result<Option<(SessionId, Session)>, StoreError> {
-        if self.set_second_factor(key, at)?.is_none() {
-            return Ok(None);
-        }
-        self.rotate(key)
+        self.rotate_with(key, |s| raise_to_second_factor(s, at))
     }
 
     /// Deletes every expired session from the store (and cache); returns how many. Sessions
@@ -936,6 +943,14 @@ impl SessionManager {
             .map(|i| self.lock_shard(i).map.len())
             .sum()
     }
+}
+
+/// What a proven second factor changes in a session.
+fn raise_to_second_factor(session: &mut Session, at: Timestamp) {
+    session.auth_level = AuthLevel::TwoFactor;
+    session.second_factor_at = Some(at);
+    session.challenge_started_at = None;
+    session.challenge_failures = 0;
 }
 
 #[cfg(test)]
@@ -1439,21 +1454,59 @@ mod tests {
 
     #[test]
     fn rejects_session_fixation_after_second_factor() {
-        // The flow after a second factor: raise the level, then move to a fresh id. An id
-        // planted before login (and known to an attacker) must not carry the raised level.
+        // After a second factor the session moves to a fresh id. An id planted before login
+        // (and known to an attacker) must not carry the raised level.
         let f = fixture();
         let (planted, s) = f.mgr.create(&alice(), AuthLevel::OneFactor, false).unwrap();
-        let raised = f
+        let (fresh, raised) = f
             .mgr
-            .set_second_factor(&s.key, f.clock.now())
+            .complete_second_factor(&s.key, f.clock.now())
             .unwrap()
             .unwrap();
         assert_eq!(raised.auth_level, AuthLevel::TwoFactor);
-        let (fresh, _) = f.mgr.rotate(&s.key).unwrap().unwrap();
         assert_eq!(f.mgr.lookup(&planted.cookie_value()).unwrap(), None);
+        assert_eq!(f.store.get_session(&s.key).unwrap(), None);
         let s = f.mgr.lookup(&fresh.cookie_value()).unwrap().unwrap();
         assert_eq!(s.auth_level, AuthLevel::TwoFactor);
         assert_eq!(s.second_factor_at, Some(f.clock.now()));
+    }
+
+    #[test]
+    fn a_planted_id_is_never_raised_while_the_second_factor_completes() {
+        // Another thread looks the old id up all along: it must find the session as it was
+        // (one factor) or find nothing, never the raised level, even for a moment.
+        let f = fixture();
+        let mgr = Arc::new(SessionManager::new(
+            f.store.clone(),
+            Arc::new(f.clock.clone()),
+            SessionSettings::default(),
+        ));
+        for _ in 0..40 {
+            let (planted, s) = mgr.create(&alice(), AuthLevel::OneFactor, false).unwrap();
+            let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let watcher = {
+                let (mgr, started, done) = (mgr.clone(), started.clone(), done.clone());
+                let cookie = planted.cookie_value();
+                std::thread::spawn(move || {
+                    let mut raised_seen = 0;
+                    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                        let level = mgr.lookup(&cookie).unwrap().map(|s| s.auth_level);
+                        raised_seen += usize::from(level == Some(AuthLevel::TwoFactor));
+                        started.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    raised_seen
+                })
+            };
+            while !started.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+            mgr.complete_second_factor(&s.key, f.clock.now())
+                .unwrap()
+                .unwrap();
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            assert_eq!(watcher.join().unwrap(), 0, "the planted id was seen raised");
+        }
     }
 
     #[test]

@@ -170,6 +170,15 @@ pub struct StorageConfig {
     pub path: PathBuf,
     /// Default: the store path with `.key` appended (`data` -> `data.key`).
     pub key_file: PathBuf,
+    /// How many audit events the store keeps; housekeeping removes the oldest beyond it.
+    pub audit_max_events: usize,
+}
+
+impl StorageConfig {
+    /// Default of `storage.audit_max_events`: a few megabytes of events.
+    pub const DEFAULT_AUDIT_MAX_EVENTS: usize = 100_000;
+    /// Fewer would lose the trail of a single busy hour.
+    pub const MIN_AUDIT_MAX_EVENTS: usize = 1_000;
 }
 
 /// Names of the headers that carry the authenticated identity to the upstream.

@@ -88,6 +88,8 @@ pub struct RawStorage {
     pub path: Option<PathBuf>,
     /// Key that encrypts second-factor secrets; kept outside the store directory.
     pub key_file: Option<PathBuf>,
+    /// How many audit events the store keeps (the oldest go first).
+    pub audit_max_events: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

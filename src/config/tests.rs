@@ -168,6 +168,61 @@ fn the_key_file_cannot_hide_inside_the_store_behind_a_dot() {
 }
 
 #[test]
+fn the_key_file_cannot_reach_inside_the_store_another_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let store = root.join("data");
+    std::fs::create_dir(&store).unwrap();
+    std::fs::create_dir(root.join("x")).unwrap();
+    std::os::unix::fs::symlink(&store, root.join("link")).unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    for key in [
+        root.join("x/../data/k"),
+        root.join("link/k"),
+        root.join("nothing/../data/k"),
+        root.join("data/new/../k"),
+    ] {
+        let errs = parse(&format!(
+            "[storage]\npath = \"{}\"\nkey_file = \"{}\"\n{MINIMAL}",
+            store.display(),
+            key.display()
+        ))
+        .unwrap_err();
+        assert_eq!(keys(&errs), ["storage.key_file"], "{}", key.display());
+    }
+    // A relative store path against an absolute key path.
+    let errs = parse(&format!(
+        "[storage]\npath = \"data-rel\"\nkey_file = \"{}\"\n{MINIMAL}",
+        cwd.join("data-rel/k").display()
+    ))
+    .unwrap_err();
+    assert_eq!(keys(&errs), ["storage.key_file"]);
+    // Beside the store is fine, even through `..`.
+    assert!(
+        parse(&format!(
+            "[storage]\npath = \"{}\"\nkey_file = \"{}\"\n{MINIMAL}",
+            store.display(),
+            root.join("data/../data.key").display()
+        ))
+        .is_ok()
+    );
+}
+
+#[test]
+fn the_audit_trail_keeps_a_bounded_number_of_events() {
+    assert_eq!(
+        parse("").unwrap().storage.audit_max_events,
+        StorageConfig::DEFAULT_AUDIT_MAX_EVENTS
+    );
+    let c = parse("[storage]\naudit_max_events = 5000\n").unwrap();
+    assert_eq!(c.storage.audit_max_events, 5000);
+    for bad in ["0", "999", "-1"] {
+        let errs = parse(&format!("[storage]\naudit_max_events = {bad}\n")).unwrap_err();
+        assert_eq!(keys(&errs), ["storage.audit_max_events"], "{bad}");
+    }
+}
+
+#[test]
 fn no_upstream_is_valid_and_at_most_one_default() {
     // Forward-auth only: nothing to proxy to.
     let c = parse("").unwrap();

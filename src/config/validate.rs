@@ -1,7 +1,7 @@
 //! Raw configuration -> [`Config`], collecting every problem with its key path.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use http::Uri;
@@ -38,21 +38,32 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         name.push(".key");
         PathBuf::from(name)
     });
-    // `./data/k` is inside `data` too: compare without `.` components.
-    let plain = |p: &PathBuf| -> PathBuf {
-        p.components()
-            .filter(|c| !matches!(c, std::path::Component::CurDir))
-            .collect()
-    };
-    if plain(&key_file).starts_with(plain(&store_path)) {
+    if resolved(&key_file).starts_with(resolved(&store_path)) {
         errors.push(
             "storage.key_file",
             "must be outside storage.path, so that a copy of the store reveals no secret",
         );
     }
+    let audit_max_events = match raw.storage.audit_max_events {
+        None => StorageConfig::DEFAULT_AUDIT_MAX_EVENTS,
+        Some(n) => match usize::try_from(n) {
+            Ok(n) if n >= StorageConfig::MIN_AUDIT_MAX_EVENTS => n,
+            _ => {
+                errors.push(
+                    "storage.audit_max_events",
+                    format!(
+                        "must be a whole number from {} up",
+                        StorageConfig::MIN_AUDIT_MAX_EVENTS
+                    ),
+                );
+                StorageConfig::DEFAULT_AUDIT_MAX_EVENTS
+            }
+        },
+    };
     let storage = StorageConfig {
         path: store_path,
         key_file,
+        audit_max_events,
     };
     let log = log(&raw.log, &mut errors);
     let identity_headers = identity_headers(&raw.identity_headers, &mut errors);
@@ -599,6 +610,42 @@ fn accent(value: &str, errors: &mut ConfigErrors) -> Option<String> {
     } else {
         format!("#{hex}")
     })
+}
+
+/// Where `path` leads, for telling whether one path is inside another: absolute, with the
+/// symbolic links and `..` of the part that exists resolved by the system, and `.` and `..` of
+/// the part that does not yet exist resolved by name (`./data/k`, `x/../data/k` and a link to
+/// `data` all lead into `data`).
+fn resolved(path: &Path) -> PathBuf {
+    let absolute = match std::env::current_dir() {
+        Ok(dir) => dir.join(path),
+        Err(_) => path.to_path_buf(),
+    };
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    let base = loop {
+        if let Ok(real) = existing.canonicalize() {
+            break real;
+        }
+        match (existing.parent(), existing.components().next_back()) {
+            (Some(parent), Some(last)) => {
+                rest.push(last);
+                existing = parent;
+            }
+            _ => break PathBuf::new(),
+        }
+    };
+    let mut out = base;
+    for part in rest.into_iter().rev() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn log(raw: &RawLog, errors: &mut ConfigErrors) -> LogConfig {

@@ -211,7 +211,9 @@ async fn answer(ctx: &Ctx<'_>, headers: &HeaderMap, front: Front) -> Result<Resp
 
 /// `Authorization: Basic` on a rule that may accept it: check the password (regulated like the
 /// login form), then decide for that user with a password-only, unstored session. Only a
-/// `one_factor` rule with `allow_basic` lets it through.
+/// `one_factor` rule with `allow_basic` lets it through, and only for an account without a
+/// second factor: its owner set one up, so its password alone passes nothing (as at the login
+/// form, where such an account is not signed in before its second factor).
 async fn basic(
     ctx: &Ctx<'_>,
     facts: &RequestFacts<'_>,
@@ -222,6 +224,13 @@ async fn basic(
     let Some(identity) = check_basic(ctx, creds).await? else {
         return Ok(basic_challenge(realm));
     };
+    if !super::verify::summary(ctx.arc, &identity.user)
+        .await?
+        .methods
+        .is_empty()
+    {
+        return Ok(basic_challenge(realm));
+    }
     let user = UserFacts {
         username: identity.user.username.as_str(),
         groups: &identity.user.groups,

@@ -46,8 +46,10 @@ pub async fn check(
     let attempt = match app.regulator.begin(attempted, ctx.client_ip).await {
         Ok(attempt) => attempt,
         Err(banned) => {
-            let account = existing_account(ctx, attempted);
-            audit_attempt(ctx, source, AuditKind::Banned, account.as_ref());
+            if app.regulator.first_refusal(attempted, ctx.client_ip) {
+                let account = existing_account(ctx, attempted);
+                audit_attempt(ctx, source, AuditKind::Banned, account.as_ref());
+            }
             return Err(Error::TooManyRequests {
                 retry_after: banned.retry_after,
             });

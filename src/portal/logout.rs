@@ -7,6 +7,7 @@ use hyper::body::Incoming;
 use super::render::Frame;
 use super::{Ctx, render};
 use crate::auth::audit::{self, AuditEvent, AuditKind};
+use crate::auth::session::{SessionId, SessionKey};
 use crate::error::Error;
 use crate::http::body::Body;
 use crate::http::cookies;
@@ -42,16 +43,31 @@ pub fn page(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Body>, Er
     }
 }
 
+/// Ends every session whose id came with the request, not only the one it is identified by:
+/// a session of another account planted beside the user's (which makes the request nobody's),
+/// or a second one of the same account under another cookie domain, would otherwise outlive a
+/// logout that said it succeeded.
 pub async fn submit(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
     let app = ctx.app;
-    if let Some(identity) = identify(app, req.headers(), ctx.conn.tls)? {
+    let identity = identify(app, req.headers(), ctx.conn.tls)?;
+    let keys: Vec<SessionKey> = cookies::read(req.headers(), app.session_cookies.get(ctx.conn.tls))
+        .into_iter()
+        .filter_map(SessionId::parse)
+        .map(|id| id.key())
+        .collect();
+    for key in &keys {
+        app.held_forms.forget(key);
+    }
+    if !keys.is_empty() {
         let sessions = app.sessions.clone();
-        let key = identity.session.key;
-        app.held_forms.forget(&key);
-        tokio::task::spawn_blocking(move || sessions.revoke(&key))
-            .await
-            .map_err(|e| Error::Internal(format!("session task: {e}")))?
-            .map_err(|e| Error::Internal(format!("session revoke: {e}")))?;
+        tokio::task::spawn_blocking(move || {
+            keys.iter().try_for_each(|k| sessions.revoke(k).map(drop))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("session task: {e}")))?
+        .map_err(|e| Error::Internal(format!("session revoke: {e}")))?;
+    }
+    if let Some(identity) = identity {
         let event = AuditEvent::new(app.clock.now(), AuditKind::Logout)
             .with_username(identity.user.username.as_str())
             .with_client_ip(ctx.client_ip);

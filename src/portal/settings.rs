@@ -11,6 +11,7 @@ use super::render::Frame;
 use super::verify::{blocking, factor_error, summary};
 use super::{Ctx, form, render};
 use crate::auth::audit::{self, AuditEvent, AuditKind};
+use crate::auth::directory::PasswordChange;
 use crate::auth::factors::{
     Channel, FactorError, FactorSummary, Method, TwoFactorState, normalise_phone,
 };
@@ -190,7 +191,13 @@ async fn check_password(ctx: &Ctx<'_>, user: &User, password: String) -> Result<
     let attempt = match ctx.app.regulator.begin(&user.username, ctx.client_ip).await {
         Ok(attempt) => attempt,
         Err(banned) => {
-            audit_change(ctx, user, AuditKind::Banned, "password re-entry refused");
+            if ctx
+                .app
+                .regulator
+                .first_refusal(user.username.as_str(), ctx.client_ip)
+            {
+                audit_change(ctx, user, AuditKind::Banned, "password re-entry refused");
+            }
             return Err(Error::TooManyRequests {
                 retry_after: banned.retry_after,
             });
@@ -796,15 +803,23 @@ pub async fn change_password(
     // Every other session of the account ends; this browser's moves to a fresh id, keeping its
     // level, its last second factor and its end. If it ended while the new password was being
     // hashed (a logout, an administrator's reset), it stays ended.
+    let checked = user.password_hash.clone();
     let kept = blocking(ctx.arc, move |app| {
-        app.users.change_password(&name, hash, &key)
+        app.users.change_password(&name, &checked, hash, &key)
     })
     .await?
     .map_err(|e| Error::Internal(format!("password change: {e}")))?;
-    notify(ctx, &user, Notice::PasswordChanged).await;
-    let Some((id, _)) = kept else {
-        return Err(Error::Unauthenticated);
+    let id = match kept {
+        // An administrator set another password, or disabled the account, meanwhile: this
+        // session has ended with that change.
+        PasswordChange::Refused => return Err(Error::Unauthenticated),
+        PasswordChange::ChangedSessionEnded => {
+            notify(ctx, &user, Notice::PasswordChanged).await;
+            return Err(Error::Unauthenticated);
+        }
+        PasswordChange::Changed(id, _) => id,
     };
+    notify(ctx, &user, Notice::PasswordChanged).await;
     let mut resp = done(ctx, "password")?;
     render::set_cookie(&mut resp, &ctx.session_cookie(&id, remember))?;
     Ok(resp)

@@ -126,11 +126,10 @@ async fn reauth_submit(
     let key = identity.session.key;
     let now = ctx.app.clock.now();
     let (id, session) = blocking(ctx.arc, move |app| {
-        app.sessions.update(&key, |s| {
+        app.sessions.rotate_with(&key, |s| {
             s.reauth_at = Some(now);
             s.challenge_failures = 0;
-        })?;
-        app.sessions.rotate(&key)
+        })
     })
     .await?
     .map_err(|e| Error::Internal(format!("session: {e}")))?

@@ -260,8 +260,9 @@ async fn housekeeping(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// Removes expired sessions, stale failure counters and expired second-factor state. Each is
-/// done on its own: a failure in one is reported and leaves the others to run.
+/// Removes expired sessions, stale failure counters, expired second-factor state and the audit
+/// events beyond `storage.audit_max_events`. Each is done on its own: a failure in one is
+/// reported and leaves the others to run.
 fn remove_expired_records(app: &App) {
     match app.sessions.purge_expired() {
         Ok(sessions) => tracing::debug!(sessions, "housekeeping removed expired sessions"),
@@ -274,6 +275,10 @@ fn remove_expired_records(app: &App) {
     match app.factors.prune() {
         Ok(records) => tracing::debug!(records, "housekeeping removed expired second-factor state"),
         Err(e) => tracing::warn!(error = %e, "housekeeping of second factors failed"),
+    }
+    match app.store.trim_audit(app.config.storage.audit_max_events) {
+        Ok(events) => tracing::debug!(events, "housekeeping removed the oldest audit events"),
+        Err(e) => tracing::warn!(error = %e, "housekeeping of the audit trail failed"),
     }
 }
 

@@ -197,6 +197,11 @@ impl Store {
     }
 
     #[cfg(test)]
+    pub(crate) fn put_raw_code_for_test(&self, key: &[u8], raw: &[u8]) {
+        self.factor_codes.insert(key, raw).unwrap();
+    }
+
+    #[cfg(test)]
     pub(crate) fn get_raw_factors_for_test(&self, username: &Username) -> Option<Vec<u8>> {
         self.factors
             .get(username.as_str().as_bytes())

@@ -42,13 +42,30 @@ impl Store {
         username: &Username,
         change: impl Fn(&mut User),
     ) -> Result<User, StoreError> {
+        let changed = self.modify_user_if(username, |u| {
+            change(u);
+            true
+        })?;
+        Ok(changed.expect("the change always applies"))
+    }
+
+    /// Like [`Store::modify_user`], for a change that depends on the record: `change` returns
+    /// false to leave the record as it is (judged on the latest record, as it is written), and
+    /// then this returns `None`.
+    pub fn modify_user_if(
+        &self,
+        username: &Username,
+        change: impl Fn(&mut User) -> bool,
+    ) -> Result<Option<User>, StoreError> {
         let key = username.as_str().as_bytes();
         loop {
             let Some(raw) = self.users.get(key)? else {
                 return Err(StoreError::NoSuchUser(username.clone()));
             };
             let mut user = decode::<UserRecord>(WHAT, &raw)?.into_user()?;
-            change(&mut user);
+            if !change(&mut user) {
+                return Ok(None);
+            }
             let value = encode(WHAT, &UserRecord::from_user(&user))?;
             if self
                 .users
@@ -56,7 +73,7 @@ impl Store {
                 .is_ok()
             {
                 self.flush()?;
-                return Ok(user);
+                return Ok(Some(user));
             }
             // Changed (or deleted) meanwhile: read it again.
         }

@@ -94,6 +94,20 @@ impl SecretBox {
         }
     }
 
+    /// Checks the key at `path` as [`SecretBox::load_or_create`] would read it, creating
+    /// nothing: `Ok(false)` when there is no file yet (one would be created), `Ok(true)` when
+    /// the file is a usable key, an error otherwise.
+    pub fn check_key_file(path: &Path) -> Result<bool, FactorError> {
+        match Self::read_key(path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(FactorError::KeyFile {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
     fn read_key(path: &Path) -> std::io::Result<Zeroizing<[u8; KEY_LEN]>> {
         let mut file = std::fs::File::open(path)?;
         let meta = file.metadata()?;
@@ -284,6 +298,18 @@ mod tests {
         let second = SecretBox::load_or_create(&path).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), key, "key file rewritten");
         assert_eq!(&second.open(&sealed, b"aad").unwrap()[..], b"secret");
+    }
+
+    #[test]
+    fn checking_a_key_file_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        assert!(!SecretBox::check_key_file(&path).unwrap());
+        assert!(!path.exists());
+        SecretBox::load_or_create(&path).unwrap();
+        assert!(SecretBox::check_key_file(&path).unwrap());
+        std::fs::write(&path, [1u8; 16]).unwrap();
+        assert!(SecretBox::check_key_file(&path).is_err());
     }
 
     #[test]
