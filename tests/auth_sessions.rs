@@ -218,6 +218,17 @@ async fn logout_ends_every_session_that_came_with_it() {
     assert_eq!(resp.status(), 200);
     assert!(!reaches_app(&gw, &upstream, &alice).await);
     assert!(!reaches_app(&gw, &upstream, &planted).await);
+    // Both accounts' logouts are in the audit trail, though the request was nobody's.
+    let trail = gw.app().store.recent_audit(20).expect("audit");
+    for name in ["alice", "mallory"] {
+        assert!(
+            trail
+                .iter()
+                .any(|e| e.kind == stepgate::auth::audit::AuditKind::Logout
+                    && e.username.as_deref() == Some(name)),
+            "{name}: {trail:#?}"
+        );
+    }
 
     let first = login(&gw, "alice", "password123").await;
     let second = login(&gw, "alice", "password123").await;

@@ -236,8 +236,16 @@ pub struct Regulator {
     clock: SharedClock,
     settings: RegulationSettings,
     in_flight: Arc<InFlight>,
-    /// The bans whose first refusal was reported: subject and the end of its ban.
-    refusals_reported: Mutex<HashMap<Subject, Timestamp>>,
+    /// The bans whose first refusal was reported.
+    refusals_reported: Mutex<ReportedBans>,
+}
+
+/// The bans whose first refusal was reported: subject and the end of its ban.
+#[derive(Default)]
+struct ReportedBans {
+    bans: HashMap<Subject, Timestamp>,
+    /// Ended bans are swept out when the table reaches this size.
+    sweep_at: usize,
 }
 
 /// What attempts in flight are counted against.
@@ -334,24 +342,31 @@ impl Regulator {
     /// tell (the refusal is then reported).
     pub fn first_refusal(&self, username: &str, ip: IpAddr) -> bool {
         let now = self.clock.now();
-        let mut reported = self
-            .refusals_reported
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        // Only bans in force are worth remembering; there are as many as failures made them.
-        if reported.len() >= 1024 {
-            reported.retain(|_, until| *until > now);
-        }
+        // The store is read before the table is locked: other refusals do not wait for it.
         let mut first = false;
+        let mut bans = Vec::with_capacity(2);
         for subject in Self::subjects(username, ip) {
             match self.store.get_failures(&subject) {
                 Ok(state) => {
                     if let Some(until) = state.banned_until.filter(|until| *until > now) {
-                        first |= reported.insert(subject, until) != Some(until);
+                        bans.push((subject, until));
                     }
                 }
                 Err(_) => first = true,
             }
+        }
+        let mut reported = self
+            .refusals_reported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Only bans in force are worth remembering. The table is swept when it has doubled
+        // since the last sweep, so that many bans in force do not make every refusal scan it.
+        if reported.bans.len() >= reported.sweep_at {
+            reported.bans.retain(|_, until| *until > now);
+            reported.sweep_at = (2 * reported.bans.len()).max(1024);
+        }
+        for (subject, until) in bans {
+            first |= reported.bans.insert(subject, until) != Some(until);
         }
         first
     }
