@@ -676,3 +676,50 @@ async fn slow_forms_share_one_memory_budget() {
     let resp = api_login_attempt(&gw, "alice", "wrong").await;
     assert_eq!(resp.status(), 401);
 }
+
+/// A stored hash made with other argon2 parameters than the configured ones (the operator
+/// changed them, or imported hashes) is replaced by one with the configured parameters at the
+/// next successful login; a wrong password replaces nothing, and the account's sessions stay.
+#[tokio::test]
+async fn a_login_rehashes_a_password_hashed_with_other_parameters() {
+    use stepgate::auth::password::{HashParams, Password, PasswordHasher};
+    let upstream = EchoUpstream::start().await;
+    let gw = gateway(&upstream, "").await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    let configured = gw.app().hasher.params();
+    let other = HashParams {
+        m_kib: configured.m_kib * 2,
+        ..configured
+    };
+    let old = PasswordHasher::new(other, 1)
+        .expect("hasher")
+        .hash(Password::new("password123".into()))
+        .await
+        .expect("hash");
+    gw.app()
+        .users
+        .set_password(&username("alice"), old.clone())
+        .expect("set password");
+    let stored = || {
+        gw.app()
+            .store
+            .get_user(&username("alice"))
+            .expect("read")
+            .expect("alice")
+            .password_hash
+    };
+    assert!(stored().needs_rehash(configured));
+
+    assert_eq!(api_login_attempt(&gw, "alice", "wrong").await.status(), 401);
+    assert_eq!(stored(), old, "a wrong password rehashes nothing");
+
+    let first = login(&gw, "alice", "password123").await;
+    let now = stored();
+    assert_ne!(now, old);
+    assert!(!now.needs_rehash(configured));
+    // The session opened by that login lives, and the password still works.
+    assert_eq!(session_info(&gw, Some(&first)).await.0, 200);
+    let second = login(&gw, "alice", "password123").await;
+    assert_eq!(session_info(&gw, Some(&second)).await.0, 200);
+    assert_eq!(stored(), now, "a hash with the configured parameters stays");
+}

@@ -195,6 +195,27 @@ impl UserDirectory {
         })
     }
 
+    /// Replaces the stored hash `old` of `username` by `new`, a hash of the same password with
+    /// the configured parameters (after a login proved it), unless the account changed
+    /// meanwhile. Returns the account as it is now stored, or `None` if it changed (then
+    /// nothing is written). Sessions are untouched: the password is the same.
+    pub fn upgrade_password_hash(
+        &self,
+        username: &Username,
+        old: &PasswordHash,
+        new: PasswordHash,
+    ) -> Result<Option<User>, StoreError> {
+        let upgraded = self.store.modify_user_if(username, |u| {
+            let unchanged = u.password_hash == *old;
+            if unchanged {
+                u.password_hash = new.clone();
+            }
+            unchanged
+        })?;
+        self.forget(username);
+        Ok(upgraded)
+    }
+
     /// Opens a session for `checked`, the account as it was when its password was verified,
     /// unless the account changed meanwhile: then `None`, and no session is left behind.
     ///
@@ -472,6 +493,44 @@ mod tests {
                 .unwrap()
                 .password_hash,
             by_admin
+        );
+    }
+
+    #[test]
+    fn a_rehash_replaces_only_the_hash_it_was_made_for() {
+        let (_dir, store, users) = directory();
+        let alice = alice(&users);
+        let (id, _) = users
+            .open_session(&alice, AuthLevel::OneFactor, false)
+            .unwrap()
+            .expect("opened");
+        let rehashed = PasswordHash::new_unchecked("$argon2id$rehashed".into());
+        let now = users
+            .upgrade_password_hash(&alice.username, &alice.password_hash, rehashed.clone())
+            .unwrap()
+            .expect("upgraded");
+        assert_eq!(now.password_hash, rehashed);
+        assert_eq!(
+            users.get(&alice.username).unwrap().unwrap().password_hash,
+            rehashed
+        );
+        assert!(users.sessions.lookup(&id.cookie_value()).unwrap().is_some());
+        // The password changed meanwhile: a rehash of the old one is not stored.
+        let stale = users
+            .upgrade_password_hash(
+                &alice.username,
+                &alice.password_hash,
+                PasswordHash::new_unchecked("$argon2id$stale".into()),
+            )
+            .unwrap();
+        assert!(stale.is_none());
+        assert_eq!(
+            store
+                .get_user(&alice.username)
+                .unwrap()
+                .unwrap()
+                .password_hash,
+            rehashed
         );
     }
 

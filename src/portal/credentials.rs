@@ -62,13 +62,25 @@ pub async fn check(
             .map_err(|e| Error::Internal(format!("user lookup: {e}")))?,
         Err(_) => None,
     };
+    // A hash made with other parameters than the configured ones is replaced once the password
+    // is proven: the password is kept for that. (Otherwise, after the operator changes the
+    // parameters, such a hash would take another time to check than the dummy hash checked for
+    // unknown users, which is made with the configured ones: the time would tell names apart.)
+    let params = app.hasher.params();
+    let again = user
+        .as_ref()
+        .filter(|u| u.password_hash.needs_rehash(params))
+        .map(|_| password.clone());
     // An unknown user is verified against a dummy hash: the same cost as a wrong password.
     let verified = app
         .hasher
         .verify(password, user.as_ref().map(|u| &u.password_hash))
         .await;
     match user {
-        Some(user) if verified && !user.disabled => Ok(Some(user)),
+        Some(user) if verified && !user.disabled => match again {
+            Some(password) => Ok(Some(upgrade_hash(ctx, user, password).await)),
+            None => Ok(Some(user)),
+        },
         _ => {
             let regulator = app.regulator.clone();
             let ip = ctx.client_ip;
@@ -89,6 +101,41 @@ pub async fn check(
                 audit_attempt(ctx, source, AuditKind::Banned, account);
             }
             Ok(None)
+        }
+    }
+}
+
+/// Stores a hash of `password` (just proven for `user`) made with the configured parameters,
+/// and returns the account as it is then stored. Whatever goes wrong only leaves the old hash in
+/// place (logged): the login goes on with `user` as it was.
+async fn upgrade_hash(ctx: &Ctx<'_>, user: Arc<User>, password: Password) -> Arc<User> {
+    let new = match ctx.app.hasher.hash(password).await {
+        Ok(hash) => hash,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot rehash a password with the configured parameters");
+            return user;
+        }
+    };
+    let (name, old) = (user.username.clone(), user.password_hash.clone());
+    let upgraded = tokio::task::spawn_blocking({
+        let app = ctx.arc.clone();
+        move || app.users.upgrade_password_hash(&name, &old, new)
+    })
+    .await;
+    match upgraded {
+        Ok(Ok(Some(now))) => {
+            tracing::info!(user = %now.username, "password hash upgraded to the configured parameters");
+            Arc::new(now)
+        }
+        // Changed meanwhile (a new password, a disabling): the login is judged as it stands.
+        Ok(Ok(None)) => user,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot store a rehashed password");
+            user
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "rehashing task failed");
+            user
         }
     }
 }
