@@ -342,6 +342,15 @@ mod tests {
         (dir, store, users)
     }
 
+    /// The password hash as stored (not through the directory's view).
+    fn stored_hash(store: &Store, username: &Username) -> PasswordHash {
+        store
+            .get_user(username)
+            .unwrap()
+            .expect("the account")
+            .password_hash
+    }
+
     fn alice(users: &UserDirectory) -> User {
         users
             .create(NewUser {
@@ -461,14 +470,7 @@ mod tests {
             )
             .unwrap();
         assert!(matches!(refused, PasswordChange::Refused), "{refused:?}");
-        assert_eq!(
-            store
-                .get_user(&alice.username)
-                .unwrap()
-                .unwrap()
-                .password_hash,
-            by_admin
-        );
+        assert_eq!(stored_hash(&store, &alice.username), by_admin);
         assert_eq!(
             users.get(&alice.username).unwrap().unwrap().password_hash,
             by_admin
@@ -486,14 +488,7 @@ mod tests {
             )
             .unwrap();
         assert!(matches!(refused, PasswordChange::Refused), "{refused:?}");
-        assert_eq!(
-            store
-                .get_user(&alice.username)
-                .unwrap()
-                .unwrap()
-                .password_hash,
-            by_admin
-        );
+        assert_eq!(stored_hash(&store, &alice.username), by_admin);
     }
 
     #[test]
@@ -524,14 +519,7 @@ mod tests {
             )
             .unwrap();
         assert!(stale.is_none());
-        assert_eq!(
-            store
-                .get_user(&alice.username)
-                .unwrap()
-                .unwrap()
-                .password_hash,
-            rehashed
-        );
+        assert_eq!(stored_hash(&store, &alice.username), rehashed);
     }
 
     #[test]
