@@ -13,6 +13,14 @@ use stepgate::auth::audit::AuditKind;
 
 const NO_BAN: &str = "[regulation]\nmax_retries = 100\n";
 
+/// `POST /settings/backup-codes/regenerate` (JSON) with `cookie`: the status and the body.
+async fn regenerate_backup_codes(rig: &Rig, cookie: &str) -> (u16, serde_json::Value) {
+    let (status, _, body) = rig
+        .post_json("/settings/backup-codes/regenerate", Some(cookie), json!({}))
+        .await;
+    (status, body)
+}
+
 #[tokio::test]
 async fn backup_code_logs_in_once_and_is_counted_audited_and_notified() {
     let rig = Rig::start(NO_BAN).await;
@@ -79,13 +87,7 @@ async fn backup_code_logs_in_once_and_is_counted_audited_and_notified() {
 async fn regenerated_backup_codes_void_the_old_set() {
     let rig = Rig::start(NO_BAN).await;
     let totp = rig.user_with_totp("alice", None).await;
-    let (status, _, body) = rig
-        .post_json(
-            "/settings/backup-codes/regenerate",
-            Some(&totp.cookie),
-            json!({}),
-        )
-        .await;
+    let (status, body) = regenerate_backup_codes(&rig, &totp.cookie).await;
     assert_eq!(status, 200, "{body}");
     let fresh: Vec<String> = body["backup_codes"]
         .as_array()
@@ -121,13 +123,7 @@ async fn changes_to_second_factors_send_a_notice() {
     assert_eq!(enabled.envelope_to, ["alice@example.test"]);
 
     let mails = rig.smtp.messages().len();
-    let (status, _, body) = rig
-        .post_json(
-            "/settings/backup-codes/regenerate",
-            Some(&totp.cookie),
-            json!({}),
-        )
-        .await;
+    let (status, body) = regenerate_backup_codes(&rig, &totp.cookie).await;
     assert_eq!(status, 200, "{body}");
     let changed = rig
         .mail_with_subject_after(mails, "two-step verification changed")
@@ -324,13 +320,7 @@ async fn settings_changes_need_a_second_factor_from_the_last_five_minutes() {
 
     // Within the window: allowed.
     rig.advance(5 * MINUTE - SECOND);
-    let (status, _, body) = rig
-        .post_json(
-            "/settings/backup-codes/regenerate",
-            Some(&cookie),
-            json!({}),
-        )
-        .await;
+    let (status, body) = regenerate_backup_codes(&rig, &cookie).await;
     assert_eq!(status, 200, "{body}");
 
     // Past it: every change asks for a second factor first.
@@ -365,13 +355,7 @@ async fn settings_changes_need_a_second_factor_from_the_last_five_minutes() {
     let cookie = rig
         .verify_ok(&cookie, "totp", &rig.totp_now(&totp.secret))
         .await;
-    let (status, _, body) = rig
-        .post_json(
-            "/settings/backup-codes/regenerate",
-            Some(&cookie),
-            json!({}),
-        )
-        .await;
+    let (status, body) = regenerate_backup_codes(&rig, &cookie).await;
     assert_eq!(status, 200, "{body}");
 }
 
@@ -601,13 +585,7 @@ async fn password_change_does_not_refresh_the_reverify_window() {
     let cookie = password_changed_four_minutes_in(&rig).await;
     // ...but proves no new one: five minutes after the code, changes need another.
     rig.advance(MINUTE);
-    let (status, _, body) = rig
-        .post_json(
-            "/settings/backup-codes/regenerate",
-            Some(&cookie),
-            json!({}),
-        )
-        .await;
+    let (status, body) = regenerate_backup_codes(&rig, &cookie).await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["error"], "reverify_required");
 }
