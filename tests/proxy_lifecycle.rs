@@ -343,10 +343,7 @@ async fn closes_tls_connection_that_never_finishes_the_handshake() {
 async fn failed_accept_never_stops_the_server() {
     let upstream = EchoUpstream::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    let port = common::ports::reserve();
     let config = dir.path().join("stepgate.toml");
     std::fs::write(
         &config,

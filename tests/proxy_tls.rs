@@ -5,10 +5,10 @@ mod common;
 use common::gateway::GatewayBuilder;
 use common::{EchoUpstream, Gateway, TestCa, http_client, send_raw_path};
 
-/// A port nothing listens on right now (bound, then released), for configurations where the
-/// test must know the HTTPS port before the gateway starts.
+/// A port nothing listens on right now, for configurations where the test must know the HTTPS
+/// port before the gateway starts.
 fn free_port() -> u16 {
-    common::refused_addr().port()
+    common::ports::reserve()
 }
 
 /// A gateway with an HTTPS listener (certificate from `ca`) in front of an echo upstream.

@@ -537,3 +537,21 @@ async fn hop_over_h2_sends_only_fields_h2_allows() {
     assert!(resp.headers().get("connection").is_none());
     assert_eq!(resp.text().await.expect("body"), "hop\n");
 }
+
+#[test]
+fn reserved_ports_are_distinct_free_and_below_the_ephemeral_range() {
+    let ports: Vec<u16> = (0..64).map(|_| common::ports::reserve()).collect();
+    let mut distinct = ports.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        ports.len(),
+        "a port was handed out twice: {ports:?}"
+    );
+    for port in ports {
+        assert!((20_000..32_000).contains(&port), "{port}");
+        std::net::TcpListener::bind(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("port {port} was handed out but cannot be bound: {e}"));
+    }
+}

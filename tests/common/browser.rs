@@ -20,7 +20,7 @@
 //! when the test panics). Every wait polls against [`DEADLINE`]; nothing sleeps for a fixed time.
 
 use std::future::Future;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -75,12 +75,6 @@ fn require(path: &str, what: &str) {
         "{what} is not installed at {path}: the browser tests need Debian's chromium and \
          chromium-driver (`apt-get install chromium chromium-driver`; .ci/run installs them)"
     );
-}
-
-/// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
 }
 
 fn capabilities(profile: &Path) -> serde_json::Map<String, Value> {
@@ -143,7 +137,7 @@ impl Browser {
         // new port is tried.
         let mut failures = Vec::new();
         for _ in 0..3 {
-            let port = free_port();
+            let port = super::ports::reserve();
             let mut driver = spawn_driver(port, &driver_log);
             match wait_listening(&mut driver, port).await {
                 Ok(()) => {

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod echo;
 pub mod gateway;
 pub mod mfa;
+pub mod ports;
 pub mod proxies;
 pub mod sms_sink;
 pub mod smtp;
@@ -37,12 +38,10 @@ pub use gateway::{Gateway, GatewayBuilder, OutputLines, sigterm, stepgate_comman
 pub use sms_sink::{SmsRequest, SmsSink};
 pub use smtp::{AuthAttempt, ReceivedMail, SmtpServer};
 
-/// A loopback address where nothing listens: connecting to it is refused.
+/// A loopback address where nothing listens: connecting to it is refused. Its port is one of
+/// [`ports::reserve`]'s, which nothing else in the test process binds.
 pub fn refused_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    drop(listener);
-    addr
+    SocketAddr::from(([127, 0, 0, 1], ports::reserve()))
 }
 
 /// A reqwest builder that never follows redirects and never uses a proxy from the

@@ -35,11 +35,6 @@ pub const APP2_HOST: &str = "app2.example.com";
 /// Safety net while a proxy starts; a healthy one is up in well under a second.
 const START_DEADLINE: Duration = Duration::from_secs(20);
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("local addr").port()
-}
-
 /// The ports a proxy will listen on, chosen before the gateway starts (its `portal.url` names
 /// the HTTPS port).
 #[derive(Debug, Clone, Copy)]
@@ -52,9 +47,9 @@ pub struct ProxyPorts {
 impl ProxyPorts {
     pub fn pick() -> ProxyPorts {
         ProxyPorts {
-            https: free_port(),
-            http: free_port(),
-            admin: free_port(),
+            https: super::ports::reserve(),
+            http: super::ports::reserve(),
+            admin: super::ports::reserve(),
         }
     }
 
