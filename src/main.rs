@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 
 use stepgate::admin::client::{self, AdminError, PasswordSource, UserCommand};
 use stepgate::admin::policy_check::{self, PolicyQuery};
+use stepgate::auth::factors::secret_box::{KeyFileState, LOOSE_KEY_FILE, SecretBox};
 use stepgate::auth::password::PasswordSettings;
 use stepgate::clock::SystemClock;
 use stepgate::config::{self, Config};
@@ -121,12 +122,17 @@ fn main() -> ExitCode {
                     }
                     // So is the key of second-factor secrets (a missing one is created by
                     // `serve`, and refused there if the store already holds sealed factors).
-                    if let Err(e) = stepgate::auth::factors::secret_box::SecretBox::check_key_file(
-                        &config.storage.key_file,
-                    ) {
-                        eprintln!("{e}");
-                        eprintln!("{}: 1 problem(s) found", args.config.display());
-                        return ExitCode::FAILURE;
+                    match SecretBox::check_key_file(&config.storage.key_file) {
+                        Ok(KeyFileState::ReadableByOthers { mode }) => eprintln!(
+                            "warning: {} (mode {mode:o}): {LOOSE_KEY_FILE}",
+                            config.storage.key_file.display()
+                        ),
+                        Ok(KeyFileState::Missing | KeyFileState::Private) => {}
+                        Err(e) => {
+                            eprintln!("{e}");
+                            eprintln!("{}: 1 problem(s) found", args.config.display());
+                            return ExitCode::FAILURE;
+                        }
                     }
                     println!("{}: configuration is valid", args.config.display());
                     if smtp {

@@ -152,7 +152,8 @@ async fn check_config_loads_the_tls_certificate_and_key() {
 }
 
 /// `check-config` reads the key of second-factor secrets as `serve` would, creating nothing:
-/// a key file of the wrong size fails the check, a missing one is fine (`serve` creates it).
+/// a key file of the wrong size fails the check, a missing one is fine (`serve` creates it),
+/// one that others can read passes with a warning.
 #[tokio::test]
 async fn check_config_checks_the_key_file() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -167,6 +168,17 @@ async fn check_config_checks_the_key_file() {
     let out = run(&args).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!key.exists(), "check-config created the key file");
+    // A usable key that others can read passes, with a warning naming the file.
+    std::fs::write(&key, [7u8; 32]).expect("write");
+    for (mode, warned) in [(0o644, true), (0o600, false)] {
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .expect("chmod");
+        let out = run(&args).await;
+        let stderr = text(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(stderr.contains("chmod 600"), warned, "{mode:o}: {stderr}");
+        assert_eq!(stderr.contains(&*key.to_string_lossy()), warned, "{stderr}");
+    }
     std::fs::write(&key, [7u8; 16]).expect("write");
     let out = run(&args).await;
     let stderr = text(&out.stderr);

@@ -31,6 +31,36 @@ const TAG_LEN: usize = 16;
 const SEAL_LABEL: &[u8] = b"stepgate secret-box v1: seal";
 const MAC_LABEL: &[u8] = b"stepgate secret-box v1: keyed hash";
 
+/// What [`SecretBox::check_key_file`] found at the key file's path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyFileState {
+    /// No file yet: `serve` creates one.
+    Missing,
+    /// A usable key that only its owner can read.
+    Private,
+    /// A usable key that group or others can read too (`mode`: its permission bits).
+    ReadableByOthers { mode: u32 },
+}
+
+/// The warning for a key file that group or others can read.
+pub const LOOSE_KEY_FILE: &str =
+    "the key file for second-factor secrets is readable by group or others; chmod 600 it";
+
+/// The permission bits of a file that group or others can read or write, if it is one.
+fn loose_mode(meta: &std::fs::Metadata) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
+    }
+}
+
 /// Encrypts and authenticates secrets at rest; computes keyed hashes of codes.
 /// `Debug` never shows a key.
 pub struct SecretBox {
@@ -95,12 +125,16 @@ impl SecretBox {
     }
 
     /// Checks the key at `path` as [`SecretBox::load_or_create`] would read it, creating
-    /// nothing: `Ok(false)` when there is no file yet (one would be created), `Ok(true)` when
-    /// the file is a usable key, an error otherwise.
-    pub fn check_key_file(path: &Path) -> Result<bool, FactorError> {
+    /// nothing; an error when `serve` would refuse it.
+    pub fn check_key_file(path: &Path) -> Result<KeyFileState, FactorError> {
         match Self::read_key(path) {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Ok(_) => Ok(
+                match std::fs::metadata(path).ok().and_then(|m| loose_mode(&m)) {
+                    Some(mode) => KeyFileState::ReadableByOthers { mode },
+                    None => KeyFileState::Private,
+                },
+            ),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(KeyFileState::Missing),
             Err(e) => Err(FactorError::KeyFile {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
@@ -114,17 +148,12 @@ impl SecretBox {
         if !meta.is_file() {
             return Err(std::io::Error::other("not a regular file"));
         }
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                tracing::warn!(
-                    path = %path.display(),
-                    mode = format!("{mode:o}"),
-                    "the key file for second-factor secrets is readable by group or others; chmod 600 it"
-                );
-            }
+        if let Some(mode) = loose_mode(&meta) {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{mode:o}"),
+                "{LOOSE_KEY_FILE}"
+            );
         }
         let mut buf = Zeroizing::new(Vec::with_capacity(KEY_LEN + 1));
         // Read one byte more than needed so an overlong file is noticed.
@@ -304,10 +333,25 @@ mod tests {
     fn checking_a_key_file_creates_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("key");
-        assert!(!SecretBox::check_key_file(&path).unwrap());
+        assert_eq!(
+            SecretBox::check_key_file(&path).unwrap(),
+            KeyFileState::Missing
+        );
         assert!(!path.exists());
         SecretBox::load_or_create(&path).unwrap();
-        assert!(SecretBox::check_key_file(&path).unwrap());
+        assert_eq!(
+            SecretBox::check_key_file(&path).unwrap(),
+            KeyFileState::Private
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+            assert_eq!(
+                SecretBox::check_key_file(&path).unwrap(),
+                KeyFileState::ReadableByOthers { mode: 0o640 }
+            );
+        }
         std::fs::write(&path, [1u8; 16]).unwrap();
         assert!(SecretBox::check_key_file(&path).is_err());
     }
