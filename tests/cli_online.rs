@@ -305,3 +305,54 @@ policy = "two_factor"
     assert!(out.stdout.contains("decision: two_factor\n"), "{out:#?}");
     running.shutdown().await.unwrap();
 }
+
+/// `user edit` through the running gateway: the new groups apply to the next decision, and the
+/// account's live sessions go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_groups_through_the_cli_applies_at_once_and_keeps_sessions() {
+    let env = CliEnv::new(
+        r#"
+[access]
+default_policy = "deny"
+
+[[access.rules]]
+path = "^/admin"
+subjects = "group:admins"
+policy = "two_factor"
+"#,
+    );
+    let running = env.start_gateway().await;
+    let app = running.app().clone();
+    run_async(
+        &env,
+        &["user", "add", "root", "--groups", "dev", "--password-stdin"],
+        Some(PW),
+    )
+    .await
+    .ok();
+    let root = Username::parse("root").unwrap();
+    let (id, _) = app
+        .sessions
+        .create(&root, AuthLevel::TwoFactor, false)
+        .unwrap();
+    let check = [
+        "check-policy",
+        "--user",
+        "root",
+        "GET",
+        "https://app.example.com/admin",
+    ];
+    let out = run_async(&env, &check, None).await.ok();
+    assert!(out.stdout.contains("decision: deny\n"), "{out:#?}");
+
+    let out = run_async(&env, &["user", "edit", "root", "--groups", "admins"], None)
+        .await
+        .ok();
+    assert!(out.stdout.starts_with("updated root\n"), "{out:#?}");
+    assert!(out.stdout.contains("groups:       admins\n"), "{out:#?}");
+    let out = run_async(&env, &check, None).await.ok();
+    assert!(out.stdout.contains("decision: two_factor\n"), "{out:#?}");
+    assert_eq!(app.users.get(&root).unwrap().unwrap().groups, ["admins"]);
+    assert!(app.sessions.lookup(&id.cookie_value()).unwrap().is_some());
+    running.shutdown().await.unwrap();
+}

@@ -320,3 +320,87 @@ fn explains_a_store_locked_without_a_control_socket() {
     assert_eq!(out.code, 1, "{out:#?}");
     assert!(out.stderr.contains("locked by another process"), "{out:#?}");
 }
+
+#[test]
+fn offline_edit_changes_fields_and_refuses_nothing_to_change() {
+    let env = CliEnv::new("");
+    env.run(
+        &[
+            "user",
+            "add",
+            "alice",
+            "--email",
+            "alice@example.com",
+            "--groups",
+            "dev",
+            "--password-stdin",
+        ],
+        Some(PW),
+    )
+    .ok();
+    let hash = stored_hash(&env, "alice");
+
+    let out = env
+        .run(
+            &[
+                "user",
+                "edit",
+                "Alice",
+                "--groups",
+                "ops,admins",
+                "--name",
+                "Alice L.",
+            ],
+            None,
+        )
+        .ok();
+    assert!(out.stdout.starts_with("updated alice\n"), "{out:#?}");
+    let show = env.run(&["user", "show", "alice"], None).ok().stdout;
+    assert!(show.contains("display name: Alice L.\n"), "{show}");
+    assert!(show.contains("email:        alice@example.com\n"), "{show}");
+    assert!(show.contains("groups:       ops, admins\n"), "{show}");
+
+    // Empty values clear; the password is untouched by any of it.
+    env.run(
+        &["user", "edit", "alice", "--email", "", "--groups", ""],
+        None,
+    )
+    .ok();
+    let show = env.run(&["user", "show", "alice"], None).ok().stdout;
+    assert!(show.contains("email:        -\n"), "{show}");
+    assert!(show.contains("groups:       -\n"), "{show}");
+    assert!(show.contains("display name: Alice L.\n"), "{show}");
+    assert_eq!(stored_hash(&env, "alice"), hash);
+
+    // Nothing to change is a usage error; a bad value or an unknown account changes nothing.
+    let none = env.run(&["user", "edit", "alice"], None);
+    assert_eq!(none.code, 2, "{none:#?}");
+    let bad = env.run(
+        &[
+            "user",
+            "edit",
+            "alice",
+            "--email",
+            "not-an-address",
+            "--groups",
+            "x",
+        ],
+        None,
+    );
+    assert_eq!(bad.code, 1, "{bad:#?}");
+    assert!(bad.stderr.contains("email"), "{bad:#?}");
+    let show = env.run(&["user", "show", "alice"], None).ok().stdout;
+    assert!(show.contains("groups:       -\n"), "{show}");
+    let unknown = env.run(&["user", "edit", "bob", "--groups", "x"], None);
+    assert_eq!(unknown.code, 1, "{unknown:#?}");
+    assert!(unknown.stderr.contains("no user named bob"), "{unknown:#?}");
+
+    let store = Store::open(&env.storage).expect("store");
+    let updates = store
+        .recent_audit(100)
+        .expect("audit")
+        .into_iter()
+        .filter(|e| e.kind == AuditKind::UserUpdated)
+        .count();
+    assert_eq!(updates, 2);
+}

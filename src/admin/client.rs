@@ -286,6 +286,27 @@ pub enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Change the display name, e-mail address or groups of an account; its sessions and
+    /// second factors stay. An empty value clears the field (`--email ''`); a code e-mailed to
+    /// the old address is withdrawn.
+    #[command(group(
+        clap::ArgGroup::new("change")
+            .required(true)
+            .multiple(true)
+            .args(["email", "display_name", "groups"])
+    ))]
+    Edit {
+        name: String,
+        /// New e-mail address ('' for none).
+        #[arg(long)]
+        email: Option<String>,
+        /// New display name ('' for the username).
+        #[arg(long = "name", value_name = "DISPLAY_NAME")]
+        display_name: Option<String>,
+        /// New comma-separated group names, replacing the old ones ('' for none).
+        #[arg(long, value_delimiter = ',')]
+        groups: Option<Vec<String>>,
+    },
     /// List every account.
     List,
     /// Show one account.
@@ -384,6 +405,28 @@ pub fn run_user_command(config: &Config, command: UserCommand) -> Result<String,
             Ok(format!(
                 "password changed for {username}; their sessions have ended\n"
             ))
+        }
+        UserCommand::Edit {
+            name,
+            email,
+            display_name,
+            groups,
+        } => {
+            let username = parse_username(&name)?;
+            match perform_ok(
+                config,
+                &Request::EditUser {
+                    username: username.as_str().to_string(),
+                    display_name,
+                    email,
+                    groups,
+                },
+            )? {
+                Response::User { user } => {
+                    Ok(format!("updated {username}\n{}", render_user(&user)))
+                }
+                other => Err(unexpected(other)),
+            }
         }
         UserCommand::List => match perform_ok(config, &Request::List)? {
             Response::Users { users } => Ok(render_table(&users)),

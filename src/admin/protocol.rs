@@ -14,7 +14,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::directory::{NewUser, UserDirectory};
+use crate::auth::directory::{AccountEdit, NewUser, UserDirectory};
 use crate::auth::password::PasswordHash;
 use crate::auth::user::{User, Username};
 use crate::clock::Timestamp;
@@ -64,6 +64,17 @@ pub enum Request {
     SetDisabled {
         username: String,
         disabled: bool,
+    },
+    /// Changes the fields given; an empty display name means the username, an empty e-mail
+    /// address none, an empty list no groups.
+    EditUser {
+        username: String,
+        #[serde(default)]
+        display_name: Option<String>,
+        #[serde(default)]
+        email: Option<String>,
+        #[serde(default)]
+        groups: Option<Vec<String>>,
     },
     Delete {
         username: String,
@@ -219,6 +230,31 @@ fn run(users: &UserDirectory, request: Request) -> Result<Response, Response> {
                 .set_disabled(&username, disabled)
                 .map_err(store_error)?;
             Ok(Response::Done)
+        }
+        Request::EditUser {
+            username,
+            display_name,
+            email,
+            groups,
+        } => {
+            let username = username_field(&username)?;
+            let edit = AccountEdit {
+                display_name: display_name
+                    .map(|name| display_name_field(Some(name)))
+                    .transpose()?,
+                email: email.map(|email| email_field(Some(email))).transpose()?,
+                groups: groups.map(groups_field).transpose()?,
+            };
+            if edit.is_empty() {
+                return Err(invalid(
+                    "edit",
+                    "nothing to change: give a display name, an e-mail address or groups",
+                ));
+            }
+            let user = users.edit(&username, &edit).map_err(store_error)?;
+            Ok(Response::User {
+                user: Box::new(view(users, &user)),
+            })
         }
         Request::Delete { username } => {
             let username = username_field(&username)?;
@@ -447,6 +483,12 @@ mod tests {
                 username: "alice".into(),
                 disabled: true,
             },
+            Request::EditUser {
+                username: "alice".into(),
+                display_name: None,
+                email: Some(String::new()),
+                groups: Some(vec!["ops".into()]),
+            },
             Request::Delete {
                 username: "alice".into(),
             },
@@ -604,6 +646,66 @@ mod tests {
                 assert_eq!(user.email.as_deref(), Some("m@example.com"));
                 assert_eq!(user.groups, ["a", "b"]);
             }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_edit_checks_every_field_before_changing_anything() {
+        let f = fixture();
+        execute(&f.users, create("alice"));
+        let edit = |display: Option<&str>, email: Option<&str>, groups: Option<&[&str]>| {
+            execute(
+                &f.users,
+                Request::EditUser {
+                    username: "alice".into(),
+                    display_name: display.map(Into::into),
+                    email: email.map(Into::into),
+                    groups: groups.map(|g| g.iter().map(|g| g.to_string()).collect()),
+                },
+            )
+        };
+        for bad in [
+            // A valid group with an invalid address: neither is written.
+            edit(None, Some("a@x\r\nRemote-User: admin"), Some(&["ops"])),
+            edit(Some("Al\r\nRemote-User: admin"), None, None),
+            edit(None, None, Some(&["admins,root"])),
+            edit(None, None, None),
+        ] {
+            assert!(
+                matches!(
+                    bad,
+                    Response::Error {
+                        kind: ErrorKind::Invalid,
+                        ..
+                    }
+                ),
+                "{bad:?}"
+            );
+        }
+        let alice = Username::parse("alice").unwrap();
+        assert!(f.users.get(&alice).unwrap().unwrap().groups.is_empty());
+        match edit(Some(""), Some(" a@example.com "), Some(&["ops", "", "ops"])) {
+            Response::User { user } => {
+                assert_eq!(user.display_name, "alice");
+                assert_eq!(user.email.as_deref(), Some("a@example.com"));
+                assert_eq!(user.groups, ["ops"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        match execute(
+            &f.users,
+            Request::EditUser {
+                username: "nobody".into(),
+                display_name: Some("N".into()),
+                email: None,
+                groups: None,
+            },
+        ) {
+            Response::Error {
+                kind: ErrorKind::NotFound,
+                ..
+            } => {}
             other => panic!("{other:?}"),
         }
     }

@@ -298,6 +298,7 @@ fn request_name(request: &protocol::Request) -> &'static str {
         R::CreateUser { .. } => "create_user",
         R::SetPassword { .. } => "set_password",
         R::SetDisabled { .. } => "set_disabled",
+        R::EditUser { .. } => "edit_user",
         R::Delete { .. } => "delete",
         R::List => "list",
         R::Get { .. } => "get",

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
 use crate::auth::audit::{self, AuditEvent, AuditKind};
+use crate::auth::factors::codes::Channel;
 use crate::auth::factors::{FactorError, FactorSummary, MfaSettings, summary_from_store};
 use crate::auth::password::PasswordHash;
 use crate::auth::session::{AuthLevel, Session, SessionId, SessionKey, SessionManager};
@@ -22,6 +23,24 @@ pub struct NewUser {
     pub email: Option<String>,
     pub groups: Vec<String>,
     pub password_hash: PasswordHash,
+}
+
+/// What an administrator changes of an account (`stepgate user edit`); `None` leaves a field
+/// as it is. The fields are checked by the caller (as for [`NewUser`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountEdit {
+    /// `Some(None)`: the display name becomes the username again.
+    pub display_name: Option<Option<String>>,
+    /// `Some(None)`: the account has no address any more.
+    pub email: Option<Option<String>>,
+    /// `Some(vec![])`: no groups.
+    pub groups: Option<Vec<String>>,
+}
+
+impl AccountEdit {
+    pub fn is_empty(&self) -> bool {
+        self.display_name.is_none() && self.email.is_none() && self.groups.is_none()
+    }
 }
 
 /// What became of a password change asked for from one of the account's own sessions.
@@ -243,6 +262,43 @@ impl UserDirectory {
         }
         self.sessions.revoke(&id.key())?;
         Ok(None)
+    }
+
+    /// Changes the display name, e-mail address or groups of an account, atomically (a change
+    /// made meanwhile elsewhere is kept), and returns the account as stored. Sessions go on: the
+    /// next request of each sees the new values (identity headers, group rules). A code e-mailed
+    /// to the old address and still outstanding is withdrawn when the address changes: it
+    /// proves nothing about the new one.
+    pub fn edit(&self, username: &Username, edit: &AccountEdit) -> Result<User, StoreError> {
+        // The address the written version replaced (the change may be tried more than once).
+        let replaced_email = std::sync::Mutex::new(None);
+        let user = self.modify(username, |u| {
+            if let Some(name) = &edit.display_name {
+                u.display_name = name
+                    .clone()
+                    .unwrap_or_else(|| u.username.as_str().to_string());
+            }
+            if let Some(email) = &edit.email {
+                let old = std::mem::replace(&mut u.email, email.clone());
+                *replaced_email.lock().unwrap_or_else(|e| e.into_inner()) = Some(old);
+            }
+            if let Some(groups) = &edit.groups {
+                u.groups = groups.clone();
+            }
+        })?;
+        let replaced = replaced_email
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+        if replaced.is_some_and(|old| old != user.email) {
+            self.store
+                .update_code_state(username, Channel::Email, |mut state| {
+                    state.current = None;
+                    Ok::<_, StoreError>((state, ()))
+                })?;
+            self.store.flush()?;
+        }
+        self.audit(AuditKind::UserUpdated, username, None);
+        Ok(user)
     }
 
     /// Disabling ends the account's sessions at once.
@@ -520,6 +576,142 @@ mod tests {
             .unwrap();
         assert!(stale.is_none());
         assert_eq!(stored_hash(&store, &alice.username), rehashed);
+    }
+
+    /// An outstanding code on `channel` for `username`, as a send leaves it.
+    fn issue_code(store: &Store, username: &Username, channel: Channel) {
+        use crate::auth::factors::state::{CodeHash, IssuedCode};
+        store
+            .update_code_state(username, channel, |mut state| {
+                state.current = Some(IssuedCode {
+                    hash: CodeHash([7; 32]),
+                    issued_at: Timestamp(1_700_000_000_000),
+                    expires_at: Timestamp(1_700_000_600_000),
+                    failed_attempts: 0,
+                });
+                Ok::<_, StoreError>((state, ()))
+            })
+            .unwrap();
+    }
+
+    fn outstanding(store: &Store, username: &Username, channel: Channel) -> bool {
+        store
+            .get_code_state(username, channel)
+            .unwrap()
+            .current
+            .is_some()
+    }
+
+    #[test]
+    fn an_edit_changes_only_what_it_names_and_keeps_sessions_and_factors() {
+        let (_dir, store, users) = directory();
+        let alice = users
+            .create(NewUser {
+                username: Username::parse("alice").unwrap(),
+                display_name: Some("Alice".into()),
+                email: Some("alice@old.example".into()),
+                groups: vec!["dev".into()],
+                password_hash: PasswordHash::new_unchecked("$argon2id$old".into()),
+            })
+            .unwrap();
+        let (id, _) = users
+            .open_session(&alice, AuthLevel::TwoFactor, false)
+            .unwrap()
+            .expect("opened");
+        store
+            .update_factors(&alice.username, |mut f| {
+                f.email_verification = Some(true);
+                Ok::<_, StoreError>((f, ()))
+            })
+            .unwrap();
+        let seen = users.get(&alice.username).unwrap().expect("in the view");
+        issue_code(&store, &alice.username, Channel::Email);
+        issue_code(&store, &alice.username, Channel::Sms);
+
+        // Groups only: the address stays, and so does the code sent to it.
+        let edited = users
+            .edit(
+                &alice.username,
+                &AccountEdit {
+                    groups: Some(vec!["ops".into(), "admins".into()]),
+                    ..AccountEdit::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(edited.groups, ["ops", "admins"]);
+        assert_eq!(edited.display_name, "Alice");
+        assert_eq!(edited.email.as_deref(), Some("alice@old.example"));
+        assert_eq!(edited.password_hash, alice.password_hash);
+        assert!(outstanding(&store, &alice.username, Channel::Email));
+        // The view follows at once (a new version of the account).
+        let now = users.get(&alice.username).unwrap().expect("in the view");
+        assert!(!Arc::ptr_eq(&seen, &now));
+        assert_eq!(now.groups, ["ops", "admins"]);
+
+        // A new address: the code sent to the old one is withdrawn, the texted one is not.
+        let edited = users
+            .edit(
+                &alice.username,
+                &AccountEdit {
+                    email: Some(Some("alice@new.example".into())),
+                    display_name: Some(None),
+                    ..AccountEdit::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(edited.email.as_deref(), Some("alice@new.example"));
+        assert_eq!(
+            edited.display_name, "alice",
+            "an empty name shows the username"
+        );
+        assert_eq!(edited.groups, ["ops", "admins"]);
+        assert!(!outstanding(&store, &alice.username, Channel::Email));
+        assert!(outstanding(&store, &alice.username, Channel::Sms));
+
+        // The session and the factors stayed; each edit was audited.
+        assert!(users.sessions.lookup(&id.cookie_value()).unwrap().is_some());
+        assert_eq!(
+            store
+                .get_factors(&alice.username)
+                .unwrap()
+                .email_verification,
+            Some(true)
+        );
+        let updates = store
+            .recent_audit(10)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == AuditKind::UserUpdated)
+            .count();
+        assert_eq!(updates, 2);
+
+        // No address at all.
+        let edited = users
+            .edit(
+                &alice.username,
+                &AccountEdit {
+                    email: Some(None),
+                    ..AccountEdit::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(edited.email, None);
+    }
+
+    #[test]
+    fn editing_an_unknown_account_changes_nothing() {
+        let (_dir, store, users) = directory();
+        let bob = Username::parse("bob").unwrap();
+        let edit = AccountEdit {
+            groups: Some(vec!["admins".into()]),
+            ..AccountEdit::default()
+        };
+        assert!(matches!(
+            users.edit(&bob, &edit),
+            Err(StoreError::NoSuchUser(_))
+        ));
+        assert!(store.get_user(&bob).unwrap().is_none());
+        assert!(users.get(&bob).unwrap().is_none());
     }
 
     #[test]
