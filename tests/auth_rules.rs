@@ -290,6 +290,39 @@ policy = "one_factor"
 
 /// `/admin;x` is `/admin` to a servlet container: a rule for `/admin` judges it, while the
 /// upstream still receives the path as sent (`;jsessionid=` links keep working).
+/// The application decodes the escapes the canonical path keeps (`%3A` is `:` to it): a rule
+/// written with the character judges the escaped spelling too, through the whole gateway.
+#[tokio::test]
+async fn path_rules_judge_escaped_characters_as_the_application_reads_them() {
+    let site = Site::start(
+        r#"
+[access]
+default_policy = "bypass"
+
+[[access.rules]]
+path = "^/wiki/Special:"
+policy = "deny"
+
+[[access.rules]]
+path = "^/caf\u00e9/"
+policy = "deny"
+"#,
+    )
+    .await;
+    for blocked in [
+        "/wiki/Special:UserRights",
+        "/wiki/Special%3AUserRights",
+        "/wiki/Special%3aUserRights",
+        "/wiki/special%3AUserRights",
+        "/caf%C3%A9/menu",
+        "/caf%c3%a9/menu",
+    ] {
+        site.assert_blocked(blocked).await;
+    }
+    site.assert_statuses(&[("/wiki/Main", None, 200), ("/wiki/100%25", None, 200)])
+        .await;
+}
+
 #[tokio::test]
 async fn path_rules_read_segments_without_their_parameters() {
     let site = Site::start(

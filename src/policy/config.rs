@@ -159,9 +159,25 @@ fn step_up_window(value: &str, key: &str, errors: &mut ConfigErrors) -> Option<D
     Some(window)
 }
 
+/// The first percent-escape (`%3A`) in a path pattern. A pattern written for an escape would
+/// miss the same character sent raw (`:`); written with the character, it judges both.
+fn percent_escape_in(pattern: &str) -> Option<&str> {
+    let bytes = pattern.as_bytes();
+    (0..bytes.len().saturating_sub(2)).find_map(|i| {
+        (bytes[i] == b'%' && bytes[i + 1].is_ascii_hexdigit() && bytes[i + 2].is_ascii_hexdigit())
+            .then(|| &pattern[i..i + 3])
+    })
+}
+
 fn validate_rule(raw: &RawRule, key: &str, errors: &mut ConfigErrors) -> Rule {
     let hosts = each(&raw.host, key, "host", errors, HostPattern::parse);
     let paths = each(&raw.path, key, "path", errors, |s| {
+        if let Some(escape) = percent_escape_in(s) {
+            return Err(format!(
+                "{escape:?}: write the character itself, not its percent-escape (rules judge a \
+                 request's path as written and with its escapes decoded)"
+            ));
+        }
         PathPattern::new(s).map_err(|e| format!("invalid regex: {}", one_line(&e.to_string())))
     });
     let methods = each(&raw.methods, key, "methods", errors, parse_method);
@@ -601,6 +617,21 @@ mod tests {
             found,
             vec![
                 "access.rules[0].policy: unknown policy \"allow\" (expected bypass, one_factor, two_factor, deny)"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_percent_escape_in_a_path_pattern_is_refused() {
+        let found = problems(
+            "[[access.rules]]\npath = [\"^/wiki/Special%3A\", \"^/100%\"]\npolicy = \"deny\"\n",
+        );
+        assert_eq!(
+            found,
+            vec![
+                "access.rules[0].path[0]: \"%3A\": write the character itself, not its \
+                 percent-escape (rules judge a request's path as written and with its escapes \
+                 decoded)"
             ]
         );
     }

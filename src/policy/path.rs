@@ -214,6 +214,19 @@ pub fn without_parameters(path: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// A canonical path as the application behind the gateway reads it: every escape the
+/// canonical form keeps (`%3A`, `%C3%A9`) decoded, once, as frameworks decode a path before
+/// routing (`/wiki/Special%3AX` is `/wiki/Special:X` to them). `None` when that reading is the
+/// path itself. The escapes that would change the segments (`%2F`, `%5C`) never reach here:
+/// [`canonicalize`] refuses them. Bytes that are not UTF-8 read as U+FFFD.
+pub fn decoded(path: &str) -> Option<String> {
+    if !path.contains('%') {
+        return None;
+    }
+    let text = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    (text != path).then(|| text.into_owned())
+}
+
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
 fn hex_value(b: u8) -> Option<u8> {
@@ -236,6 +249,19 @@ fn is_unreserved(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decoded_reads_every_escape_once() {
+        assert_eq!(decoded("/a/b"), None);
+        assert_eq!(
+            decoded("/wiki/Special%3AX").as_deref(),
+            Some("/wiki/Special:X")
+        );
+        assert_eq!(decoded("/caf%C3%A9").as_deref(), Some("/caf\u{e9}"));
+        assert_eq!(decoded("/100%2525").as_deref(), Some("/100%25"));
+        // Not UTF-8 once decoded: replacement characters, never an error.
+        assert_eq!(decoded("/%FF").as_deref(), Some("/\u{fffd}"));
+    }
 
     /// Every path of up to six bytes over the plain alphabet (and a dot, which is not in it):
     /// where the shortcut applies, it gives what the full canonicalisation gives.

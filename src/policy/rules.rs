@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use regex::{Regex, RegexBuilder};
 
 use super::host::HostPattern;
-use super::path::without_parameters;
+use super::path::{decoded, without_parameters};
 
 /// What a request needs before it is forwarded. Ordered from least to most demanding:
 /// `Bypass < OneFactor < TwoFactor < Deny`.
@@ -383,7 +383,8 @@ impl AccessPolicy {
 
     /// [`AccessPolicy::evaluate`] for the request's own method: paths read as written, then
     /// in any case. The two readings are independent (a case-blind `[^v]` is `[^vV]`, so a
-    /// path may match as written and not in any case), and both run over every rule.
+    /// path may match as written and not in any case), and both run over every rule. A path
+    /// that keeps escapes is read both ways again with them decoded ([`decoded`]).
     #[inline]
     fn evaluate_as(&self, req: &RequestFacts<'_>, user: Option<&UserFacts<'_>>) -> RuleMatch {
         let ip = match req.client_ip {
@@ -393,10 +394,20 @@ impl AccessPolicy {
         // Path rules judge the path as a servlet container would route it.
         let path = without_parameters(req.path);
         let (exact, any_case) = self.first_matches(req, &path, ip, user);
-        if exact == any_case {
-            return self.match_found(exact);
+        let mut verdict = if exact == any_case {
+            self.match_found(exact)
+        } else {
+            self.match_found(exact).join(self.match_found(any_case))
+        };
+        // And as the application reads it, escapes decoded: a rule written for `:` judges
+        // `%3A` too. Only paths with an escape left pay for this second pass.
+        if let Some(decoded) = decoded(&path) {
+            let (exact, any_case) = self.first_matches(req, &decoded, ip, user);
+            verdict = verdict
+                .join(self.match_found(exact))
+                .join(self.match_found(any_case));
         }
-        self.match_found(exact).join(self.match_found(any_case))
+        verdict
     }
 
     /// The first rule that decides for this request and user with paths read as written, and
@@ -581,6 +592,52 @@ mod tests {
                 },
             ],
             default_step_up: None,
+        }
+    }
+
+    /// An escape the canonical path keeps (`%3A`, `%C3%A9`) is decoded by the application
+    /// before it routes: a rule written with the character judges the escaped spelling too, and
+    /// the stricter answer wins.
+    #[test]
+    fn a_rule_judges_a_path_as_written_and_decoded() {
+        let policy = AccessPolicy {
+            default_policy: Policy::OneFactor,
+            rules: vec![
+                Rule {
+                    paths: vec![re("^/public/")],
+                    ..rule(Policy::Bypass)
+                },
+                Rule {
+                    paths: vec![re("^/wiki/Special:")],
+                    ..rule(Policy::TwoFactor)
+                },
+                Rule {
+                    paths: vec![re("^/café/")],
+                    ..rule(Policy::Deny)
+                },
+            ],
+            default_step_up: None,
+        };
+        let get = Method::GET;
+        let judge = |path: &str| {
+            policy
+                .evaluate(&req("app.example.com", path, &get, "192.0.2.1"), None)
+                .policy
+        };
+        for (path, expected) in [
+            ("/wiki/Special:UserRights", Policy::TwoFactor),
+            ("/wiki/Special%3AUserRights", Policy::TwoFactor),
+            ("/wiki/special%3auserrights", Policy::TwoFactor),
+            ("/caf\u{e9}/menu", Policy::Deny),
+            ("/caf%C3%A9/menu", Policy::Deny),
+            ("/CAF%C3%89/menu", Policy::Deny),
+            // Both readings bypass: still a bypass.
+            ("/public/a%3Ab", Policy::Bypass),
+            // `%25` is a percent sign to the application: `%3A` after one decoding, not `:`.
+            ("/wiki/Special%253AUserRights", Policy::OneFactor),
+            ("/wiki/Main", Policy::OneFactor),
+        ] {
+            assert_eq!(judge(path), expected, "{path}");
         }
     }
 
