@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
 use crate::auth::audit::{self, AuditEvent, AuditKind};
-use crate::auth::factors::codes::Channel;
+use crate::auth::factors::codes::{Channel, withdrawn};
 use crate::auth::factors::{FactorError, FactorSummary, MfaSettings, summary_from_store};
 use crate::auth::password::PasswordHash;
 use crate::auth::session::{AuthLevel, Session, SessionId, SessionKey, SessionManager};
@@ -266,38 +266,39 @@ impl UserDirectory {
 
     /// Changes the display name, e-mail address or groups of an account, atomically (a change
     /// made meanwhile elsewhere is kept), and returns the account as stored. Sessions go on: the
-    /// next request of each sees the new values (identity headers, group rules). A code e-mailed
-    /// to the old address and still outstanding is withdrawn when the address changes: it
-    /// proves nothing about the new one.
+    /// next request of each sees the new values (identity headers, group rules); the account's
+    /// open tunnels (WebSockets), judged and given identity headers when they opened, are
+    /// closed. E-mailed codes are bound to the address (a code sent to the old one no longer
+    /// matches); one still outstanding is withdrawn too, with its cooldown.
     pub fn edit(&self, username: &Username, edit: &AccountEdit) -> Result<User, StoreError> {
-        // The address the written version replaced (the change may be tried more than once).
-        let replaced_email = std::sync::Mutex::new(None);
+        // The version the written one replaced (the change may be tried more than once).
+        let replaced = std::sync::Mutex::new(None);
         let user = self.modify(username, |u| {
+            *replaced.lock().unwrap_or_else(|e| e.into_inner()) = Some(u.clone());
             if let Some(name) = &edit.display_name {
                 u.display_name = name
                     .clone()
                     .unwrap_or_else(|| u.username.as_str().to_string());
             }
             if let Some(email) = &edit.email {
-                let old = std::mem::replace(&mut u.email, email.clone());
-                *replaced_email.lock().unwrap_or_else(|e| e.into_inner()) = Some(old);
+                u.email = email.clone();
             }
             if let Some(groups) = &edit.groups {
                 u.groups = groups.clone();
             }
         })?;
-        let replaced = replaced_email
-            .into_inner()
-            .unwrap_or_else(|e| e.into_inner());
-        if replaced.is_some_and(|old| old != user.email) {
+        let before = replaced.into_inner().unwrap_or_else(|e| e.into_inner());
+        let event = AuditEvent::new(self.clock.now(), AuditKind::UserUpdated)
+            .with_username(username.as_str())
+            .with_detail(edit_detail(before.as_ref(), &user));
+        audit::record(&self.store, event);
+        self.sessions.end_tunnels_of_user(username);
+        if edit.email.is_some() {
             self.store
-                .update_code_state(username, Channel::Email, |mut state| {
-                    state.current = None;
-                    Ok::<_, StoreError>((state, ()))
+                .update_code_state(username, Channel::Email, |state| {
+                    Ok::<_, StoreError>((withdrawn(state), ()))
                 })?;
-            self.store.flush()?;
         }
-        self.audit(AuditKind::UserUpdated, username, None);
         Ok(user)
     }
 
@@ -376,6 +377,40 @@ impl UserDirectory {
                 })?;
         }
         Ok(())
+    }
+}
+
+/// What an edit changed, for the audit trail: the fields, and the groups' old and new values
+/// (an address is personal data, and is not repeated there).
+fn edit_detail(before: Option<&User>, after: &User) -> String {
+    let Some(before) = before else {
+        return "edited".to_string();
+    };
+    let mut changed = Vec::new();
+    if before.display_name != after.display_name {
+        changed.push("display name".to_string());
+    }
+    if before.email != after.email {
+        changed.push("email".to_string());
+    }
+    if before.groups != after.groups {
+        let list = |g: &[String]| {
+            if g.is_empty() {
+                "-".to_string()
+            } else {
+                g.join(",")
+            }
+        };
+        changed.push(format!(
+            "groups {} -> {}",
+            list(&before.groups),
+            list(&after.groups)
+        ));
+    }
+    if changed.is_empty() {
+        "nothing changed".to_string()
+    } else {
+        format!("changed: {}", changed.join("; "))
     }
 }
 
@@ -614,10 +649,12 @@ mod tests {
                 password_hash: PasswordHash::new_unchecked("$argon2id$old".into()),
             })
             .unwrap();
-        let (id, _) = users
+        let (id, session) = users
             .open_session(&alice, AuthLevel::TwoFactor, false)
             .unwrap()
             .expect("opened");
+        // A tunnel open on the session.
+        let tunnel = users.sessions.watch_end(&session);
         store
             .update_factors(&alice.username, |mut f| {
                 f.email_verification = Some(true);
@@ -647,6 +684,9 @@ mod tests {
         let now = users.get(&alice.username).unwrap().expect("in the view");
         assert!(!Arc::ptr_eq(&seen, &now));
         assert_eq!(now.groups, ["ops", "admins"]);
+        // The tunnel was judged with the old groups: closed. The session goes on.
+        assert!(tunnel.has_ended());
+        assert!(users.sessions.lookup(&id.cookie_value()).unwrap().is_some());
 
         // A new address: the code sent to the old one is withdrawn, the texted one is not.
         let edited = users
@@ -667,6 +707,14 @@ mod tests {
         assert_eq!(edited.groups, ["ops", "admins"]);
         assert!(!outstanding(&store, &alice.username, Channel::Email));
         assert!(outstanding(&store, &alice.username, Channel::Sms));
+        // The withdrawn code's send is gone too: no cooldown before a code to the new address.
+        assert!(
+            store
+                .get_code_state(&alice.username, Channel::Email)
+                .unwrap()
+                .sends
+                .is_empty()
+        );
 
         // The session and the factors stayed; each edit was audited.
         assert!(users.sessions.lookup(&id.cookie_value()).unwrap().is_some());
@@ -677,13 +725,22 @@ mod tests {
                 .email_verification,
             Some(true)
         );
-        let updates = store
+        let updates: Vec<String> = store
             .recent_audit(10)
             .unwrap()
             .into_iter()
             .filter(|e| e.kind == AuditKind::UserUpdated)
-            .count();
-        assert_eq!(updates, 2);
+            .filter_map(|e| e.detail)
+            .collect();
+        assert_eq!(updates.len(), 2, "{updates:?}");
+        assert!(
+            updates.contains(&"changed: groups dev -> ops,admins".to_string()),
+            "{updates:?}"
+        );
+        assert!(
+            updates.contains(&"changed: display name; email".to_string()),
+            "{updates:?}"
+        );
 
         // No address at all.
         let edited = users

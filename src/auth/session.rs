@@ -770,6 +770,12 @@ impl SessionManager {
         Ok(count)
     }
 
+    /// Closes the open tunnels of `username`'s sessions, and leaves the sessions alone (the
+    /// account changed: a tunnel was judged, and given its identity headers, when it opened).
+    pub fn end_tunnels_of_user(&self, username: &Username) {
+        self.ends.user_ended(username);
+    }
+
     /// Moves a live session to a fresh id (after a password change, for instance), keeping
     /// its data. The old id stops working in the same atomic store write. `None` if the old
     /// session is unknown or expired.

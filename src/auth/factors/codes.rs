@@ -66,10 +66,10 @@ pub(super) fn prune_sends(s: &mut CodeState, now: Timestamp) {
     s.sends.retain(|t| *t > window_start);
 }
 
-/// What a code on `channel` is bound to besides the user: the phone number for SMS channels.
-fn destination(f: &UserFactors, channel: Channel) -> Result<String, FactorError> {
+/// What a phone code on `channel` is bound to besides the user: the phone number.
+fn phone_destination(f: &UserFactors, channel: Channel) -> Result<String, FactorError> {
     match channel {
-        Channel::Email => Ok(String::new()),
+        Channel::Email => Err(FactorError::MethodUnavailable),
         Channel::Sms => match &f.phone {
             Some(p) if p.verified => Ok(p.number.clone()),
             _ => Err(FactorError::MethodUnavailable),
@@ -83,7 +83,34 @@ fn destination(f: &UserFactors, channel: Channel) -> Result<String, FactorError>
     }
 }
 
+/// `s` without its newest code, and without that code's send: the code is void, and the
+/// cooldown it started is lifted.
+pub(crate) fn withdrawn(mut s: CodeState) -> CodeState {
+    if let Some(current) = s.current.take()
+        && let Some(pos) = s.sends.iter().rposition(|t| *t == current.issued_at)
+    {
+        s.sends.remove(pos);
+    }
+    s
+}
+
 impl Factors {
+    /// What a code on `channel` is bound to besides the user: the account's e-mail address as
+    /// stored, or the phone number. A code sent to an address or a number the account no
+    /// longer has proves nothing, and no longer matches.
+    fn destination(&self, username: &Username, channel: Channel) -> Result<String, FactorError> {
+        match channel {
+            Channel::Email => self
+                .store
+                .get_user(username)?
+                .and_then(|u| u.email)
+                .ok_or(FactorError::MethodUnavailable),
+            Channel::Sms | Channel::PhoneConfirm => {
+                phone_destination(&self.store.get_factors(username)?, channel)
+            }
+        }
+    }
+
     fn code_hash(
         &self,
         username: &Username,
@@ -106,15 +133,17 @@ impl Factors {
     /// [`FactorError::Cooldown`] within `code_cooldown` of the last send, and with
     /// [`FactorError::HourlyLimit`] after `code_max_per_hour` sends in the last hour. SMS needs
     /// a verified phone ([`FactorError::MethodUnavailable`]); phone confirmation needs a phone
-    /// set with [`Factors::set_phone`] ([`FactorError::NoPendingEnrolment`]). E-mail is not
-    /// checked against the account here: callers send to the account's address.
+    /// set with [`Factors::set_phone`] ([`FactorError::NoPendingEnrolment`]); e-mail, an
+    /// address on the account ([`FactorError::MethodUnavailable`]). The code is bound to that
+    /// address or number: callers send it to the account's address as they read it, and if
+    /// the address changed meanwhile the code does not match.
     pub fn issue_code(
         &self,
         username: &Username,
         channel: Channel,
     ) -> Result<OneTimeCode, FactorError> {
         let now = self.clock.now();
-        let dest = destination(&self.store.get_factors(username)?, channel)?;
+        let dest = self.destination(username, channel)?;
         let code = OneTimeCode(format!(
             "{:0width$}",
             rand::random_range(0..10u32.pow(CODE_DIGITS as u32)),
@@ -163,20 +192,15 @@ impl Factors {
         channel: Channel,
         code: &str,
     ) -> Result<(), FactorError> {
-        let dest = destination(&self.store.get_factors(username)?, channel)?;
+        let dest = self.destination(username, channel)?;
         self.verify_code_for(username, channel, &dest, code)
     }
 
     /// Takes back the newest code of `channel` and its send, when it could not be delivered:
     /// the user may ask again at once, and the undelivered code is void.
     pub fn withdraw_code(&self, username: &Username, channel: Channel) -> Result<(), FactorError> {
-        self.store.update_code_state(username, channel, |mut s| {
-            if let Some(current) = s.current.take()
-                && let Some(pos) = s.sends.iter().rposition(|t| *t == current.issued_at)
-            {
-                s.sends.remove(pos);
-            }
-            Ok::<_, FactorError>((s, ()))
+        self.store.update_code_state(username, channel, |s| {
+            Ok::<_, FactorError>((withdrawn(s), ()))
         })
     }
 

@@ -811,6 +811,41 @@ fn a_one_time_code_is_six_digits_and_single_use() {
 }
 
 #[test]
+fn an_email_code_is_bound_to_the_address_it_went_to() {
+    let f = fixture();
+    let set_email = |email: Option<&str>| {
+        f.store
+            .modify_user(f.name(), |u| u.email = email.map(String::from))
+            .unwrap();
+    };
+    // Sent to the old address, typed after the address changed: no match.
+    let code = f.factors.issue_code(f.name(), Channel::Email).unwrap();
+    set_email(Some("alice@new.example"));
+    assert!(matches!(
+        f.factors
+            .verify_code(f.name(), Channel::Email, code.as_str()),
+        Err(FactorError::InvalidCode)
+    ));
+    // A code for the new address works.
+    f.clock.advance(Duration::from_secs(3600));
+    let code = f.factors.issue_code(f.name(), Channel::Email).unwrap();
+    f.factors
+        .verify_code(f.name(), Channel::Email, code.as_str())
+        .unwrap();
+    // No address: no code, and none can be checked.
+    set_email(None);
+    f.clock.advance(Duration::from_secs(3600));
+    assert!(matches!(
+        f.factors.issue_code(f.name(), Channel::Email),
+        Err(FactorError::MethodUnavailable)
+    ));
+    assert!(matches!(
+        f.factors.verify_code(f.name(), Channel::Email, "123456"),
+        Err(FactorError::MethodUnavailable)
+    ));
+}
+
+#[test]
 fn a_code_is_bound_to_its_channel_and_user() {
     let f = fixture();
     f.verified_phone();
