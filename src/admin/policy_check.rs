@@ -320,6 +320,50 @@ mod tests {
         }
     }
 
+    /// The shipped example keeps the console's admin area to admins with a second factor, and
+    /// its user administration behind a step-up, as its comments say.
+    #[test]
+    fn the_example_configuration_keeps_the_admin_area_to_admins() {
+        let example =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/stepgate.example.toml");
+        let config = crate::config::load(&example).unwrap();
+        let admin = user("root", &["admins"]);
+        let bob = user("bob", &["dev"]);
+        let report = |url: &str, who: &UserView| {
+            check(
+                &config,
+                &PolicyQuery {
+                    method: "GET",
+                    url,
+                    client_ip: "192.0.2.7".parse().unwrap(),
+                    user: Some(who),
+                },
+            )
+            .unwrap()
+        };
+        for path in ["/admin", "/admin/settings", "/admin/users/1"] {
+            let url = format!("https://console.example.com{path}");
+            let r = report(&url, &bob);
+            assert_eq!(
+                outcome(&r).1,
+                Decision::Policy(Policy::Deny),
+                "{path}: {r:?}"
+            );
+            let r = report(&url, &admin);
+            assert_eq!(
+                outcome(&r).1,
+                Decision::Policy(Policy::TwoFactor),
+                "{path}: {r:?}"
+            );
+            assert_eq!(
+                r.render().contains("step_up=5m"),
+                path.starts_with("/admin/users"),
+                "{path}: {}",
+                r.render()
+            );
+        }
+    }
+
     /// Method, URL, client IP, user, expected rule, expected decision.
     type Case<'a> = (
         &'a str,
