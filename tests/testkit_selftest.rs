@@ -539,7 +539,16 @@ async fn hop_over_h2_sends_only_fields_h2_allows() {
 }
 
 #[test]
-fn reserved_ports_are_distinct_free_and_below_the_ephemeral_range() {
+fn reserved_ports_are_distinct_free_and_outside_the_ephemeral_range() {
+    let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .map(|text| {
+            let v: Vec<u16> = text
+                .split_whitespace()
+                .map(|n| n.parse().unwrap())
+                .collect();
+            (v[0], v[1])
+        })
+        .expect("the ephemeral port range");
     let ports: Vec<u16> = (0..64).map(|_| common::ports::reserve()).collect();
     let mut distinct = ports.clone();
     distinct.sort_unstable();
@@ -550,8 +559,18 @@ fn reserved_ports_are_distinct_free_and_below_the_ephemeral_range() {
         "a port was handed out twice: {ports:?}"
     );
     for port in ports {
-        assert!((20_000..32_000).contains(&port), "{port}");
-        std::net::TcpListener::bind(("127.0.0.1", port))
-            .unwrap_or_else(|e| panic!("port {port} was handed out but cannot be bound: {e}"));
+        assert!(!(low..=high).contains(&port), "{port} is in {low}..={high}");
+        assert!(port >= 10_000, "{port}");
     }
+}
+
+#[test]
+fn the_port_window_avoids_any_ephemeral_range() {
+    use common::ports::window_outside;
+    // Linux's default: below it.
+    assert_eq!(window_outside((32_768, 60_999)), Some(24_768));
+    // A range that starts low: above it.
+    assert_eq!(window_outside((15_000, 50_000)), Some(50_001));
+    // Nearly every port is ephemeral: none.
+    assert_eq!(window_outside((1_024, 65_535)), None);
 }
