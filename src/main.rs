@@ -123,7 +123,7 @@ fn main() -> ExitCode {
                     // So is the key of second-factor secrets (a missing one is created by
                     // `serve`, and refused there if the store already holds sealed factors).
                     match SecretBox::check_key_file(&config.storage.key_file) {
-                        Ok(KeyFileState::ReadableByOthers { mode }) => eprintln!(
+                        Ok(KeyFileState::OpenToOthers { mode }) => eprintln!(
                             "warning: {} (mode {mode:o}): {LOOSE_KEY_FILE}",
                             config.storage.key_file.display()
                         ),

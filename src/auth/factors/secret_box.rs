@@ -38,13 +38,12 @@ pub enum KeyFileState {
     Missing,
     /// A usable key that only its owner can read.
     Private,
-    /// A usable key that group or others can read too (`mode`: its permission bits).
-    ReadableByOthers { mode: u32 },
+    /// A usable key that group or others may read or write too (`mode`: its permission bits).
+    OpenToOthers { mode: u32 },
 }
 
 /// The warning for a key file that group or others can read.
-pub const LOOSE_KEY_FILE: &str =
-    "the key file for second-factor secrets is readable by group or others; chmod 600 it";
+pub const LOOSE_KEY_FILE: &str = "the key file for second-factor secrets is open to group or others (read or write); chmod 600 it";
 
 /// The permission bits of a file that group or others can read or write, if it is one.
 fn loose_mode(meta: &std::fs::Metadata) -> Option<u32> {
@@ -97,14 +96,14 @@ impl SecretBox {
 
     /// Reads the key at `path`, or creates it (32 bytes from the operating system's CSPRNG,
     /// file mode 0600, never overwriting) when there is none. A file of the wrong length is
-    /// refused; a file readable by group or others is used with a warning.
+    /// refused; a file open to group or others is used with a warning.
     pub fn load_or_create(path: &Path) -> Result<SecretBox, FactorError> {
         let key_error = |reason: String| FactorError::KeyFile {
             path: path.to_path_buf(),
             reason,
         };
         match Self::read_key(path) {
-            Ok(key) => return Self::from_key(&key),
+            Ok((key, _)) => return Self::from_key(&key),
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(key_error(e.to_string())),
         }
@@ -117,7 +116,7 @@ impl SecretBox {
             }
             // Another process created it meanwhile: use theirs.
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                let key = Self::read_key(path).map_err(|e| key_error(e.to_string()))?;
+                let (key, _) = Self::read_key(path).map_err(|e| key_error(e.to_string()))?;
                 Self::from_key(&key)
             }
             Err(e) => Err(key_error(format!("cannot create the key file: {e}"))),
@@ -128,12 +127,8 @@ impl SecretBox {
     /// nothing; an error when `serve` would refuse it.
     pub fn check_key_file(path: &Path) -> Result<KeyFileState, FactorError> {
         match Self::read_key(path) {
-            Ok(_) => Ok(
-                match std::fs::metadata(path).ok().and_then(|m| loose_mode(&m)) {
-                    Some(mode) => KeyFileState::ReadableByOthers { mode },
-                    None => KeyFileState::Private,
-                },
-            ),
+            Ok((_, Some(mode))) => Ok(KeyFileState::OpenToOthers { mode }),
+            Ok((_, None)) => Ok(KeyFileState::Private),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(KeyFileState::Missing),
             Err(e) => Err(FactorError::KeyFile {
                 path: path.to_path_buf(),
@@ -142,13 +137,16 @@ impl SecretBox {
         }
     }
 
-    fn read_key(path: &Path) -> std::io::Result<Zeroizing<[u8; KEY_LEN]>> {
+    /// The key at `path`, and the file's permission bits if group or others may read or write
+    /// it (warned about here).
+    fn read_key(path: &Path) -> std::io::Result<(Zeroizing<[u8; KEY_LEN]>, Option<u32>)> {
         let mut file = std::fs::File::open(path)?;
         let meta = file.metadata()?;
         if !meta.is_file() {
             return Err(std::io::Error::other("not a regular file"));
         }
-        if let Some(mode) = loose_mode(&meta) {
+        let loose = loose_mode(&meta);
+        if let Some(mode) = loose {
             tracing::warn!(
                 path = %path.display(),
                 mode = format!("{mode:o}"),
@@ -171,7 +169,7 @@ impl SecretBox {
         }
         let mut key = Zeroizing::new([0u8; KEY_LEN]);
         key.copy_from_slice(&buf);
-        Ok(key)
+        Ok((key, loose))
     }
 
     fn create_key_file(path: &Path, key: &[u8; KEY_LEN]) -> std::io::Result<()> {
@@ -349,7 +347,7 @@ mod tests {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
             assert_eq!(
                 SecretBox::check_key_file(&path).unwrap(),
-                KeyFileState::ReadableByOthers { mode: 0o640 }
+                KeyFileState::OpenToOthers { mode: 0o640 }
             );
         }
         std::fs::write(&path, [1u8; 16]).unwrap();
