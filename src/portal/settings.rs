@@ -673,8 +673,10 @@ pub async fn phone(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Bod
     check_enrolment(ctx, &user, &summary, form.password, form.email_code).await?;
     let name = user.username.clone();
     let (phone, code) = blocking(ctx.arc, move |app| {
-        let phone = app.factors.set_phone(&name, &number)?;
-        let code = app.factors.issue_code(&name, Channel::PhoneConfirm)?;
+        app.factors.set_phone(&name, &number)?;
+        // Sent to the number the code is bound to: the one just set, unless another request
+        // set another meanwhile.
+        let (code, phone) = app.factors.issue_code_to(&name, Channel::PhoneConfirm)?;
         Ok::<_, FactorError>((phone, code))
     })
     .await?

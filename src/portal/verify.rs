@@ -366,18 +366,15 @@ pub async fn send_code(ctx: &Ctx<'_>, user: &Arc<User>, method: Method) -> Resul
         _ => return Err(Error::BadRequest("only email and SMS codes are sent")),
     };
     let username = user.username.clone();
-    let code = blocking(ctx.arc, move |app| {
-        app.factors.issue_code(&username, channel)
+    // Sent where the code is bound, which may differ from the address `user` was read with.
+    let (code, to) = blocking(ctx.arc, move |app| {
+        app.factors.issue_code_to(&username, channel)
     })
     .await?
     .map_err(factor_error)?;
     let lang = ctx.lang;
     let sent = match method {
         Method::Email => {
-            let to = user
-                .email
-                .clone()
-                .ok_or(Error::BadRequest("no email address"))?;
             ctx.app
                 .notifier
                 .send_email_code(
@@ -390,14 +387,9 @@ pub async fn send_code(ctx: &Ctx<'_>, user: &Arc<User>, method: Method) -> Resul
                 .await
         }
         _ => {
-            let username = user.username.clone();
-            let phone = blocking(ctx.arc, move |app| app.factors.verified_phone(&username))
-                .await?
-                .map_err(factor_error)?
-                .ok_or(Error::BadRequest("no verified phone number"))?;
             ctx.app
                 .notifier
-                .send_sms_code(&phone, lang, code.as_str())
+                .send_sms_code(&to, lang, code.as_str())
                 .await
         }
     };

@@ -135,13 +135,25 @@ impl Factors {
     /// a verified phone ([`FactorError::MethodUnavailable`]); phone confirmation needs a phone
     /// set with [`Factors::set_phone`] ([`FactorError::NoPendingEnrolment`]); e-mail, an
     /// address on the account ([`FactorError::MethodUnavailable`]). The code is bound to that
-    /// address or number: callers send it to the account's address as they read it, and if
-    /// the address changed meanwhile the code does not match.
-    pub fn issue_code(
+    /// address or number: [`Factors::issue_code_to`] says which, and a code checked after the
+    /// account's address or number changed does not match.
+    #[cfg(test)]
+    pub(crate) fn issue_code(
         &self,
         username: &Username,
         channel: Channel,
     ) -> Result<OneTimeCode, FactorError> {
+        self.issue_code_to(username, channel).map(|(code, _)| code)
+    }
+
+    /// Issues a code as [`Factors::issue_code`] does, and returns it with the address or number
+    /// it is bound to: the one to send it to, and no other (an address read earlier may have
+    /// changed since).
+    pub fn issue_code_to(
+        &self,
+        username: &Username,
+        channel: Channel,
+    ) -> Result<(OneTimeCode, String), FactorError> {
         let now = self.clock.now();
         let dest = self.destination(username, channel)?;
         let code = OneTimeCode(format!(
@@ -179,7 +191,7 @@ impl Factors {
             s.current = Some(issued.clone());
             Ok((s, ()))
         })?;
-        Ok(code)
+        Ok((code, dest))
     }
 
     /// Checks a code sent on `channel`. Right: the code is used up (atomically; flushed).

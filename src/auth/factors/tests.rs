@@ -826,9 +826,10 @@ fn an_email_code_is_bound_to_the_address_it_went_to() {
             .verify_code(f.name(), Channel::Email, code.as_str()),
         Err(FactorError::InvalidCode)
     ));
-    // A code for the new address works.
+    // A code for the new address works, and says where it must go.
     f.clock.advance(Duration::from_secs(3600));
-    let code = f.factors.issue_code(f.name(), Channel::Email).unwrap();
+    let (code, to) = f.factors.issue_code_to(f.name(), Channel::Email).unwrap();
+    assert_eq!(to, "alice@new.example");
     f.factors
         .verify_code(f.name(), Channel::Email, code.as_str())
         .unwrap();
