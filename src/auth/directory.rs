@@ -618,12 +618,14 @@ mod tests {
         use crate::auth::factors::state::{CodeHash, IssuedCode};
         store
             .update_code_state(username, channel, |mut state| {
+                let issued_at = Timestamp(1_700_000_000_000);
                 state.current = Some(IssuedCode {
                     hash: CodeHash([7; 32]),
-                    issued_at: Timestamp(1_700_000_000_000),
+                    issued_at,
                     expires_at: Timestamp(1_700_000_600_000),
                     failed_attempts: 0,
                 });
+                state.sends.push(issued_at);
                 Ok::<_, StoreError>((state, ()))
             })
             .unwrap();
@@ -753,6 +755,45 @@ mod tests {
             )
             .unwrap();
         assert_eq!(edited.email, None);
+    }
+
+    /// A tunnel judged with the account as it was before an edit, and opened after the edit
+    /// closed the account's tunnels, is closed at once.
+    #[test]
+    fn a_tunnel_judged_before_an_edit_does_not_outlive_it() {
+        let (_dir, _store, users) = directory();
+        let alice = alice(&users);
+        let (_, session) = users
+            .open_session(&alice, AuthLevel::TwoFactor, false)
+            .unwrap()
+            .expect("opened");
+        let judged = users.get(&alice.username).unwrap().expect("in the view");
+        let owner = crate::proxy::TunnelOwner {
+            sessions: &users.sessions,
+            session: &session,
+            users: &users,
+            user: &judged,
+        };
+        assert!(
+            !owner.watch().has_ended(),
+            "nothing changed: the tunnel stays"
+        );
+        users
+            .edit(
+                &alice.username,
+                &AccountEdit {
+                    groups: Some(vec!["admins".into()]),
+                    ..AccountEdit::default()
+                },
+            )
+            .unwrap();
+        assert!(owner.watch().has_ended());
+        let now = users.get(&alice.username).unwrap().expect("in the view");
+        let owner = crate::proxy::TunnelOwner {
+            user: &now,
+            ..owner
+        };
+        assert!(!owner.watch().has_ended());
     }
 
     #[test]

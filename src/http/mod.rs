@@ -325,7 +325,12 @@ fn forward_request<'a>(
         identity: identity
             .map(|id| identity_headers(&app.config.identity_headers, id))
             .unwrap_or_default(),
-        session: identity.map(|id| (&*app.sessions, &id.session)),
+        session: identity.map(|id| crate::proxy::TunnelOwner {
+            sessions: &app.sessions,
+            session: &id.session,
+            users: &app.users,
+            user: &id.user,
+        }),
     }
 }
 

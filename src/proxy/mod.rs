@@ -7,14 +7,17 @@ pub mod upstream;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::header::{HOST, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::upgrade::OnUpgrade;
 
+use crate::auth::directory::UserDirectory;
 use crate::auth::session::{Session, SessionManager};
 use crate::auth::session_ends::SessionEndWatch;
+use crate::auth::user::User;
 use crate::error::Error;
 use crate::http::body::{self, Body};
 use headers::Forwarding;
@@ -33,7 +36,34 @@ pub struct ForwardRequest<'a> {
     pub identity: Vec<(HeaderName, HeaderValue)>,
     /// The session the request was let through on, if any: a switch of protocols (WebSocket)
     /// lives no longer than that session.
-    pub session: Option<(&'a SessionManager, &'a Session)>,
+    pub session: Option<TunnelOwner<'a>>,
+}
+
+/// Who a tunnel (WebSocket) is opened for, and what it was judged with.
+#[derive(Clone, Copy)]
+pub struct TunnelOwner<'a> {
+    pub sessions: &'a SessionManager,
+    pub session: &'a Session,
+    pub users: &'a UserDirectory,
+    /// The account as the request was judged (the version in the user view then).
+    pub user: &'a Arc<User>,
+}
+
+impl TunnelOwner<'_> {
+    /// A watch that ends the tunnel with its session, or when the account changes. An edit
+    /// that landed since the request was judged (groups, identity headers) ends it at once:
+    /// the edit closes the tunnels open when it is made, and this one was not open yet.
+    pub(crate) fn watch(&self) -> SessionEndWatch {
+        let watch = self.sessions.watch_end(self.session);
+        let unchanged = matches!(
+            self.users.get(&self.user.username),
+            Ok(Some(now)) if Arc::ptr_eq(&now, self.user)
+        );
+        if !unchanged {
+            watch.end();
+        }
+        watch
+    }
 }
 
 /// Sends the outgoing request to `upstream` and returns its response, bodies streaming both ways.
@@ -163,9 +193,7 @@ pub fn outgoing(
         headers::requested_upgrade(req.headers()).map(|protocol| Upgrade {
             protocol,
             client: hyper::upgrade::on(&mut req),
-            session_end: fwd
-                .session
-                .map(|(sessions, session)| sessions.watch_end(session)),
+            session_end: fwd.session.map(|owner| owner.watch()),
         })
     } else {
         None
