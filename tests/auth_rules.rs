@@ -288,8 +288,6 @@ policy = "one_factor"
     .await;
 }
 
-/// `/admin;x` is `/admin` to a servlet container: a rule for `/admin` judges it, while the
-/// upstream still receives the path as sent (`;jsessionid=` links keep working).
 /// The application decodes the escapes the canonical path keeps (`%3A` is `:` to it): a rule
 /// written with the character judges the escaped spelling too, through the whole gateway.
 #[tokio::test]
@@ -323,6 +321,8 @@ policy = "deny"
         .await;
 }
 
+/// `/admin;x` is `/admin` to a servlet container: a rule for `/admin` judges it, while the
+/// upstream still receives the path as sent (`;jsessionid=` links keep working).
 #[tokio::test]
 async fn path_rules_read_segments_without_their_parameters() {
     let site = Site::start(
