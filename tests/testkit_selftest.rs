@@ -548,7 +548,7 @@ fn reserved_ports_are_distinct_free_and_outside_the_ephemeral_range() {
                 .collect();
             (v[0], v[1])
         })
-        .expect("the ephemeral port range");
+        .unwrap_or((32_768, 60_999));
     let ports: Vec<u16> = (0..64).map(|_| common::ports::reserve()).collect();
     let mut distinct = ports.clone();
     distinct.sort_unstable();

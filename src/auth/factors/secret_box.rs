@@ -42,16 +42,16 @@ pub enum KeyFileState {
     OpenToOthers { mode: u32 },
 }
 
-/// The warning for a key file that group or others can read.
+/// The warning for a key file that group or others may read or write.
 pub const LOOSE_KEY_FILE: &str = "the key file for second-factor secrets is open to group or others (read or write); chmod 600 it";
 
-/// The permission bits of a file that group or others can read or write, if it is one.
+/// The permission bits of a file that group or others may read or write, if it is one.
 fn loose_mode(meta: &std::fs::Metadata) -> Option<u32> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode() & 0o777;
-        (mode & 0o077 != 0).then_some(mode)
+        (mode & 0o066 != 0).then_some(mode)
     }
     #[cfg(not(unix))]
     {
