@@ -80,6 +80,11 @@ fn rule_matching(c: &mut Criterion) {
     group.bench_function("first_rule_matches", |b| {
         b.iter(|| black_box(policy.evaluate(black_box(&first), Some(&user))))
     });
+    // A path that keeps an escape is read a second time, decoded: every rule twice.
+    let escaped = facts("other.example.com", "/dashboard/caf%C3%A9%3Amenu");
+    group.bench_function("no_match_escaped_path", |b| {
+        b.iter(|| black_box(policy.evaluate(black_box(&escaped), Some(&user))))
+    });
     let anonymous = facts("app98.example.com", "/section98/");
     group.bench_function("anonymous_needs_identity", |b| {
         b.iter(|| black_box(policy.evaluate(black_box(&anonymous), None)))
