@@ -169,3 +169,105 @@ async fn a_long_download_is_never_cut_short_by_parking() {
         parked(&gw, 1).await;
     }
 }
+
+/// Reads one HTTP/1.1 response with a `Content-Length` from `tcp`, and nothing after it.
+async fn read_one_response(tcp: &mut TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().expect("content-length"))
+                .expect("a content-length");
+            if buf.len() >= end + 4 + length {
+                return String::from_utf8_lossy(&buf).into_owned();
+            }
+        }
+        let n = within("a response", tcp.read(&mut chunk))
+            .await
+            .expect("read");
+        assert!(n > 0, "closed before a whole response: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// An upstream that answers every request at once and reads its body afterwards, as it
+/// arrives: `answered PATH` for each.
+async fn answer_first_upstream() -> std::net::SocketAddr {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::{Bytes, Incoming};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(|req: hyper::Request<Incoming>| async move {
+                        let path = req.uri().path().to_owned();
+                        let body = req.into_body();
+                        tokio::spawn(async move {
+                            let _ = body.collect().await;
+                        });
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            Bytes::from(format!("answered {path}\n")),
+                        )))
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A request whose response is done before its body (the upstream answered first and reads
+/// the body as it comes) leaves the connection unparked until its next request: parking would
+/// end the body early, and the rest of it would be read as a request of its own.
+#[tokio::test]
+async fn a_connection_whose_request_body_is_unfinished_is_never_parked() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = answer_first_upstream().await;
+    let gw = Gateway::builder()
+        .upstream(&format!("http://{upstream}"))
+        .extra_toml(RELEASE_AT_ONCE)
+        .start()
+        .await;
+    let mut tcp = TcpStream::connect(gw.addr()).await.expect("connect");
+    // The rest of the body reads like a request.
+    let rest = b"GET /smuggled HTTP/1.1\r\nHost: app.test\r\n\r\n";
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: {}\r\n\r\nabc",
+        3 + rest.len()
+    );
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    let first = read_one_response(&mut tcp).await;
+    assert!(first.contains("answered /upload"), "{first}");
+
+    // Another connection goes quiet and is parked meanwhile; this one must not be.
+    let (mut other, _other_connection) =
+        keep_alive_client(TcpStream::connect(gw.addr()).await.expect("connect")).await;
+    assert_eq!(keep_alive_get(&mut other, "/other").await.0, 200);
+    parked(&gw, 1).await;
+
+    tcp.write_all(rest)
+        .await
+        .expect("write the rest of the body");
+    tcp.write_all(b"GET /after HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    within("the end of the connection", tcp.read_to_end(&mut answer))
+        .await
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(!answer.contains("/smuggled"), "{answer}");
+    assert!(answer.contains("answered /after"), "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+}

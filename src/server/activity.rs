@@ -28,6 +28,10 @@ struct Shared {
     read_mark: AtomicU64,
     /// Requests whose response has not been completely handed to the connection yet.
     in_flight: AtomicUsize,
+    /// The last request came with a body, which may still be arriving after its response is
+    /// done (an upstream that answered without reading it all). HTTP/1.1 reads one request
+    /// after another, so the next request's arrival means this body was read to its end.
+    body_pending: AtomicBool,
     /// Set by the connection loop: the next read that would wait ends the HTTP/1.1 session
     /// instead, so that the connection can be parked without hyper's buffers.
     park: AtomicBool,
@@ -96,8 +100,11 @@ impl Activity {
     }
 
     /// Marks a request as in flight until the returned guard is dropped (which should be when
-    /// its response body has been written, not when the handler returns).
-    pub fn request(&self) -> InFlight {
+    /// its response body has been written, not when the handler returns). `with_body`: the
+    /// request may still be sending a body; the connection is then not between requests until
+    /// the next one arrives, whenever its response is done.
+    pub fn request(&self, with_body: bool) -> InFlight {
+        self.shared.body_pending.store(with_body, Ordering::SeqCst);
         self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
         InFlight(self.shared.clone())
     }
@@ -106,11 +113,14 @@ impl Activity {
         self.shared.in_flight.load(Ordering::SeqCst)
     }
 
-    /// No request in flight and not a byte read since the last one finished: the HTTP/1.1
-    /// session is between requests, with nothing half-received.
+    /// No request in flight, no request body that may still be arriving, and not a byte read
+    /// since the last one finished: the HTTP/1.1 session is between requests, with nothing
+    /// half-received. (Parking in the middle of a body would end it early, and its remaining
+    /// bytes would be read as a new request.)
     pub fn between_requests(&self) -> bool {
         let shared = &self.shared;
         shared.in_flight.load(Ordering::SeqCst) == 0
+            && !shared.body_pending.load(Ordering::SeqCst)
             && shared.bytes_read.load(Ordering::SeqCst) == shared.read_mark.load(Ordering::SeqCst)
     }
 
@@ -243,7 +253,7 @@ mod tests {
     fn between_requests_only_when_nothing_is_in_flight_or_half_read() {
         let activity = Activity::new();
         assert!(activity.between_requests());
-        let first = activity.request();
+        let first = activity.request(false);
         assert!(!activity.between_requests(), "a request is in flight");
         activity.record_read(10);
         drop(first);
@@ -256,11 +266,25 @@ mod tests {
         activity.reset_mark();
         assert!(activity.between_requests());
 
-        let a = activity.request();
-        let b = activity.request();
+        let a = activity.request(false);
+        let b = activity.request(false);
         drop(a);
         assert!(!activity.between_requests(), "one of two still in flight");
         drop(b);
+        assert!(activity.between_requests());
+    }
+
+    #[test]
+    fn a_body_that_may_still_be_arriving_keeps_the_session_busy_until_the_next_request() {
+        let activity = Activity::new();
+        let upload = activity.request(true);
+        activity.record_read(100);
+        // Its response is done; the body may not be.
+        drop(upload);
+        assert!(!activity.between_requests());
+        // The next request arrived: the body was read to its end.
+        let next = activity.request(false);
+        drop(next);
         assert!(activity.between_requests());
     }
 

@@ -279,7 +279,8 @@ fn service(
 > + Send
 + 'static {
     service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let in_flight = activity.request();
+        // A body may outlast its response (an upstream that answers before reading it).
+        let in_flight = activity.request(!hyper::body::Body::is_end_stream(req.body()));
         // hyper gives only a request that asks to switch protocols an upgrade; any other has
         // no extensions at all, and this look costs it nothing.
         let tunnel = req
