@@ -260,10 +260,17 @@ async fn refuses_to_take_over_a_socket_someone_answers_on() {
     assert!(env.socket_path().exists());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn check_policy_reads_groups_through_the_gateway() {
-    let env = CliEnv::new(
-        r#"
+/// `GET https://app.example.com/admin` as root, through `check-policy`.
+const CHECK_ROOT_ON_ADMIN: [&str; 5] = [
+    "check-policy",
+    "--user",
+    "root",
+    "GET",
+    "https://app.example.com/admin",
+];
+
+/// `/admin` for the admins group, with two factors; nothing for anyone else.
+const ADMINS_ONLY: &str = r#"
 [access]
 default_policy = "deny"
 
@@ -271,8 +278,11 @@ default_policy = "deny"
 path = "^/admin"
 subjects = "group:admins"
 policy = "two_factor"
-"#,
-    );
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_policy_reads_groups_through_the_gateway() {
+    let env = CliEnv::new(ADMINS_ONLY);
     let running = env.start_gateway().await;
     run_async(
         &env,
@@ -288,19 +298,7 @@ policy = "two_factor"
     )
     .await
     .ok();
-    let out = run_async(
-        &env,
-        &[
-            "check-policy",
-            "--user",
-            "root",
-            "GET",
-            "https://app.example.com/admin",
-        ],
-        None,
-    )
-    .await
-    .ok();
+    let out = run_async(&env, &CHECK_ROOT_ON_ADMIN, None).await.ok();
     assert!(out.stdout.contains("rule:     access.rules[0]"), "{out:#?}");
     assert!(out.stdout.contains("decision: two_factor\n"), "{out:#?}");
     running.shutdown().await.unwrap();
@@ -310,17 +308,7 @@ policy = "two_factor"
 /// account's live sessions go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn editing_groups_through_the_cli_applies_at_once_and_keeps_sessions() {
-    let env = CliEnv::new(
-        r#"
-[access]
-default_policy = "deny"
-
-[[access.rules]]
-path = "^/admin"
-subjects = "group:admins"
-policy = "two_factor"
-"#,
-    );
+    let env = CliEnv::new(ADMINS_ONLY);
     let running = env.start_gateway().await;
     let app = running.app().clone();
     run_async(
@@ -335,14 +323,7 @@ policy = "two_factor"
         .sessions
         .create(&root, AuthLevel::TwoFactor, false)
         .unwrap();
-    let check = [
-        "check-policy",
-        "--user",
-        "root",
-        "GET",
-        "https://app.example.com/admin",
-    ];
-    let out = run_async(&env, &check, None).await.ok();
+    let out = run_async(&env, &CHECK_ROOT_ON_ADMIN, None).await.ok();
     assert!(out.stdout.contains("decision: deny\n"), "{out:#?}");
 
     let out = run_async(&env, &["user", "edit", "root", "--groups", "admins"], None)
@@ -350,7 +331,7 @@ policy = "two_factor"
         .ok();
     assert!(out.stdout.starts_with("updated root\n"), "{out:#?}");
     assert!(out.stdout.contains("groups:       admins\n"), "{out:#?}");
-    let out = run_async(&env, &check, None).await.ok();
+    let out = run_async(&env, &CHECK_ROOT_ON_ADMIN, None).await.ok();
     assert!(out.stdout.contains("decision: two_factor\n"), "{out:#?}");
     assert_eq!(app.users.get(&root).unwrap().unwrap().groups, ["admins"]);
     assert!(app.sessions.lookup(&id.cookie_value()).unwrap().is_some());

@@ -571,6 +571,21 @@ mod tests {
         Rule::new(policy)
     }
 
+    /// Path rules only, tried in order; `default` when none matches.
+    fn path_rules(default: Policy, rules: &[(&str, Policy)]) -> AccessPolicy {
+        AccessPolicy {
+            default_policy: default,
+            rules: rules
+                .iter()
+                .map(|&(path, policy)| Rule {
+                    paths: vec![re(path)],
+                    ..rule(policy)
+                })
+                .collect(),
+            default_step_up: None,
+        }
+    }
+
     fn sample() -> AccessPolicy {
         AccessPolicy {
             default_policy: Policy::Deny,
@@ -619,24 +634,14 @@ mod tests {
     /// the stricter answer wins.
     #[test]
     fn a_rule_judges_a_path_as_written_and_decoded() {
-        let policy = AccessPolicy {
-            default_policy: Policy::OneFactor,
-            rules: vec![
-                Rule {
-                    paths: vec![re("^/public/")],
-                    ..rule(Policy::Bypass)
-                },
-                Rule {
-                    paths: vec![re("^/wiki/Special:")],
-                    ..rule(Policy::TwoFactor)
-                },
-                Rule {
-                    paths: vec![re("^/café/")],
-                    ..rule(Policy::Deny)
-                },
+        let policy = path_rules(
+            Policy::OneFactor,
+            &[
+                ("^/public/", Policy::Bypass),
+                ("^/wiki/Special:", Policy::TwoFactor),
+                ("^/café/", Policy::Deny),
             ],
-            default_step_up: None,
-        };
+        );
         let get = Method::GET;
         let judge = |path: &str| {
             policy
@@ -667,24 +672,14 @@ mod tests {
     /// matches the rule below only as written, and must still be denied.
     #[test]
     fn a_rule_matching_only_as_written_still_applies() {
-        let policy = AccessPolicy {
-            default_policy: Policy::OneFactor,
-            rules: vec![
-                Rule {
-                    paths: vec![re("^/api/[^v]")],
-                    ..rule(Policy::Deny)
-                },
-                Rule {
-                    paths: vec![re("^/[^a-z]")],
-                    ..rule(Policy::Deny)
-                },
-                Rule {
-                    paths: vec![re("^/api/")],
-                    ..rule(Policy::OneFactor)
-                },
+        let policy = path_rules(
+            Policy::OneFactor,
+            &[
+                ("^/api/[^v]", Policy::Deny),
+                ("^/[^a-z]", Policy::Deny),
+                ("^/api/", Policy::OneFactor),
             ],
-            default_step_up: None,
-        };
+        );
         let get = Method::GET;
         let judge =
             |path: &str| policy.evaluate(&req("a.example.com", path, &get, "192.0.2.1"), None);
