@@ -461,6 +461,22 @@ mod tests {
         HashField(h.as_str().to_string())
     }
 
+    /// Every response is an [`ErrorKind::Invalid`] error.
+    fn assert_all_invalid(responses: impl IntoIterator<Item = Response>) {
+        for bad in responses {
+            assert!(
+                matches!(
+                    bad,
+                    Response::Error {
+                        kind: ErrorKind::Invalid,
+                        ..
+                    }
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
     fn create(name: &str) -> Request {
         Request::CreateUser {
             username: name.into(),
@@ -608,25 +624,14 @@ mod tests {
                 },
             )
         };
-        for bad in [
+        assert_all_invalid([
             with(Some("Mal\r\nRemote-User: admin"), None, &[]),
             with(None, Some("m@x\r\nRemote-User: admin"), &[]),
             with(None, Some("not-an-address"), &[]),
             with(None, None, &["admins,root"]),
             with(None, None, &["ad mins"]),
             with(None, None, &["adm\u{e9}ns"]),
-        ] {
-            assert!(
-                matches!(
-                    bad,
-                    Response::Error {
-                        kind: ErrorKind::Invalid,
-                        ..
-                    }
-                ),
-                "{bad:?}"
-            );
-        }
+        ]);
         assert_eq!(
             with(
                 Some(" Mallory M. "),
@@ -665,24 +670,13 @@ mod tests {
                 },
             )
         };
-        for bad in [
+        assert_all_invalid([
             // A valid group with an invalid address: neither is written.
             edit(None, Some("a@x\r\nRemote-User: admin"), Some(&["ops"])),
             edit(Some("Al\r\nRemote-User: admin"), None, None),
             edit(None, None, Some(&["admins,root"])),
             edit(None, None, None),
-        ] {
-            assert!(
-                matches!(
-                    bad,
-                    Response::Error {
-                        kind: ErrorKind::Invalid,
-                        ..
-                    }
-                ),
-                "{bad:?}"
-            );
-        }
+        ]);
         let alice = Username::parse("alice").unwrap();
         assert!(f.users.get(&alice).unwrap().unwrap().groups.is_empty());
         match edit(Some(""), Some(" a@example.com "), Some(&["ops", "", "ops"])) {
