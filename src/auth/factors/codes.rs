@@ -216,8 +216,13 @@ impl Factors {
         })
     }
 
-    /// The confirmed phone number SMS codes go to, if any.
-    pub fn verified_phone(&self, username: &Username) -> Result<Option<String>, FactorError> {
+    /// The confirmed phone number SMS codes go to, if any. (Senders use the number
+    /// [`Factors::issue_code_to`] returns.)
+    #[cfg(test)]
+    pub(crate) fn verified_phone(
+        &self,
+        username: &Username,
+    ) -> Result<Option<String>, FactorError> {
         let f = self.store.get_factors(username)?;
         Ok(f.phone.filter(|p| p.verified).map(|p| p.number))
     }
