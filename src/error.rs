@@ -42,6 +42,8 @@ pub enum Error {
     UpstreamUnavailable(String),
     #[error("upstream timed out")]
     UpstreamTimeout,
+    #[error("every connection allowed to the upstream is busy")]
+    UpstreamBusy,
     #[error("upstream answered an upgrade with the wrong protocol")]
     UpstreamBadUpgrade,
     #[error("internal error: {0}")]
@@ -88,6 +90,7 @@ impl Error {
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             Error::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Error::UpstreamBusy => StatusCode::SERVICE_UNAVAILABLE,
             Error::UpstreamBadUpgrade => StatusCode::BAD_GATEWAY,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Unauthenticated => StatusCode::UNAUTHORIZED,
@@ -121,6 +124,7 @@ impl Error {
             Error::TooManyRequests { .. } => "too_many_requests",
             Error::UpstreamUnavailable(_) => "upstream_unavailable",
             Error::UpstreamTimeout => "upstream_timeout",
+            Error::UpstreamBusy => "upstream_busy",
             Error::UpstreamBadUpgrade => "upstream_bad_upgrade",
             Error::Internal(_) => "internal_error",
             Error::Unauthenticated => "authentication_required",
@@ -163,6 +167,7 @@ impl Error {
                 "error.upstream_unavailable",
             ),
             Error::UpstreamTimeout => ("error.upstream_timeout_title", "error.upstream_timeout"),
+            Error::UpstreamBusy => ("error.upstream_busy_title", "error.upstream_busy"),
             Error::Internal(_) => ("error.internal_title", "error.internal"),
             Error::Unauthenticated => ("error.unauthenticated_title", "error.unauthenticated"),
             Error::SecondFactorPending => ("error.pending_title", "error.pending"),
@@ -250,6 +255,8 @@ pub fn error_response(err: &Error, format: Format, frame: &Frame) -> Response<Bo
     let (title, message) = (t.get(title_key), t.get(message_key));
     let retry_after_secs = match err {
         Error::TooManyRequests { retry_after } => Some(retry_after.as_secs().max(1)),
+        // Connections to the upstream free up within moments.
+        Error::UpstreamBusy => Some(1),
         _ => None,
     };
     let (content_type, bytes) = match format {
@@ -284,11 +291,16 @@ pub fn error_response(err: &Error, format: Format, frame: &Frame) -> Response<Bo
                 link,
                 title,
                 message,
-                retry: retry_after_secs.map(|secs| retry_text(t, secs)),
+                // The page of a busy application offers to reload instead.
+                retry: match err {
+                    Error::TooManyRequests { .. } => retry_after_secs.map(|s| retry_text(t, s)),
+                    _ => None,
+                },
                 upstream: matches!(
                     err,
                     Error::UpstreamUnavailable(_)
                         | Error::UpstreamTimeout
+                        | Error::UpstreamBusy
                         | Error::UpstreamBadUpgrade
                 ),
             };
@@ -401,6 +413,7 @@ mod tests {
             },
             Error::UpstreamUnavailable("connection refused".into()),
             Error::UpstreamTimeout,
+            Error::UpstreamBusy,
             Error::UpstreamBadUpgrade,
             Error::Internal("db".into()),
             Error::Unauthenticated,
@@ -435,8 +448,8 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                431, 400, 400, 421, 404, 405, 413, 403, 403, 403, 429, 502, 504, 502, 500, 401,
-                401, 401, 401, 400, 401, 401, 503, 401, 403, 403
+                431, 400, 400, 421, 404, 405, 413, 403, 403, 403, 429, 502, 504, 503, 502, 500,
+                401, 401, 401, 401, 400, 401, 401, 503, 401, 403, 403
             ]
         );
     }
@@ -459,6 +472,27 @@ mod tests {
         };
         let resp = error_response(&e, Format::Json, &portal());
         assert_eq!(resp.headers()[RETRY_AFTER], "42");
+    }
+
+    #[tokio::test]
+    async fn a_busy_upstream_is_a_503_to_retry_in_a_second() {
+        let resp = error_response(&Error::UpstreamBusy, Format::Json, &portal());
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[RETRY_AFTER], "1");
+        let text = body_text(resp).await;
+        assert!(text.contains("\"error\":\"upstream_busy\""), "{text}");
+        assert!(text.contains("\"retry_after\":1"), "{text}");
+        let text = body_text(error_response(
+            &Error::UpstreamBusy,
+            Format::Html,
+            &frame(Lang::Fr),
+        ))
+        .await;
+        assert!(text.contains("Application surchargée"), "{text}");
+        assert!(
+            !text.contains("Réessayez dans 1"),
+            "no countdown on the page: {text}"
+        );
     }
 
     fn location(err: &Error, frame: &Frame) -> Option<String> {

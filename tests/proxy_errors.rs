@@ -267,3 +267,106 @@ async fn rejects_headers_larger_than_the_read_buffer() {
     );
     assert_eq!(upstream.requests(), 0);
 }
+
+/// A gateway with one worker that may open two connections to its upstream, and waits up to
+/// `queue` for one when both are busy.
+async fn gateway_with_two_upstream_connections(upstream: &EchoUpstream, queue: &str) -> Gateway {
+    Gateway::builder()
+        .upstream(&upstream.url())
+        .upstream_extra(&format!(
+            "max_connections = 2\nconnect_timeout = \"{queue}\""
+        ))
+        .extra_toml("[server]\nworkers = 1")
+        .start()
+        .await
+}
+
+/// Requests beyond the upstream's connection bound do not open connections of their own: one
+/// that finds none free in time gets 503 with `Retry-After`, and the upstream never sees a third
+/// connection.
+#[tokio::test]
+async fn requests_beyond_the_upstream_connection_bound_get_503() {
+    let upstream = EchoUpstream::start().await;
+    let gw = gateway_with_two_upstream_connections(&upstream, "300ms").await;
+    let held: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(http_client().get(gw.url_for("/__hold")).send()))
+        .collect();
+    tokio::time::timeout(DEADLINE, upstream.wait_held_count(2))
+        .await
+        .expect("both held requests reach the upstream");
+
+    let resp = tokio::time::timeout(
+        DEADLINE,
+        http_client()
+            .get(gw.url_for("/app"))
+            .header("accept", "application/json")
+            .send(),
+    )
+    .await
+    .expect("a busy upstream must be answered promptly")
+    .expect("response");
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let json: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(json["error"], "upstream_busy");
+    assert_eq!(upstream.connections(), 2, "no third connection was opened");
+    assert_eq!(upstream.requests(), 2);
+
+    upstream.release_held();
+    for request in held {
+        let resp = request.await.expect("task").expect("response");
+        assert_eq!(resp.status(), 200);
+    }
+    let resp = http_client()
+        .get(gw.url_for("/app"))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), 200, "room again once the held answers ended");
+    assert_eq!(
+        upstream.connections(),
+        2,
+        "served on a connection given back"
+    );
+}
+
+/// A request that finds every connection busy waits for one to come back rather than failing.
+#[tokio::test]
+async fn a_request_beyond_the_bound_is_served_when_a_connection_comes_back() {
+    let upstream = EchoUpstream::start().await;
+    let gw = gateway_with_two_upstream_connections(&upstream, "20s").await;
+    let held: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(http_client().get(gw.url_for("/__hold")).send()))
+        .collect();
+    tokio::time::timeout(DEADLINE, upstream.wait_held_count(2))
+        .await
+        .expect("both held requests reach the upstream");
+    let waiting = tokio::spawn(http_client().get(gw.url_for("/app")).send());
+    let pools = &gw
+        .app()
+        .upstreams
+        .select(None)
+        .expect("the default upstream");
+    tokio::time::timeout(DEADLINE, async {
+        while pools.waiting_requests() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the third request waits in the gateway");
+    assert_eq!(pools.open_connections(), 2);
+    upstream.release_held();
+    let resp = tokio::time::timeout(DEADLINE, waiting)
+        .await
+        .expect("the waiting request is served")
+        .expect("task")
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+    for request in held {
+        assert_eq!(
+            request.await.expect("task").expect("response").status(),
+            200
+        );
+    }
+    assert_eq!(upstream.connections(), 2, "never a third connection");
+}

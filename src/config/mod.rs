@@ -106,6 +106,10 @@ pub struct UpstreamConfig {
     pub preserve_host: bool,
     /// Idle keep-alive connections kept open to this upstream; more are closed once idle.
     pub max_idle_connections: usize,
+    /// Connections open to this upstream at once (idle, in use or closing), shared evenly
+    /// among the worker threads; a request that finds them all busy waits up to
+    /// `connect_timeout` for one, then gets 503.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]

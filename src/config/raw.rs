@@ -67,6 +67,7 @@ pub struct RawUpstream {
     pub connect_timeout: Option<String>,
     pub preserve_host: Option<bool>,
     pub max_idle_connections: Option<u64>,
+    pub max_connections: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -427,6 +427,19 @@ max_idle_connections = 1000000
 }
 
 #[test]
+fn upstream_connection_bound_has_a_default_and_is_checked() {
+    let upstream = |extra: &str| format!("[[upstreams]]\nurl = \"http://127.0.0.1:3000\"\n{extra}");
+    let c = parse(&upstream("")).unwrap();
+    assert_eq!(c.upstreams[0].max_connections, 1024);
+    let c = parse(&upstream("max_connections = 8")).unwrap();
+    assert_eq!(c.upstreams[0].max_connections, 8);
+    for bad in ["0", "1000001", "-1"] {
+        let errs = parse(&upstream(&format!("max_connections = {bad}"))).unwrap_err();
+        assert_eq!(keys(&errs), vec!["upstreams[0].max_connections"], "{bad}");
+    }
+}
+
+#[test]
 fn workers_default_to_the_cpus_and_are_checked() {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let c = parse(

@@ -317,6 +317,7 @@ fn limits(raw: &RawLimits, errors: &mut ConfigErrors) -> Limits {
 /// Idle connections kept per upstream unless configured: enough for steady load, while a burst
 /// of thousands of concurrent requests does not leave thousands of idle connections behind.
 const DEFAULT_MAX_IDLE_UPSTREAM_CONNECTIONS: usize = 128;
+const DEFAULT_MAX_UPSTREAM_CONNECTIONS: usize = 1024;
 
 fn upstreams(raw: &[RawUpstream], errors: &mut ConfigErrors) -> Vec<UpstreamConfig> {
     // No upstream at all is a gateway that only answers forward-auth requests (behind nginx,
@@ -384,6 +385,14 @@ fn upstreams(raw: &[RawUpstream], errors: &mut ConfigErrors) -> Vec<UpstreamConf
                 DEFAULT_MAX_IDLE_UPSTREAM_CONNECTIONS
             }
         };
+        let max_connections = match u.max_connections {
+            None => DEFAULT_MAX_UPSTREAM_CONNECTIONS,
+            Some(n) if (1..=1_000_000).contains(&n) => n as usize,
+            Some(_) => {
+                errors.push(key("max_connections"), "must be between 1 and 1000000");
+                DEFAULT_MAX_UPSTREAM_CONNECTIONS
+            }
+        };
         if let Some(url) = url {
             out.push(UpstreamConfig {
                 host,
@@ -394,6 +403,7 @@ fn upstreams(raw: &[RawUpstream], errors: &mut ConfigErrors) -> Vec<UpstreamConf
                 connect_timeout,
                 preserve_host: u.preserve_host.unwrap_or(true),
                 max_idle_connections,
+                max_connections,
             });
         }
     }

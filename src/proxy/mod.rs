@@ -114,6 +114,7 @@ impl<F: Future<Output = Sent>> Future for Exchange<'_, F> {
         };
         Poll::Ready(match sent {
             Err(_elapsed) => Err(Error::UpstreamTimeout),
+            Ok(Err(pool::PoolError::Busy)) => Err(Error::UpstreamBusy),
             Ok(Err(e)) => Err(Error::UpstreamUnavailable(e.to_string())),
             Ok(Ok(resp)) => answer(resp, upgrade, this.upstream.gateway_cookies()),
         })

@@ -15,11 +15,18 @@
 //! request never waits for a busy connection either: it takes one that is ready, or opens
 //! one. (A body sent whole before the answer came cannot be told apart from one the upstream
 //! read: an upstream that leaves it unread must close the connection itself.)
+//!
+//! A pool opens at most `max_open` connections at once (idle, in use or closing; the worker's
+//! share of `upstreams[].max_connections`): without a bound, one HTTP/2 client could make the
+//! gateway open a connection per stream, hundreds per client connection, until it ran out of
+//! file descriptors. A request that finds none idle and no room for another waits for one to
+//! come back or close, up to `queue_timeout`, then fails with [`PoolError::Busy`]. Requests
+//! that reuse an idle connection never touch the bound.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -30,6 +37,7 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 
 use crate::http::body::{Body, BoxError};
@@ -41,6 +49,8 @@ pub enum PoolError {
     Connect(BoxError),
     #[error("{0}")]
     Http(#[from] hyper::Error),
+    #[error("every connection this worker may open to the upstream stayed busy")]
+    Busy,
 }
 
 /// The idle connections of one upstream on one worker.
@@ -49,6 +59,21 @@ pub struct ConnectionPool {
     /// `scheme://authority/`: where new connections go.
     target: Uri,
     idle: Arc<IdleConnections>,
+    /// One permit per connection open, held by the task that runs it until it ends.
+    open: Arc<Semaphore>,
+    max_open: usize,
+    /// How long a request waits for a connection when `open` has no permit left.
+    queue_timeout: Duration,
+}
+
+/// How many connections a pool may have open at once, and how long a request waits for one
+/// when they are all busy.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolLimits {
+    pub max_idle: usize,
+    pub idle_timeout: Duration,
+    pub max_open: usize,
+    pub queue_timeout: Duration,
 }
 
 struct IdleConnections {
@@ -56,6 +81,12 @@ struct IdleConnections {
     list: Mutex<VecDeque<IdleConnection>>,
     max: usize,
     timeout: Duration,
+    /// Connections given back so far: a request that waits for one knows whether one came
+    /// back since it last looked.
+    returns: AtomicU64,
+    /// Requests waiting for a connection; nobody is woken when there are none.
+    waiting: AtomicUsize,
+    returned: Notify,
 }
 
 struct IdleConnection {
@@ -64,22 +95,27 @@ struct IdleConnection {
 }
 
 impl ConnectionPool {
-    /// A pool for `target` (`scheme://authority`) keeping at most `max_idle` idle connections,
-    /// each for at most `idle_timeout`.
+    /// A pool for `target` (`scheme://authority`) within `limits`.
     pub fn new(
         connector: HttpsConnector<HttpConnector>,
         target: Uri,
-        max_idle: usize,
-        idle_timeout: Duration,
+        limits: PoolLimits,
     ) -> ConnectionPool {
+        let max_open = limits.max_open.clamp(1, Semaphore::MAX_PERMITS);
         ConnectionPool {
             connector,
             target,
             idle: Arc::new(IdleConnections {
                 list: Mutex::new(VecDeque::new()),
-                max: max_idle,
-                timeout: idle_timeout,
+                max: limits.max_idle,
+                timeout: limits.idle_timeout,
+                returns: AtomicU64::new(0),
+                waiting: AtomicUsize::new(0),
+                returned: Notify::new(),
             }),
+            open: Arc::new(Semaphore::new(max_open)),
+            max_open,
+            queue_timeout: limits.queue_timeout,
         }
     }
 
@@ -98,18 +134,31 @@ impl ConnectionPool {
     ) -> impl Future<Output = Result<Response<PooledBody>, PoolError>> + Send + '_ {
         async move {
             let body_sent = BodySent::track(&mut req);
-            while let Some(mut sender) = self.idle.take() {
-                match sender.try_send_request(req).await {
-                    Ok(response) => return Ok(self.idle.attach(response, sender, body_sent)),
-                    Err(mut e) => match e.take_message() {
-                        // Never written: the connection closed under it. Try the next one.
-                        Some(unsent) => req = unsent,
-                        None => return Err(PoolError::Http(e.into_error())),
-                    },
+            let mut deadline = None;
+            let permit = loop {
+                let returns = self.idle.returns.load(Ordering::SeqCst);
+                while let Some(mut sender) = self.idle.take() {
+                    match sender.try_send_request(req).await {
+                        Ok(response) => return Ok(self.idle.attach(response, sender, body_sent)),
+                        Err(mut e) => match e.take_message() {
+                            // Never written: the connection closed under it. Try the next one.
+                            Some(unsent) => req = unsent,
+                            None => return Err(PoolError::Http(e.into_error())),
+                        },
+                    }
                 }
-            }
+                if let Ok(permit) = self.open.clone().try_acquire_owned() {
+                    break permit;
+                }
+                // Every connection allowed is open and busy: the rare path, boxed.
+                let deadline = *deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + self.queue_timeout);
+                if let Some(permit) = Box::pin(self.wait_for_room(returns, deadline)).await? {
+                    break permit;
+                }
+            };
             // Boxed: opening a connection is the rare path, and its future is large.
-            let mut sender = Box::pin(self.connect()).await?;
+            let mut sender = Box::pin(self.connect(permit)).await?;
             match sender.try_send_request(req).await {
                 Ok(response) => Ok(self.idle.attach(response, sender, body_sent)),
                 Err(e) => Err(PoolError::Http(e.into_error())),
@@ -117,7 +166,33 @@ impl ConnectionPool {
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Body>, PoolError> {
+    /// Waits until a connection came back to the pool since `returns` was read (`None`: take
+    /// it) or one closed, leaving room to open another (its permit); [`PoolError::Busy`] at
+    /// `deadline`.
+    async fn wait_for_room(
+        &self,
+        returns: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<OwnedSemaphorePermit>, PoolError> {
+        let _waiting = Waiting::register(&self.idle);
+        let returned = self.idle.returned.notified();
+        tokio::pin!(returned);
+        // Registered before looking: a connection given back after this wakes it.
+        returned.as_mut().enable();
+        if self.idle.returns.load(Ordering::SeqCst) != returns {
+            return Ok(None);
+        }
+        tokio::select! {
+            permit = self.open.clone().acquire_owned() => {
+                permit.map(Some).map_err(|_| PoolError::Busy)
+            }
+            () = &mut returned => Ok(None),
+            () = tokio::time::sleep_until(deadline) => Err(PoolError::Busy),
+        }
+    }
+
+    /// Opens a connection, which holds `permit` for as long as it lives.
+    async fn connect(&self, permit: OwnedSemaphorePermit) -> Result<SendRequest<Body>, PoolError> {
         let mut connector = self.connector.clone();
         let io = connector
             .call(self.target.clone())
@@ -127,12 +202,25 @@ impl ConnectionPool {
         let (sender, connection) = http1::Builder::new().writev(false).handshake(io).await?;
         // The connection runs on this worker for as long as it lives; upgrades (WebSocket) take
         // its socket over when the upstream switches protocols.
+        // (A tunnel's socket leaves it, and the permit: a tunnel holds a client connection of
+        // its own, which `limits.max_connections` bounds.)
         tokio::spawn(async move {
+            let _open = permit;
             if let Err(e) = connection.with_upgrades().await {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
         });
         Ok(sender)
+    }
+
+    /// Requests waiting for a connection right now.
+    pub fn waiting_count(&self) -> usize {
+        self.idle.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Connections open right now (idle, in use or closing).
+    pub fn open_count(&self) -> usize {
+        self.max_open - self.open.available_permits()
     }
 
     /// Closes idle connections unused for longer than the idle timeout.
@@ -187,14 +275,22 @@ impl IdleConnections {
         if sender.is_closed() || self.max == 0 {
             return;
         }
-        let mut list = self.lock();
-        if list.len() >= self.max {
-            list.pop_front();
+        {
+            let mut list = self.lock();
+            if list.len() >= self.max {
+                list.pop_front();
+            }
+            list.push_back(IdleConnection {
+                sender,
+                since: Instant::now(),
+            });
         }
-        list.push_back(IdleConnection {
-            sender,
-            since: Instant::now(),
-        });
+        // Counted before looking for waiters, who look at the count after registering: either
+        // a waiter sees this return, or this sees the waiter and wakes it.
+        self.returns.fetch_add(1, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.returned.notify_waiters();
+        }
     }
 
     fn close_expired(&self, now: Instant) -> usize {
@@ -229,6 +325,22 @@ impl IdleConnections {
             }
             body
         })
+    }
+}
+
+/// A request waiting for a connection, counted in [`IdleConnections::waiting`] while it lives.
+struct Waiting<'a>(&'a IdleConnections);
+
+impl<'a> Waiting<'a> {
+    fn register(idle: &'a IdleConnections) -> Waiting<'a> {
+        idle.waiting.fetch_add(1, Ordering::SeqCst);
+        Waiting(idle)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -410,6 +522,31 @@ mod tests {
     }
 
     fn pool_for(up: &Upstream, max_idle: usize) -> ConnectionPool {
+        pool_within(
+            up,
+            PoolLimits {
+                max_idle,
+                idle_timeout: Duration::from_secs(60),
+                max_open: 64,
+                queue_timeout: Duration::from_secs(5),
+            },
+        )
+    }
+
+    /// A pool that may open `max_open` connections and waits up to `queue_timeout` for one.
+    fn bounded_pool(up: &Upstream, max_open: usize, queue_timeout: Duration) -> ConnectionPool {
+        pool_within(
+            up,
+            PoolLimits {
+                max_idle: 8,
+                idle_timeout: Duration::from_secs(60),
+                max_open,
+                queue_timeout,
+            },
+        )
+    }
+
+    fn pool_within(up: &Upstream, limits: PoolLimits) -> ConnectionPool {
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(
                 rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -424,7 +561,7 @@ mod tests {
             .enable_http1()
             .wrap_connector(HttpConnector::new());
         let target: Uri = format!("http://{}/", up.addr).parse().unwrap();
-        ConnectionPool::new(connector, target, max_idle, Duration::from_secs(60))
+        ConnectionPool::new(connector, target, limits)
     }
 
     fn get(path: &str) -> Request<Body> {
@@ -621,6 +758,79 @@ mod tests {
             assert_eq!(read_all(response).await, 2);
         }
         assert_eq!(up.accepted.load(Ordering::SeqCst), 5);
+    }
+
+    /// With every connection it may open busy, a request waits for one to come back and takes
+    /// it: the upstream never sees more connections than the bound.
+    #[tokio::test]
+    async fn a_request_beyond_the_bound_waits_for_a_connection_to_come_back() {
+        let up = upstream().await;
+        let pool = Arc::new(bounded_pool(&up, 2, Duration::from_secs(20)));
+        let first = pool.send(get("/big")).await.unwrap();
+        let second = pool.send(get("/big")).await.unwrap();
+        assert_eq!(pool.open_count(), 2);
+
+        let waiting = tokio::spawn({
+            let pool = pool.clone();
+            async move { read_all(pool.send(get("/")).await.unwrap()).await }
+        });
+        while pool.waiting_count() == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiting.is_finished());
+        assert_eq!(read_all(first).await, 64 * 16384);
+        assert_eq!(
+            waiting.await.unwrap(),
+            5,
+            "served on the connection given back"
+        );
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2, "never a third one");
+        assert_eq!(pool.waiting_count(), 0);
+        read_all(second).await;
+        assert_eq!(pool.open_count(), 2);
+    }
+
+    /// A connection that closes makes room for another: a pool bounded to one connection
+    /// serves an upstream that closes every connection after one answer.
+    #[tokio::test]
+    async fn a_closed_connection_makes_room_for_a_new_one() {
+        let up = closing_upstream().await;
+        let pool = bounded_pool(&up, 1, Duration::from_secs(60));
+        for i in 1..=4 {
+            let response = pool.send(get("/")).await.unwrap_or_else(|e| {
+                panic!("request {i} failed: {e}");
+            });
+            assert_eq!(read_all(response).await, 2);
+        }
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 4);
+    }
+
+    /// A request that finds no room within the queue timeout fails as busy, without opening
+    /// a connection; the one in use is untouched.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_finding_no_room_in_time_is_busy() {
+        let up = upstream().await;
+        let pool = bounded_pool(&up, 1, Duration::from_secs(5));
+        let streaming = pool.send(get("/big")).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let Err(err) = pool.send(get("/")).await else {
+            panic!("no connection was free");
+        };
+        assert!(matches!(err, PoolError::Busy), "{err}");
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(5),
+            "waited the whole timeout"
+        );
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.waiting_count(), 0);
+        assert_eq!(read_all(streaming).await, 64 * 16384);
+        read_all(pool.send(get("/")).await.unwrap()).await;
+        assert_eq!(
+            up.accepted.load(Ordering::SeqCst),
+            1,
+            "the same connection, reused"
+        );
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@ use rustls::RootCertStore;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
-use super::pool::ConnectionPool;
+use super::pool::{ConnectionPool, PoolLimits};
 use crate::config::UpstreamConfig;
 use crate::http::cookies::SessionCookieNames;
 
@@ -53,6 +53,16 @@ impl Upstream {
     pub fn idle_connections(&self) -> usize {
         self.pools.iter().map(ConnectionPool::idle_count).sum()
     }
+
+    /// Requests waiting for a connection across every worker's pool.
+    pub fn waiting_requests(&self) -> usize {
+        self.pools.iter().map(ConnectionPool::waiting_count).sum()
+    }
+
+    /// Connections open across every worker's pool (idle, in use or closing).
+    pub fn open_connections(&self) -> usize {
+        self.pools.iter().map(ConnectionPool::open_count).sum()
+    }
 }
 
 /// All upstreams, in configuration order; the first host match wins, then the default.
@@ -70,7 +80,8 @@ pub enum UpstreamSetupError {
 }
 
 impl Upstreams {
-    /// Builds every upstream's pools: one for each of `workers` worker threads, one for the rest.
+    /// Builds every upstream's pools: one for each of `workers` worker threads, one for the rest,
+    /// each with an even share of the upstream's `max_connections` (rounded up).
     /// `gateway_cookies` are removed from every answer's `Set-Cookie`.
     pub fn build(
         configs: &[UpstreamConfig],
@@ -85,15 +96,14 @@ impl Upstreams {
             }
             let connector = connector_for(index, config)?;
             let target = target_of(config);
+            let limits = PoolLimits {
+                max_idle: config.max_idle_connections,
+                idle_timeout: IDLE_TIMEOUT,
+                max_open: config.max_connections.div_ceil(workers.max(1)),
+                queue_timeout: config.connect_timeout,
+            };
             let pools = (0..=workers)
-                .map(|_| {
-                    ConnectionPool::new(
-                        connector.clone(),
-                        target.clone(),
-                        config.max_idle_connections,
-                        IDLE_TIMEOUT,
-                    )
-                })
+                .map(|_| ConnectionPool::new(connector.clone(), target.clone(), limits))
                 .collect();
             let authority = config
                 .url
