@@ -90,7 +90,11 @@ impl App {
             &config.portal.title,
         )?
         .with_clock(clock.clone());
-        let form_memory = crate::http::body::FormMemory::new(config.limits.max_form_memory_bytes);
+        // The largest form any reader takes: a network's share holds at least one.
+        let one_form =
+            crate::portal::form::MAX_FORM_BYTES.max(crate::http::held_forms::MAX_FORM_BYTES);
+        let form_memory =
+            crate::http::body::FormMemory::new(config.limits.max_form_memory_bytes, one_form);
         Ok(Arc::new(App {
             config: Arc::new(config),
             upstreams,

@@ -623,6 +623,55 @@ async fn rejects_cross_site_logout_post() {
     assert_eq!(session_info(&gw, Some(&cookie)).await.0, 401);
 }
 
+/// The gateway trusts loopback as a proxy, so that each test client can speak for a client
+/// address of its own (`X-Forwarded-For`), and gives form bodies `budget` bytes in all.
+async fn gateway_with_form_budget(upstream: &EchoUpstream, budget: usize) -> Gateway {
+    let extra = format!(
+        "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n[limits]\nmax_form_memory_bytes = {budget}\n"
+    );
+    gateway(upstream, &extra).await
+}
+
+/// A sign-in form from `client` that declares `length` bytes and never finishes arriving.
+async fn slow_login_form(gw: &Gateway, client: &str, length: usize) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let head = format!(
+        "POST {PREFIX}/login HTTP/1.1\r\nHost: app.test\r\nAccept: application/json\r\n\
+         X-Forwarded-For: {client}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {length}\r\n\r\n\
+         username=al"
+    );
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr())
+        .await
+        .expect("connect");
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    tcp
+}
+
+/// Waits until the form memory left is `bytes`.
+async fn form_memory_left(gw: &Gateway, bytes: usize) {
+    tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while gw.app().form_memory.available() != bytes {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        let left = gw.app().form_memory.available();
+        panic!("form memory left stayed at {left}, not {bytes}")
+    });
+}
+
+async fn login_from(gw: &Gateway, client: &str) -> reqwest::Response {
+    post_login(
+        gw,
+        &[("username", "alice"), ("password", "wrong")],
+        Client::Api,
+        &[("x-forwarded-for", client)],
+    )
+    .await
+}
+
 /// Form bodies being read share `limits.max_form_memory_bytes`, all clients together: with
 /// room for two (64 KiB each), two sign-in forms that never finish arriving leave a third
 /// refused at once with 429, and the room comes back when one of them goes.
@@ -630,30 +679,14 @@ async fn rejects_cross_site_logout_post() {
 async fn slow_forms_share_one_memory_budget() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let upstream = EchoUpstream::start().await;
-    let gw = gateway(&upstream, "[limits]\nmax_form_memory_bytes = 131072\n").await;
-    let head = format!(
-        "POST {PREFIX}/login HTTP/1.1\r\nHost: app.test\r\nAccept: application/json\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n\
-         username=al"
-    );
-    let mut slow = Vec::new();
-    for _ in 0..2 {
-        let mut tcp = tokio::net::TcpStream::connect(gw.addr())
-            .await
-            .expect("connect");
-        tcp.write_all(head.as_bytes()).await.expect("write");
-        slow.push(tcp);
-    }
-    // Both reads have taken their room.
-    tokio::time::timeout(std::time::Duration::from_secs(20), async {
-        while gw.app().form_memory.available() != 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("both forms are being read");
+    let gw = gateway_with_form_budget(&upstream, 131072).await;
+    let mut slow = vec![
+        slow_login_form(&gw, "192.0.2.1", 65536).await,
+        slow_login_form(&gw, "192.0.2.2", 65536).await,
+    ];
+    form_memory_left(&gw, 0).await;
 
-    let resp = api_login_attempt(&gw, "alice", "wrong").await;
+    let resp = login_from(&gw, "192.0.2.3").await;
     assert_eq!(resp.status(), 429);
 
     // One slow client goes: its room is given back.
@@ -666,15 +699,65 @@ async fn slow_forms_share_one_memory_budget() {
     )
     .await;
     drop(gone);
-    tokio::time::timeout(std::time::Duration::from_secs(20), async {
-        while gw.app().form_memory.available() == 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("the room came back");
-    let resp = api_login_attempt(&gw, "alice", "wrong").await;
+    form_memory_left(&gw, 65536).await;
+    let resp = login_from(&gw, "192.0.2.3").await;
     assert_eq!(resp.status(), 401);
+}
+
+/// One client network holds at most a sixteenth of the form memory: its slow forms get its
+/// own sign-ins refused, not everyone's. A form reserves what it declares.
+#[tokio::test]
+async fn slow_forms_of_one_network_leave_room_for_the_others() {
+    let upstream = EchoUpstream::start().await;
+    let budget = 16 * 65536;
+    let gw = gateway_with_form_budget(&upstream, budget).await;
+    let _small = slow_login_form(&gw, "192.0.2.1", 1000).await;
+    form_memory_left(&gw, budget - 1024).await;
+    let _large = slow_login_form(&gw, "192.0.2.1", 63 * 1024).await;
+    form_memory_left(&gw, budget - 65536).await;
+
+    let resp = login_from(&gw, "192.0.2.1").await;
+    assert_eq!(resp.status(), 429, "the network's share is taken");
+    let resp = login_from(&gw, "192.0.2.2").await;
+    assert_eq!(resp.status(), 401, "another network signs in");
+    // IPv6 clients count by /48.
+    let _site = slow_login_form(&gw, "2001:db8:1:2::1", 65536).await;
+    form_memory_left(&gw, budget - 2 * 65536).await;
+    assert_eq!(login_from(&gw, "2001:db8:1:ffff::9").await.status(), 429);
+    assert_eq!(login_from(&gw, "2001:db8:2::1").await.status(), 401);
+}
+
+/// A form above 64 KiB is refused with 413: at once, before its body is read, when its
+/// `Content-Length` says so, and when it gets there when it declares no length.
+#[tokio::test]
+async fn oversized_forms_get_413() {
+    use tokio::io::AsyncReadExt;
+    let upstream = EchoUpstream::start().await;
+    let gw = gateway(&upstream, "").await;
+    let mut declared = slow_login_form(&gw, "192.0.2.1", 65 * 1024 + 1).await;
+    let mut answer = vec![0u8; 64];
+    let n = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        declared.read(&mut answer),
+    )
+    .await
+    .expect("answered without the body")
+    .expect("read");
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
+    let chunks = (0..17).map(|_| Ok::<_, std::io::Error>(vec![b'a'; 4096]));
+    let resp = reqwest::Client::new()
+        .post(gw.url_for(&format!("{PREFIX}/login")))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), 413);
 }
 
 /// A stored hash made with other argon2 parameters than the configured ones (the operator

@@ -239,7 +239,16 @@ fn route(app: &Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Result<Route
             let app = app.clone();
             let proto = conn.proto();
             return Ok(Route::Later(Box::pin(async move {
-                step_up::challenge(&app, req, &identity, step_up, &path_and_query, proto).await
+                step_up::challenge(
+                    &app,
+                    req,
+                    &identity,
+                    step_up,
+                    &path_and_query,
+                    proto,
+                    client_ip,
+                )
+                .await
             })));
         }
         Decision::Deny => return Err(Error::Forbidden),
@@ -250,11 +259,12 @@ fn route(app: &Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Result<Route
         Some(id) if step_up::may_replay_held_form(&req) => {
             let app = app.clone();
             return Ok(Route::Later(Box::pin(async move {
+                let host = host.as_deref();
                 let req =
-                    step_up::replay_held_form(&app, req, &id, host.as_deref(), &path_and_query)
+                    step_up::replay_held_form(&app, req, &id, host, &path_and_query, client_ip)
                         .await?;
                 let upstream = upstream_at(&app, index)?;
-                let fwd = forward_request(&app, conn, host.as_deref(), path_and_query, Some(&id));
+                let fwd = forward_request(&app, conn, host, path_and_query, Some(&id));
                 proxy::exchange(upstream, proxy::outgoing(upstream, req, fwd)?).await
             })));
         }

@@ -2,6 +2,7 @@
 //! sent to verify (browser GET/HEAD), has a browser form held until verified, or gets 401 with
 //! the verification URL (other methods, API clients). Never forwarded until satisfied.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
@@ -57,6 +58,7 @@ pub async fn challenge(
     step_up: StepUp,
     rd: &str,
     proto: &str,
+    client: IpAddr,
 ) -> Result<Response<Body>, Error> {
     let summary = summary(app, identity).await?;
     let headers = req.headers();
@@ -97,7 +99,8 @@ pub async fn challenge(
         let same_origin =
             crate::portal::origin::check_same_origin(req.headers(), proto, Some(&host)).is_ok();
         let within = app.config.limits.header_read_timeout;
-        let body = read_limited(req.into_body(), MAX_FORM_BYTES, within, &app.form_memory).await?;
+        let memory = &app.form_memory;
+        let body = read_limited(req.into_body(), MAX_FORM_BYTES, within, memory, client).await?;
         // A Continue post that arrives after its window is not a form to hold in turn.
         if !same_origin || held_forms::marker_id(&body).is_some() {
             return crate::portal::render::redirect(StatusCode::SEE_OTHER, &verify);
@@ -137,13 +140,15 @@ pub async fn replay_held_form(
     identity: &Identity,
     host: Option<&str>,
     path_and_query: &str,
+    client: IpAddr,
 ) -> Result<Request<Body>, Error> {
     if !may_replay_held_form(&req) {
         return Ok(req.map(body::stream));
     }
     let (mut parts, incoming) = req.into_parts();
     let within = app.config.limits.header_read_timeout;
-    let bytes = read_limited(incoming, MARKER_BYTES as usize, within, &app.form_memory).await?;
+    let memory = &app.form_memory;
+    let bytes = read_limited(incoming, MARKER_BYTES as usize, within, memory, client).await?;
     let Some(id) = held_forms::marker_id(&bytes) else {
         return Ok(Request::from_parts(parts, body::full(bytes)));
     };

@@ -43,6 +43,7 @@ pub async fn read<T: DeserializeOwned>(ctx: &Ctx<'_>, req: Request<Incoming>) ->
         MAX_FORM_BYTES,
         within,
         &ctx.app.form_memory,
+        ctx.client_ip,
     )
     .await?;
     match kind {

@@ -21,7 +21,7 @@
 mod assets;
 pub mod authz;
 mod credentials;
-mod form;
+pub mod form;
 pub mod i18n;
 mod login;
 mod logout;
