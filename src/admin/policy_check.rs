@@ -12,6 +12,7 @@ use http::{Method, Uri};
 use super::client::printable;
 use super::protocol::UserView;
 use crate::config::Config;
+use crate::policy::path::decoded;
 use crate::policy::{Policy, RequestFacts, Rule, UserFacts, canonicalize};
 
 /// One request to evaluate.
@@ -126,6 +127,12 @@ pub fn check(config: &Config, query: &PolicyQuery<'_>) -> Result<PolicyReport, S
     if path != raw_path {
         notes.push(format!(
             "the path is canonicalised to {path} before rules are matched"
+        ));
+    }
+    if let Some(read) = decoded(&path) {
+        notes.push(format!(
+            "rules also judged the path as the application reads it, escapes decoded ({}); the stricter answer applies",
+            printable(&read)
         ));
     }
     let prefix = &config.portal.prefix;
@@ -492,6 +499,25 @@ mod tests {
         let text = run("GET", "https://other.net/", "127.0.0.1", None).render();
         assert!(text.contains("none matched"), "{text}");
         assert!(text.contains("decision: deny\n"), "{text}");
+    }
+
+    /// A path that keeps an escape after canonicalisation (`%3A`; `%2D` is decoded there) is
+    /// judged as written and decoded, and the report says so; a path without one says nothing.
+    #[test]
+    fn render_says_when_rules_also_judged_the_decoded_path() {
+        let report = run(
+            "GET",
+            "https://app.example.com/admin%2Dx%3Aedit",
+            "127.0.0.1",
+            None,
+        );
+        let text = report.render();
+        assert!(
+            text.contains("note:     rules also judged the path as the application reads it, escapes decoded (/admin-x:edit)"),
+            "{text}"
+        );
+        let plain = run("GET", "https://app.example.com/admin-x", "127.0.0.1", None).render();
+        assert!(!plain.contains("escapes decoded"), "{plain}");
     }
 
     #[test]
