@@ -704,7 +704,7 @@ async fn slow_forms_share_one_memory_budget() {
     assert_eq!(resp.status(), 401);
 }
 
-/// One client network holds at most a sixteenth of the form memory: its slow forms get its
+/// One client network holds at most a sixty-fourth of the form memory (here: one form): its slow forms get its
 /// own sign-ins refused, not everyone's. A form reserves what it declares.
 #[tokio::test]
 async fn slow_forms_of_one_network_leave_room_for_the_others() {

@@ -269,16 +269,43 @@ async fn rejects_headers_larger_than_the_read_buffer() {
 }
 
 /// A gateway with one worker that may open two connections to its upstream, and waits up to
-/// `queue` for one when both are busy.
+/// `queue` for one when both are busy. Loopback is a trusted proxy: the requests that wait
+/// name another client (`X-Forwarded-For`) than the two that hold the connections, whose
+/// network's share they fill.
 async fn gateway_with_two_upstream_connections(upstream: &EchoUpstream, queue: &str) -> Gateway {
     Gateway::builder()
         .upstream(&upstream.url())
         .upstream_extra(&format!(
             "max_connections = 2\nconnect_timeout = \"{queue}\""
         ))
-        .extra_toml("[server]\nworkers = 1")
+        .extra_toml("[server]\nworkers = 1\ntrusted_proxies = [\"127.0.0.1/32\"]")
         .start()
         .await
+}
+
+/// A request to `gw`'s `/app` from client 192.0.2.2.
+fn app_request_from_another_client(gw: &Gateway) -> reqwest::RequestBuilder {
+    http_client()
+        .get(gw.url_for("/app"))
+        .header("accept", "application/json")
+        .header("x-forwarded-for", "192.0.2.2")
+}
+
+/// Waits until a request waits for an upstream connection in `gw`.
+async fn a_request_waits(gw: &Gateway) {
+    let pools = gw
+        .app()
+        .upstreams
+        .select(None)
+        .expect("the default upstream");
+    tokio::time::timeout(DEADLINE, async {
+        while pools.waiting_requests() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the request waits in the gateway");
+    assert_eq!(pools.open_connections(), 2);
 }
 
 /// Requests beyond the upstream's connection bound do not open connections of their own: one
@@ -295,16 +322,13 @@ async fn requests_beyond_the_upstream_connection_bound_get_503() {
         .await
         .expect("both held requests reach the upstream");
 
-    let resp = tokio::time::timeout(
-        DEADLINE,
-        http_client()
-            .get(gw.url_for("/app"))
-            .header("accept", "application/json")
-            .send(),
-    )
-    .await
-    .expect("a busy upstream must be answered promptly")
-    .expect("response");
+    let waiting = tokio::spawn(app_request_from_another_client(&gw).send());
+    a_request_waits(&gw).await;
+    let resp = tokio::time::timeout(DEADLINE, waiting)
+        .await
+        .expect("a busy upstream must be answered promptly")
+        .expect("task")
+        .expect("response");
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.headers()["retry-after"], "1");
     let json: serde_json::Value = resp.json().await.expect("json");
@@ -341,20 +365,8 @@ async fn a_request_beyond_the_bound_is_served_when_a_connection_comes_back() {
     tokio::time::timeout(DEADLINE, upstream.wait_held_count(2))
         .await
         .expect("both held requests reach the upstream");
-    let waiting = tokio::spawn(http_client().get(gw.url_for("/app")).send());
-    let pools = &gw
-        .app()
-        .upstreams
-        .select(None)
-        .expect("the default upstream");
-    tokio::time::timeout(DEADLINE, async {
-        while pools.waiting_requests() == 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("the third request waits in the gateway");
-    assert_eq!(pools.open_connections(), 2);
+    let waiting = tokio::spawn(app_request_from_another_client(&gw).send());
+    a_request_waits(&gw).await;
     upstream.release_held();
     let resp = tokio::time::timeout(DEADLINE, waiting)
         .await
@@ -369,4 +381,52 @@ async fn a_request_beyond_the_bound_is_served_when_a_connection_comes_back() {
         );
     }
     assert_eq!(upstream.connections(), 2, "never a third connection");
+}
+
+/// One client network may keep at most an eighth of the upstream connections busy (16 of one
+/// worker's 64 here): its next request gets 503 at once while another client is served, and it
+/// is served again once its answers end. Loopback is a trusted proxy, so `X-Forwarded-For`
+/// names the client.
+#[tokio::test]
+async fn one_client_network_cannot_hold_every_upstream_connection() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .upstream_extra("max_connections = 64")
+        .extra_toml("[server]\nworkers = 1\ntrusted_proxies = [\"127.0.0.1/32\"]")
+        .start()
+        .await;
+    let from = |client: &str, path: &str| {
+        http_client()
+            .get(gw.url_for(path))
+            .header("accept", "application/json")
+            .header("x-forwarded-for", client)
+            .send()
+    };
+    let held: Vec<_> = (0..16)
+        .map(|_| tokio::spawn(from("192.0.2.1", "/__hold")))
+        .collect();
+    tokio::time::timeout(DEADLINE, upstream.wait_held_count(16))
+        .await
+        .expect("the held requests reach the upstream");
+
+    let resp = tokio::time::timeout(DEADLINE, from("192.0.2.1", "/app"))
+        .await
+        .expect("answered at once")
+        .expect("response");
+    assert_eq!(resp.status(), 503);
+    let json: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(json["error"], "upstream_busy");
+    let resp = from("192.0.2.2", "/app").await.expect("response");
+    assert_eq!(resp.status(), 200, "another client is served");
+
+    upstream.release_held();
+    for request in held {
+        assert_eq!(
+            request.await.expect("task").expect("response").status(),
+            200
+        );
+    }
+    let resp = from("192.0.2.1", "/app").await.expect("response");
+    assert_eq!(resp.status(), 200, "its share is free again");
 }

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::{Body as _, Incoming};
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use ipnet::IpNet;
+
+use super::client_ip::network_of;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::error::Error;
@@ -45,10 +47,9 @@ where
 /// every stream of every connection for the whole of `within`: thousands of slow forms, many
 /// gigabytes.
 ///
-/// One client network may hold at most a sixteenth of it (at least one form's worth): the
-/// network's own slow forms are refused, not everyone's. Networks are /32 for IPv4 and /48 for
-/// IPv6 (a /48 is what one site is given; counting /64s would let one site take sixteen
-/// shares). A form reserves what its `Content-Length` declares, the whole limit when it
+/// One client network may hold at most a sixty-fourth of it (at least one form's worth): the
+/// network's own slow forms are refused, not everyone's, until 64 networks join in. Networks
+/// are /32 for IPv4 and /48 for IPv6 ([`network_of`]). A form reserves what its `Content-Length` declares, the whole limit when it
 /// declares none.
 pub struct FormMemory {
     total: Semaphore,
@@ -62,10 +63,7 @@ pub struct FormMemory {
 const KIB: usize = 1024;
 
 /// The part of the budget one network may hold.
-const SHARES: usize = 16;
-
-/// IPv6 clients are grouped by networks of this prefix length.
-const IPV6_SITE_PREFIX: u8 = 48;
+const SHARES: usize = 64;
 
 /// The room a form being read holds, given back when it is dropped.
 pub struct FormRoom<'a> {
@@ -76,7 +74,7 @@ pub struct FormRoom<'a> {
 }
 
 impl FormMemory {
-    /// A budget of `bytes`, of which one network may hold `max(bytes / 16, one_form)`.
+    /// A budget of `bytes`, of which one network may hold `max(bytes / 64, one_form)`.
     pub fn new(bytes: usize, one_form: usize) -> FormMemory {
         let share = (bytes / SHARES).max(one_form).div_ceil(KIB);
         FormMemory {
@@ -133,19 +131,6 @@ impl Drop for FormRoom<'_> {
     }
 }
 
-/// The network a client's forms are counted in: its /32 (IPv4, IPv4-mapped IPv6 too), its
-/// /48 (IPv6).
-fn network_of(client: IpAddr) -> IpNet {
-    match client.to_canonical() {
-        IpAddr::V4(v4) => IpNet::V4(Ipv4Net::from(v4)),
-        IpAddr::V6(v6) => IpNet::V6(
-            Ipv6Net::new(v6, IPV6_SITE_PREFIX)
-                .map(|n| n.trunc())
-                .unwrap_or_else(|_| Ipv6Net::from(v6)),
-        ),
-    }
-}
-
 /// At most `limit` bytes of `body`, all arrived within `within`, in room reserved from `memory`
 /// for `client` for the time of the read: 413 above the limit (at once when the body declares
 /// more), 400 for a body that breaks off or does not arrive in time, 429 when `memory` has no
@@ -194,8 +179,8 @@ mod tests {
     }
 
     #[test]
-    fn one_network_holds_at_most_a_sixteenth_and_others_still_get_room() {
-        // 16 forms in all, one per network.
+    fn one_network_holds_at_most_its_share_and_others_still_get_room() {
+        // 16 forms in all, one per network (a sixty-fourth is less than one).
         let memory = FormMemory::new(16 * FORM, FORM);
         let first = memory.reserve(FORM, ip("192.0.2.1")).unwrap();
         assert!(
@@ -227,9 +212,14 @@ mod tests {
 
     #[test]
     fn the_whole_budget_can_still_run_out_across_networks() {
-        // A budget of 64 forms gives each network four.
-        let memory = FormMemory::new(64 * FORM, FORM);
-        let rooms: Vec<_> = (0..64)
+        // A budget of 256 forms gives each network four.
+        let memory = FormMemory::new(256 * FORM, FORM);
+        let four: Vec<_> = (0..4)
+            .map(|_| memory.reserve(FORM, ip("192.0.2.1")).unwrap())
+            .collect();
+        assert!(refused(memory.reserve(FORM, ip("192.0.2.1"))), "a fifth");
+        drop(four);
+        let rooms: Vec<_> = (0..256)
             .map(|i| {
                 let client = ip(&format!("198.51.100.{}", i / 4));
                 memory.reserve(FORM, client).unwrap()

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use http::HeaderMap;
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::proxy::headers::{X_FORWARDED_FOR, X_FORWARDED_PROTO};
 
@@ -82,6 +82,23 @@ fn parse_entry(entry: &[u8]) -> Option<IpAddr> {
         .or_else(|_| text.parse::<SocketAddr>().map(|s| s.ip()))
         .ok()
         .map(canonical)
+}
+
+/// IPv6 clients are grouped by networks of this prefix length in [`network_of`].
+const IPV6_SITE_PREFIX: u8 = 48;
+
+/// The network a client counts in when it takes a share of something all clients share (form
+/// memory, connections to an upstream): its /32 for IPv4 (IPv4-mapped IPv6 too), its /48 for
+/// IPv6. A /48 is what one site is given: counting /64s would let one site take many shares.
+pub fn network_of(client: IpAddr) -> IpNet {
+    match client.to_canonical() {
+        IpAddr::V4(v4) => IpNet::V4(Ipv4Net::from(v4)),
+        IpAddr::V6(v6) => IpNet::V6(
+            Ipv6Net::new(v6, IPV6_SITE_PREFIX)
+                .map(|n| n.trunc())
+                .unwrap_or_else(|_| Ipv6Net::from(v6)),
+        ),
+    }
 }
 
 #[cfg(test)]

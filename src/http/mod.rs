@@ -12,7 +12,7 @@ pub mod negotiate;
 mod step_up;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -264,7 +264,7 @@ fn route(app: &Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Result<Route
                     step_up::replay_held_form(&app, req, &id, host, &path_and_query, client_ip)
                         .await?;
                 let upstream = upstream_at(&app, index)?;
-                let fwd = forward_request(&app, conn, host, path_and_query, Some(&id));
+                let fwd = forward_request(&app, conn, host, path_and_query, Some(&id), client_ip);
                 proxy::exchange(upstream, proxy::outgoing(upstream, req, fwd)?).await
             })));
         }
@@ -277,6 +277,7 @@ fn route(app: &Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Result<Route
         host.as_deref(),
         path_and_query,
         identity.as_ref(),
+        client_ip,
     );
     let outgoing = proxy::outgoing(upstream, req.map(body::stream), fwd)?;
     Ok(Route::Upstream { index, outgoing })
@@ -320,6 +321,7 @@ fn forward_request<'a>(
     host: Option<&'a str>,
     path_and_query: String,
     identity: Option<&'a Identity>,
+    client: IpAddr,
 ) -> ForwardRequest<'a> {
     let trusted = &app.config.server.trusted_proxies;
     ForwardRequest {
@@ -341,6 +343,7 @@ fn forward_request<'a>(
             users: &app.users,
             user: &id.user,
         }),
+        client,
     }
 }
 

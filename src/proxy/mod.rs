@@ -6,6 +6,7 @@ pub mod upgrade;
 pub mod upstream;
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -37,6 +38,9 @@ pub struct ForwardRequest<'a> {
     /// The session the request was let through on, if any: a switch of protocols (WebSocket)
     /// lives no longer than that session.
     pub session: Option<TunnelOwner<'a>>,
+    /// The client (after trusted proxies), whose network's share of the upstream's
+    /// connections the request takes.
+    pub client: IpAddr,
 }
 
 /// Who a tunnel (WebSocket) is opened for, and what it was judged with.
@@ -76,9 +80,14 @@ pub fn exchange(
     upstream: &Upstream,
     outgoing: Outgoing,
 ) -> Exchange<'_, impl Future<Output = Sent>> {
-    let Outgoing { request, upgrade } = outgoing;
+    let Outgoing {
+        request,
+        upgrade,
+        client,
+    } = outgoing;
+    let sent = upstream.pool().send(request, client);
     Exchange {
-        sent: tokio::time::timeout(upstream.config.timeout, upstream.pool().send(request)),
+        sent: tokio::time::timeout(upstream.config.timeout, sent),
         upgrade: Some(upgrade),
         upstream,
     }
@@ -114,7 +123,9 @@ impl<F: Future<Output = Sent>> Future for Exchange<'_, F> {
         };
         Poll::Ready(match sent {
             Err(_elapsed) => Err(Error::UpstreamTimeout),
-            Ok(Err(pool::PoolError::Busy)) => Err(Error::UpstreamBusy),
+            Ok(Err(pool::PoolError::Busy | pool::PoolError::ClientBusy)) => {
+                Err(Error::UpstreamBusy)
+            }
             Ok(Err(e)) => Err(Error::UpstreamUnavailable(e.to_string())),
             Ok(Ok(resp)) => answer(resp, upgrade, this.upstream.gateway_cookies()),
         })
@@ -171,6 +182,7 @@ fn answer(
 pub struct Outgoing {
     request: Request<Body>,
     upgrade: Option<Upgrade>,
+    client: IpAddr,
 }
 
 /// A switch of protocols the client asked for.
@@ -232,5 +244,6 @@ pub fn outgoing(
     Ok(Outgoing {
         request: Request::from_parts(parts, request_body),
         upgrade,
+        client: fwd.client,
     })
 }

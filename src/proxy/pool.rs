@@ -22,9 +22,15 @@
 //! file descriptors. A request that finds none idle and no room for another waits for one to
 //! come back or close, up to `queue_timeout`, then fails with [`PoolError::Busy`]. Requests
 //! that reuse an idle connection never touch the bound.
+//!
+//! Nor may one client hold them all (a few HTTP/2 connections of slow uploads or unread
+//! answers would do): one client network ([`network_of`]) may have at most an eighth of the
+//! pool's connections busy with its requests (at least `min(max_open, 16)`); a request beyond
+//! that fails with [`PoolError::Busy`] at once.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -37,10 +43,12 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+use ipnet::IpNet;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 
 use crate::http::body::{Body, BoxError};
+use crate::http::client_ip::network_of;
 
 /// Why a request could not be sent or answered.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +59,8 @@ pub enum PoolError {
     Http(#[from] hyper::Error),
     #[error("every connection this worker may open to the upstream stayed busy")]
     Busy,
+    #[error("the client's network has its share of connections to the upstream busy")]
+    ClientBusy,
 }
 
 /// The idle connections of one upstream on one worker.
@@ -64,6 +74,53 @@ pub struct ConnectionPool {
     max_open: usize,
     /// How long a request waits for a connection when `open` has no permit left.
     queue_timeout: Duration,
+    clients: Arc<ClientShares>,
+}
+
+/// Requests in flight from each client network, and how many one network may have.
+struct ClientShares {
+    /// Networks with nothing in flight are removed.
+    in_flight: Mutex<HashMap<IpNet, u32>>,
+    max: u32,
+}
+
+/// A request counted in its network's share until it is dropped (with the answer's body).
+struct ClientClaim {
+    shares: Arc<ClientShares>,
+    network: IpNet,
+}
+
+impl ClientShares {
+    fn lock(&self) -> MutexGuard<'_, HashMap<IpNet, u32>> {
+        // The counts stay consistent whatever panicked while holding them.
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn claim(self: &Arc<Self>, client: IpAddr) -> Option<ClientClaim> {
+        let network = network_of(client);
+        let mut in_flight = self.lock();
+        let count = in_flight.entry(network).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(ClientClaim {
+            shares: self.clone(),
+            network,
+        })
+    }
+}
+
+impl Drop for ClientClaim {
+    fn drop(&mut self) {
+        let mut in_flight = self.shares.lock();
+        if let Some(count) = in_flight.get_mut(&self.network) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                in_flight.remove(&self.network);
+            }
+        }
+    }
 }
 
 /// How many connections a pool may have open at once, and how long a request waits for one
@@ -102,6 +159,7 @@ impl ConnectionPool {
         limits: PoolLimits,
     ) -> ConnectionPool {
         let max_open = limits.max_open.clamp(1, Semaphore::MAX_PERMITS);
+        let per_client = (max_open / 8).max(max_open.min(16));
         ConnectionPool {
             connector,
             target,
@@ -116,11 +174,16 @@ impl ConnectionPool {
             open: Arc::new(Semaphore::new(max_open)),
             max_open,
             queue_timeout: limits.queue_timeout,
+            clients: Arc::new(ClientShares {
+                in_flight: Mutex::new(HashMap::new()),
+                max: u32::try_from(per_client).unwrap_or(u32::MAX),
+            }),
         }
     }
 
-    /// Sends `req` (its URI in origin form: path and query) and returns the response head; the
-    /// body streams from the connection.
+    /// Sends `req` (its URI in origin form: path and query) for `client` and returns the
+    /// response head; the body streams from the connection, and counts in the client network's
+    /// share until it ends.
     ///
     /// Not an `async fn`, which would keep a second copy of the request in its future: the
     /// block below holds the one it was given (and gets back a request no connection took).
@@ -131,15 +194,19 @@ impl ConnectionPool {
     pub fn send(
         &self,
         mut req: Request<Body>,
+        client: IpAddr,
     ) -> impl Future<Output = Result<Response<PooledBody>, PoolError>> + Send + '_ {
         async move {
+            let claim = self.clients.claim(client).ok_or(PoolError::ClientBusy)?;
             let body_sent = BodySent::track(&mut req);
             let mut deadline = None;
             let permit = loop {
                 let returns = self.idle.returns.load(Ordering::SeqCst);
                 while let Some(mut sender) = self.idle.take() {
                     match sender.try_send_request(req).await {
-                        Ok(response) => return Ok(self.idle.attach(response, sender, body_sent)),
+                        Ok(response) => {
+                            return Ok(self.idle.attach(response, sender, body_sent, claim));
+                        }
                         Err(mut e) => match e.take_message() {
                             // Never written: the connection closed under it. Try the next one.
                             Some(unsent) => req = unsent,
@@ -160,7 +227,7 @@ impl ConnectionPool {
             // Boxed: opening a connection is the rare path, and its future is large.
             let mut sender = Box::pin(self.connect(permit)).await?;
             match sender.try_send_request(req).await {
-                Ok(response) => Ok(self.idle.attach(response, sender, body_sent)),
+                Ok(response) => Ok(self.idle.attach(response, sender, body_sent, claim)),
                 Err(e) => Err(PoolError::Http(e.into_error())),
             }
         }
@@ -286,10 +353,11 @@ impl IdleConnections {
             });
         }
         // Counted before looking for waiters, who look at the count after registering: either
-        // a waiter sees this return, or this sees the waiter and wakes it.
+        // a waiter sees this return, or this sees the waiter and wakes it. One waiter per
+        // connection given back (a waiter that leaves without it passes the wake-up on).
         self.returns.fetch_add(1, Ordering::SeqCst);
         if self.waiting.load(Ordering::SeqCst) > 0 {
-            self.returned.notify_waiters();
+            self.returned.notify_one();
         }
     }
 
@@ -308,12 +376,14 @@ impl IdleConnections {
         response: Response<Incoming>,
         sender: SendRequest<Body>,
         body_sent: Option<BodySent>,
+        claim: ClientClaim,
     ) -> Response<PooledBody> {
         // After 101 the connection belongs to the upgraded protocol.
         let reusable = response.status() != StatusCode::SWITCHING_PROTOCOLS;
         response.map(|incoming| {
             let mut body = PooledBody {
                 incoming,
+                _claim: claim,
                 keep: reusable.then(|| KeepAlive {
                     sender,
                     pool: self.clone(),
@@ -347,6 +417,8 @@ impl Drop for Waiting<'_> {
 /// An upstream response body; at its end the connection goes back to the pool.
 pub struct PooledBody {
     incoming: Incoming,
+    /// The request counts in its client network's share until the answer is dropped.
+    _claim: ClientClaim,
     keep: Option<KeepAlive>,
 }
 
@@ -564,6 +636,10 @@ mod tests {
         ConnectionPool::new(connector, target, limits)
     }
 
+    /// The client most tests send for, and another one.
+    const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    const OTHER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 9));
+
     fn get(path: &str) -> Request<Body> {
         Request::builder()
             .uri(path)
@@ -587,7 +663,7 @@ mod tests {
         let up = upstream().await;
         let pool = pool_for(&up, 8);
         for _ in 0..3 {
-            let response = pool.send(get("/")).await.unwrap();
+            let response = pool.send(get("/"), CLIENT).await.unwrap();
             assert_eq!(read_all(response).await, 5);
         }
         assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
@@ -598,10 +674,10 @@ mod tests {
     async fn a_streaming_answer_keeps_its_connection_until_read_to_the_end() {
         let up = upstream().await;
         let pool = pool_for(&up, 8);
-        let streaming = pool.send(get("/big")).await.unwrap();
+        let streaming = pool.send(get("/big"), CLIENT).await.unwrap();
         assert_eq!(pool.idle_count(), 0, "still streaming: not idle");
         // A second request meanwhile needs a connection of its own.
-        read_all(pool.send(get("/")).await.unwrap()).await;
+        read_all(pool.send(get("/"), CLIENT).await.unwrap()).await;
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
         assert_eq!(read_all(streaming).await, 64 * 16384);
         assert_eq!(pool.idle_count(), 2);
@@ -611,12 +687,12 @@ mod tests {
     async fn an_answer_dropped_half_read_does_not_give_its_connection_back() {
         let up = upstream().await;
         let pool = pool_for(&up, 8);
-        let mut body = pool.send(get("/big")).await.unwrap().into_body();
+        let mut body = pool.send(get("/big"), CLIENT).await.unwrap().into_body();
         let first = body.frame().await.unwrap().unwrap();
         assert!(first.is_data());
         drop(body);
         assert_eq!(pool.idle_count(), 0);
-        read_all(pool.send(get("/")).await.unwrap()).await;
+        read_all(pool.send(get("/"), CLIENT).await.unwrap()).await;
         assert_eq!(
             up.accepted.load(Ordering::SeqCst),
             2,
@@ -628,15 +704,15 @@ mod tests {
     async fn idle_connections_are_bounded_by_max_idle() {
         let up = upstream().await;
         let pool = pool_for(&up, 1);
-        let a = pool.send(get("/big")).await.unwrap();
-        let b = pool.send(get("/big")).await.unwrap();
+        let a = pool.send(get("/big"), CLIENT).await.unwrap();
+        let b = pool.send(get("/big"), CLIENT).await.unwrap();
         read_all(a).await;
         read_all(b).await;
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
         assert_eq!(pool.idle_count(), 1);
 
         let none = pool_for(&up, 0);
-        read_all(none.send(get("/")).await.unwrap()).await;
+        read_all(none.send(get("/"), CLIENT).await.unwrap()).await;
         assert_eq!(
             none.idle_count(),
             0,
@@ -648,11 +724,11 @@ mod tests {
     async fn a_switched_connection_is_never_reused() {
         let up = upstream().await;
         let pool = pool_for(&up, 8);
-        let response = pool.send(get("/upgrade")).await.unwrap();
+        let response = pool.send(get("/upgrade"), CLIENT).await.unwrap();
         assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
         assert_eq!(pool.idle_count(), 0);
         drop(response);
-        read_all(pool.send(get("/")).await.unwrap()).await;
+        read_all(pool.send(get("/"), CLIENT).await.unwrap()).await;
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
     }
 
@@ -675,11 +751,11 @@ mod tests {
             .header("host", "upstream.test")
             .body(StreamBody::new(stalled).boxed_unsync())
             .unwrap();
-        let answered = pool.send(upload).await.unwrap();
+        let answered = pool.send(upload, CLIENT).await.unwrap();
         assert_eq!(read_all(answered).await, 5);
         assert_eq!(pool.idle_count(), 0, "never back in the pool");
 
-        let next = tokio::time::timeout(Duration::from_secs(5), pool.send(get("/")))
+        let next = tokio::time::timeout(Duration::from_secs(5), pool.send(get("/"), CLIENT))
             .await
             .expect("the next request waited for the busy connection")
             .unwrap();
@@ -697,9 +773,9 @@ mod tests {
             .header("host", "upstream.test")
             .body(body::full(Bytes::from_static(b"a=1")))
             .unwrap();
-        assert_eq!(read_all(pool.send(form).await.unwrap()).await, 5);
+        assert_eq!(read_all(pool.send(form, CLIENT).await.unwrap()).await, 5);
         assert_eq!(pool.idle_count(), 1, "back in the pool");
-        read_all(pool.send(get("/")).await.unwrap()).await;
+        read_all(pool.send(get("/"), CLIENT).await.unwrap()).await;
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2, "reused");
     }
 
@@ -707,13 +783,13 @@ mod tests {
     async fn expired_idle_connections_are_closed_and_not_used() {
         let up = upstream().await;
         let pool = pool_for(&up, 8);
-        read_all(pool.send(get("/")).await.unwrap()).await;
+        read_all(pool.send(get("/"), CLIENT).await.unwrap()).await;
         assert_eq!(pool.idle_count(), 1);
         let now = Instant::now();
         assert_eq!(pool.idle.close_expired(now + Duration::from_secs(59)), 0);
         assert_eq!(pool.idle.close_expired(now + Duration::from_secs(61)), 1);
         assert_eq!(pool.idle_count(), 0);
-        read_all(pool.send(get("/")).await.unwrap()).await;
+        read_all(pool.send(get("/"), CLIENT).await.unwrap()).await;
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
     }
 
@@ -752,7 +828,7 @@ mod tests {
         let up = closing_upstream().await;
         let pool = pool_for(&up, 8);
         for i in 1..=5 {
-            let response = pool.send(get("/")).await.unwrap_or_else(|e| {
+            let response = pool.send(get("/"), CLIENT).await.unwrap_or_else(|e| {
                 panic!("request {i} failed: {e}");
             });
             assert_eq!(read_all(response).await, 2);
@@ -766,13 +842,13 @@ mod tests {
     async fn a_request_beyond_the_bound_waits_for_a_connection_to_come_back() {
         let up = upstream().await;
         let pool = Arc::new(bounded_pool(&up, 2, Duration::from_secs(20)));
-        let first = pool.send(get("/big")).await.unwrap();
-        let second = pool.send(get("/big")).await.unwrap();
+        let first = pool.send(get("/big"), CLIENT).await.unwrap();
+        let second = pool.send(get("/big"), CLIENT).await.unwrap();
         assert_eq!(pool.open_count(), 2);
 
         let waiting = tokio::spawn({
             let pool = pool.clone();
-            async move { read_all(pool.send(get("/")).await.unwrap()).await }
+            async move { read_all(pool.send(get("/"), OTHER).await.unwrap()).await }
         });
         while pool.waiting_count() == 0 {
             tokio::task::yield_now().await;
@@ -797,7 +873,7 @@ mod tests {
         let up = closing_upstream().await;
         let pool = bounded_pool(&up, 1, Duration::from_secs(60));
         for i in 1..=4 {
-            let response = pool.send(get("/")).await.unwrap_or_else(|e| {
+            let response = pool.send(get("/"), CLIENT).await.unwrap_or_else(|e| {
                 panic!("request {i} failed: {e}");
             });
             assert_eq!(read_all(response).await, 2);
@@ -811,9 +887,9 @@ mod tests {
     async fn a_request_finding_no_room_in_time_is_busy() {
         let up = upstream().await;
         let pool = bounded_pool(&up, 1, Duration::from_secs(5));
-        let streaming = pool.send(get("/big")).await.unwrap();
+        let streaming = pool.send(get("/big"), CLIENT).await.unwrap();
         let started = tokio::time::Instant::now();
-        let Err(err) = pool.send(get("/")).await else {
+        let Err(err) = pool.send(get("/"), OTHER).await else {
             panic!("no connection was free");
         };
         assert!(matches!(err, PoolError::Busy), "{err}");
@@ -825,12 +901,39 @@ mod tests {
         assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
         assert_eq!(pool.waiting_count(), 0);
         assert_eq!(read_all(streaming).await, 64 * 16384);
-        read_all(pool.send(get("/")).await.unwrap()).await;
+        read_all(pool.send(get("/"), CLIENT).await.unwrap()).await;
         assert_eq!(
             up.accepted.load(Ordering::SeqCst),
             1,
             "the same connection, reused"
         );
+    }
+
+    /// One client network may keep at most an eighth of the connections busy (here 64 / 8,
+    /// raised to 16): its next request fails at once, another network's is served, and the
+    /// client gets its room back as its answers end.
+    #[tokio::test]
+    async fn one_client_network_cannot_hold_every_connection() {
+        let up = upstream().await;
+        let pool = bounded_pool(&up, 64, Duration::from_secs(60));
+        let mut held = Vec::new();
+        for _ in 0..16 {
+            held.push(pool.send(get("/big"), CLIENT).await.unwrap());
+        }
+        let same_network = "::ffff:127.0.0.1".parse().unwrap();
+        let Err(err) = pool.send(get("/"), same_network).await else {
+            panic!("the network holds its share");
+        };
+        assert!(matches!(err, PoolError::ClientBusy), "{err}");
+        assert_eq!(read_all(pool.send(get("/"), OTHER).await.unwrap()).await, 5);
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 17);
+        read_all(held.pop().unwrap()).await;
+        assert_eq!(
+            read_all(pool.send(get("/"), CLIENT).await.unwrap()).await,
+            5
+        );
+        drop(held);
+        assert!(pool.clients.lock().is_empty(), "no count left behind");
     }
 
     #[tokio::test]
@@ -842,7 +945,7 @@ mod tests {
             addr,
             accepted: Arc::new(AtomicUsize::new(0)),
         };
-        let Err(err) = pool_for(&up, 8).send(get("/")).await else {
+        let Err(err) = pool_for(&up, 8).send(get("/"), CLIENT).await else {
             panic!("nothing listens there");
         };
         assert!(matches!(err, PoolError::Connect(_)), "{err}");
