@@ -24,9 +24,11 @@
 //! that reuse an idle connection never touch the bound.
 //!
 //! Nor may one client hold them all (a few HTTP/2 connections of slow uploads or unread
-//! answers would do): one client network ([`network_of`]) may have at most an eighth of the
-//! pool's connections busy with its requests (at least `min(max_open, 16)`); a request beyond
-//! that fails with [`PoolError::Busy`] at once.
+//! answers would do): once half of `max_open` are open, a request counts in its
+//! client network's share ([`network_of`]) while it is in flight, and a network may have at
+//! most an eighth of `max_open` (at least `min(max_open, 16)`) counted at once; a request beyond
+//! that fails with [`PoolError::ClientBusy`] at once. Below half, nothing is counted: the
+//! proxied path pays for this only when the upstream is crowded.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -197,7 +199,11 @@ impl ConnectionPool {
         client: IpAddr,
     ) -> impl Future<Output = Result<Response<PooledBody>, PoolError>> + Send + '_ {
         async move {
-            let claim = self.clients.claim(client).ok_or(PoolError::ClientBusy)?;
+            let claim = if self.crowded() {
+                Some(self.clients.claim(client).ok_or(PoolError::ClientBusy)?)
+            } else {
+                None
+            };
             let body_sent = BodySent::track(&mut req);
             let mut deadline = None;
             let permit = loop {
@@ -278,6 +284,12 @@ impl ConnectionPool {
             }
         });
         Ok(sender)
+    }
+
+    /// Half of the connections this pool may open are open, or more: requests count in their
+    /// client network's share.
+    fn crowded(&self) -> bool {
+        self.open.available_permits() * 2 <= self.max_open
     }
 
     /// Requests waiting for a connection right now.
@@ -376,7 +388,7 @@ impl IdleConnections {
         response: Response<Incoming>,
         sender: SendRequest<Body>,
         body_sent: Option<BodySent>,
-        claim: ClientClaim,
+        claim: Option<ClientClaim>,
     ) -> Response<PooledBody> {
         // After 101 the connection belongs to the upgraded protocol.
         let reusable = response.status() != StatusCode::SWITCHING_PROTOCOLS;
@@ -417,8 +429,9 @@ impl Drop for Waiting<'_> {
 /// An upstream response body; at its end the connection goes back to the pool.
 pub struct PooledBody {
     incoming: Incoming,
-    /// The request counts in its client network's share until the answer is dropped.
-    _claim: ClientClaim,
+    /// The request counts in its client network's share until the answer is dropped (when
+    /// it was made with the pool crowded).
+    _claim: Option<ClientClaim>,
     keep: Option<KeepAlive>,
 }
 
@@ -909,13 +922,19 @@ mod tests {
         );
     }
 
-    /// One client network may keep at most an eighth of the connections busy (here 64 / 8,
-    /// raised to 16): its next request fails at once, another network's is served, and the
-    /// client gets its room back as its answers end.
+    /// Once half of the connections are open, one client network may keep at most
+    /// an eighth of them busy (here 64 / 8, raised to 16) with the requests it makes since:
+    /// its next request fails at once, another network's is served, and the client gets its
+    /// room back as its answers end.
     #[tokio::test]
     async fn one_client_network_cannot_hold_every_connection() {
         let up = upstream().await;
         let pool = bounded_pool(&up, 64, Duration::from_secs(60));
+        let mut uncounted = Vec::new();
+        for _ in 0..32 {
+            uncounted.push(pool.send(get("/big"), CLIENT).await.unwrap());
+        }
+        assert!(pool.clients.lock().is_empty(), "nothing counted below half");
         let mut held = Vec::new();
         for _ in 0..16 {
             held.push(pool.send(get("/big"), CLIENT).await.unwrap());
@@ -926,13 +945,13 @@ mod tests {
         };
         assert!(matches!(err, PoolError::ClientBusy), "{err}");
         assert_eq!(read_all(pool.send(get("/"), OTHER).await.unwrap()).await, 5);
-        assert_eq!(up.accepted.load(Ordering::SeqCst), 17);
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 49);
         read_all(held.pop().unwrap()).await;
         assert_eq!(
             read_all(pool.send(get("/"), CLIENT).await.unwrap()).await,
             5
         );
-        drop(held);
+        drop((held, uncounted));
         assert!(pool.clients.lock().is_empty(), "no count left behind");
     }
 
