@@ -283,6 +283,21 @@ async fn gateway_with_two_upstream_connections(upstream: &EchoUpstream, queue: &
         .await
 }
 
+/// Two requests that the upstream holds, filling both connections; they end with
+/// [`EchoUpstream::release_held`].
+async fn hold_both_connections(
+    gw: &Gateway,
+    upstream: &EchoUpstream,
+) -> Vec<tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>> {
+    let held = (0..2)
+        .map(|_| tokio::spawn(http_client().get(gw.url_for("/__hold")).send()))
+        .collect();
+    tokio::time::timeout(DEADLINE, upstream.wait_held_count(2))
+        .await
+        .expect("both held requests reach the upstream");
+    held
+}
+
 /// A request to `gw`'s `/app` from client 192.0.2.2.
 fn app_request_from_another_client(gw: &Gateway) -> reqwest::RequestBuilder {
     http_client()
@@ -315,12 +330,7 @@ async fn a_request_waits(gw: &Gateway) {
 async fn requests_beyond_the_upstream_connection_bound_get_503() {
     let upstream = EchoUpstream::start().await;
     let gw = gateway_with_two_upstream_connections(&upstream, "300ms").await;
-    let held: Vec<_> = (0..2)
-        .map(|_| tokio::spawn(http_client().get(gw.url_for("/__hold")).send()))
-        .collect();
-    tokio::time::timeout(DEADLINE, upstream.wait_held_count(2))
-        .await
-        .expect("both held requests reach the upstream");
+    let held = hold_both_connections(&gw, &upstream).await;
 
     let waiting = tokio::spawn(app_request_from_another_client(&gw).send());
     a_request_waits(&gw).await;
@@ -359,12 +369,7 @@ async fn requests_beyond_the_upstream_connection_bound_get_503() {
 async fn a_request_beyond_the_bound_is_served_when_a_connection_comes_back() {
     let upstream = EchoUpstream::start().await;
     let gw = gateway_with_two_upstream_connections(&upstream, "20s").await;
-    let held: Vec<_> = (0..2)
-        .map(|_| tokio::spawn(http_client().get(gw.url_for("/__hold")).send()))
-        .collect();
-    tokio::time::timeout(DEADLINE, upstream.wait_held_count(2))
-        .await
-        .expect("both held requests reach the upstream");
+    let held = hold_both_connections(&gw, &upstream).await;
     let waiting = tokio::spawn(app_request_from_another_client(&gw).send());
     a_request_waits(&gw).await;
     upstream.release_held();
