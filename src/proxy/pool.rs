@@ -65,7 +65,7 @@ pub enum PoolError {
     ClientBusy,
 }
 
-/// The idle connections of one upstream on one worker.
+/// The connections of one upstream on one worker: the idle ones, and the bounds on all of them.
 pub struct ConnectionPool {
     connector: HttpsConnector<HttpConnector>,
     /// `scheme://authority/`: where new connections go.
