@@ -135,3 +135,35 @@ async fn h2c_upgrade_is_never_forwarded() {
         assert!(seen.header_all("http2-settings").is_empty(), "{upgrade}");
     }
 }
+
+/// A WebSocket tunnel does not count against `upstreams[].max_connections`: its socket left the
+/// pool when the protocol switched (the client's connection, which `limits.max_connections`
+/// bounds, holds it). With a bound of one, a plain request still gets a connection while the
+/// tunnel is open.
+#[tokio::test]
+async fn an_open_tunnel_leaves_the_upstream_connection_bound_free() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&upstream.url())
+        .upstream_extra("max_connections = 1\nconnect_timeout = \"20s\"")
+        .extra_toml("[server]\nworkers = 1")
+        .start()
+        .await;
+    let mut ws = common::websocket::open(&gw, None).await;
+    let resp = tokio::time::timeout(
+        DEADLINE,
+        common::http_client().get(gw.url_for("/app")).send(),
+    )
+    .await
+    .expect("served while the tunnel is open")
+    .expect("response");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(upstream.connections(), 2, "the tunnel's and the request's");
+    let pools = gw
+        .app()
+        .upstreams
+        .select(None)
+        .expect("the default upstream");
+    assert_eq!(pools.open_connections(), 1, "only the request's is counted");
+    common::websocket::round_trip(&mut ws, "still open").await;
+}
