@@ -11,8 +11,9 @@
 //! An upstream may answer before it has read the whole request body (a 200 or a 413 at once).
 //! Such a connection is never reused: the upstream may still read the rest of that body as a
 //! request of its own (a body the client wrote), whose answer would then go to the next
-//! request sent on the connection, someone else's. It closes once hyper is done with it. A
-//! request never waits for a busy connection either: it takes one that is ready, or opens
+//! request sent on the connection, someone else's. It closes once hyper is done with it, or
+//! is cut `abandon_after` (`upstreams[].timeout`) after the answer ended if the body has still
+//! not gone out (an upstream that neither reads it nor closes). A request never waits for a busy connection either: it takes one that is ready, or opens
 //! one. (A body sent whole before the answer came cannot be told apart from one the upstream
 //! read: an upstream that leaves it unread must close the connection itself.)
 //!
@@ -133,6 +134,9 @@ pub struct PoolLimits {
     pub idle_timeout: Duration,
     pub max_open: usize,
     pub queue_timeout: Duration,
+    /// How long a connection answered before its request's body was sent may take to send
+    /// the rest ([`IdleConnections::abandon`]).
+    pub abandon_after: Duration,
 }
 
 struct IdleConnections {
@@ -140,6 +144,8 @@ struct IdleConnections {
     list: Mutex<VecDeque<IdleConnection>>,
     max: usize,
     timeout: Duration,
+    /// How long an abandoned connection may take to send the rest of its request's body.
+    abandon_after: Duration,
     /// Connections given back so far: a request that waits for one knows whether one came
     /// back since it last looked.
     returns: AtomicU64,
@@ -149,8 +155,14 @@ struct IdleConnections {
 }
 
 struct IdleConnection {
-    sender: SendRequest<Body>,
+    connection: Connection,
     since: Instant,
+}
+
+/// A connection to the upstream: where requests are sent, and the task that runs it.
+struct Connection {
+    sender: SendRequest<Body>,
+    task: tokio::task::AbortHandle,
 }
 
 impl ConnectionPool {
@@ -169,6 +181,7 @@ impl ConnectionPool {
                 list: Mutex::new(VecDeque::new()),
                 max: limits.max_idle,
                 timeout: limits.idle_timeout,
+                abandon_after: limits.abandon_after,
                 returns: AtomicU64::new(0),
                 waiting: AtomicUsize::new(0),
                 returned: Notify::new(),
@@ -208,10 +221,10 @@ impl ConnectionPool {
             let mut deadline = None;
             let permit = loop {
                 let returns = self.idle.returns.load(Ordering::SeqCst);
-                while let Some(mut sender) = self.idle.take() {
-                    match sender.try_send_request(req).await {
+                while let Some(mut connection) = self.idle.take() {
+                    match connection.sender.try_send_request(req).await {
                         Ok(response) => {
-                            return Ok(self.idle.attach(response, sender, body_sent, claim));
+                            return Ok(self.idle.attach(response, connection, body_sent, claim));
                         }
                         Err(mut e) => match e.take_message() {
                             // Never written: the connection closed under it. Try the next one.
@@ -231,9 +244,9 @@ impl ConnectionPool {
                 }
             };
             // Boxed: opening a connection is the rare path, and its future is large.
-            let mut sender = Box::pin(self.connect(permit)).await?;
-            match sender.try_send_request(req).await {
-                Ok(response) => Ok(self.idle.attach(response, sender, body_sent, claim)),
+            let mut connection = Box::pin(self.connect(permit)).await?;
+            match connection.sender.try_send_request(req).await {
+                Ok(response) => Ok(self.idle.attach(response, connection, body_sent, claim)),
                 Err(e) => Err(PoolError::Http(e.into_error())),
             }
         }
@@ -265,7 +278,7 @@ impl ConnectionPool {
     }
 
     /// Opens a connection, which holds `permit` for as long as it lives.
-    async fn connect(&self, permit: OwnedSemaphorePermit) -> Result<SendRequest<Body>, PoolError> {
+    async fn connect(&self, permit: OwnedSemaphorePermit) -> Result<Connection, PoolError> {
         let mut connector = self.connector.clone();
         let io = connector
             .call(self.target.clone())
@@ -277,13 +290,16 @@ impl ConnectionPool {
         // its socket over when the upstream switches protocols.
         // (A tunnel's socket leaves it, and the permit: a tunnel holds a client connection of
         // its own, which `limits.max_connections` bounds.)
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let _open = permit;
             if let Err(e) = connection.with_upgrades().await {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
         });
-        Ok(sender)
+        Ok(Connection {
+            sender,
+            task: task.abort_handle(),
+        })
     }
 
     /// Half of the connections this pool may open are open, or more: requests count in their
@@ -322,25 +338,23 @@ impl IdleConnections {
     /// The most recently used idle connection that is open, fresh, and ready for a request now.
     /// One still sending an earlier request's body is left where it is, without waiting for it;
     /// closed and expired ones are dropped on the way.
-    fn take(&self) -> Option<SendRequest<Body>> {
+    fn take(&self) -> Option<Connection> {
         let now = Instant::now();
         let mut list = self.lock();
         let mut i = list.len();
         while i > 0 {
             i -= 1;
             let idle = &mut list[i];
-            if idle.sender.is_closed() || now.duration_since(idle.since) >= self.timeout {
+            let sender = &mut idle.connection.sender;
+            if sender.is_closed() || now.duration_since(idle.since) >= self.timeout {
                 list.remove(i);
                 continue;
             }
             // Asked once, not awaited: nothing needs waking when it becomes ready, the next
             // request will ask again.
-            match idle
-                .sender
-                .poll_ready(&mut Context::from_waker(Waker::noop()))
-            {
+            match sender.poll_ready(&mut Context::from_waker(Waker::noop())) {
                 // Usually the last one: taking it is `pop_back`.
-                Poll::Ready(Ok(())) => return list.remove(i).map(|idle| idle.sender),
+                Poll::Ready(Ok(())) => return list.remove(i).map(|idle| idle.connection),
                 Poll::Ready(Err(_)) => {
                     list.remove(i);
                 }
@@ -350,8 +364,8 @@ impl IdleConnections {
         None
     }
 
-    fn put(&self, sender: SendRequest<Body>) {
-        if sender.is_closed() || self.max == 0 {
+    fn put(&self, connection: Connection) {
+        if connection.sender.is_closed() || self.max == 0 {
             return;
         }
         {
@@ -360,7 +374,7 @@ impl IdleConnections {
                 list.pop_front();
             }
             list.push_back(IdleConnection {
-                sender,
+                connection,
                 since: Instant::now(),
             });
         }
@@ -373,11 +387,27 @@ impl IdleConnections {
         }
     }
 
+    /// A connection answered before its request's body was sent: it is not reused, and it
+    /// runs on only while the rest of the body goes out. An upstream that neither reads that
+    /// rest nor closes would hold it (and its place in the bound) for ever: it is cut if the
+    /// body has not gone out `abandon_after` from now.
+    fn abandon(&self, connection: Connection, sent: BodySent) {
+        let Connection { sender, task } = connection;
+        drop(sender);
+        let grace = self.abandon_after;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if !sent.done() {
+                task.abort();
+            }
+        });
+    }
+
     fn close_expired(&self, now: Instant) -> usize {
         let mut list = self.lock();
         let before = list.len();
         list.retain(|idle| {
-            !idle.sender.is_closed() && now.duration_since(idle.since) < self.timeout
+            !idle.connection.sender.is_closed() && now.duration_since(idle.since) < self.timeout
         });
         before - list.len()
     }
@@ -386,7 +416,7 @@ impl IdleConnections {
     fn attach(
         self: &Arc<Self>,
         response: Response<Incoming>,
-        sender: SendRequest<Body>,
+        connection: Connection,
         body_sent: Option<BodySent>,
         claim: Option<ClientClaim>,
     ) -> Response<PooledBody> {
@@ -397,7 +427,7 @@ impl IdleConnections {
                 incoming,
                 _claim: claim,
                 keep: reusable.then(|| KeepAlive {
-                    sender,
+                    connection,
                     pool: self.clone(),
                     body_sent,
                 }),
@@ -436,7 +466,7 @@ pub struct PooledBody {
 }
 
 struct KeepAlive {
-    sender: SendRequest<Body>,
+    connection: Connection,
     pool: Arc<IdleConnections>,
     /// Whether the request's body has been sent to its end (None: it had none).
     body_sent: Option<BodySent>,
@@ -444,10 +474,12 @@ struct KeepAlive {
 
 impl PooledBody {
     fn release(&mut self) {
-        if let Some(keep) = self.keep.take()
-            && keep.body_sent.as_ref().is_none_or(BodySent::done)
-        {
-            keep.pool.put(keep.sender);
+        let Some(keep) = self.keep.take() else {
+            return;
+        };
+        match keep.body_sent {
+            Some(sent) if !sent.done() => keep.pool.abandon(keep.connection, sent),
+            _ => keep.pool.put(keep.connection),
         }
     }
 }
@@ -614,6 +646,7 @@ mod tests {
                 idle_timeout: Duration::from_secs(60),
                 max_open: 64,
                 queue_timeout: Duration::from_secs(5),
+                abandon_after: Duration::from_secs(60),
             },
         )
     }
@@ -627,6 +660,7 @@ mod tests {
                 idle_timeout: Duration::from_secs(60),
                 max_open,
                 queue_timeout,
+                abandon_after: Duration::from_secs(60),
             },
         )
     }
@@ -953,6 +987,67 @@ mod tests {
         );
         drop((held, uncounted));
         assert!(pool.clients.lock().is_empty(), "no count left behind");
+    }
+
+    /// An upstream that answers each request as soon as its head has arrived, then neither
+    /// reads nor closes the connection.
+    async fn deaf_upstream() -> Upstream {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tcp.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = tcp
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                    std::future::pending::<()>().await;
+                    drop(tcp);
+                });
+            }
+        });
+        Upstream { addr, accepted }
+    }
+
+    /// A connection answered before its request's body went out, whose upstream then neither
+    /// reads the rest nor closes, is cut `abandon_after` later: it gives back its place in the
+    /// bound instead of holding it for ever.
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_connection_that_cannot_finish_its_body_is_cut() {
+        let up = deaf_upstream().await;
+        let pool = bounded_pool(&up, 1, Duration::from_secs(5));
+        let endless = futures_util::stream::repeat_with(|| {
+            Ok::<_, BoxError>(Frame::data(Bytes::from(vec![b'x'; 65536])))
+        });
+        let upload = Request::builder()
+            .method("POST")
+            .uri("/upload")
+            .header("host", "upstream.test")
+            .body(StreamBody::new(endless).boxed_unsync())
+            .unwrap();
+        let answered = pool.send(upload, CLIENT).await.unwrap();
+        assert_eq!(read_all(answered).await, 2);
+        assert_eq!(pool.open_count(), 1, "still sending the body");
+
+        tokio::time::sleep(Duration::from_secs(59)).await;
+        assert_eq!(pool.open_count(), 1, "not cut before abandon_after");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(pool.open_count(), 0, "cut, its place given back");
+        assert_eq!(
+            read_all(pool.send(get("/"), CLIENT).await.unwrap()).await,
+            2
+        );
     }
 
     #[tokio::test]

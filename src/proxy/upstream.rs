@@ -101,6 +101,7 @@ impl Upstreams {
                 idle_timeout: IDLE_TIMEOUT,
                 max_open: config.max_connections.div_ceil(workers.max(1)),
                 queue_timeout: config.connect_timeout,
+                abandon_after: config.timeout,
             };
             let pools = (0..=workers)
                 .map(|_| ConnectionPool::new(connector.clone(), target.clone(), limits))
