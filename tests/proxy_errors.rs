@@ -388,11 +388,10 @@ async fn a_request_beyond_the_bound_is_served_when_a_connection_comes_back() {
     assert_eq!(upstream.connections(), 2, "never a third connection");
 }
 
-/// Once half of the upstream connections are open (32 of one worker's 64 here), one
-/// client network may keep at most an eighth of them (16) busy with the requests it makes
-/// since: its next request gets 503 at once while another client is served, and it is served
-/// again once its answers end. Loopback is a trusted proxy, so `X-Forwarded-For` names the
-/// client.
+/// Once half of the upstream connections are open (32 of one worker's 64 here), a client
+/// network with more than an eighth of them (16) in flight gets no other: its next request gets
+/// 503 at once while another client is served, and it is served again once its answers end.
+/// Loopback is a trusted proxy, so `X-Forwarded-For` names the client.
 #[tokio::test]
 async fn one_client_network_cannot_hold_every_upstream_connection() {
     let upstream = EchoUpstream::start().await;
@@ -409,10 +408,10 @@ async fn one_client_network_cannot_hold_every_upstream_connection() {
             .header("x-forwarded-for", client)
             .send()
     };
-    let held: Vec<_> = (0..48)
+    let held: Vec<_> = (0..32)
         .map(|_| tokio::spawn(from("192.0.2.1", "/__hold")))
         .collect();
-    tokio::time::timeout(DEADLINE, upstream.wait_held_count(48))
+    tokio::time::timeout(DEADLINE, upstream.wait_held_count(32))
         .await
         .expect("the held requests reach the upstream");
 

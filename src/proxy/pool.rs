@@ -12,8 +12,9 @@
 //! Such a connection is never reused: the upstream may still read the rest of that body as a
 //! request of its own (a body the client wrote), whose answer would then go to the next
 //! request sent on the connection, someone else's. It closes once hyper is done with it, or
-//! is cut `abandon_after` (`upstreams[].timeout`) after the answer ended if the body has still
-//! not gone out (an upstream that neither reads it nor closes). A request never waits for a busy connection either: it takes one that is ready, or opens
+//! is cut if it still runs `abandon_after` (`upstreams[].timeout`) after the answer ended (an
+//! upstream that neither reads the rest nor closes). An idle connection thrown away is cut too:
+//! it may still hold request bytes a silent upstream never read. A request never waits for a busy connection either: it takes one that is ready, or opens
 //! one. (A body sent whole before the answer came cannot be told apart from one the upstream
 //! read: an upstream that leaves it unread must close the connection itself.)
 //!
@@ -25,11 +26,12 @@
 //! that reuse an idle connection never touch the bound.
 //!
 //! Nor may one client hold them all (a few HTTP/2 connections of slow uploads or unread
-//! answers would do): once half of `max_open` are open, a request counts in its
-//! client network's share ([`network_of`]) while it is in flight, and a network may have at
-//! most an eighth of `max_open` (at least `min(max_open, 16)`) counted at once; a request beyond
-//! that fails with [`PoolError::ClientBusy`] at once. Below half, nothing is counted: the
-//! proxied path pays for this only when the upstream is crowded.
+//! answers would do): every request counts in its client network's share ([`network_of`])
+//! while it is in flight, and a request that would open a connection (or wait for one) while
+//! half of `max_open` or more are open fails with [`PoolError::ClientBusy`] at once when its
+//! network has more than an eighth of `max_open` in flight (at least 16; with `max_open` at 16
+//! or less, no network is refused). One network then holds at most half of the connections,
+//! or its eighth.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -80,37 +82,56 @@ pub struct ConnectionPool {
     clients: Arc<ClientShares>,
 }
 
-/// Requests in flight from each client network, and how many one network may have.
+/// Requests in flight from each client network, and how many one network may have before a
+/// crowded pool refuses it another connection.
 struct ClientShares {
-    /// Networks with nothing in flight are removed.
-    in_flight: Mutex<HashMap<IpNet, u32>>,
-    max: u32,
+    /// Keyed by [`network_key`]; networks with nothing in flight are removed.
+    in_flight: Mutex<HashMap<u128, u32>>,
+    /// `None`: no network is refused (the bound is small enough for one client's needs).
+    max: Option<u32>,
 }
 
 /// A request counted in its network's share until it is dropped (with the answer's body).
 struct ClientClaim {
     shares: Arc<ClientShares>,
-    network: IpNet,
+    network: u128,
+    /// The network's requests in flight when this one was counted, itself included.
+    count: u32,
+}
+
+/// A client network as one number: an IPv4 /32 as its IPv4-mapped IPv6 address, an IPv6 /48
+/// as its network address (whose last 80 bits are zero, which no mapped address's are).
+fn network_key(client: IpAddr) -> u128 {
+    match network_of(client) {
+        IpNet::V4(v4) => u128::from(v4.addr().to_ipv6_mapped()),
+        IpNet::V6(v6) => u128::from(v6.network()),
+    }
 }
 
 impl ClientShares {
-    fn lock(&self) -> MutexGuard<'_, HashMap<IpNet, u32>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u128, u32>> {
         // The counts stay consistent whatever panicked while holding them.
         self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn claim(self: &Arc<Self>, client: IpAddr) -> Option<ClientClaim> {
-        let network = network_of(client);
-        let mut in_flight = self.lock();
-        let count = in_flight.entry(network).or_insert(0);
-        if *count >= self.max {
-            return None;
-        }
-        *count += 1;
-        Some(ClientClaim {
+    fn claim(self: &Arc<Self>, client: IpAddr) -> ClientClaim {
+        let network = network_key(client);
+        let count = {
+            let mut in_flight = self.lock();
+            let count = in_flight.entry(network).or_insert(0);
+            *count = count.saturating_add(1);
+            *count
+        };
+        ClientClaim {
             shares: self.clone(),
             network,
-        })
+            count,
+        }
+    }
+
+    /// Whether `claim`'s network has more than its share in flight.
+    fn over_share(&self, claim: &ClientClaim) -> bool {
+        self.max.is_some_and(|max| claim.count > max)
     }
 }
 
@@ -162,7 +183,18 @@ struct IdleConnection {
 /// A connection to the upstream: where requests are sent, and the task that runs it.
 struct Connection {
     sender: SendRequest<Body>,
-    task: tokio::task::AbortHandle,
+    /// Aborted when an idle or abandoned connection is thrown away: dropping the sender alone
+    /// leaves a connection with request bytes still buffered waiting for a socket the upstream
+    /// does not read. (Dropping the handle leaves the task running: after a switch of
+    /// protocols it hands its socket to the tunnel.)
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl IdleConnection {
+    /// Closes the connection now, whatever it was still writing.
+    fn discard(self) {
+        self.connection.task.abort();
+    }
 }
 
 impl ConnectionPool {
@@ -173,7 +205,7 @@ impl ConnectionPool {
         limits: PoolLimits,
     ) -> ConnectionPool {
         let max_open = limits.max_open.clamp(1, Semaphore::MAX_PERMITS);
-        let per_client = (max_open / 8).max(max_open.min(16));
+        let per_client = (max_open / 8).max(16);
         ConnectionPool {
             connector,
             target,
@@ -191,7 +223,7 @@ impl ConnectionPool {
             queue_timeout: limits.queue_timeout,
             clients: Arc::new(ClientShares {
                 in_flight: Mutex::new(HashMap::new()),
-                max: u32::try_from(per_client).unwrap_or(u32::MAX),
+                max: (per_client < max_open).then(|| u32::try_from(per_client).unwrap_or(u32::MAX)),
             }),
         }
     }
@@ -212,11 +244,7 @@ impl ConnectionPool {
         client: IpAddr,
     ) -> impl Future<Output = Result<Response<PooledBody>, PoolError>> + Send + '_ {
         async move {
-            let claim = if self.crowded() {
-                Some(self.clients.claim(client).ok_or(PoolError::ClientBusy)?)
-            } else {
-                None
-            };
+            let claim = self.clients.claim(client);
             let body_sent = BodySent::track(&mut req);
             let mut deadline = None;
             let permit = loop {
@@ -232,6 +260,11 @@ impl ConnectionPool {
                             None => return Err(PoolError::Http(e.into_error())),
                         },
                     }
+                }
+                // Another connection, or a wait for one: not for a network over its share
+                // when half or more are open.
+                if self.crowded() && self.clients.over_share(&claim) {
+                    return Err(PoolError::ClientBusy);
                 }
                 if let Ok(permit) = self.open.clone().try_acquire_owned() {
                     break permit;
@@ -296,14 +329,11 @@ impl ConnectionPool {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
         });
-        Ok(Connection {
-            sender,
-            task: task.abort_handle(),
-        })
+        Ok(Connection { sender, task })
     }
 
-    /// Half of the connections this pool may open are open, or more: requests count in their
-    /// client network's share.
+    /// Half of the connections this pool may open are open, or more: a network over its share
+    /// gets no other.
     fn crowded(&self) -> bool {
         self.open.available_permits() * 2 <= self.max_open
     }
@@ -347,7 +377,9 @@ impl IdleConnections {
             let idle = &mut list[i];
             let sender = &mut idle.connection.sender;
             if sender.is_closed() || now.duration_since(idle.since) >= self.timeout {
-                list.remove(i);
+                if let Some(idle) = list.remove(i) {
+                    idle.discard();
+                }
                 continue;
             }
             // Asked once, not awaited: nothing needs waking when it becomes ready, the next
@@ -356,7 +388,9 @@ impl IdleConnections {
                 // Usually the last one: taking it is `pop_back`.
                 Poll::Ready(Ok(())) => return list.remove(i).map(|idle| idle.connection),
                 Poll::Ready(Err(_)) => {
-                    list.remove(i);
+                    if let Some(idle) = list.remove(i) {
+                        idle.discard();
+                    }
                 }
                 Poll::Pending => {}
             }
@@ -370,8 +404,10 @@ impl IdleConnections {
         }
         {
             let mut list = self.lock();
-            if list.len() >= self.max {
-                list.pop_front();
+            if list.len() >= self.max
+                && let Some(oldest) = list.pop_front()
+            {
+                oldest.discard();
             }
             list.push_back(IdleConnection {
                 connection,
@@ -389,16 +425,17 @@ impl IdleConnections {
 
     /// A connection answered before its request's body was sent: it is not reused, and it
     /// runs on only while the rest of the body goes out. An upstream that neither reads that
-    /// rest nor closes would hold it (and its place in the bound) for ever: it is cut if the
-    /// body has not gone out `abandon_after` from now.
-    fn abandon(&self, connection: Connection, sent: BodySent) {
-        let Connection { sender, task } = connection;
+    /// rest nor closes would hold it (and its place in the bound) for ever: it is cut if it is
+    /// still running `abandon_after` from now. (Whether the body was taken to its end says
+    /// nothing: hyper buffers what the socket does not take.)
+    fn abandon(&self, connection: Connection) {
+        let Connection { sender, mut task } = connection;
         drop(sender);
         let grace = self.abandon_after;
         tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
-            if !sent.done() {
-                task.abort();
+            tokio::select! {
+                _ = &mut task => {}
+                () = tokio::time::sleep(grace) => task.abort(),
             }
         });
     }
@@ -406,9 +443,11 @@ impl IdleConnections {
     fn close_expired(&self, now: Instant) -> usize {
         let mut list = self.lock();
         let before = list.len();
-        list.retain(|idle| {
+        let (kept, expired) = std::mem::take(&mut *list).into_iter().partition(|idle| {
             !idle.connection.sender.is_closed() && now.duration_since(idle.since) < self.timeout
         });
+        *list = kept;
+        expired.into_iter().for_each(IdleConnection::discard);
         before - list.len()
     }
 
@@ -418,7 +457,7 @@ impl IdleConnections {
         response: Response<Incoming>,
         connection: Connection,
         body_sent: Option<BodySent>,
-        claim: Option<ClientClaim>,
+        claim: ClientClaim,
     ) -> Response<PooledBody> {
         // After 101 the connection belongs to the upgraded protocol.
         let reusable = response.status() != StatusCode::SWITCHING_PROTOCOLS;
@@ -459,9 +498,8 @@ impl Drop for Waiting<'_> {
 /// An upstream response body; at its end the connection goes back to the pool.
 pub struct PooledBody {
     incoming: Incoming,
-    /// The request counts in its client network's share until the answer is dropped (when
-    /// it was made with the pool crowded).
-    _claim: Option<ClientClaim>,
+    /// The request counts in its client network's share until the answer is dropped.
+    _claim: ClientClaim,
     keep: Option<KeepAlive>,
 }
 
@@ -477,9 +515,10 @@ impl PooledBody {
         let Some(keep) = self.keep.take() else {
             return;
         };
-        match keep.body_sent {
-            Some(sent) if !sent.done() => keep.pool.abandon(keep.connection, sent),
-            _ => keep.pool.put(keep.connection),
+        if keep.body_sent.as_ref().is_none_or(BodySent::done) {
+            keep.pool.put(keep.connection);
+        } else {
+            keep.pool.abandon(keep.connection);
         }
     }
 }
@@ -956,37 +995,54 @@ mod tests {
         );
     }
 
-    /// Once half of the connections are open, one client network may keep at most
-    /// an eighth of them busy (here 64 / 8, raised to 16) with the requests it makes since:
-    /// its next request fails at once, another network's is served, and the client gets its
-    /// room back as its answers end.
+    /// Every request counts in its client network's share; once half of the connections are
+    /// open, a network with more than an eighth in flight (here 64 / 8, raised to 16) gets no
+    /// other connection: its next request fails at once, another network's is served, and an
+    /// idle connection still serves it.
     #[tokio::test]
     async fn one_client_network_cannot_hold_every_connection() {
         let up = upstream().await;
         let pool = bounded_pool(&up, 64, Duration::from_secs(60));
-        let mut uncounted = Vec::new();
-        for _ in 0..32 {
-            uncounted.push(pool.send(get("/big"), CLIENT).await.unwrap());
-        }
-        assert!(pool.clients.lock().is_empty(), "nothing counted below half");
         let mut held = Vec::new();
-        for _ in 0..16 {
+        for _ in 0..32 {
             held.push(pool.send(get("/big"), CLIENT).await.unwrap());
         }
         let same_network = "::ffff:127.0.0.1".parse().unwrap();
         let Err(err) = pool.send(get("/"), same_network).await else {
-            panic!("the network holds its share");
+            panic!("the network has more than its share, and half are open");
         };
         assert!(matches!(err, PoolError::ClientBusy), "{err}");
         assert_eq!(read_all(pool.send(get("/"), OTHER).await.unwrap()).await, 5);
-        assert_eq!(up.accepted.load(Ordering::SeqCst), 49);
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 33);
+        // A connection comes back: the network takes it, over its share or not.
         read_all(held.pop().unwrap()).await;
         assert_eq!(
             read_all(pool.send(get("/"), CLIENT).await.unwrap()).await,
             5
         );
-        drop((held, uncounted));
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 33, "no new connection");
+        drop(held);
         assert!(pool.clients.lock().is_empty(), "no count left behind");
+    }
+
+    /// With a bound of 16 connections or fewer, no network is refused: its requests wait like
+    /// any other.
+    #[tokio::test]
+    async fn a_small_bound_refuses_no_network() {
+        let up = upstream().await;
+        let pool = Arc::new(bounded_pool(&up, 2, Duration::from_secs(20)));
+        let first = pool.send(get("/big"), CLIENT).await.unwrap();
+        let second = pool.send(get("/big"), CLIENT).await.unwrap();
+        let third = tokio::spawn({
+            let pool = pool.clone();
+            async move { read_all(pool.send(get("/"), CLIENT).await.unwrap()).await }
+        });
+        while pool.waiting_count() == 0 {
+            tokio::task::yield_now().await;
+        }
+        read_all(first).await;
+        assert_eq!(third.await.unwrap(), 5);
+        read_all(second).await;
     }
 
     /// An upstream that answers each request as soon as its head has arrived, then neither
