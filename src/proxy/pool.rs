@@ -879,9 +879,19 @@ mod tests {
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
     }
 
-    /// An upstream that answers one request per connection and then closes it without saying
-    /// so (no `Connection: close`), as servers with a short keep-alive timeout do.
-    async fn closing_upstream() -> Upstream {
+    /// What [`answering_upstream`] does with a connection once it has answered.
+    #[derive(Clone, Copy)]
+    enum AfterAnswer {
+        /// Closes it without saying so (no `Connection: close`), as servers with a short
+        /// keep-alive timeout do.
+        Close,
+        /// Neither reads from it again nor closes it.
+        GoDeaf,
+    }
+
+    /// An upstream that answers one request per connection as soon as its head has arrived,
+    /// then does `after`.
+    async fn answering_upstream(after: AfterAnswer) -> Upstream {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -902,7 +912,12 @@ mod tests {
                     let _ = tcp
                         .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                         .await;
-                    let _ = tcp.shutdown().await;
+                    match after {
+                        AfterAnswer::Close => {
+                            let _ = tcp.shutdown().await;
+                        }
+                        AfterAnswer::GoDeaf => std::future::pending::<()>().await,
+                    }
                 });
             }
         });
@@ -911,7 +926,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_the_upstream_closed_is_replaced_without_failing_a_request() {
-        let up = closing_upstream().await;
+        let up = answering_upstream(AfterAnswer::Close).await;
         let pool = pool_for(&up, 8);
         for i in 1..=5 {
             let response = pool.send(get("/"), CLIENT).await.unwrap_or_else(|e| {
@@ -956,7 +971,7 @@ mod tests {
     /// serves an upstream that closes every connection after one answer.
     #[tokio::test]
     async fn a_closed_connection_makes_room_for_a_new_one() {
-        let up = closing_upstream().await;
+        let up = answering_upstream(AfterAnswer::Close).await;
         let pool = bounded_pool(&up, 1, Duration::from_secs(60));
         for i in 1..=4 {
             let response = pool.send(get("/"), CLIENT).await.unwrap_or_else(|e| {
@@ -1045,43 +1060,12 @@ mod tests {
         read_all(second).await;
     }
 
-    /// An upstream that answers each request as soon as its head has arrived, then neither
-    /// reads nor closes the connection.
-    async fn deaf_upstream() -> Upstream {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((mut tcp, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match tcp.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let _ = tcp
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await;
-                    std::future::pending::<()>().await;
-                    drop(tcp);
-                });
-            }
-        });
-        Upstream { addr, accepted }
-    }
-
     /// A connection answered before its request's body went out, whose upstream then neither
     /// reads the rest nor closes, is cut `abandon_after` later: it gives back its place in the
     /// bound instead of holding it for ever.
     #[tokio::test(start_paused = true)]
     async fn an_abandoned_connection_that_cannot_finish_its_body_is_cut() {
-        let up = deaf_upstream().await;
+        let up = answering_upstream(AfterAnswer::GoDeaf).await;
         let pool = bounded_pool(&up, 1, Duration::from_secs(5));
         let endless = futures_util::stream::repeat_with(|| {
             Ok::<_, BoxError>(Frame::data(Bytes::from(vec![b'x'; 65536])))
