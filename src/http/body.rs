@@ -1,17 +1,13 @@
 //! The one body type the gateway passes around: streamed, boxed, never buffered by default.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use super::network_shares::{NetworkKey, NetworkShares};
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::{Body as _, Incoming};
-use ipnet::IpNet;
-
-use super::client_ip::network_of;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::error::Error;
@@ -49,12 +45,12 @@ where
 ///
 /// One client network may hold at most a sixty-fourth of it (at least one form's worth): the
 /// network's own slow forms are refused, not everyone's, until 64 networks join in. Networks
-/// are /32 for IPv4 and /48 for IPv6 ([`network_of`]). A form reserves what its `Content-Length` declares, the whole limit when it
-/// declares none.
+/// are /32 for IPv4 and /48 for IPv6. A form reserves what its `Content-Length` declares, the
+/// whole limit when it declares none.
 pub struct FormMemory {
     total: Semaphore,
-    /// KiB held by each network reading forms now; networks holding nothing are removed.
-    held: Mutex<HashMap<IpNet, u32>>,
+    /// KiB held by each network reading forms now.
+    held: NetworkShares,
     /// The most one network may hold, in KiB.
     share: u32,
 }
@@ -68,7 +64,7 @@ const SHARES: usize = 64;
 /// The room a form being read holds, given back when it is dropped.
 pub struct FormRoom<'a> {
     memory: &'a FormMemory,
-    network: IpNet,
+    network: NetworkKey,
     kib: u32,
     _permit: SemaphorePermit<'a>,
 }
@@ -79,7 +75,7 @@ impl FormMemory {
         let share = (bytes / SHARES).max(one_form).div_ceil(KIB);
         FormMemory {
             total: Semaphore::new(bytes / KIB),
-            held: Mutex::new(HashMap::new()),
+            held: NetworkShares::default(),
             share: u32::try_from(share).unwrap_or(u32::MAX),
         }
     }
@@ -92,25 +88,17 @@ impl FormMemory {
             retry_after: Duration::from_secs(1),
         };
         let kib = u32::try_from(bytes.div_ceil(KIB).max(1)).unwrap_or(u32::MAX);
-        let network = network_of(client);
-        let mut held = self.lock();
-        let mine = held.get(&network).copied().unwrap_or(0);
-        if mine.saturating_add(kib) > self.share {
+        let network = self.held.take(client, kib, self.share).ok_or_else(busy)?;
+        let Ok(permit) = self.total.try_acquire_many(kib) else {
+            self.held.give_back(network, kib);
             return Err(busy());
-        }
-        let permit = self.total.try_acquire_many(kib).map_err(|_| busy())?;
-        held.insert(network, mine + kib);
+        };
         Ok(FormRoom {
             memory: self,
             network,
             kib,
             _permit: permit,
         })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<IpNet, u32>> {
-        // The counts stay consistent whatever panicked while holding them.
-        self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Room left, in bytes (for tests and metrics).
@@ -121,13 +109,7 @@ impl FormMemory {
 
 impl Drop for FormRoom<'_> {
     fn drop(&mut self) {
-        let mut held = self.memory.lock();
-        if let Some(kib) = held.get_mut(&self.network) {
-            *kib = kib.saturating_sub(self.kib);
-            if *kib == 0 {
-                held.remove(&self.network);
-            }
-        }
+        self.memory.held.give_back(self.network, self.kib);
     }
 }
 
@@ -191,11 +173,10 @@ mod tests {
         assert_eq!(memory.available(), 14 * FORM);
         drop(first);
         assert_eq!(memory.available(), 15 * FORM);
-        assert!(memory.lock().get(&network_of(ip("192.0.2.1"))).is_none());
         let again = memory.reserve(FORM, ip("192.0.2.1")).unwrap();
         drop((again, other));
         assert_eq!(memory.available(), 16 * FORM);
-        assert!(memory.lock().is_empty(), "nothing left behind");
+        assert!(memory.held.is_empty(), "nothing left behind");
     }
 
     #[test]

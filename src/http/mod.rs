@@ -9,6 +9,7 @@ pub mod held_forms;
 pub mod identify;
 mod identity_headers;
 pub mod negotiate;
+pub mod network_shares;
 mod step_up;
 
 use std::future::Future;

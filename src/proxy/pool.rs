@@ -26,14 +26,14 @@
 //! that reuse an idle connection never touch the bound.
 //!
 //! Nor may one client hold them all (a few HTTP/2 connections of slow uploads or unread
-//! answers would do): every request counts in its client network's share ([`network_of`])
+//! answers would do): every request counts in its client network's share ([`NetworkShares`])
 //! while it is in flight, and a request that would open a connection (or wait for one) while
 //! half of `max_open` or more are open fails with [`PoolError::ClientBusy`] at once when its
 //! network has more than an eighth of `max_open` in flight (at least 16; with `max_open` at 16
 //! or less, no network is refused). One network then holds at most half of the connections,
 //! or its eighth.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -48,12 +48,11 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use ipnet::IpNet;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 
 use crate::http::body::{Body, BoxError};
-use crate::http::client_ip::network_of;
+use crate::http::network_shares::{NetworkKey, NetworkShares};
 
 /// Why a request could not be sent or answered.
 #[derive(Debug, thiserror::Error)]
@@ -85,8 +84,7 @@ pub struct ConnectionPool {
 /// Requests in flight from each client network, and how many one network may have before a
 /// crowded pool refuses it another connection.
 struct ClientShares {
-    /// Keyed by [`network_key`]; networks with nothing in flight are removed.
-    in_flight: Mutex<HashMap<u128, u32>>,
+    in_flight: NetworkShares,
     /// `None`: no network is refused (the bound is small enough for one client's needs).
     max: Option<u32>,
 }
@@ -94,34 +92,15 @@ struct ClientShares {
 /// A request counted in its network's share until it is dropped (with the answer's body).
 struct ClientClaim {
     shares: Arc<ClientShares>,
-    network: u128,
+    network: NetworkKey,
     /// The network's requests in flight when this one was counted, itself included.
     count: u32,
 }
 
-/// A client network as one number: an IPv4 /32 as its IPv4-mapped IPv6 address, an IPv6 /48
-/// as its network address (whose last 80 bits are zero, which no mapped address's are).
-fn network_key(client: IpAddr) -> u128 {
-    match network_of(client) {
-        IpNet::V4(v4) => u128::from(v4.addr().to_ipv6_mapped()),
-        IpNet::V6(v6) => u128::from(v6.network()),
-    }
-}
-
 impl ClientShares {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u128, u32>> {
-        // The counts stay consistent whatever panicked while holding them.
-        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     fn claim(self: &Arc<Self>, client: IpAddr) -> ClientClaim {
-        let network = network_key(client);
-        let count = {
-            let mut in_flight = self.lock();
-            let count = in_flight.entry(network).or_insert(0);
-            *count = count.saturating_add(1);
-            *count
-        };
+        // Always counted: the cap applies only when a crowded pool would open a connection.
+        let (network, count) = self.in_flight.add(client, 1);
         ClientClaim {
             shares: self.clone(),
             network,
@@ -137,13 +116,7 @@ impl ClientShares {
 
 impl Drop for ClientClaim {
     fn drop(&mut self) {
-        let mut in_flight = self.shares.lock();
-        if let Some(count) = in_flight.get_mut(&self.network) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                in_flight.remove(&self.network);
-            }
-        }
+        self.shares.in_flight.give_back(self.network, 1);
     }
 }
 
@@ -222,7 +195,7 @@ impl ConnectionPool {
             max_open,
             queue_timeout: limits.queue_timeout,
             clients: Arc::new(ClientShares {
-                in_flight: Mutex::new(HashMap::new()),
+                in_flight: NetworkShares::default(),
                 max: (per_client < max_open).then(|| u32::try_from(per_client).unwrap_or(u32::MAX)),
             }),
         }
@@ -1037,7 +1010,7 @@ mod tests {
         );
         assert_eq!(up.accepted.load(Ordering::SeqCst), 33, "no new connection");
         drop(held);
-        assert!(pool.clients.lock().is_empty(), "no count left behind");
+        assert!(pool.clients.in_flight.is_empty(), "no count left behind");
     }
 
     /// With a bound of 16 connections or fewer, no network is refused: its requests wait like
