@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
 use crate::auth::audit::{self, AuditEvent, AuditKind};
-use crate::auth::factors::codes::{Channel, withdrawn};
+use crate::auth::factors::codes::{self, Channel, withdrawn};
 use crate::auth::factors::{FactorError, FactorSummary, MfaSettings, summary_from_store};
 use crate::auth::password::PasswordHash;
 use crate::auth::session::{AuthLevel, Session, SessionId, SessionKey, SessionManager};
@@ -322,7 +322,7 @@ impl UserDirectory {
     /// Administrator reset: deletes every second factor of the account (secret, backup codes,
     /// phone, email setting) and the codes still outstanding, and ends the account's sessions:
     /// those the lost factor opened (on a lost phone, say) must not outlive it, even when
-    /// deleting the factors fails (an unreadable record): the sessions end first, and again
+    /// deleting the factors fails (a store error): the sessions end first, and again
     /// after the factors, for a login that proved the lost factor meanwhile.
     pub fn reset_two_factor(&self, username: &Username) -> Result<(), StoreError> {
         if self.store.get_user(username)?.is_none() {
@@ -367,9 +367,10 @@ impl UserDirectory {
         self.store.flush()
     }
 
-    /// Withdraws the emailed or texted codes of `username` that are still outstanding.
+    /// Withdraws the emailed or texted codes of `username` that are still outstanding (and
+    /// deletes the code records this version cannot read: [`codes::channels_to_clear`]).
     fn withdraw_codes(&self, username: &Username) -> Result<(), StoreError> {
-        for channel in self.store.code_channels_of_user(username)? {
+        for channel in codes::channels_to_clear(&self.store, username)? {
             self.store
                 .update_code_state(username, channel, |mut state| {
                     state.current = None;
@@ -813,16 +814,20 @@ mod tests {
     }
 
     #[test]
-    fn a_reset_that_fails_still_ends_the_sessions() {
+    fn a_reset_deletes_unreadable_code_records_and_ends_the_sessions() {
         let (_dir, store, users) = directory();
         let alice = alice(&users);
         let (id, _) = users
             .open_session(&alice, AuthLevel::TwoFactor, false)
             .unwrap()
             .expect("opened");
-        // A code record under a channel this version does not know: withdrawing it fails.
+        // A code record under a channel this version does not know, and a damaged one: no
+        // login can use them, and they must not stop the reset.
         store.put_raw_code_for_test(b"alice\0pigeon", b"{}");
-        assert!(users.reset_two_factor(&alice.username).is_err());
+        store.put_raw_code_for_test(b"alice\0email", b"{\"V1\":");
+        users.reset_two_factor(&alice.username).unwrap();
+        let left = store.code_channels_of_user(&alice.username).unwrap();
+        assert!(left.readable.is_empty() && left.unreadable.is_empty());
         assert!(users.sessions.lookup(&id.cookie_value()).unwrap().is_none());
         assert!(store.sessions_of_user(&alice.username).unwrap().is_empty());
     }

@@ -145,19 +145,33 @@ impl Store {
         )
     }
 
-    /// Every channel key of `username` with its state (for wiping them).
-    pub fn code_channels_of_user(&self, username: &Username) -> Result<Vec<Channel>, StoreError> {
+    /// The code records of `username` (for wiping them): the channels whose record reads, and
+    /// the keys of those that do not (a channel this version does not know, or a record it
+    /// cannot decode). No login can use an unreadable one.
+    pub fn code_channels_of_user(&self, username: &Username) -> Result<Scan<Channel>, StoreError> {
         let prefix = user_prefix(username);
-        let mut out = Vec::new();
+        let mut scan = Scan::default();
         for entry in self.factor_codes.scan_prefix(&prefix) {
-            let (k, _) = entry?;
+            let (k, raw) = entry?;
             let channel = std::str::from_utf8(&k[prefix.len()..])
                 .ok()
                 .and_then(Channel::parse)
-                .ok_or_else(|| StoreError::corrupt(CODES, "unknown channel in key"))?;
-            out.push(channel);
+                .filter(|_| {
+                    decode::<CodeRecord>(CODES, &raw).is_ok_and(|r| r.into_state().is_ok())
+                });
+            match channel {
+                Some(channel) => scan.readable.push(channel),
+                None => scan.unreadable.push(k),
+            }
         }
-        Ok(out)
+        Ok(scan)
+    }
+
+    /// Deletes the code record under `key` (one that [`Store::code_channels_of_user`] could
+    /// not read); flushed before returning.
+    pub fn remove_code_record(&self, key: &[u8]) -> Result<(), StoreError> {
+        self.factor_codes.remove(key)?;
+        self.flush()
     }
 
     /// Every `(username, channel)` with stored code state (for housekeeping), and the keys
@@ -333,12 +347,40 @@ mod tests {
                 })
                 .unwrap();
         }
-        let mut chans = store.code_channels_of_user(&alice()).unwrap();
+        let mut chans = store.code_channels_of_user(&alice()).unwrap().readable;
         chans.sort_by_key(|c| c.as_str());
         assert_eq!(chans, [Channel::Email, Channel::Sms]);
-        assert_eq!(store.code_channels_of_user(&al).unwrap(), [Channel::Email]);
+        assert_eq!(
+            store.code_channels_of_user(&al).unwrap().readable,
+            [Channel::Email]
+        );
         assert_eq!(store.list_code_states().unwrap().readable.len(), 3);
         assert!(store.get_code_state(&al, Channel::Sms).unwrap().is_empty());
+    }
+
+    #[test]
+    fn unreadable_code_records_are_listed_apart_and_can_be_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .update_code_state(&alice(), Channel::Email, |mut s| {
+                s.sends.push(Timestamp(1));
+                Ok::<_, StoreError>((s, ()))
+            })
+            .unwrap();
+        store.put_raw_code_for_test(b"alice\0pigeon", b"{}");
+        store.put_raw_code_for_test(b"alice\0sms", b"{\"V1\":");
+        let scan = store.code_channels_of_user(&alice()).unwrap();
+        assert_eq!(scan.readable, [Channel::Email]);
+        let mut unreadable: Vec<&[u8]> = scan.unreadable.iter().map(|k| k.as_ref()).collect();
+        unreadable.sort();
+        assert_eq!(unreadable, [&b"alice\0pigeon"[..], &b"alice\0sms"[..]]);
+        for key in &scan.unreadable {
+            store.remove_code_record(key).unwrap();
+        }
+        let after = store.code_channels_of_user(&alice()).unwrap();
+        assert_eq!(after.readable, [Channel::Email]);
+        assert!(after.unreadable.is_empty());
     }
 
     #[test]

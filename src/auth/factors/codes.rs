@@ -12,6 +12,7 @@ use crate::auth::factors::state::{CodeHash, CodeState, IssuedCode, UserFactors};
 use crate::auth::factors::{FactorError, Factors};
 use crate::auth::user::Username;
 use crate::clock::Timestamp;
+use crate::store::{Store, StoreError};
 
 const HOUR: Duration = Duration::from_secs(3600);
 /// Digits in a code.
@@ -258,6 +259,25 @@ impl Factors {
             }
         })?
     }
+}
+
+/// The channels on which `username` has a code record, for wiping them. A record this version
+/// cannot read (an unknown channel, a damaged record) is deleted on the way: no login can use
+/// it, and leaving it would make every reset or disabling of the account's factors fail.
+pub(crate) fn channels_to_clear(
+    store: &Store,
+    username: &Username,
+) -> Result<Vec<Channel>, StoreError> {
+    let codes = store.code_channels_of_user(username)?;
+    for key in &codes.unreadable {
+        tracing::warn!(
+            user = %username,
+            record = %crate::store::key_for_log(key),
+            "unreadable code record deleted"
+        );
+        store.remove_code_record(key)?;
+    }
+    Ok(codes.readable)
 }
 
 #[cfg(test)]

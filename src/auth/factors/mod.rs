@@ -325,10 +325,11 @@ impl Factors {
     /// Removes every second factor of the user: TOTP secret, pending enrolment, backup codes,
     /// phone, e-mail choice, preference and outstanding codes. The record of recent sends is
     /// kept, so disabling and re-enabling does not lift the limits on sending codes.
+    /// A code record this version cannot read is deleted: no login can use it.
     pub fn disable_all(&self, username: &Username) -> Result<(), FactorError> {
         self.store.delete_factors(username)?;
         let now = self.clock.now();
-        for channel in self.store.code_channels_of_user(username)? {
+        for channel in codes::channels_to_clear(&self.store, username)? {
             self.store.update_code_state(username, channel, |mut s| {
                 s.current = None;
                 codes::prune_sends(&mut s, now);

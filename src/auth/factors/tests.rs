@@ -1219,6 +1219,27 @@ fn disable_all_wipes_every_factor_and_outstanding_code() {
 }
 
 #[test]
+fn disable_all_deletes_unreadable_code_records_and_keeps_the_readable_sends() {
+    let f = fixture();
+    f.factors.set_email_verification(f.name(), true).unwrap();
+    f.factors.issue_code(f.name(), Channel::Email).unwrap();
+    // A channel this version does not know, and a damaged record of a known one.
+    f.store.put_raw_code_for_test(b"alice\0pigeon", b"{}");
+    f.store.put_raw_code_for_test(b"alice\0sms", b"{\"V1\":");
+
+    f.factors.disable_all(f.name()).unwrap();
+
+    let left = f.store.code_channels_of_user(f.name()).unwrap();
+    assert_eq!(left.readable, [Channel::Email]);
+    assert!(left.unreadable.is_empty());
+    assert!(f.store.get_factors(f.name()).unwrap().is_empty());
+    assert!(matches!(
+        f.factors.issue_code(f.name(), Channel::Email),
+        Err(FactorError::Cooldown { .. })
+    ));
+}
+
+#[test]
 fn prune_drops_stale_code_state() {
     let f = fixture();
     f.factors.issue_code(f.name(), Channel::Email).unwrap();
