@@ -309,9 +309,10 @@ async fn rejects_malformed_original_url() {
 }
 
 #[tokio::test]
-async fn rejects_encoded_dot_segment_bypass() {
+async fn rejects_dot_segments() {
     let (_u, gw) = gateway("\"127.0.0.1\"").await;
-    // `/public/%2e%2e/admin` is `/admin` to the application: decided as `/admin`, not as public.
+    // `/public/%2e%2e/admin` is `/admin` to an application that resolves it, and under
+    // `/public/` to a router matching the raw path: either way not what a rule could judge.
     let resp = send(
         http_client()
             .get(gw.url_for(AUTH_REQUEST))
@@ -322,13 +323,41 @@ async fn rejects_encoded_dot_segment_bypass() {
             .header("X-Original-Method", "GET"),
     )
     .await;
-    assert_eq!(resp.status(), 403);
-    let resp = send(traefik(
-        &gw,
-        "GET",
-        "app1.example.com",
-        "/public/./../admin",
-    ))
+    assert_eq!(resp.status(), 400);
+    for path in ["/public/./../admin", "/admin/../public/x"] {
+        let resp = send(traefik(&gw, "GET", "app1.example.com", path)).await;
+        assert_eq!(resp.status(), 400, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn refuses_client_claims_of_another_target() {
+    let (_u, gw) = gateway("\"127.0.0.1\"").await;
+    let resp = send(traefik(&gw, "GET", "app1.example.com", "/public/x")).await;
+    assert_eq!(resp.status(), 200);
+    for (name, value) in [
+        ("X-Original-URL", "/admin"),
+        ("X-Rewrite-URL", "/admin"),
+        ("X_Original_URI", "/admin"),
+        ("X-Original-Method", "DELETE"),
+    ] {
+        let resp =
+            send(traefik(&gw, "GET", "app1.example.com", "/public/x").header(name, value)).await;
+        assert_eq!(resp.status(), 403, "{name}");
+    }
+    let resp = send(
+        traefik(&gw, "GET", "app1.example.com", "/public/x")
+            .header("X-Original-URL", "https://app1.example.com/public/x"),
+    )
+    .await;
+    assert_eq!(resp.status(), 200, "a claim that agrees");
+    let resp = send(
+        http_client()
+            .get(gw.url_for(AUTH_REQUEST))
+            .header("X-Original-URL", "https://app1.example.com/public/x")
+            .header("X-Original-Method", "GET")
+            .header("X-Forwarded-Uri", "/admin"),
+    )
     .await;
     assert_eq!(resp.status(), 403);
 }

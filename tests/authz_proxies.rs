@@ -313,7 +313,9 @@ async fn logout_ends_access(kind: Kind) {
 }
 
 /// A client naming a bypass path in the headers the proxy sets for Stepgate gets nowhere: the
-/// proxy replaces them with the real request.
+/// proxy replaces the fields of its contract with the real request, and Stepgate refuses the
+/// others when they name another target (nginx passes the client's `X-Forwarded-Uri` on;
+/// Caddy's configuration removes the client's first).
 async fn spoofed_target_headers(kind: Kind) {
     let s = Setup::start(kind).await;
     let public = s.url(APP1_HOST, "/public/x");
@@ -326,14 +328,120 @@ async fn spoofed_target_headers(kind: Kind) {
     ];
     let before = s.upstream.requests();
     let resp = s.browse(APP1_HOST, "/private", None, &spoof).await;
-    assert_eq!(resp.status(), 302);
-    assert_eq!(
-        location(&resp).as_deref(),
-        Some(s.login_location(APP1_HOST, "/private").as_str())
-    );
+    match kind {
+        Kind::Nginx => assert_eq!(resp.status(), 403),
+        Kind::Caddy => {
+            assert_eq!(resp.status(), 302);
+            assert_eq!(
+                location(&resp).as_deref(),
+                Some(s.login_location(APP1_HOST, "/private").as_str())
+            );
+        }
+    }
     let resp = s.browse(APP1_HOST, "/forbidden/x", None, &spoof).await;
     assert_eq!(resp.status(), 403);
     assert_eq!(s.upstream.requests(), before);
+}
+
+/// The headers by which frameworks route to another URL than the request's never reach the
+/// application from a client: the example configurations remove them (nginx replaces
+/// `X-Original-URL` only in its question to Stepgate, which therefore never sees the client's),
+/// and Stepgate refuses the ones it sees that name another target or method.
+async fn url_claims_never_reach_the_application(kind: Kind) {
+    let s = Setup::start(kind).await;
+    let admin = s.url(APP1_HOST, "/forbidden/x");
+    let removed: Vec<(&str, &str)> = match kind {
+        Kind::Nginx => vec![
+            ("X-Original-URL", admin.as_str()),
+            ("X-Original-Method", "DELETE"),
+            ("X-Forwarded-Host", "evil.example.com"),
+        ],
+        Kind::Caddy => vec![
+            ("X-Original-URL", admin.as_str()),
+            ("X-Original-URI", "/forbidden/x"),
+            ("X-Rewrite-URL", "/forbidden/x"),
+            ("X-Original-Method", "DELETE"),
+            ("X-Forwarded-Uri", "/forbidden/x"),
+            ("X-Forwarded-Method", "DELETE"),
+            ("X-Forwarded-Host", "evil.example.com"),
+        ],
+    };
+    let before = s.upstream.requests();
+    let resp = s.browse(APP1_HOST, "/public/info", None, &removed).await;
+    assert_eq!(resp.status(), 200, "{}", s.proxy.output());
+    let seen = s.seen(before);
+    for (name, _) in &removed {
+        if *name == "X-Forwarded-Host" {
+            let host = seen.header("x-forwarded-host").unwrap_or_default();
+            assert!(host.starts_with(APP1_HOST), "X-Forwarded-Host: {host}");
+        } else {
+            assert_eq!(seen.header_all(name), Vec::<String>::new(), "{name}");
+        }
+    }
+    if kind == Kind::Nginx {
+        for claim in [
+            ("X-Rewrite-URL", "/forbidden/x"),
+            ("X-Original-URI", "/forbidden/x"),
+            ("X-Forwarded-Uri", "/forbidden/x"),
+            ("X-Forwarded-Method", "DELETE"),
+        ] {
+            let before = s.upstream.requests();
+            let resp = s.browse(APP1_HOST, "/public/info", None, &[claim]).await;
+            assert_eq!(resp.status(), 403, "{claim:?}");
+            assert_eq!(s.upstream.requests(), before, "{claim:?}");
+        }
+        // One that agrees with the request passes (nginx snippets often set X-Forwarded-Uri).
+        let before = s.upstream.requests();
+        let resp = s
+            .browse(
+                APP1_HOST,
+                "/public/info",
+                None,
+                &[("X-Forwarded-Uri", "/public/info")],
+            )
+            .await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(s.seen(before).header("x-forwarded-uri"), None);
+    }
+}
+
+/// Dot segments reach the application as the client wrote them, so Stepgate refuses them
+/// rather than judging the resolved path (`/forbidden/../public/x` would be judged as
+/// `/public/x`, a bypass, while a router matching the raw path serves `/forbidden/*`).
+async fn dot_segments_are_refused(kind: Kind) {
+    let s = Setup::start(kind).await;
+    let port = s.proxy.ports.https;
+    // Written byte for byte: an HTTP client would resolve the dot segments itself.
+    for path in [
+        "/forbidden/../public/x",
+        "/forbidden/%2e%2e/public/x",
+        "/forbidden/x///../../public/x",
+    ] {
+        let before = s.upstream.requests();
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {APP1_HOST}:{port}\r\nAccept: {BROWSER_ACCEPT}\r\n\
+             Connection: close\r\n\r\n"
+        );
+        let answer = s.proxy.raw_https(APP1_HOST, request.as_bytes()).await;
+        let answer = String::from_utf8_lossy(&answer);
+        let status = answer.split(' ').nth(1).unwrap_or_default();
+        // nginx answers 500 when `auth_request` gets a 400; Caddy passes the 400 on.
+        let expected = match kind {
+            Kind::Nginx => "500",
+            Kind::Caddy => "400",
+        };
+        assert_eq!(status, expected, "{path}: {answer}\n{}", s.proxy.output());
+        assert_eq!(
+            s.upstream.requests(),
+            before,
+            "{path} reached the application"
+        );
+    }
+    // Without the dot segments the same bypass path is served.
+    let before = s.upstream.requests();
+    let resp = s.browse(APP1_HOST, "/public/x", None, &[]).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(s.upstream.requests(), before + 1);
 }
 
 /// A form POST keeps working: the subrequest is a body-less GET carrying the original method.
@@ -465,6 +573,8 @@ both_proxies!(
     two_factor_rule_sends_to_verify,
     logout_ends_access,
     spoofed_target_headers,
+    url_claims_never_reach_the_application,
+    dot_segments_are_refused,
     post_is_checked_and_forwarded,
     absolute_target_is_judged_for_the_site_served,
     portal_site_does_not_expose_the_forward_auth_endpoints,

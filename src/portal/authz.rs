@@ -134,6 +134,15 @@ async fn answer(ctx: &Ctx<'_>, headers: &HeaderMap, front: Front) -> Result<Resp
             "a request header is spelled like an identity header",
         ));
     }
+    // 403 rather than 400: nginx passes only 401 and 403 on from `auth_request`.
+    if let Some(name) = disagreeing_claim(headers, front, &original) {
+        tracing::warn!(
+            header = %name,
+            "forward-auth request refused: the client sent a header that names another target \
+             or method than the one the proxy reports, which an application could act on"
+        );
+        return Err(Error::Forbidden);
+    }
     let portal = portal_base(ctx, &original)?;
     // The proxy passes the client's own headers along with the request it asks about.
     let method_overrides = config.access.policy.method_overrides_to_judge(headers);
@@ -461,9 +470,96 @@ fn target(pq: &PathAndQuery) -> Result<(String, String), Error> {
     if !raw.starts_with('/') {
         return Err(Error::BadRequest("the original path must start with /"));
     }
+    refuse_unresolved(pq.path())?;
     let path =
         crate::policy::canonicalize(pq.path()).map_err(|e| Error::AmbiguousPath(e.to_string()))?;
     Ok((path, raw.to_string()))
+}
+
+/// The proxy passes the target to the application as the client wrote it, while the rules
+/// judge its canonical form: a path that only resolving makes canonical could be routed
+/// otherwise by the application (`/admin/../public/x` is `/admin/*` to a router that matches
+/// the raw path; `/admin/x///../..` is `/admin/` under RFC 3986's resolution, which lets `..`
+/// remove an empty segment, and `/` here). Refused: dot segments, raw or percent-encoded, and
+/// a leading `//`, which URL parsers read as a host. Browsers resolve dot segments before
+/// sending, so no link needs them. (The built-in proxy forwards the canonical path itself.)
+fn refuse_unresolved(path: &str) -> Result<(), Error> {
+    if path.starts_with("//") {
+        return Err(Error::AmbiguousPath(
+            "the original path starts with //".into(),
+        ));
+    }
+    // A dot segment is at most six bytes written (`%2E%2E`).
+    let dot_segment = path.split('/').any(|segment| {
+        segment.len() <= 6 && {
+            let decoded: Vec<u8> = percent_encoding::percent_decode_str(segment).collect();
+            decoded == b"." || decoded == b".."
+        }
+    });
+    if dot_segment {
+        return Err(Error::AmbiguousPath(
+            "the original path has dot segments".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Fields by which applications let a request name another target or method than its own
+/// (frameworks route on `X-Original-URL` and `X-Rewrite-URL`), in the folded form of
+/// [`headers::folds_to`]. The proxy passes the client's own to the application beside the
+/// request: one that names another target than the one judged is refused, whatever its
+/// spelling. The contract's own fields are exempt (the proxy sets them).
+const TARGET_CLAIMS: [&str; 4] = [
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
+    "x-forwarded-uri",
+];
+const METHOD_CLAIMS: [&str; 2] = ["x-original-method", "x-forwarded-method"];
+
+/// The first field of the request, other than the contract's own, that claims another target
+/// (path and query, or an absolute URL with them) or method than `original`.
+fn disagreeing_claim<'h>(
+    headers: &'h HeaderMap,
+    front: Front,
+    original: &Original,
+) -> Option<&'h HeaderName> {
+    let contract = match front {
+        Front::AuthRequest => [X_ORIGINAL_URL, X_ORIGINAL_METHOD],
+        Front::ForwardAuth => [X_FORWARDED_URI, X_FORWARDED_METHOD],
+    };
+    headers
+        .iter()
+        .find(|(name, value)| {
+            if contract.contains(name) {
+                return false;
+            }
+            let name = name.as_str();
+            if TARGET_CLAIMS.iter().any(|c| headers::folds_to(name, c)) {
+                !names_target(value, &original.raw_path_and_query)
+            } else if METHOD_CLAIMS.iter().any(|c| headers::folds_to(name, c)) {
+                value.as_bytes() != original.method.as_str().as_bytes()
+            } else {
+                false
+            }
+        })
+        .map(|(name, _)| name)
+}
+
+/// Whether a claimed target is `raw` (path and query), alone or as an absolute URL's.
+fn names_target(value: &HeaderValue, raw: &str) -> bool {
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    if value == raw {
+        return true;
+    }
+    value
+        .parse::<Uri>()
+        .ok()
+        .filter(|uri| uri.scheme().is_some())
+        .and_then(|uri| uri.path_and_query().map(|pq| pq.as_str() == raw))
+        .unwrap_or(false)
 }
 
 /// nginx: `X-Original-URL: https://app.example.com/path?q` and `X-Original-Method: GET`.
@@ -569,12 +665,117 @@ mod tests {
 
     #[test]
     fn reads_the_nginx_original_url() {
-        let o = nginx("https://App.Example.com:8443/a/./b?x=%2F").unwrap();
+        let o = nginx("https://App.Example.com:8443/a//b?x=%2F").unwrap();
         assert_eq!(o.method, Method::GET);
         assert!(o.https);
         assert_eq!(o.authority, "app.example.com:8443");
         assert_eq!(o.path, "/a/b");
-        assert_eq!(o.url(), "https://app.example.com:8443/a/./b?x=%2F");
+        assert_eq!(o.url(), "https://app.example.com:8443/a//b?x=%2F");
+    }
+
+    #[test]
+    fn refuses_targets_that_only_resolving_makes_canonical() {
+        for path in [
+            "/admin/../public/x",
+            "/admin/users///../..",
+            "/admin/%2e%2E/public/x",
+            "/admin/.%2e/public",
+            "/admin/%2E./public",
+            "/public/./x",
+            "/public/%2e/x",
+            "/public/x/..",
+            "//public/x",
+            "//evil.example/x",
+        ] {
+            let url = format!("https://app.example.com{path}?q=1");
+            assert_eq!(status(nginx(&url)), 400, "{path}");
+            assert_eq!(
+                status(forwarded("https", "app.example.com", path)),
+                400,
+                "{path}"
+            );
+        }
+        // Names that merely contain dots, and empty segments inside the path, are judged as
+        // the application reads them once it collapses slashes.
+        for (path, canonical) in [
+            ("/public/...", "/public/..."),
+            ("/public/.well-known/x", "/public/.well-known/x"),
+            ("/public/a..b/%2e%2e%2e", "/public/a..b/..."),
+            ("/public//x/", "/public/x/"),
+        ] {
+            let o = forwarded("https", "app.example.com", path).unwrap();
+            assert_eq!(o.path, canonical, "{path}");
+        }
+    }
+
+    fn claims(front: Front, uri: &str, extra: &[(&str, &str)]) -> Option<String> {
+        let o = forwarded("https", "app.example.com", uri).unwrap();
+        let h = headers(extra);
+        disagreeing_claim(&h, front, &o).map(|n| n.to_string())
+    }
+
+    #[test]
+    fn refuses_claims_of_another_target_or_method() {
+        let uri = "/public/x?a=1";
+        // Claims that agree with the target judged, or the contract's own fields.
+        for agreeing in [
+            ("x-original-url", "https://app.example.com/public/x?a=1"),
+            ("x-original-url", "/public/x?a=1"),
+            ("x-rewrite-url", "/public/x?a=1"),
+            ("x-original-method", "POST"),
+            ("x-forwarded-uri", "/admin"),
+            ("x-forwarded-method", "DELETE"),
+            ("x-forwarded-host", "other.example.com"),
+        ] {
+            assert_eq!(
+                claims(Front::ForwardAuth, uri, &[agreeing]),
+                None,
+                "{agreeing:?}"
+            );
+        }
+        for disagreeing in [
+            ("x-original-url", "/admin/users"),
+            ("x-original-url", "https://app.example.com/admin"),
+            ("x-original-url", "/public/x"),
+            ("x-original-uri", "/admin"),
+            ("x-rewrite-url", "/admin"),
+            ("x_rewrite_url", "/admin"),
+            ("x.original.url", "/admin"),
+            ("x-original-method", "DELETE"),
+            ("x-original-method", "post"),
+        ] {
+            assert_eq!(
+                claims(Front::ForwardAuth, uri, &[disagreeing]).as_deref(),
+                Some(disagreeing.0),
+                "{disagreeing:?}"
+            );
+        }
+        // Under nginx's contract the roles swap.
+        assert_eq!(
+            claims(Front::AuthRequest, uri, &[("x-original-url", "/admin")]),
+            None
+        );
+        assert_eq!(
+            claims(Front::AuthRequest, uri, &[("x-forwarded-uri", "/admin")]).as_deref(),
+            Some("x-forwarded-uri")
+        );
+        assert_eq!(
+            claims(Front::AuthRequest, uri, &[("x-forwarded-method", "DELETE")]).as_deref(),
+            Some("x-forwarded-method")
+        );
+        // Every value counts, not only the first.
+        assert_eq!(
+            claims(
+                Front::ForwardAuth,
+                uri,
+                &[
+                    ("x-rewrite-url", "/public/x?a=1"),
+                    ("x-rewrite-url", "/admin")
+                ]
+            )
+            .as_deref(),
+            Some("x-rewrite-url")
+        );
     }
 
     #[test]
@@ -599,6 +800,7 @@ mod tests {
             "https://app.example.com/a%2Fb",
             "https://app.example.com/../admin",
             "https://app.example.com/%2e%2e/admin",
+            "https://app.example.com/public/%2e%2e/admin",
         ] {
             assert_eq!(status(nginx(bad)), 400, "{bad:?}");
         }
