@@ -8,7 +8,9 @@ use std::sync::{Arc, RwLock};
 
 use crate::auth::audit::{self, AuditEvent, AuditKind};
 use crate::auth::factors::codes::{self, Channel, withdrawn};
-use crate::auth::factors::{FactorError, FactorSummary, MfaSettings, summary_from_store};
+use crate::auth::factors::{
+    FactorError, FactorSummary, MfaSettings, TwoFactorState, summary_from_store,
+};
 use crate::auth::password::PasswordHash;
 use crate::auth::session::{AuthLevel, Session, SessionId, SessionKey, SessionManager};
 use crate::auth::user::{User, Username};
@@ -243,7 +245,9 @@ impl UserDirectory {
     /// between. The account is read again *after* the session exists: a change that came
     /// before that reading is seen here, and one that comes after it ends this session with the
     /// others (a change updates the account, then ends its sessions; a deletion is ordered the
-    /// same way).
+    /// same way). Likewise a session opened with the password alone (`OneFactor`) is ended if
+    /// the account has a second factor by then: one turned on meanwhile, whose change ended
+    /// the account's other sessions before this one existed.
     pub fn open_session(
         &self,
         checked: &User,
@@ -253,15 +257,55 @@ impl UserDirectory {
         let (id, session) = self
             .sessions
             .create(&checked.username, level, remember_me)?;
-        let unchanged = self
-            .store
-            .get_user(&checked.username)?
-            .is_some_and(|now| !now.disabled && now.password_hash == checked.password_hash);
-        if unchanged {
+        let admitted = match self.store.get_user(&checked.username)? {
+            Some(now) if !now.disabled && now.password_hash == checked.password_hash => {
+                // A session opened with the password alone while two-step verification was
+                // being turned on would outlive the end of the others (see
+                // [`UserDirectory::end_other_sessions_if_two_factor_on`]): ended too.
+                level != AuthLevel::OneFactor || self.owes_no_second_factor(&now)?
+            }
+            _ => false,
+        };
+        if admitted {
             return Ok(Some((id, session)));
         }
         self.sessions.revoke(&id.key())?;
         Ok(None)
+    }
+
+    /// No second factor is usable at login for `user`.
+    fn owes_no_second_factor(&self, user: &User) -> Result<bool, StoreError> {
+        match self.two_factor(user) {
+            Ok(summary) => Ok(summary.state == TwoFactorState::NotEnabled),
+            Err(FactorError::Store(e)) => Err(e),
+            Err(other) => Err(StoreError::corrupt("factors", other.to_string())),
+        }
+    }
+
+    /// After a change to the second factors of `username` made from its session `keep`: if
+    /// two-step verification was off before it (`before`) and is on now, every other session
+    /// of the account ends, as with a password change ([`SessionManager::revoke_user_except`];
+    /// `keep` goes on as it is). Users turn it on when they fear their password is known: a
+    /// session opened with that password alone, perhaps by whoever knows it, must not outlive
+    /// the change. A factor added beside another ends nothing: a login since two-step
+    /// verification was on proved a factor or still owes one. Returns how many sessions ended.
+    pub fn end_other_sessions_if_two_factor_on(
+        &self,
+        username: &Username,
+        before: TwoFactorState,
+        keep: &SessionKey,
+    ) -> Result<usize, FactorError> {
+        if before != TwoFactorState::NotEnabled {
+            return Ok(0);
+        }
+        let Some(user) = self.store.get_user(username)? else {
+            // Deleted meanwhile: its sessions ended with it.
+            return Ok(0);
+        };
+        if self.two_factor(&user)?.state == TwoFactorState::NotEnabled {
+            return Ok(0);
+        }
+        Ok(self.sessions.revoke_user_except(username, keep)?)
     }
 
     /// Changes the display name, e-mail address or groups of an account, atomically (a change
@@ -849,6 +893,85 @@ mod tests {
         });
         assert!(matches!(again, Err(StoreError::UserExists(_))));
         assert_eq!(store.sessions_of_user(&existing.username).unwrap().len(), 1);
+    }
+
+    /// An account with an address (for e-mailed codes) and no second factor yet.
+    fn with_address(users: &UserDirectory, name: &str) -> User {
+        users
+            .create(NewUser {
+                username: Username::parse(name).unwrap(),
+                display_name: None,
+                email: Some(format!("{name}@example.test")),
+                groups: Vec::new(),
+                password_hash: PasswordHash::new_unchecked("$argon2id$old".into()),
+            })
+            .unwrap()
+    }
+
+    fn turn_on_email_codes(store: &Store, username: &Username) {
+        store
+            .update_factors(username, |mut f| {
+                f.email_verification = Some(true);
+                Ok::<_, StoreError>((f, ()))
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn two_factor_turned_on_ends_every_other_session_of_the_account_only() {
+        let (_dir, store, users) = directory();
+        let (alice, bob) = (with_address(&users, "alice"), with_address(&users, "bob"));
+        let open = |user: &User| {
+            users
+                .open_session(user, AuthLevel::OneFactor, true)
+                .unwrap()
+                .expect("opened")
+                .1
+        };
+        let (mine, stolen, bobs) = (open(&alice), open(&alice), open(&bob));
+        let sessions_of = |u: &User| store.sessions_of_user(&u.username).unwrap().len();
+        let end = |before| {
+            users
+                .end_other_sessions_if_two_factor_on(&alice.username, before, &mine.key)
+                .unwrap()
+        };
+        // Still off: nothing ends.
+        assert_eq!(end(TwoFactorState::NotEnabled), 0);
+        turn_on_email_codes(&store, &alice.username);
+        // Already on before the change: nothing ends.
+        assert_eq!(end(TwoFactorState::Enabled), 0);
+        assert_eq!(sessions_of(&alice), 2);
+        // Turned on by the change: every other session of alice ends.
+        assert_eq!(end(TwoFactorState::NotEnabled), 1);
+        let live = |s: &Session| users.store.get_session(&s.key).unwrap().is_some();
+        assert!(live(&mine));
+        assert!(!live(&stolen));
+        assert!(live(&bobs));
+    }
+
+    #[test]
+    fn a_password_only_login_racing_with_two_factor_turned_on_opens_no_session() {
+        let (_dir, store, users) = directory();
+        // The password was verified while alice had no second factor; then she turned one on.
+        let checked = with_address(&users, "alice");
+        turn_on_email_codes(&store, &checked.username);
+        let opened = users
+            .open_session(&checked, AuthLevel::OneFactor, true)
+            .unwrap();
+        assert!(opened.is_none());
+        assert!(
+            store
+                .sessions_of_user(&checked.username)
+                .unwrap()
+                .is_empty()
+        );
+        // A login that owes the factor opens its session.
+        assert!(
+            users
+                .open_session(&checked, AuthLevel::AwaitSecondFactor, true)
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]
