@@ -1,5 +1,6 @@
 //! Header hygiene through the running gateway: hop-by-hop fields in both directions,
-//! X-Forwarded-* from untrusted and trusted peers, client-sent identity headers.
+//! X-Forwarded-* from untrusted and trusted peers, client-sent identity headers, and upstream
+//! answers that would set or clear the gateway's cookie.
 
 mod common;
 
@@ -347,4 +348,82 @@ async fn an_upstream_cannot_set_the_gateways_cookie_in_answer_to_a_short_form_po
         let cookies: Vec<_> = resp.headers().get_all("set-cookie").iter().collect();
         assert_eq!(cookies, ["app=1; Path=/"], "{content_type}");
     }
+}
+
+/// An upstream that answers every request with `Clear-Site-Data` fields that would clear
+/// cookies, then closes: `101` to an upgrade (`Upgrade: test`), else `200`.
+async fn clear_site_data_upstream() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let fields = "Clear-Site-Data: \"cache\", \"cookies\"\r\n\
+                              Clear-Site-Data: \"*\"\r\n";
+                let answer = if head
+                    .to_ascii_lowercase()
+                    .windows(14)
+                    .any(|w| w == b"upgrade: test\r")
+                {
+                    format!(
+                        "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\n\
+                         Upgrade: test\r\n{fields}\r\n"
+                    )
+                } else {
+                    format!("HTTP/1.1 200 OK\r\n{fields}Content-Length: 2\r\n\r\nok")
+                };
+                let _ = tcp.write_all(answer.as_bytes()).await;
+                let _ = tcp.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A browser told `Clear-Site-Data: "cookies"` (or `"*"`) deletes every cookie of the site,
+/// the gateway's session cookie included: an application cannot sign its users out of the
+/// gateway that way. The other types reach the client; a switch of protocols is no exception.
+#[tokio::test]
+async fn an_upstream_cannot_clear_the_gateways_cookie_with_clear_site_data() {
+    let upstream = clear_site_data_upstream().await;
+    let gw = Gateway::builder()
+        .upstream(&format!("http://{upstream}"))
+        .start()
+        .await;
+    let all_but_cookies = "\"cache\", \"storage\", \"executionContexts\"";
+
+    let resp = http_client()
+        .get(gw.url_for("/"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    let fields: Vec<_> = resp.headers().get_all("clear-site-data").iter().collect();
+    assert_eq!(fields, ["\"cache\"", all_but_cookies]);
+
+    let answer = raw_exchange(
+        gw.addr(),
+        b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: upgrade\r\nUpgrade: test\r\n\r\n",
+    )
+    .await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+    let fields: Vec<_> = answer
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .filter(|(name, _)| name.eq_ignore_ascii_case("clear-site-data"))
+        .map(|(_, value)| value)
+        .collect();
+    assert_eq!(fields, ["\"cache\"", all_but_cookies], "{answer}");
 }

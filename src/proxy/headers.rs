@@ -399,6 +399,167 @@ pub fn fold_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     names.into_iter().map(folded).collect()
 }
 
+/// A response field that makes browsers delete stored data for the site (W3C Clear Site Data).
+pub const CLEAR_SITE_DATA: HeaderName = HeaderName::from_static("clear-site-data");
+
+/// The types `"*"` stands for in `Clear-Site-Data` (the four the Clear Site Data spec defines),
+/// but `"cookies"`. Browsers that know `"clientHints"` clear it with `"cache"` too.
+const ALL_BUT_COOKIES: [&[u8]; 3] = [b"cache", b"storage", b"executionContexts"];
+
+/// Rewrites every `Clear-Site-Data` field of an upstream's response so that it no longer clears
+/// cookies: a browser would delete the gateway's session cookie with the application's, and an
+/// application must not be able to clear it. `"cookies"` is removed, `"*"` becomes the other
+/// types it stands for, other types (unknown ones too) pass as sent, and a field left with none
+/// is removed. A field that is not a comma-separated list of quoted strings is removed whole:
+/// a browser might read it some other way.
+pub fn strip_cookie_clearing(headers: &mut HeaderMap) {
+    let Entry::Occupied(fields) = headers.entry(CLEAR_SITE_DATA) else {
+        return;
+    };
+    let kept: Vec<HeaderValue> = fields
+        .remove_entry_mult()
+        .1
+        .filter_map(without_cookie_clearing)
+        .collect();
+    for value in kept {
+        headers.append(CLEAR_SITE_DATA, value);
+    }
+}
+
+/// What a `Clear-Site-Data` type asks for, as far as cookies go. Browsers compare types
+/// exactly; case and surrounding spaces are ignored here, so that no spelling one of them
+/// might accept gets through (a spelling they ignore loses nothing by being removed).
+enum ClearType {
+    Cookies,
+    /// `"*"`: every type, cookies included.
+    All,
+    Other,
+}
+
+impl ClearType {
+    fn of(text: &[u8]) -> ClearType {
+        let text = text.trim_ascii();
+        if text.eq_ignore_ascii_case(b"cookies") {
+            ClearType::Cookies
+        } else if text == b"*" {
+            ClearType::All
+        } else {
+            ClearType::Other
+        }
+    }
+}
+
+/// `field` without the types that clear cookies (unchanged when it has none); `None` when no
+/// type is left, or when it is not a list of quoted strings.
+fn without_cookie_clearing(field: HeaderValue) -> Option<HeaderValue> {
+    let types = quoted_strings(field.as_bytes())?;
+    if types.is_empty() {
+        return None;
+    }
+    if types
+        .iter()
+        .all(|t| matches!(ClearType::of(&t.text), ClearType::Other))
+    {
+        return Some(field);
+    }
+    // Each type once, as sent; the ones `"*"` stands for quoted plainly.
+    let mut kept: Vec<Quoted<'_>> = Vec::new();
+    for t in types {
+        let instead = match ClearType::of(&t.text) {
+            ClearType::Cookies => Vec::new(),
+            ClearType::All => ALL_BUT_COOKIES.into_iter().map(Quoted::plain).collect(),
+            ClearType::Other => vec![t],
+        };
+        for quoted in instead {
+            if !kept.iter().any(|k| k.text == quoted.text) {
+                kept.push(quoted);
+            }
+        }
+    }
+    if kept.is_empty() {
+        return None;
+    }
+    let raw: Vec<&[u8]> = kept.iter().map(|k| &*k.raw).collect();
+    HeaderValue::from_bytes(&raw.join(&b", "[..])).ok()
+}
+
+/// A quoted string of a list: as sent, quotes included, and the text it quotes.
+struct Quoted<'a> {
+    raw: std::borrow::Cow<'a, [u8]>,
+    text: Vec<u8>,
+}
+
+impl Quoted<'_> {
+    /// `text` (no `"` or `\` in it) between quotes.
+    fn plain(text: &[u8]) -> Quoted<'static> {
+        Quoted {
+            raw: [&b"\""[..], text, b"\""].concat().into(),
+            text: text.to_vec(),
+        }
+    }
+}
+
+/// `value` as a comma-separated list of quoted strings (RFC 9110 §5.6.1 and §5.6.4, empty
+/// elements allowed), or `None` if it is anything else.
+fn quoted_strings(value: &[u8]) -> Option<Vec<Quoted<'_>>> {
+    let mut list = Vec::new();
+    let mut rest = value;
+    loop {
+        rest = skip_ows(rest);
+        match rest.first() {
+            None => return Some(list),
+            Some(b',') => {
+                rest = &rest[1..];
+                continue;
+            }
+            Some(b'"') => {}
+            Some(_) => return None,
+        }
+        let (quoted, after) = quoted_string(rest)?;
+        list.push(quoted);
+        rest = skip_ows(after);
+        match rest.first() {
+            None => return Some(list),
+            Some(b',') => rest = &rest[1..],
+            Some(_) => return None,
+        }
+    }
+}
+
+/// The quoted string `s` starts with (its first byte is `"`), and what follows it.
+fn quoted_string(s: &[u8]) -> Option<(Quoted<'_>, &[u8])> {
+    // qdtext and the byte after `\` in a quoted-pair: HTAB, SP, VCHAR, obs-text.
+    let allowed = |b: u8| b == b'\t' || (b >= 0x20 && b != 0x7f);
+    let mut text = Vec::new();
+    let mut i = 1;
+    loop {
+        match *s.get(i)? {
+            b'"' => {
+                let quoted = Quoted {
+                    raw: s[..=i].into(),
+                    text,
+                };
+                return Some((quoted, &s[i + 1..]));
+            }
+            b'\\' => {
+                let escaped = *s.get(i + 1).filter(|b| allowed(**b))?;
+                text.push(escaped);
+                i += 2;
+            }
+            b if allowed(b) => {
+                text.push(b);
+                i += 1;
+            }
+            _ => return None,
+        }
+    }
+}
+
+fn skip_ows(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|b| !matches!(b, b' ' | b'\t'));
+    &s[start.unwrap_or(s.len())..]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -636,6 +797,154 @@ mod tests {
         assert_eq!(
             kept,
             ["app=1; Path=/", "stepgate_session_extra=2", "=other=1"]
+        );
+    }
+
+    /// The `Clear-Site-Data` fields left after [`strip_cookie_clearing`] of `fields`.
+    fn clear_site_data(fields: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut h = HeaderMap::new();
+        for field in fields {
+            h.append(CLEAR_SITE_DATA, HeaderValue::from_bytes(field).unwrap());
+        }
+        h.insert("x-app", HeaderValue::from_static("kept"));
+        strip_cookie_clearing(&mut h);
+        assert_eq!(h["x-app"], "kept");
+        h.get_all(CLEAR_SITE_DATA)
+            .iter()
+            .map(|v| v.as_bytes().to_vec())
+            .collect()
+    }
+
+    fn fields(values: &[&str]) -> Vec<Vec<u8>> {
+        values.iter().map(|v| v.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn an_upstream_cannot_clear_the_gateways_cookie_with_clear_site_data() {
+        assert_eq!(
+            clear_site_data(&[br#""cache", "cookies""#]),
+            fields(&[r#""cache""#])
+        );
+        assert_eq!(
+            clear_site_data(&[br#""cookies""#]),
+            fields(&[]),
+            "nothing left: removed"
+        );
+    }
+
+    #[test]
+    fn the_clear_site_data_wildcard_becomes_every_type_but_cookies() {
+        assert_eq!(
+            clear_site_data(&[br#""*""#]),
+            fields(&[r#""cache", "storage", "executionContexts""#])
+        );
+        // Each type once.
+        assert_eq!(
+            clear_site_data(&[br#""storage", "*", "cache", "cookies""#]),
+            fields(&[r#""storage", "cache", "executionContexts""#])
+        );
+    }
+
+    #[test]
+    fn clear_site_data_that_clears_no_cookies_passes_as_sent() {
+        for value in [
+            r#""cache",  "storage""#,
+            r#""executionContexts""#,
+            r#""clientHints", "storage:bucket", "prefetchCache""#,
+            r#""cache", "cache""#,
+        ] {
+            assert_eq!(
+                clear_site_data(&[value.as_bytes()]),
+                fields(&[value]),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_clear_site_data_types_are_kept_beside_removed_cookies() {
+        assert_eq!(
+            clear_site_data(&[br#""clientHints", "cookies", "prefetchCache", "future""#]),
+            fields(&[r#""clientHints", "prefetchCache", "future""#])
+        );
+        // Bytes that are not ASCII are allowed in a quoted string, and kept.
+        assert_eq!(
+            clear_site_data(&[b"\"caf\xe9\", \"cookies\""]),
+            vec![b"\"caf\xe9\"".to_vec()]
+        );
+    }
+
+    #[test]
+    fn clear_site_data_cookies_are_removed_in_any_spelling() {
+        let all_but_cookies = r#""cache", "storage", "executionContexts""#;
+        for (value, left) in [
+            (r#""Cookies""#, r#""cache""#),
+            (r#""COOKIES""#, r#""cache""#),
+            (r#"" cookies ""#, r#""cache""#),
+            (r#""cook\ies""#, r#""cache""#),
+            (r#""\c\o\o\k\i\e\s""#, r#""cache""#),
+            (r#"" * ""#, all_but_cookies),
+            (r#""\*""#, all_but_cookies),
+        ] {
+            let field = format!(r#""cache", {value}"#);
+            assert_eq!(
+                clear_site_data(&[field.as_bytes()]),
+                fields(&[left]),
+                "{value}"
+            );
+        }
+    }
+
+    /// A field a browser might split otherwise than as a list of quoted strings is dropped
+    /// whole: the gateway cannot tell what it would clear.
+    #[test]
+    fn clear_site_data_that_is_not_a_list_of_quoted_strings_is_removed() {
+        for value in [
+            "cookies",
+            "cache",
+            r#""cookies"#,
+            r#""cache" "cookies""#,
+            r#""cache";"cookies""#,
+            r#""cache", cookies"#,
+            r#"'cookies'"#,
+            r#""cache"x"#,
+            r#""cache\"#,
+            "",
+            " , ",
+        ] {
+            assert_eq!(clear_site_data(&[value.as_bytes()]), fields(&[]), "{value}");
+        }
+    }
+
+    #[test]
+    fn clear_site_data_lists_are_read_as_rfc_9110_lists() {
+        // Empty elements are allowed; a comma inside quotes separates nothing.
+        assert_eq!(
+            clear_site_data(&[br#", "cache" ,, "cookies","#]),
+            fields(&[r#""cache""#])
+        );
+        assert_eq!(
+            clear_site_data(&[br#""x,", "cookies""#]),
+            fields(&[r#""x,""#])
+        );
+        let quoted_list = r#""a, \"cookies\", b""#;
+        assert_eq!(
+            clear_site_data(&[quoted_list.as_bytes()]),
+            fields(&[quoted_list]),
+            "one type, whose text holds a comma and quotes"
+        );
+    }
+
+    #[test]
+    fn every_clear_site_data_field_is_rewritten() {
+        assert_eq!(
+            clear_site_data(&[
+                br#""cookies""#,
+                br#""cache", "*""#,
+                b"cookies",
+                br#""storage""#,
+            ]),
+            fields(&[r#""cache", "storage", "executionContexts""#, r#""storage""#])
         );
     }
 

@@ -133,15 +133,17 @@ impl<F: Future<Output = Sent>> Future for Exchange<'_, F> {
 }
 
 /// The upstream's response as the client receives it: hop-by-hop headers and any `Set-Cookie`
-/// for the gateway's own cookies removed, and a switch of protocols (WebSocket) carrying the
-/// [`upgrade::Tunnel`] that the client's connection splices, if the client asked for it. Every
-/// upstream answer passes here, whichever way its request went (a held form's replay too).
+/// for the gateway's own cookies removed, `Clear-Site-Data` made unable to clear cookies, and a
+/// switch of protocols (WebSocket) carrying the [`upgrade::Tunnel`] that the client's
+/// connection splices, if the client asked for it. Every upstream answer passes here, whichever
+/// way its request went (a held form's replay too).
 fn answer(
     mut resp: Response<pool::PooledBody>,
     upgrade: Option<Upgrade>,
     gateway_cookies: [&str; 2],
 ) -> Result<Response<Body>, Error> {
     headers::strip_set_cookies(resp.headers_mut(), &gateway_cookies);
+    headers::strip_cookie_clearing(resp.headers_mut());
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(Upgrade {
             protocol,

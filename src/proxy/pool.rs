@@ -11,12 +11,17 @@
 //! An upstream may answer before it has read the whole request body (a 200 or a 413 at once).
 //! Such a connection is never reused: the upstream may still read the rest of that body as a
 //! request of its own (a body the client wrote), whose answer would then go to the next
-//! request sent on the connection, someone else's. It closes once hyper is done with it, or
+//! request sent on the connection, someone else's. Whether it may be reused is decided once,
+//! when the first byte of the answer arrives (seen on the socket, before hyper parses it): a
+//! body that had not been handed whole to the connection by then leaves it unusable for good,
+//! even if the rest goes out before the answer ends. It closes once hyper is done with it, or
 //! is cut if it still runs `abandon_after` (`upstreams[].timeout`) after the answer ended (an
 //! upstream that neither reads the rest nor closes). An idle connection thrown away is cut too:
-//! it may still hold request bytes a silent upstream never read. A request never waits for a busy connection either: it takes one that is ready, or opens
-//! one. (A body sent whole before the answer came cannot be told apart from one the upstream
-//! read: an upstream that leaves it unread must close the connection itself.)
+//! it may still hold request bytes a silent upstream never read. A request never waits for a
+//! busy connection either: it takes one that is ready, or opens one. (A body sent whole before
+//! the answer came cannot be told apart from one the upstream read: an upstream that leaves it
+//! unread must close the connection itself. An interim `100 Continue` counts as an answer: a
+//! connection that got one before its body went out is not reused.)
 //!
 //! A pool opens at most `max_open` connections at once (idle, in use or closing; the worker's
 //! share of `upstreams[].max_connections`): without a bound, one HTTP/2 client could make the
@@ -37,7 +42,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -48,6 +53,8 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 
@@ -161,6 +168,8 @@ struct Connection {
     /// does not read. (Dropping the handle leaves the task running: after a switch of
     /// protocols it hands its socket to the tunnel.)
     task: tokio::task::JoinHandle<()>,
+    /// The body of the request whose answer is awaited, told when the answer arrives.
+    answer: Arc<AnswerWatch>,
 }
 
 impl IdleConnection {
@@ -223,6 +232,7 @@ impl ConnectionPool {
             let permit = loop {
                 let returns = self.idle.returns.load(Ordering::SeqCst);
                 while let Some(mut connection) = self.idle.take() {
+                    connection.answer.expect(body_sent.as_ref());
                     match connection.sender.try_send_request(req).await {
                         Ok(response) => {
                             return Ok(self.idle.attach(response, connection, body_sent, claim));
@@ -251,6 +261,7 @@ impl ConnectionPool {
             };
             // Boxed: opening a connection is the rare path, and its future is large.
             let mut connection = Box::pin(self.connect(permit)).await?;
+            connection.answer.expect(body_sent.as_ref());
             match connection.sender.try_send_request(req).await {
                 Ok(response) => Ok(self.idle.attach(response, connection, body_sent, claim)),
                 Err(e) => Err(PoolError::Http(e.into_error())),
@@ -290,6 +301,11 @@ impl ConnectionPool {
             .call(self.target.clone())
             .await
             .map_err(PoolError::Connect)?;
+        let answer = Arc::new(AnswerWatch::default());
+        let io = TokioIo::new(Watched {
+            io: TokioIo::new(io),
+            answer: answer.clone(),
+        });
         // One send per request, as on the gateway's own connections (`server::connection`).
         let (sender, connection) = http1::Builder::new().writev(false).handshake(io).await?;
         // The connection runs on this worker for as long as it lives; upgrades (WebSocket) take
@@ -302,7 +318,11 @@ impl ConnectionPool {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
         });
-        Ok(Connection { sender, task })
+        Ok(Connection {
+            sender,
+            task,
+            answer,
+        })
     }
 
     /// Half of the connections this pool may open are open, or more: a network over its share
@@ -402,7 +422,9 @@ impl IdleConnections {
     /// still running `abandon_after` from now. (Whether the body was taken to its end says
     /// nothing: hyper buffers what the socket does not take.)
     fn abandon(&self, connection: Connection) {
-        let Connection { sender, mut task } = connection;
+        let Connection {
+            sender, mut task, ..
+        } = connection;
         drop(sender);
         let grace = self.abandon_after;
         tokio::spawn(async move {
@@ -424,7 +446,8 @@ impl IdleConnections {
         before - list.len()
     }
 
-    /// Gives the response a body that hands the connection back once read to its end.
+    /// Gives the response a body that hands the connection back once read to its end, or
+    /// abandons it then if the answer came before the request's body was sent whole.
     fn attach(
         self: &Arc<Self>,
         response: Response<Incoming>,
@@ -432,6 +455,13 @@ impl IdleConnections {
         body_sent: Option<BodySent>,
         claim: ClientClaim,
     ) -> Response<PooledBody> {
+        // Decided now, for good (if the socket did not already decide it when the answer's
+        // first byte came): the rest of the body going out later changes nothing.
+        let at_end = match body_sent.as_ref().map(BodySent::answer_arrives) {
+            None | Some(BodyProgress::Sent) => AtTheEnd::GiveBack,
+            Some(BodyProgress::Sending | BodyProgress::AnsweredBefore) => AtTheEnd::Abandon,
+        };
+        connection.answer.expect(None);
         // After 101 the connection belongs to the upgraded protocol.
         let reusable = response.status() != StatusCode::SWITCHING_PROTOCOLS;
         response.map(|incoming| {
@@ -441,7 +471,7 @@ impl IdleConnections {
                 keep: reusable.then(|| KeepAlive {
                     connection,
                     pool: self.clone(),
-                    body_sent,
+                    at_end,
                 }),
             };
             if body.incoming.is_end_stream() {
@@ -479,8 +509,17 @@ pub struct PooledBody {
 struct KeepAlive {
     connection: Connection,
     pool: Arc<IdleConnections>,
-    /// Whether the request's body has been sent to its end (None: it had none).
-    body_sent: Option<BodySent>,
+    /// Decided when the answer arrived.
+    at_end: AtTheEnd,
+}
+
+/// What becomes of a connection once its answer has been read to its end.
+#[derive(Clone, Copy)]
+enum AtTheEnd {
+    /// Back to the pool: the request's body (if any) was sent whole before the answer came.
+    GiveBack,
+    /// Never reused: answered before its request's body was sent ([`IdleConnections::abandon`]).
+    Abandon,
 }
 
 impl PooledBody {
@@ -488,18 +527,30 @@ impl PooledBody {
         let Some(keep) = self.keep.take() else {
             return;
         };
-        if keep.body_sent.as_ref().is_none_or(BodySent::done) {
-            keep.pool.put(keep.connection);
-        } else {
-            keep.pool.abandon(keep.connection);
+        match keep.at_end {
+            AtTheEnd::GiveBack => keep.pool.put(keep.connection),
+            AtTheEnd::Abandon => keep.pool.abandon(keep.connection),
         }
     }
 }
 
-/// Set once a request's body has been sent to its end; an answer that ends before then was
-/// an early one (see the module's comment).
+/// Which came first, the end of a request's body or the first byte of its answer: an answer
+/// that came first was an early one (see the module's comment). Whichever comes first settles
+/// it for good.
 #[derive(Clone)]
-struct BodySent(Arc<AtomicBool>);
+struct BodySent(Arc<AtomicU8>);
+
+/// How a request's body stood when its answer arrived ([`BodySent`]).
+#[derive(Clone, Copy)]
+#[repr(u8)]
+enum BodyProgress {
+    /// Still going out; no answer yet.
+    Sending = 0,
+    /// Handed whole to the connection before any answer came.
+    Sent = 1,
+    /// An answer came before the body was handed whole to the connection.
+    AnsweredBefore = 2,
+}
 
 impl BodySent {
     /// Wraps the body of `req`, unless it has none (nearly every `GET`).
@@ -507,7 +558,7 @@ impl BodySent {
         if req.body().is_end_stream() {
             return None;
         }
-        let sent = BodySent(Arc::new(AtomicBool::new(false)));
+        let sent = BodySent(Arc::new(AtomicU8::new(BodyProgress::Sending as u8)));
         let inner = std::mem::replace(req.body_mut(), crate::http::body::empty());
         *req.body_mut() = crate::http::body::stream(TrackedBody {
             inner,
@@ -516,8 +567,116 @@ impl BodySent {
         Some(sent)
     }
 
-    fn done(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+    /// The body has given its last frame: sent, unless an answer came first.
+    fn finish(&self) {
+        self.settle(BodyProgress::Sent);
+    }
+
+    /// An answer is arriving: the body was sent whole before it, or the answer came first.
+    fn answer_arrives(&self) -> BodyProgress {
+        self.settle(BodyProgress::AnsweredBefore)
+    }
+
+    /// Moves from `Sending` to `to` unless already settled; returns where it settled.
+    fn settle(&self, to: BodyProgress) -> BodyProgress {
+        let sending = BodyProgress::Sending as u8;
+        match self
+            .0
+            .compare_exchange(sending, to as u8, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => to,
+            Err(settled) if settled == BodyProgress::Sent as u8 => BodyProgress::Sent,
+            Err(_) => BodyProgress::AnsweredBefore,
+        }
+    }
+}
+
+/// The body of the request a connection awaits the answer to, if it has one; the connection's
+/// socket tells it when the upstream sends a byte ([`Watched`]). `watching` spares the lock on
+/// every read while no body is watched (nearly every request has none).
+#[derive(Default)]
+struct AnswerWatch {
+    watching: AtomicBool,
+    body: Mutex<Option<BodySent>>,
+}
+
+impl AnswerWatch {
+    fn lock(&self) -> MutexGuard<'_, Option<BodySent>> {
+        self.body.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The request sent next on the connection has `body` (`None`: none, or nothing to watch).
+    /// Nothing to do when it has none and none is watched.
+    fn expect(&self, body: Option<&BodySent>) {
+        if body.is_none() && !self.watching.load(Ordering::Acquire) {
+            return;
+        }
+        let mut watched = self.lock();
+        *watched = body.cloned();
+        self.watching.store(watched.is_some(), Ordering::Release);
+    }
+
+    fn bytes_arrived(&self) {
+        if !self.watching.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(body) = &*self.lock() {
+            body.answer_arrives();
+        }
+    }
+}
+
+/// A connection's socket, telling its [`AnswerWatch`] the moment the upstream sends anything:
+/// hyper reads an answer's head and goes on to send the request's body in the same turn, so a
+/// body ending just after the head was read would look sent whole before the answer by the
+/// time the request is handed it.
+struct Watched<I> {
+    io: I,
+    answer: Arc<AnswerWatch>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.answer.bytes_arrived();
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -542,7 +701,7 @@ impl HttpBody for TrackedBody {
             _ => false,
         };
         if finished {
-            self.sent.0.store(true, Ordering::Release);
+            self.sent.finish();
         }
         polled
     }
@@ -836,6 +995,131 @@ mod tests {
         assert_eq!(pool.idle_count(), 1, "back in the pool");
         read_all(pool.send(get("/"), CLIENT).await.unwrap()).await;
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2, "reused");
+    }
+
+    /// The client sends `POST` with its body held back; the upstream answers at once and the
+    /// answer streams while the rest of the body goes out (bytes that could read as
+    /// `GET /admin` with an identity header). The body ends before the answer does, yet the
+    /// connection was answered first: it is never reused, whatever happens after the answer
+    /// came. A body sent whole before the answer still leaves its connection reusable.
+    #[tokio::test(start_paused = true)]
+    async fn a_body_ending_after_the_answer_came_never_makes_its_connection_reusable() {
+        let up = upstream().await;
+        let pool = pool_for(&up, 8);
+        let (finish, finished) = tokio::sync::oneshot::channel::<()>();
+        let (ended, body_ended) = tokio::sync::oneshot::channel::<()>();
+        let mut ended = Some(ended);
+        let held = futures_util::stream::once(async {
+            Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"x")))
+        })
+        .chain(futures_util::stream::once(async move {
+            let _ = finished.await;
+            Ok(Frame::data(Bytes::from_static(
+                b"GET /admin HTTP/1.1\r\nHost: upstream.test\r\nRemote-User: admin\r\n\r\n",
+            )))
+        }))
+        .chain(futures_util::stream::poll_fn(move |_| {
+            // Told just before the body gives its end, in the same poll.
+            if let Some(ended) = ended.take() {
+                let _ = ended.send(());
+            }
+            Poll::Ready(None)
+        }));
+        let upload = Request::builder()
+            .method("POST")
+            .uri("/early")
+            .header("host", "upstream.test")
+            .body(StreamBody::new(held).boxed_unsync())
+            .unwrap();
+        let answered = pool.send(upload, CLIENT).await.unwrap();
+        finish.send(()).unwrap();
+        body_ended.await.unwrap();
+        assert_eq!(
+            read_all(answered).await,
+            5,
+            "the body ended before the answer"
+        );
+        assert_eq!(
+            pool.idle_count(),
+            0,
+            "answered before its body ended: never reused"
+        );
+        read_all(pool.send(get("/"), CLIENT).await.unwrap()).await;
+        assert_eq!(
+            up.accepted.load(Ordering::SeqCst),
+            2,
+            "the next request opened a connection of its own"
+        );
+
+        // A body sent whole before the answer came: the connection is reused.
+        let form = Request::builder()
+            .method("POST")
+            .uri("/")
+            .header("host", "upstream.test")
+            .body(body::full(Bytes::from_static(b"a=1")))
+            .unwrap();
+        assert_eq!(read_all(pool.send(form, CLIENT).await.unwrap()).await, 5);
+        assert_eq!(pool.idle_count(), 1, "back in the pool");
+        read_all(pool.send(get("/"), CLIENT).await.unwrap()).await;
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2, "reused");
+    }
+
+    /// The end of the body becomes ready at the very moment the answer's head arrives: hyper
+    /// reads the head, then sends the rest of the body in the same turn, before the request
+    /// is handed the answer. The upstream still answered first: the connection is not reused.
+    #[tokio::test]
+    async fn a_body_ending_as_the_answer_arrives_counts_as_answered_first() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // The end of the body waits for a byte on a socket of its own, which the upstream
+        // writes right after its answer: the gateway sees both in one go.
+        let side = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut side_in = tokio::net::TcpStream::connect(side.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut side_out, _) = side.accept().await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = tcp
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await;
+            let _ = side_out.write_all(b"!").await;
+            // Reads whatever comes next and keeps the connection open.
+            while !matches!(tcp.read(&mut buf).await, Ok(0) | Err(_)) {}
+        });
+        let up = Upstream { addr, accepted };
+        let pool = pool_for(&up, 8);
+        let held = futures_util::stream::once(async {
+            Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"x")))
+        })
+        .chain(futures_util::stream::once(async move {
+            let mut byte = [0u8; 1];
+            let _ = side_in.read(&mut byte).await;
+            Ok(Frame::data(Bytes::from_static(b"y")))
+        }));
+        let upload = Request::builder()
+            .method("POST")
+            .uri("/upload")
+            .header("host", "upstream.test")
+            .body(StreamBody::new(held).boxed_unsync())
+            .unwrap();
+        let answered = pool.send(upload, CLIENT).await.unwrap();
+        assert_eq!(read_all(answered).await, 2);
+        assert_eq!(pool.idle_count(), 0, "answered first: never reused");
     }
 
     #[tokio::test]
