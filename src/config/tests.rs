@@ -75,6 +75,32 @@ timeout = "5 parsecs"
 }
 
 #[test]
+fn trusted_proxies_wider_than_a_proxy_fleet_are_refused() {
+    let errs = parse(
+        r#"
+[server]
+trusted_proxies = ["0.0.0.0/0", "::/0", "10.0.0.0/7", "2001::/31", "::ffff:0:0/96", "::ffff:10.0.0.0/103"]
+"#,
+    )
+    .unwrap_err();
+    assert_eq!(
+        keys(&errs),
+        (0..6)
+            .map(|i| format!("server.trusted_proxies[{i}]"))
+            .collect::<Vec<_>>()
+    );
+    assert!(errs.to_string().contains("0.0.0.0/0 spans"), "{errs}");
+    let c = parse(
+        r#"
+[server]
+trusted_proxies = ["10.0.0.0/8", "2001:db8::/32", "::ffff:10.0.0.0/104", "127.0.0.1", "fd00::1"]
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.server.trusted_proxies.len(), 5);
+}
+
+#[test]
 fn unknown_keys_are_errors_with_their_path() {
     let errs = parse(
         r#"

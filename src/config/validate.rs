@@ -136,6 +136,18 @@ pub fn parse_network(value: &str) -> Result<IpNet, String> {
     ))
 }
 
+/// A trusted network wider than any proxy fleet: an IPv4 network shorter than /8, or an IPv6
+/// one shorter than /32 (the IPv4-mapped range counts by its IPv4 part).
+fn is_too_broad_to_trust(net: &IpNet) -> bool {
+    match net {
+        IpNet::V4(v4) => v4.prefix_len() < 8,
+        IpNet::V6(v6) => match v6.network().to_ipv4_mapped() {
+            Some(_) if v6.prefix_len() >= 96 => v6.prefix_len() < 96 + 8,
+            _ => v6.prefix_len() < 32,
+        },
+    }
+}
+
 fn server(raw: &RawServer, errors: &mut ConfigErrors) -> ServerConfig {
     let listen = match (&raw.listen, &raw.tls_listen) {
         (Some(l), _) => socket_addr(l, "server.listen", errors),
@@ -183,6 +195,15 @@ fn server(raw: &RawServer, errors: &mut ConfigErrors) -> ServerConfig {
     let mut trusted_proxies = Vec::new();
     for (i, p) in raw.trusted_proxies.iter().enumerate() {
         match parse_network(p) {
+            Ok(net) if is_too_broad_to_trust(&net) => errors.push(
+                format!("server.trusted_proxies[{i}]"),
+                format!(
+                    "{net} spans a large part of the Internet: any client in it could name its \
+                     own address in X-Forwarded-For, set the forwarding headers an application \
+                     reads and ask the forward-auth endpoints; list your proxies' addresses or \
+                     networks (at most a /8 for IPv4, a /32 for IPv6)"
+                ),
+            ),
             Ok(net) => trusted_proxies.push(net),
             Err(reason) => errors.push(format!("server.trusted_proxies[{i}]"), reason),
         }
