@@ -539,6 +539,37 @@ async fn duplicated_cookies_with_one_valid_id_log_in() {
     assert!(is_logged_in(&gw, &both).await);
 }
 
+/// A browser sends a few session cookies at most: a request with more than eight is nobody's,
+/// without a lookup for each (an unknown id may cost a store read). Eight are still read.
+#[tokio::test]
+async fn more_than_eight_session_cookies_are_nobodys() {
+    let (upstream, gw) = protected_gateway().await;
+    create_user(&gw, "alice", "password123", &[]).await;
+    let alice = login(&gw, "alice", "password123").await;
+    let stale = |n: usize| -> String {
+        (0..n)
+            .map(|i| format!("stepgate_session={}", format!("{i:02}").repeat(21) + "A"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let eight = format!("{}; {alice}", stale(7));
+    assert!(reaches_app(&gw, &upstream, &eight).await);
+    let nine = format!("{}; {alice}", stale(8));
+    assert_not_logged_in(
+        &gw,
+        &upstream,
+        HeaderValue::from_str(&nine).expect("header"),
+    )
+    .await;
+    let nine_first = format!("{alice}; {}", stale(8));
+    assert_not_logged_in(
+        &gw,
+        &upstream,
+        HeaderValue::from_str(&nine_first).expect("header"),
+    )
+    .await;
+}
+
 /// A cookie planted by a sibling application on the cookie domain (its longer path puts it
 /// first) must not make a user act as the planter: live sessions of two accounts in one request
 /// make it nobody's. Two live sessions of the same account are that account's.

@@ -47,6 +47,10 @@ impl SessionCookieNames {
     }
 }
 
+/// The most session cookies one request is read with (see [`crate::http::identify`]); a
+/// logout ends at most this many.
+pub const MAX_SESSION_COOKIES: usize = 8;
+
 /// Every value of the cookie `name` in the request (a client may send several), surrounding
 /// quotes removed. Values are not interpreted here: each reader checks its own (a session id
 /// has one exact shape, a language one of a fixed list). This runs on every request, so it only

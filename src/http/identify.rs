@@ -14,9 +14,21 @@ use crate::http::cookies;
 /// path, which browsers send first): if they are live sessions of different accounts, the
 /// request is nobody's, not the first one's, so that a planted session never makes a user act
 /// as its owner.
+///
+/// A browser sends one session cookie, or two or three with cookie domains (or a planted one).
+/// More than [`cookies::MAX_SESSION_COOKIES`] make the request nobody's without looking any up:
+/// each lookup of an unknown id may read the store, and reading only the first few would let
+/// cookies planted ahead of the user's hide it. A repeated value is looked up once.
 pub fn identify(app: &App, headers: &HeaderMap, tls: bool) -> Result<Option<Identity>, Error> {
+    let values = cookies::read(headers, app.session_cookies.get(tls));
+    if values.len() > cookies::MAX_SESSION_COOKIES {
+        return Ok(None);
+    }
     let mut found: Option<Identity> = None;
-    for value in cookies::read(headers, app.session_cookies.get(tls)) {
+    for (i, value) in values.iter().copied().enumerate() {
+        if values[..i].contains(&value) {
+            continue;
+        }
         let Some(session) = app
             .sessions
             .lookup(value)

@@ -47,7 +47,7 @@ pub fn page(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Body>, Er
 
 /// At most this many session ids of one logout request are ended: a browser sends one, or two
 /// with a cookie domain (or one planted); the rest of a longer list is ignored.
-const MAX_LOGOUT_SESSIONS: usize = 8;
+const MAX_LOGOUT_SESSIONS: usize = cookies::MAX_SESSION_COOKIES;
 
 /// Ends every session whose id came with the request, not only the one it is identified by:
 /// a session of another account planted beside the user's (which makes the request nobody's),
