@@ -1,6 +1,10 @@
 //! Logs through tracing: human-readable by default, JSON on request. Secrets never reach a log
 //! line: request logging records method, path and status only, never cookies or credentials.
 
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
 use tracing::{Level, Metadata};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::{FilterFn, filter_fn};
@@ -55,8 +59,88 @@ fn is_chatty(target: &str) -> bool {
     })
 }
 
+/// Holds back a warning any client can cause (a refused forward-auth question, say), so that
+/// a flood of such requests cannot flood the log: at most one line per [`Throttle::INTERVAL`]
+/// per call site, which reports how many were held back since the line before.
+///
+/// ```ignore
+/// static REFUSED: Throttle = Throttle::new();
+/// if let Some(held_back) = REFUSED.allow() {
+///     tracing::warn!(held_back, "refused");
+/// }
+/// ```
+pub struct Throttle {
+    /// Milliseconds since [`process_start`] before which nothing more is logged.
+    next_at_ms: AtomicU64,
+    held_back: AtomicU64,
+}
+
+impl Throttle {
+    pub const INTERVAL: Duration = Duration::from_secs(10);
+
+    pub const fn new() -> Throttle {
+        Throttle {
+            next_at_ms: AtomicU64::new(0),
+            held_back: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(held back since the last line)` when a line may be logged now, else `None` (and
+    /// this one is counted as held back).
+    pub fn allow(&self) -> Option<u64> {
+        let now = u64::try_from(process_start().elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.allow_at(now)
+    }
+
+    fn allow_at(&self, now_ms: u64) -> Option<u64> {
+        let next = self.next_at_ms.load(Ordering::Relaxed);
+        let interval = Self::INTERVAL.as_millis() as u64;
+        if now_ms >= next
+            && self
+                .next_at_ms
+                .compare_exchange(
+                    next,
+                    now_ms.saturating_add(interval),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            return Some(self.held_back.swap(0, Ordering::Relaxed));
+        }
+        self.held_back.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+impl Default for Throttle {
+    fn default() -> Throttle {
+        Throttle::new()
+    }
+}
+
+/// The instant throttles count from (the first time one asks).
+fn process_start() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_throttle_lets_one_line_through_per_interval_and_counts_the_rest() {
+        let t = super::Throttle::new();
+        let interval = super::Throttle::INTERVAL.as_millis() as u64;
+        assert_eq!(t.allow_at(5), Some(0));
+        for ms in [5, 6, 5 + interval - 1] {
+            assert_eq!(t.allow_at(ms), None, "{ms}");
+        }
+        assert_eq!(t.allow_at(5 + interval), Some(3));
+        assert_eq!(t.allow_at(5 + interval + 1), None);
+        assert_eq!(t.allow_at(5 + 3 * interval), Some(1));
+        assert_eq!(t.allow_at(5 + 3 * interval), None);
+    }
     use std::io::Write;
     use std::sync::{Arc, Mutex};
 

@@ -15,7 +15,7 @@
 //! Fail closed: the forwarding headers are believed only from `server.trusted_proxies`; every
 //! missing, repeated or malformed header, unparsable URL, ambiguous path, host the portal cannot
 //! serve and store failure ends in 400, 401 or 403 (429 for a ban on the forward-auth endpoint),
-//! never in a 2xx.
+//! never in a 2xx. The warnings a client can cause are throttled ([`Throttle`]).
 
 use http::header::{CACHE_CONTROL, HeaderName, LOCATION, WWW_AUTHENTICATE};
 use http::uri::PathAndQuery;
@@ -29,6 +29,7 @@ use crate::error::Error;
 use crate::http::basic_auth::{self, Authorization, BasicCredentials};
 use crate::http::body::{self, Body};
 use crate::http::{client_ip, identify, negotiate};
+use crate::logging::Throttle;
 use crate::policy::{Policy, RequestFacts, UserFacts};
 use crate::proxy::headers;
 
@@ -109,12 +110,16 @@ async fn answer(ctx: &Ctx<'_>, headers: &HeaderMap, front: Front) -> Result<Resp
     let config = &ctx.app.config;
     let peer = client_ip::canonical(ctx.conn.peer.ip());
     if !client_ip::is_trusted(peer, &config.server.trusted_proxies) {
-        tracing::warn!(
-            %peer,
-            "forward-auth request refused: {peer} is not in server.trusted_proxies, so its \
-             forwarding headers cannot be believed. If {peer} is your reverse proxy, add it: \
-             [server] trusted_proxies = [\"{peer}\"]"
-        );
+        static LOGGED: Throttle = Throttle::new();
+        if let Some(held_back) = LOGGED.allow() {
+            tracing::warn!(
+                %peer,
+                held_back,
+                "forward-auth request refused: {peer} is not in server.trusted_proxies, so its \
+                 forwarding headers cannot be believed. If {peer} is your reverse proxy, add it: \
+                 [server] trusted_proxies = [\"{peer}\"]"
+            );
+        }
         return Err(Error::Forbidden);
     }
     let original = match front {
@@ -125,22 +130,30 @@ async fn answer(ctx: &Ctx<'_>, headers: &HeaderMap, front: Front) -> Result<Resp
     // spelling only: `Remote_User` or `Remote~User` from the client would reach the
     // application as well, which may read it as REMOTE_USER.
     if let Some(name) = headers::identity_look_alike(headers, &ctx.app.protected_headers) {
-        tracing::warn!(
-            header = %name,
-            "forward-auth request refused: the client sent a header an application could read \
-             as an identity header"
-        );
+        static LOGGED: Throttle = Throttle::new();
+        if let Some(held_back) = LOGGED.allow() {
+            tracing::warn!(
+                header = %name,
+                held_back,
+                "forward-auth request refused: the client sent a header an application could read \
+                 as an identity header"
+            );
+        }
         return Err(Error::BadRequest(
             "a request header is spelled like an identity header",
         ));
     }
     // 403 rather than 400: nginx passes only 401 and 403 on from `auth_request`.
     if let Some(name) = disagreeing_claim(headers, front, &original) {
-        tracing::warn!(
-            header = %name,
-            "forward-auth request refused: the client sent a header that names another target \
-             or method than the one the proxy reports, which an application could act on"
-        );
+        static LOGGED: Throttle = Throttle::new();
+        if let Some(held_back) = LOGGED.allow() {
+            tracing::warn!(
+                header = %name,
+                held_back,
+                "forward-auth request refused: the client sent a header that names another target \
+                 or method than the one the proxy reports, which an application could act on"
+            );
+        }
         return Err(Error::Forbidden);
     }
     let portal = portal_base(ctx, &original)?;
@@ -388,23 +401,31 @@ fn portal_base(ctx: &Ctx<'_>, original: &Original) -> Result<String, Error> {
         return Ok(domain.portal_url.clone().unwrap_or_else(same_host));
     }
     if !config.session.domains.is_empty() {
-        tracing::warn!(
-            host = %original.authority,
-            "forward-auth request refused: the host is outside every session cookie domain \
-             (session.cookie_domain / [[session.domains]])"
-        );
+        static LOGGED: Throttle = Throttle::new();
+        if let Some(held_back) = LOGGED.allow() {
+            tracing::warn!(
+                host = %original.authority,
+                held_back,
+                "forward-auth request refused: the host is outside every session cookie domain \
+                 (session.cookie_domain / [[session.domains]])"
+            );
+        }
         return Err(Error::Forbidden);
     }
     match &config.portal.url {
         None => Ok(same_host()),
         Some(url) if same_host_name(url, &original.authority) => Ok(url.clone()),
         Some(url) => {
-            tracing::warn!(
-                host = %original.authority,
-                portal = %url,
-                "forward-auth request refused: without session.cookie_domain, a login at \
-                 portal.url only covers the portal's own host; set session.cookie_domain"
-            );
+            static LOGGED: Throttle = Throttle::new();
+            if let Some(held_back) = LOGGED.allow() {
+                tracing::warn!(
+                    host = %original.authority,
+                    portal = %url,
+                    held_back,
+                    "forward-auth request refused: without session.cookie_domain, a login at \
+                     portal.url only covers the portal's own host; set session.cookie_domain"
+                );
+            }
             Err(Error::Forbidden)
         }
     }
