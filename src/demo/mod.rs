@@ -112,6 +112,17 @@ async fn ensure_demo_user(app: &App) -> io::Result<()> {
     Ok(())
 }
 
+/// A warning when the demo listens beyond this machine: its account's password is public.
+fn exposure_warning(listen: SocketAddr) -> Option<String> {
+    (!listen.ip().is_loopback()).then(|| {
+        format!(
+            "Warning: the demo listens on {listen}, beyond this machine, and its account \
+             ({DEMO_USER:?}, in group \"admins\") has a published password: anyone who can \
+             reach it can sign in. Use --listen 127.0.0.1:PORT unless that is what you want."
+        )
+    })
+}
+
 /// Where the demo's emails (login codes, notices) are written, one `.eml` file each.
 pub fn outbox_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("outbox")
@@ -152,6 +163,9 @@ pub async fn run(opts: DemoOptions) -> io::Result<()> {
     println!(
         "The console then shows the identity headers the gateway sends; /public needs no login."
     );
+    if let Some(warning) = exposure_warning(opts.listen) {
+        eprintln!("{warning}");
+    }
     println!("Press Ctrl-C to stop.");
 
     signal.await;
@@ -159,4 +173,23 @@ pub async fn run(opts: DemoOptions) -> io::Result<()> {
     let _ = stop_console.send(());
     let _ = console.await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warns_when_the_demo_listens_beyond_this_machine() {
+        for quiet in ["127.0.0.1:8080", "[::1]:8080"] {
+            assert_eq!(exposure_warning(quiet.parse().unwrap()), None, "{quiet}");
+        }
+        for loud in ["0.0.0.0:8080", "[::]:8080", "192.0.2.7:8080"] {
+            let warning = exposure_warning(loud.parse().unwrap()).expect(loud);
+            assert!(
+                warning.contains(loud) && warning.contains("anyone"),
+                "{warning}"
+            );
+        }
+    }
 }

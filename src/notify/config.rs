@@ -237,6 +237,10 @@ fn credentials(raw: &RawEmail, errors: &mut ConfigErrors) -> Option<Option<SmtpC
             );
             return None;
         }
+        (Some(p), None) if p.expose().is_empty() => {
+            errors.push("email.password", "must not be empty");
+            return None;
+        }
         (Some(p), None) => Some(p.clone()),
         (None, Some(path)) => Some(read_secret(path, "email.password_file", errors)?),
         (None, None) => None,

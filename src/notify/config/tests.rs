@@ -210,6 +210,16 @@ fn credentials_need_username_and_one_password() {
 }
 
 #[test]
+fn an_empty_password_is_refused() {
+    let errors = email(&format!(
+        "[email]\nurl = \"smtps://mail.example.com\"\n{FROM}\nusername = \"u\"\npassword = \"\""
+    ))
+    .expect_err("empty password");
+    assert_eq!(errors.problems()[0].key, "email.password");
+    assert!(errors.to_string().contains("must not be empty"), "{errors}");
+}
+
+#[test]
 fn password_file_is_read_without_its_line_break() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("smtp-password");
