@@ -173,6 +173,53 @@ async fn idle_keep_alive_connection_is_closed_after_idle_timeout() {
     );
 }
 
+/// HTTP/2 bytes that are no request do not keep a connection open: one that only pings closes
+/// `idle_timeout` after its last request (its start, when none came), even though it never
+/// acknowledges the server's own PING of a graceful close. (A header block trickled in small
+/// CONTINUATION frames is cut by h2 itself after a few frames.)
+#[tokio::test]
+async fn an_http2_connection_that_sends_no_request_closes_after_the_idle_limit() {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    const SETTINGS: [u8; 9] = [0, 0, 0, 4, 0, 0, 0, 0, 0];
+    // PING, eight bytes of opaque data, on stream 0.
+    const PING: [u8; 17] = [0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+    let upstream = EchoUpstream::start().await;
+    let gw = with_limits(&upstream, "idle_timeout = \"300ms\"").await;
+    let mut tcp = within("connect", TcpStream::connect(gw.addr()))
+        .await
+        .expect("connect");
+    let opened = Instant::now();
+    tcp.write_all(&[PREFACE, &SETTINGS].concat())
+        .await
+        .expect("write");
+    let mut ticks = tokio::time::interval(Duration::from_millis(100));
+    let mut buf = [0u8; 4096];
+    loop {
+        assert!(
+            opened.elapsed() < Duration::from_secs(5),
+            "still open after 5 s of pings"
+        );
+        tokio::select! {
+            read = tcp.read(&mut buf) => match read {
+                Ok(0) | Err(_) => break,
+                // The server's SETTINGS, its acknowledgements, and a GOAWAY before closing.
+                Ok(_) => {}
+            },
+            _ = ticks.tick() => {
+                if tcp.write_all(&PING).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    assert!(
+        opened.elapsed() >= Duration::from_millis(250),
+        "closed after {:?}, before the idle limit",
+        opened.elapsed()
+    );
+    assert_eq!(upstream.requests(), 0);
+}
+
 /// A client that stops taking its response does not hold the connection (and its upstream
 /// connection) for ever: once no byte of it has gone out for the idle limit, it is closed.
 #[tokio::test]

@@ -71,6 +71,9 @@ pub struct Limits {
     pub tunnel_idle_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_connections: usize,
+    /// Connections one client network (an IPv4 address, an IPv6 /48) may hold open at once;
+    /// trusted proxies are exempt. Unset: [`Limits::default_per_client`].
+    pub max_connections_per_client: usize,
     /// Memory for the form bodies being read at once, all clients together (portal forms,
     /// forms held for step-up): a form that would go over it is refused with 429.
     pub max_form_memory_bytes: usize,
@@ -87,9 +90,20 @@ impl Default for Limits {
             tunnel_idle_timeout: Duration::from_secs(60),
             max_header_bytes: 16 * 1024,
             max_connections: 10_000,
+            max_connections_per_client: Limits::default_per_client(10_000),
             max_form_memory_bytes: 64 * 1024 * 1024,
             shutdown_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+impl Limits {
+    /// A client network may hold an eighth of `max_connections` open unless configured: eight
+    /// networks are needed to fill the gateway, while an office behind one NAT address (a
+    /// browser opens up to six connections to each host it uses) still has room for hundreds
+    /// of users. At least 64 (all of them when there are fewer).
+    pub fn default_per_client(max_connections: usize) -> usize {
+        (max_connections / 8).max(64).min(max_connections)
     }
 }
 

@@ -51,6 +51,7 @@ pub struct RawLimits {
     pub tunnel_idle_timeout: Option<String>,
     pub max_header_bytes: Option<u64>,
     pub max_connections: Option<u64>,
+    pub max_connections_per_client: Option<u64>,
     pub max_form_memory_bytes: Option<u64>,
     pub shutdown_timeout: Option<String>,
 }

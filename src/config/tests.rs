@@ -531,3 +531,43 @@ url = "http://127.0.0.1:3000"
         assert_eq!(keys(&errs), vec!["limits.tunnel_idle_timeout"], "{bad}");
     }
 }
+
+#[test]
+fn connections_per_client_default_to_an_eighth_of_the_cap_and_stay_within_it() {
+    assert_eq!(
+        parse(MINIMAL).unwrap().limits.max_connections_per_client,
+        1250
+    );
+    let limits = |lines: &str| parse(&format!("{MINIMAL}\n[limits]\n{lines}\n"));
+    let per_client = |lines: &str| limits(lines).unwrap().limits.max_connections_per_client;
+    // At least 64, never more than the cap.
+    assert_eq!(per_client("max_connections = 100"), 64);
+    assert_eq!(per_client("max_connections = 10"), 10);
+    assert_eq!(per_client("max_connections = 100000"), 12_500);
+    assert_eq!(
+        per_client("max_connections = 100\nmax_connections_per_client = 100"),
+        100
+    );
+    assert_eq!(per_client("max_connections_per_client = 3"), 3);
+
+    for (lines, allowed) in [
+        ("max_connections_per_client = 0", "10000"),
+        ("max_connections_per_client = 10001", "10000"),
+        (
+            "max_connections = 100\nmax_connections_per_client = 101",
+            "100",
+        ),
+    ] {
+        let errs = limits(lines).unwrap_err();
+        assert_eq!(
+            keys(&errs),
+            vec!["limits.max_connections_per_client"],
+            "{lines}"
+        );
+        let text = errs.to_string();
+        assert!(
+            text.contains(&format!("between 1 and limits.max_connections ({allowed})")),
+            "{text}"
+        );
+    }
+}

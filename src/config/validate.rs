@@ -277,6 +277,17 @@ fn limits(raw: &RawLimits, errors: &mut ConfigErrors) -> Limits {
             d.max_connections
         }
     };
+    let max_connections_per_client = match raw.max_connections_per_client {
+        None => Limits::default_per_client(max_connections),
+        Some(n) if (1..=max_connections as u64).contains(&n) => n as usize,
+        Some(_) => {
+            errors.push(
+                "limits.max_connections_per_client",
+                format!("must be between 1 and limits.max_connections ({max_connections})"),
+            );
+            Limits::default_per_client(max_connections)
+        }
+    };
     let max_form_memory_bytes = match raw.max_form_memory_bytes {
         None => d.max_form_memory_bytes,
         // At least one form of the largest size, at most 4 GiB.
@@ -325,6 +336,7 @@ fn limits(raw: &RawLimits, errors: &mut ConfigErrors) -> Limits {
         ),
         max_header_bytes,
         max_connections,
+        max_connections_per_client,
         max_form_memory_bytes,
         shutdown_timeout: duration_or(
             &raw.shutdown_timeout,

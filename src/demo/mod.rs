@@ -42,6 +42,10 @@ listen = "{listen}"
 [portal]
 title = "Stepgate demo"
 
+# A demo on one machine needs few connections, and fits the usual open-file limit (1024).
+[limits]
+max_connections = 256
+
 [storage]
 path = {store:?}
 

@@ -35,6 +35,12 @@ struct Shared {
     /// Set by the connection loop: the next read that would wait ends the HTTP/1.1 session
     /// instead, so that the connection can be parked without hyper's buffers.
     park: AtomicBool,
+    /// Only requests keep the connection from being idle, not bytes (see
+    /// [`Activity::quiet_since`]).
+    requests_only: AtomicBool,
+    /// When a request last started or ended, in milliseconds since the connection was
+    /// accepted; kept only with `requests_only`.
+    last_request_ms: AtomicU64,
     /// When a write to the client last had to wait (the client's receive window full), in
     /// milliseconds since the connection was accepted, plus one; 0 once a write went through.
     write_waiting_since: AtomicU64,
@@ -94,6 +100,31 @@ impl Activity {
         self.shared.park.store(false, Ordering::SeqCst);
     }
 
+    /// From now on, only requests keep the connection from being idle: an HTTP/2 client can
+    /// send bytes that are no request (a PING, or a header block it never finishes) for ever.
+    pub fn count_requests_only(&self) {
+        self.shared.requests_only.store(true, Ordering::Relaxed);
+    }
+
+    fn touch_request(shared: &Shared, start: Instant) {
+        if shared.requests_only.load(Ordering::Relaxed) {
+            let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+            shared.last_request_ms.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// Since when the connection has been quiet, for its idle limit: the last read or write,
+    /// or with [`Activity::count_requests_only`] the last start or end of a request (the
+    /// connection's start if none came yet). Requests in flight are the caller's to check.
+    pub fn quiet_since(&self) -> Instant {
+        if self.shared.requests_only.load(Ordering::Relaxed) {
+            let ms = self.shared.last_request_ms.load(Ordering::Relaxed);
+            self.start + std::time::Duration::from_millis(ms)
+        } else {
+            self.last()
+        }
+    }
+
     /// The instant of the last read or write.
     pub fn last(&self) -> Instant {
         self.start + std::time::Duration::from_millis(self.shared.last_ms.load(Ordering::Relaxed))
@@ -106,7 +137,8 @@ impl Activity {
     pub fn request(&self, with_body: bool) -> InFlight {
         self.shared.body_pending.store(with_body, Ordering::SeqCst);
         self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
-        InFlight(self.shared.clone())
+        Activity::touch_request(&self.shared, self.start);
+        InFlight(self.clone())
     }
 
     pub fn in_flight(&self) -> usize {
@@ -142,11 +174,12 @@ impl Activity {
 }
 
 /// One request in flight; see [`Activity::request`].
-pub struct InFlight(Arc<Shared>);
+pub struct InFlight(Activity);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let shared = &self.0;
+        let shared = &self.0.shared;
+        Activity::touch_request(shared, self.0.start);
         if shared.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             let read = shared.bytes_read.load(Ordering::SeqCst);
             shared.read_mark.store(read, Ordering::SeqCst);

@@ -215,6 +215,10 @@ async fn serve_any_version<I>(
 {
     let limits = app.config.limits.clone();
     let _open = app.connection_stats.opened();
+    // hyper's HTTP/2 server has no deadline for a request's headers, and a PING is a byte
+    // read: only requests keep such a connection from being idle, so one that trickles a
+    // header block it never finishes, or only pings, closes after `limits.idle_timeout`.
+    activity.count_requests_only();
     let tunnel = TunnelSlot::default();
     let service = service(app.clone(), activity.clone(), conn, tunnel.clone());
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -379,7 +383,10 @@ async fn drive<C: Session>(
         return false;
     }
     let mut closing = false;
-    let mut next_idle_check = activity.last() + limits.idle_timeout;
+    // Set when an idle connection was asked to close gracefully: an HTTP/2 client that never
+    // acknowledges the close (its PING) would otherwise keep it open for ever.
+    let mut idle_close_by: Option<Instant> = None;
+    let mut next_idle_check = activity.quiet_since() + limits.idle_timeout;
     // A session starts because the client sent something: give it time to be read.
     let mut next_park_check = Instant::now() + limits.idle_release_after;
     // One timer for both checks, kept from one wake to the next and moved only when a check is
@@ -414,6 +421,10 @@ async fn drive<C: Session>(
             }
             () = &mut check => {
                 let now = Instant::now();
+                if idle_close_by.is_some_and(|by| by <= now) {
+                    tracing::debug!(peer = %conn.peer, "closing an idle connection that did not finish closing gracefully");
+                    return false;
+                }
                 if next_idle_check <= now {
                     // A client that has not taken a byte of its response for the idle limit
                     // is gone or holding the connection on purpose: closed at once, since a
@@ -425,10 +436,11 @@ async fn drive<C: Session>(
                         tracing::debug!(peer = %conn.peer, "closing a connection whose client stopped reading");
                         return false;
                     }
-                    let idle_until = activity.last() + limits.idle_timeout;
+                    let idle_until = activity.quiet_since() + limits.idle_timeout;
                     if !closing && idle_until <= now && activity.in_flight() == 0 {
                         tracing::trace!(peer = %conn.peer, "closing idle connection");
                         closing = true;
+                        idle_close_by = Some(now + limits.idle_timeout);
                         session.as_mut().close_gracefully();
                         continue;
                     }

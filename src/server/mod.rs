@@ -1,9 +1,12 @@
-//! Listeners: plain HTTP and HTTPS, a cap on concurrent connections, and graceful shutdown that
-//! stops accepting, lets in-flight requests finish up to a deadline, then flushes storage.
+//! Listeners: plain HTTP and HTTPS, a cap on concurrent connections (all clients together and
+//! each client network), and graceful shutdown that stops accepting, lets in-flight requests
+//! finish up to a deadline, then flushes storage.
 
 pub(crate) mod accept;
 mod activity;
+mod client_cap;
 mod connection;
+mod descriptors;
 pub mod tls;
 pub mod workers;
 
@@ -21,6 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::app::App;
 use crate::http::ConnInfo;
+use client_cap::{Admission, ClientConnections};
 use workers::Workers;
 
 /// Live connection counts (diagnostics and tests). Cheap to clone; clones share the counts.
@@ -93,6 +97,14 @@ impl ConnectionStats {
     }
 }
 
+/// The places connections take: one of `limits.max_connections`, all listeners together, and
+/// one of its network's `limits.max_connections_per_client`. Shared by the accept loops.
+#[derive(Clone)]
+struct Places {
+    total: Arc<Semaphore>,
+    per_client: Arc<ClientConnections>,
+}
+
 /// A gateway that is accepting connections.
 pub struct RunningGateway {
     pub http_addr: Option<SocketAddr>,
@@ -115,7 +127,15 @@ pub async fn start(app: Arc<App>) -> io::Result<RunningGateway> {
     };
     let (shutdown, _) = watch::channel(false);
     let connections = TaskTracker::new();
-    let permits = Arc::new(Semaphore::new(app.config.limits.max_connections));
+    let limits = &app.config.limits;
+    descriptors::warn_if_too_low(limits.max_connections);
+    let places = Places {
+        total: Arc::new(Semaphore::new(limits.max_connections)),
+        per_client: Arc::new(ClientConnections::new(
+            limits.max_connections_per_client,
+            server.trusted_proxies.clone(),
+        )),
+    };
     let workers = Arc::new(Workers::start(server.workers)?);
     let mut accept_loops = Vec::new();
     let mut http_addr = None;
@@ -129,7 +149,7 @@ pub async fn start(app: Arc<App>) -> io::Result<RunningGateway> {
             app.clone(),
             listener,
             None,
-            permits.clone(),
+            places.clone(),
             shutdown.subscribe(),
             connections.clone(),
             workers.clone(),
@@ -144,7 +164,7 @@ pub async fn start(app: Arc<App>) -> io::Result<RunningGateway> {
             app.clone(),
             listener,
             Some(acceptor),
-            permits.clone(),
+            places.clone(),
             shutdown.subscribe(),
             connections.clone(),
             workers.clone(),
@@ -183,15 +203,26 @@ async fn accept_loop(
     app: Arc<App>,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    permits: Arc<Semaphore>,
+    places: Places,
     mut shutdown: watch::Receiver<bool>,
     connections: TaskTracker,
     workers: Arc<Workers>,
 ) {
     let name = if tls.is_some() { "https" } else { "http" };
     while let Some((permit, (stream, peer))) =
-        accept::next_connection(name, &permits, &mut shutdown, || listener.accept()).await
+        accept::next_connection(name, &places.total, &mut shutdown, || listener.accept()).await
     {
+        let client_place = match places.per_client.admit(peer.ip()) {
+            Admission::Admitted(place) => Some(place),
+            Admission::Exempt => None,
+            Admission::Refused => {
+                // Closed before a byte is read, with a reset: the gateway keeps no state for
+                // it (no TIME_WAIT), however many such connections a client opens.
+                let _ = stream.set_zero_linger();
+                drop((stream, permit));
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         // The socket moves to the worker's event loop: taken off this one here, registered
         // with the worker's when its task starts.
@@ -216,6 +247,10 @@ async fn accept_loop(
                     Ok(stream) => connection::serve(app, stream, conn, tls, shutdown).await,
                     Err(e) => tracing::warn!(error = %e, "a worker cannot take a connection"),
                 }
+                // Held for the connection's whole life, whichever way it ended. Its network's
+                // place goes first: the accept loop, woken by the permit, counts the next
+                // connection of that network at once.
+                drop(client_place);
                 drop(permit);
             },
             worker,
