@@ -485,11 +485,20 @@ fn verify_page(
             code_digits: code_digits(ctx, method),
             others,
             step_up,
-            reason: &ctx.t.fill("verify.reason", "page", rd),
+            reason: &ctx.t.fill("verify.reason", "page", page_for_display(rd)),
             notice,
             error,
         },
     )
+}
+
+/// The page a step-up is for, as the reason line names it: its non-ASCII characters (and
+/// spaces) percent-encoded as in a URL. The return target comes from the query string, so
+/// anyone can write it: characters that merely look like spaces (`U+2800`) would otherwise let
+/// a link put a sentence of its choosing on the gateway's own page.
+fn page_for_display(rd: &str) -> String {
+    const SHOWN_ENCODED: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b' ');
+    percent_encoding::utf8_percent_encode(rd, SHOWN_ENCODED).to_string()
 }
 
 async fn expired_challenge(
@@ -713,6 +722,16 @@ pub fn url(prefix: &str, rd: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_page_a_step_up_is_for_is_shown_with_non_ascii_encoded() {
+        assert_eq!(page_for_display("/admin/users?id=7"), "/admin/users?id=7");
+        assert_eq!(
+            page_for_display("/\u{2800}Your\u{2800}account is locked"),
+            "/%E2%A0%80Your%E2%A0%80account%20is%20locked"
+        );
+        assert_eq!(page_for_display("/caf\u{e9}"), "/caf%C3%A9");
+    }
     use super::*;
     use crate::portal::i18n::{LANGS, has_key};
 
