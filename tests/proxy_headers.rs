@@ -7,8 +7,9 @@ mod common;
 use common::{EchoUpstream, Gateway, ReceivedRequest, http_client, raw_exchange};
 
 /// Hop-by-hop request fields a client sends; none may reach the upstream.
-const HOP_REQUEST_FIELDS: [&str; 9] = [
+const HOP_REQUEST_FIELDS: [&str; 10] = [
     "connection",
+    "expect",
     "x-secret",
     "keep-alive",
     "proxy-connection",
@@ -104,6 +105,7 @@ async fn strips_hop_by_hop_request_headers() {
          Trailer: x-t\r\n\
          Upgrade: websocket\r\n\
          Proxy-Authorization: Basic dXNlcjpwYXNz\r\n\
+         Expect: 100-continue\r\n\
          X-App: kept\r\n\
          \r\n";
     let seen = forwarded_raw(&gw, &upstream, request).await;

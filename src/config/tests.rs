@@ -79,13 +79,13 @@ fn trusted_proxies_wider_than_a_proxy_fleet_are_refused() {
     let errs = parse(
         r#"
 [server]
-trusted_proxies = ["0.0.0.0/0", "::/0", "10.0.0.0/7", "2001::/31", "::ffff:0:0/96", "::ffff:10.0.0.0/103"]
+trusted_proxies = ["0.0.0.0/0", "::/0", "10.0.0.0/7", "2001::/31", "::ffff:0:0/96", "::ffff:10.0.0.0/103", "fc00::/6"]
 "#,
     )
     .unwrap_err();
     assert_eq!(
         keys(&errs),
-        (0..6)
+        (0..7)
             .map(|i| format!("server.trusted_proxies[{i}]"))
             .collect::<Vec<_>>()
     );
@@ -93,11 +93,30 @@ trusted_proxies = ["0.0.0.0/0", "::/0", "10.0.0.0/7", "2001::/31", "::ffff:0:0/9
     let c = parse(
         r#"
 [server]
-trusted_proxies = ["10.0.0.0/8", "2001:db8::/32", "::ffff:10.0.0.0/104", "127.0.0.1", "fd00::1"]
+trusted_proxies = ["10.0.0.0/8", "2001:db8::/32", "::ffff:10.0.0.0/104", "127.0.0.1", "fd00::1", "fd00::/8", "fc00::/7", "::ffff:192.0.2.1"]
 "#,
     )
     .unwrap();
-    assert_eq!(c.server.trusted_proxies.len(), 5);
+    let trusted: Vec<String> = c
+        .server
+        .trusted_proxies
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    // IPv4-mapped entries stand for their IPv4 network, as clients' addresses are compared.
+    assert_eq!(
+        trusted,
+        [
+            "10.0.0.0/8",
+            "2001:db8::/32",
+            "10.0.0.0/8",
+            "127.0.0.1/32",
+            "fd00::1/128",
+            "fd00::/8",
+            "fc00::/7",
+            "192.0.2.1/32"
+        ]
+    );
 }
 
 #[test]

@@ -126,25 +126,41 @@ fn socket_addr(value: &str, key: &str, errors: &mut ConfigErrors) -> Option<Sock
 pub fn parse_network(value: &str) -> Result<IpNet, String> {
     let v = value.trim();
     if let Ok(net) = v.parse::<IpNet>() {
-        return Ok(net.trunc());
+        return Ok(ipv4_if_mapped(net.trunc()));
     }
     if let Ok(ip) = v.parse::<IpAddr>() {
-        return Ok(IpNet::from(ip));
+        return Ok(ipv4_if_mapped(IpNet::from(ip)));
     }
     Err(format!(
         "{value:?} is not a network (CIDR such as \"10.0.0.0/8\") or an IP address"
     ))
 }
 
+/// An IPv4-mapped IPv6 network (`::ffff:10.0.0.0/104`) as the IPv4 network it stands for:
+/// client addresses are compared as IPv4 (see [`crate::http::client_ip::canonical`]), and no
+/// IPv6 network would ever contain one.
+fn ipv4_if_mapped(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map(IpNet::V4)
+                .unwrap_or(net),
+            None => net,
+        },
+        other => other,
+    }
+}
+
 /// A trusted network wider than any proxy fleet: an IPv4 network shorter than /8, or an IPv6
-/// one shorter than /32 (the IPv4-mapped range counts by its IPv4 part).
+/// one shorter than /32 outside the private range (`fc00::/7`, whose /8 is as private as
+/// `10.0.0.0/8`).
 fn is_too_broad_to_trust(net: &IpNet) -> bool {
     match net {
         IpNet::V4(v4) => v4.prefix_len() < 8,
-        IpNet::V6(v6) => match v6.network().to_ipv4_mapped() {
-            Some(_) if v6.prefix_len() >= 96 => v6.prefix_len() < 96 + 8,
-            _ => v6.prefix_len() < 32,
-        },
+        IpNet::V6(v6) => {
+            let private = v6.prefix_len() >= 7 && v6.network().octets()[0] & 0xfe == 0xfc;
+            v6.prefix_len() < 32 && !private
+        }
     }
 }
 

@@ -557,7 +557,7 @@ fn disagreeing_claim<'h>(
             }
             let name = name.as_str();
             if TARGET_CLAIMS.iter().any(|c| headers::folds_to(name, c)) {
-                !names_target(value, &original.raw_path_and_query)
+                !names_target(value, original)
             } else if METHOD_CLAIMS.iter().any(|c| headers::folds_to(name, c)) {
                 value.as_bytes() != original.method.as_str().as_bytes()
             } else {
@@ -567,20 +567,36 @@ fn disagreeing_claim<'h>(
         .map(|(name, _)| name)
 }
 
-/// Whether a claimed target is `raw` (path and query), alone or as an absolute URL's.
-fn names_target(value: &HeaderValue, raw: &str) -> bool {
+/// Whether a claimed target (path and query, alone or as an absolute URL's) is the one judged:
+/// the same canonical path (a proxy may report it with other escapes or merged slashes, as
+/// nginx's `$uri` does), without dot segments, and the same query.
+fn names_target(value: &HeaderValue, original: &Original) -> bool {
     let Ok(value) = value.to_str() else {
         return false;
     };
-    if value == raw {
+    if value == original.raw_path_and_query {
         return true;
     }
-    value
-        .parse::<Uri>()
-        .ok()
-        .filter(|uri| uri.scheme().is_some())
-        .and_then(|uri| uri.path_and_query().map(|pq| pq.as_str() == raw))
-        .unwrap_or(false)
+    let claimed = if value.starts_with('/') {
+        value.parse::<PathAndQuery>().ok()
+    } else {
+        value
+            .parse::<Uri>()
+            .ok()
+            .filter(|uri| uri.scheme().is_some())
+            .and_then(|uri| uri.path_and_query().cloned())
+    };
+    let Some(claimed) = claimed else {
+        return false;
+    };
+    let judged_query = original
+        .raw_path_and_query
+        .split_once('?')
+        .map(|(_, query)| query);
+    // Dot segments would be read as written by an application routing on the claim.
+    claimed.query() == judged_query
+        && refuse_unresolved(claimed.path()).is_ok()
+        && crate::policy::canonicalize(claimed.path()).is_ok_and(|path| path == original.path)
 }
 
 /// nginx: `X-Original-URL: https://app.example.com/path?q` and `X-Original-Method: GET`.
@@ -743,6 +759,9 @@ mod tests {
             ("x-original-url", "https://app.example.com/public/x?a=1"),
             ("x-original-url", "/public/x?a=1"),
             ("x-rewrite-url", "/public/x?a=1"),
+            // The same target with other escapes or merged slashes (nginx's `$uri`).
+            ("x-rewrite-url", "/public/%78?a=1"),
+            ("x-rewrite-url", "/public//x?a=1"),
             ("x-original-method", "POST"),
             ("x-forwarded-uri", "/admin"),
             ("x-forwarded-method", "DELETE"),
@@ -758,6 +777,9 @@ mod tests {
             ("x-original-url", "/admin/users"),
             ("x-original-url", "https://app.example.com/admin"),
             ("x-original-url", "/public/x"),
+            ("x-original-url", "/public/x?a=2"),
+            ("x-original-url", "/public/%2e%2e/admin?a=1"),
+            ("x-original-url", "/admin/../public/x?a=1"),
             ("x-original-uri", "/admin"),
             ("x-rewrite-url", "/admin"),
             ("x_rewrite_url", "/admin"),

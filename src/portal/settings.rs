@@ -278,22 +278,30 @@ fn enabled_or_changed(before: &FactorSummary) -> Notice {
 
 /// After a change to the second factors from this session: if it turned two-step
 /// verification on (it was off `before`), every other session of the account ends (see
-/// [`crate::auth::directory::UserDirectory::end_other_sessions_if_two_factor_on`]).
+/// [`crate::auth::directory::UserDirectory::end_other_sessions_if_two_factor_on`]). The change
+/// is made by then: a store failure here is logged, not answered with an error page that
+/// would hide the new backup codes or leave the browser unaware that its factor is on.
 async fn end_other_sessions_if_two_factor_on(
     ctx: &Ctx<'_>,
     identity: &Identity,
     before: &FactorSummary,
-) -> Result<(), Error> {
+) {
     let name = identity.user.username.clone();
     let was = before.state;
     let keep = identity.session.key;
-    blocking(ctx.arc, move |app| {
+    let ended = blocking(ctx.arc, move |app| {
         app.users
             .end_other_sessions_if_two_factor_on(&name, was, &keep)
     })
-    .await?
-    .map_err(factor_error)?;
-    Ok(())
+    .await
+    .and_then(|r| r.map_err(factor_error));
+    if let Err(e) = ended {
+        tracing::error!(
+            user = %identity.user.username,
+            error = %e,
+            "two-step verification was turned on, but the account's other sessions could not be ended"
+        );
+    }
 }
 
 /// How the emailed code asked for by [`check_enrolment`] turned out.
@@ -512,7 +520,7 @@ pub async fn totp_confirm(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Respo
         Err(e) => return Err(factor_error(e)),
     };
     audit_change(ctx, &user, AuditKind::TwoFactorEnabled, "totp");
-    end_other_sessions_if_two_factor_on(ctx, &identity, &was).await?;
+    end_other_sessions_if_two_factor_on(ctx, &identity, &was).await;
     // A new app replaces the old one and every backup code: the user hears of either.
     notify(ctx, &user, enabled_or_changed(&was)).await;
     // Entering a valid code from the new app proves a second factor now.
@@ -655,7 +663,7 @@ pub async fn email_verification(
         AuditKind::FactorChanged,
         if enabled { "email_on" } else { "email_off" },
     );
-    end_other_sessions_if_two_factor_on(ctx, &identity, &summary).await?;
+    end_other_sessions_if_two_factor_on(ctx, &identity, &summary).await;
     if enabled != summary.email_verification && !turns_off_2fa {
         notify(ctx, &user, enabled_or_changed(&summary)).await;
     }
@@ -737,7 +745,7 @@ pub async fn phone_confirm(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Resp
         Err(e) => return Err(factor_error(e)),
     }
     audit_change(ctx, &user, AuditKind::FactorChanged, "phone_confirmed");
-    end_other_sessions_if_two_factor_on(ctx, &identity, &was).await?;
+    end_other_sessions_if_two_factor_on(ctx, &identity, &was).await;
     notify(ctx, &user, enabled_or_changed(&was)).await;
     done(ctx, "phone_confirmed")
 }

@@ -12,11 +12,11 @@ use std::net::IpAddr;
 use http::HeaderMap;
 use http::header::Entry;
 use http::header::{
-    CONNECTION, HOST, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
+    CONNECTION, EXPECT, HOST, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
     TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 
-const HOP_BY_HOP_COUNT: usize = 10;
+const HOP_BY_HOP_COUNT: usize = 11;
 
 /// Fields that only mean something on one connection and are never forwarded. A `static`, not
 /// a `const`: a constant array would be built and dropped again at every use.
@@ -33,6 +33,10 @@ static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     // HTTP/2's cleartext upgrade (RFC 7540 §3.2.1): connection-specific, and never forwarded
     // (see `requested_upgrade`).
     HeaderName::from_static("http2-settings"),
+    // The gateway answers a client's `Expect: 100-continue` itself (when it reads the body);
+    // an upstream asked too would answer 100 before reading it, which the pool must take for an
+    // early answer (`pool`), and the connection would not be reused.
+    EXPECT,
 ];
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -60,6 +64,7 @@ fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
         "transfer-encoding" => 7,
         "upgrade" => 8,
         "http2-settings" => 9,
+        "expect" => 10,
         _ => return None,
     };
     Some(index)

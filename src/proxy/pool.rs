@@ -21,7 +21,9 @@
 //! busy connection either: it takes one that is ready, or opens one. (A body sent whole before
 //! the answer came cannot be told apart from one the upstream read: an upstream that leaves it
 //! unread must close the connection itself. An interim `100 Continue` counts as an answer: a
-//! connection that got one before its body went out is not reused.)
+//! connection that got one before its body went out is not reused. The gateway does not
+//! forward `Expect` (`headers::HOP_BY_HOP`), so only an upstream that sends one unasked loses
+//! its connection this way.)
 //!
 //! A pool opens at most `max_open` connections at once (idle, in use or closing; the worker's
 //! share of `upstreams[].max_connections`): without a bound, one HTTP/2 client could make the

@@ -109,7 +109,8 @@ impl Activity {
     fn touch_request(shared: &Shared, start: Instant) {
         if shared.requests_only.load(Ordering::Relaxed) {
             let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-            shared.last_request_ms.store(ms, Ordering::Relaxed);
+            // Streams of one HTTP/2 connection end on other threads' time too: never back.
+            shared.last_request_ms.fetch_max(ms, Ordering::Relaxed);
         }
     }
 

@@ -421,7 +421,8 @@ async fn drive<C: Session>(
             }
             () = &mut check => {
                 let now = Instant::now();
-                if idle_close_by.is_some_and(|by| by <= now) {
+                // A request that came meanwhile (before the close took effect) is served.
+                if idle_close_by.is_some_and(|by| by <= now) && activity.in_flight() == 0 {
                     tracing::debug!(peer = %conn.peer, "closing an idle connection that did not finish closing gracefully");
                     return false;
                 }
