@@ -811,6 +811,21 @@ mod tests {
         Upstream { addr, accepted }
     }
 
+    /// With the pool's two connections opened (one left unusable), a form whose body went out
+    /// whole before its answer leaves its connection in the pool, and the next request uses it.
+    async fn a_form_sent_whole_before_its_answer_is_reused(pool: &ConnectionPool, up: &Upstream) {
+        let form = Request::builder()
+            .method("POST")
+            .uri("/")
+            .header("host", "upstream.test")
+            .body(body::full(Bytes::from_static(b"a=1")))
+            .unwrap();
+        assert_eq!(read_all(pool.send(form, CLIENT).await.unwrap()).await, 5);
+        assert_eq!(pool.idle_count(), 1, "back in the pool");
+        read_all(pool.send(get("/"), CLIENT).await.unwrap()).await;
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2, "reused");
+    }
+
     fn pool_for(up: &Upstream, max_idle: usize) -> ConnectionPool {
         pool_within(
             up,
@@ -986,17 +1001,7 @@ mod tests {
             "a connection of its own"
         );
 
-        // A body sent whole before the answer leaves the connection reusable.
-        let form = Request::builder()
-            .method("POST")
-            .uri("/")
-            .header("host", "upstream.test")
-            .body(body::full(Bytes::from_static(b"a=1")))
-            .unwrap();
-        assert_eq!(read_all(pool.send(form, CLIENT).await.unwrap()).await, 5);
-        assert_eq!(pool.idle_count(), 1, "back in the pool");
-        read_all(pool.send(get("/"), CLIENT).await.unwrap()).await;
-        assert_eq!(up.accepted.load(Ordering::SeqCst), 2, "reused");
+        a_form_sent_whole_before_its_answer_is_reused(&pool, &up).await;
     }
 
     /// The client sends `POST` with its body held back; the upstream answers at once and the
@@ -1053,17 +1058,7 @@ mod tests {
             "the next request opened a connection of its own"
         );
 
-        // A body sent whole before the answer came: the connection is reused.
-        let form = Request::builder()
-            .method("POST")
-            .uri("/")
-            .header("host", "upstream.test")
-            .body(body::full(Bytes::from_static(b"a=1")))
-            .unwrap();
-        assert_eq!(read_all(pool.send(form, CLIENT).await.unwrap()).await, 5);
-        assert_eq!(pool.idle_count(), 1, "back in the pool");
-        read_all(pool.send(get("/"), CLIENT).await.unwrap()).await;
-        assert_eq!(up.accepted.load(Ordering::SeqCst), 2, "reused");
+        a_form_sent_whole_before_its_answer_is_reused(&pool, &up).await;
     }
 
     /// The end of the body becomes ready at the very moment the answer's head arrives: hyper
