@@ -342,6 +342,14 @@ impl UserDirectory {
                 .update_code_state(username, Channel::Email, |state| {
                     Ok::<_, StoreError>((withdrawn(state), ()))
                 })?;
+            // With `mfa.email_default`, an address turns two-step verification on: the
+            // account's password-only sessions end, as when its owner turns it on.
+            if let Some(before) = &before
+                && self.owes_no_second_factor(before)?
+                && !self.owes_no_second_factor(&user)?
+            {
+                self.sessions.revoke_user(username)?;
+            }
         }
         Ok(user)
     }
@@ -947,6 +955,45 @@ mod tests {
         assert!(live(&mine));
         assert!(!live(&stolen));
         assert!(live(&bobs));
+    }
+
+    #[test]
+    fn an_address_that_turns_on_emailed_codes_ends_the_password_only_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let clock: SharedClock = Arc::new(ManualClock::new(Timestamp(1_700_000_000_000)));
+        let sessions = Arc::new(SessionManager::new(
+            store.clone(),
+            clock.clone(),
+            SessionSettings::default(),
+        ));
+        let mfa = MfaSettings {
+            email_default: true,
+            ..MfaSettings::default()
+        };
+        let users = UserDirectory::new(store.clone(), sessions, clock, mfa);
+        let alice = alice(&users);
+        let open = || {
+            users
+                .open_session(&alice, AuthLevel::OneFactor, true)
+                .unwrap()
+                .expect("opened")
+        };
+        open();
+        // A new display name changes nothing about second factors.
+        let rename = AccountEdit {
+            display_name: Some(Some("Alice L.".into())),
+            ..AccountEdit::default()
+        };
+        users.edit(&alice.username, &rename).unwrap();
+        assert_eq!(store.sessions_of_user(&alice.username).unwrap().len(), 1);
+        // An address: emailed codes are on by default, so two-step verification is.
+        let address = AccountEdit {
+            email: Some(Some("alice@example.test".into())),
+            ..AccountEdit::default()
+        };
+        users.edit(&alice.username, &address).unwrap();
+        assert!(store.sessions_of_user(&alice.username).unwrap().is_empty());
     }
 
     #[test]
