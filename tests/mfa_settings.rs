@@ -16,9 +16,43 @@ const NO_BAN: &str = "[regulation]\nmax_retries = 100\n";
 /// `POST /settings/backup-codes/regenerate` (JSON) with `cookie`: the status and the body.
 async fn regenerate_backup_codes(rig: &Rig, cookie: &str) -> (u16, serde_json::Value) {
     let (status, _, body) = rig
-        .post_json("/settings/backup-codes/regenerate", Some(cookie), json!({}))
+        .post_json(
+            "/settings/backup-codes/regenerate",
+            Some(cookie),
+            json!({ "password": PASSWORD }),
+        )
         .await;
     (status, body)
+}
+
+/// New backup codes are a new way in: without the password, or with a wrong one, none are
+/// made and the old set still works.
+#[tokio::test]
+async fn new_backup_codes_need_the_password() {
+    let rig = Rig::start(NO_BAN).await;
+    let totp = rig.user_with_totp("alice", None).await;
+    for body in [json!({}), json!({ "password": "not-the-password" })] {
+        let (status, _, answer) = rig
+            .post_json(
+                "/settings/backup-codes/regenerate",
+                Some(&totp.cookie),
+                body.clone(),
+            )
+            .await;
+        assert!(
+            matches!(status, 400 | 401 | 403),
+            "{body}: {status} {answer}"
+        );
+        assert!(answer.get("backup_codes").is_none(), "{answer}");
+    }
+    let pending = rig.login_pending("alice").await;
+    let cookie = rig
+        .verify_ok(&pending, "backup", &totp.backup_codes[0])
+        .await;
+    assert_eq!(
+        rig.session_ok(&cookie).await["two_factor"]["backup_codes_remaining"],
+        5
+    );
 }
 
 #[tokio::test]
@@ -326,7 +360,10 @@ async fn settings_changes_need_a_second_factor_from_the_last_five_minutes() {
     // Past it: every change asks for a second factor first.
     rig.advance(SECOND);
     let changes = [
-        ("/settings/backup-codes/regenerate", json!({})),
+        (
+            "/settings/backup-codes/regenerate",
+            json!({ "password": PASSWORD }),
+        ),
         ("/settings/totp/begin", json!({ "password": PASSWORD })),
         ("/settings/email-verification", json!({ "enabled": true })),
         (

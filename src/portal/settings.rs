@@ -576,11 +576,22 @@ fn backup_codes_response(
     }
 }
 
+/// No `Debug`: the password.
+#[derive(Deserialize)]
+struct PasswordForm {
+    #[serde(default)]
+    password: String,
+}
+
+/// New backup codes are a new way in, like an authenticator app: the password is asked for
+/// besides a recent second factor, so that whoever holds a session for a few minutes cannot
+/// take a set away.
 pub async fn regenerate_backup(
     ctx: &Ctx<'_>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Error> {
     let identity = settings_identity(ctx, req.headers())?;
+    let form: PasswordForm = form::read(ctx, req).await?;
     let user = identity.user.clone();
     let summary = summary(ctx.arc, &user).await?;
     if !summary.totp {
@@ -589,6 +600,13 @@ pub async fn regenerate_backup(
         ));
     }
     require_fresh_second_factor(ctx, &identity, &summary)?;
+    // A form without the field (a page from before) is asked again, not counted as a guess.
+    if form.password.is_empty() {
+        return Err(Error::BadRequest(
+            "new backup codes need the account's password",
+        ));
+    }
+    check_password(ctx, &user, form.password).await?;
     let name = user.username.clone();
     let codes = blocking(ctx.arc, move |app| app.factors.regenerate_backup(&name))
         .await?
