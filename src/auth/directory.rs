@@ -474,6 +474,10 @@ mod tests {
     use crate::clock::{ManualClock, Timestamp};
 
     fn directory() -> (tempfile::TempDir, Arc<Store>, UserDirectory) {
+        directory_with(MfaSettings::default())
+    }
+
+    fn directory_with(mfa: MfaSettings) -> (tempfile::TempDir, Arc<Store>, UserDirectory) {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
         let clock: SharedClock = Arc::new(ManualClock::new(Timestamp(1_700_000_000_000)));
@@ -482,7 +486,7 @@ mod tests {
             clock.clone(),
             SessionSettings::default(),
         ));
-        let users = UserDirectory::new(store.clone(), sessions, clock, MfaSettings::default());
+        let users = UserDirectory::new(store.clone(), sessions, clock, mfa);
         (dir, store, users)
     }
 
@@ -959,19 +963,10 @@ mod tests {
 
     #[test]
     fn an_address_that_turns_on_emailed_codes_ends_the_password_only_sessions() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path()).unwrap());
-        let clock: SharedClock = Arc::new(ManualClock::new(Timestamp(1_700_000_000_000)));
-        let sessions = Arc::new(SessionManager::new(
-            store.clone(),
-            clock.clone(),
-            SessionSettings::default(),
-        ));
-        let mfa = MfaSettings {
+        let (_dir, store, users) = directory_with(MfaSettings {
             email_default: true,
             ..MfaSettings::default()
-        };
-        let users = UserDirectory::new(store.clone(), sessions, clock, mfa);
+        });
         let alice = alice(&users);
         let open = || {
             users
