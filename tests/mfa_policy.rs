@@ -93,6 +93,79 @@ async fn two_factor_rule_sends_a_user_without_factor_to_enrolment() {
     assert_eq!(rig.upstream.received().len(), 1);
 }
 
+/// Without `mfa.required`, a first second factor still needs the code emailed to the account's
+/// address: a stolen password alone cannot set up an app or a phone and pass a `two_factor`
+/// rule. A browser asking for the code lands back on the settings page, where the code is
+/// typed, keeping where it was going.
+#[tokio::test]
+async fn two_factor_rule_first_enrolment_needs_an_emailed_code_when_the_user_has_an_email() {
+    let rig = Rig::start(SECURE_RULE).await;
+    rig.user("bob", Some("bob@example.test"), &[]).await;
+    let cookie = rig.login_one_factor("bob").await;
+    for (path, body) in [
+        ("/settings/totp/begin", json!({ "password": PASSWORD })),
+        (
+            "/settings/phone",
+            json!({ "phone": "+33612345678", "password": PASSWORD }),
+        ),
+    ] {
+        let (status, _, answer) = rig.post_json(path, Some(&cookie), body).await;
+        assert_eq!(status, 401, "{path}: {answer}");
+        assert_eq!(answer["error"], "email_code_required", "{path}");
+        assert!(answer.get("secret").is_none(), "{path}");
+    }
+    assert_eq!(
+        rig.sms.received().len(),
+        0,
+        "no text went to the thief's phone"
+    );
+    assert_eq!(rig.get_app("/secure", Some(&cookie)).await.status(), 401);
+
+    let n = rig.smtp.messages().len();
+    let resp = common::auth::send(
+        common::http_client()
+            .post(rig.gw.url_for("/.stepgate/verify/send"))
+            .header("accept", common::auth::BROWSER_ACCEPT)
+            .header("cookie", &cookie)
+            .form(&[("method", "email"), ("rd", "/secure")]),
+    )
+    .await;
+    assert_eq!(resp.status(), 303);
+    let back = location(&resp).expect("Location");
+    assert_eq!(back, "/.stepgate/settings?notice=email_sent&rd=%2Fsecure");
+    let page = common::auth::text(get(&rig.gw, &back, Some(&cookie), Client::Browser).await).await;
+    assert!(
+        page.contains("We sent a code to your email address."),
+        "{page}"
+    );
+    assert!(page.contains("name=\"email_code\""), "{page}");
+    assert!(page.contains("value=\"/secure\""), "{page}");
+    let code = rig.code_mail_after(n).await.code();
+
+    let (status, _, begin) = rig
+        .post_json(
+            "/settings/totp/begin",
+            Some(&cookie),
+            json!({ "password": PASSWORD, "email_code": code }),
+        )
+        .await;
+    assert_eq!(status, 200, "{begin}");
+    let secret = begin["secret"].as_str().expect("secret");
+    let (status, new_cookie, confirm) = rig
+        .post_json(
+            "/settings/totp/confirm",
+            Some(&cookie),
+            json!({ "code": rig.totp_now(secret) }),
+        )
+        .await;
+    assert_eq!(status, 200, "{confirm}");
+    let new_cookie = new_cookie.expect("rotated session");
+    assert_eq!(
+        rig.get_app("/secure", Some(&new_cookie)).await.status(),
+        200
+    );
+}
+
 #[tokio::test]
 async fn mfa_required_sends_a_user_without_factor_to_enrolment_after_the_password() {
     let rig =

@@ -396,6 +396,27 @@ async fn settings_changes_need_a_second_factor_from_the_last_five_minutes() {
     assert_eq!(status, 200, "{body}");
 }
 
+/// Under `mfa.email_default`, disabling two-step verification turns e-mailed codes off too:
+/// otherwise they would be on again by default, and nothing would be disabled.
+#[tokio::test]
+async fn disabling_two_factor_under_email_default_turns_email_codes_off() {
+    let rig = Rig::start(&format!("[mfa]\nemail_default = true\n{NO_BAN}")).await;
+    rig.user("alice", Some("alice@example.test"), &[]).await;
+    let cookie = rig.login_with_email_code("alice").await;
+    let (status, _, body) = rig
+        .post_json(
+            "/settings/2fa/disable",
+            Some(&cookie),
+            json!({ "password": PASSWORD }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let info = rig.session_ok(&cookie).await;
+    assert_eq!(info["two_factor"]["state"], "not_enabled", "{info}");
+    assert_eq!(info["two_factor"]["methods"], json!([]), "{info}");
+    rig.login_one_factor("alice").await;
+}
+
 #[tokio::test]
 async fn disabling_two_factor_needs_password_and_recent_factor_and_deletes_everything() {
     let rig = Rig::start(NO_BAN).await;
@@ -426,6 +447,10 @@ async fn disabling_two_factor_needs_password_and_recent_factor_and_deletes_every
     let cookie = rig
         .verify_ok(&cookie, "totp", &rig.totp_now(&totp.secret))
         .await;
+    // Another session, opened with the app (a phone that may be lost).
+    rig.next_step();
+    let other = rig.login_with_totp("alice", &totp.secret).await;
+    assert!(is_logged_in(&rig.gw, &other).await);
     // Wrong password: refused.
     let (status, _, body) = rig
         .post_json(
@@ -483,6 +508,10 @@ async fn disabling_two_factor_needs_password_and_recent_factor_and_deletes_every
             .iter()
             .any(|e| e.kind == AuditKind::TwoFactorDisabled)
     );
+    // The session opened with a deleted factor ends; this one keeps only its password, as
+    // the account now has no second factor.
+    assert!(!is_logged_in(&rig.gw, &other).await);
+    assert_eq!(info["auth_level"], "one_factor", "{info}");
 
     // Password only from now on; the old backup codes are worthless.
     rig.login_one_factor("alice").await;

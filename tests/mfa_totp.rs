@@ -45,14 +45,13 @@ async fn totp_enrolment_needs_the_password_and_gives_secret_uri_and_qr() {
         .await;
     assert_eq!(status, 401);
 
-    let (status, _, begin) = rig
-        .post_json(
+    let begin = rig
+        .enrolment_step(
             "/settings/totp/begin",
-            Some(&cookie),
+            &cookie,
             json!({ "password": PASSWORD }),
         )
         .await;
-    assert_eq!(status, 200, "{begin}");
     let secret = begin["secret"].as_str().expect("secret");
     let bytes = totp_rs::Secret::try_from_base32(secret).expect("base32");
     assert_eq!(bytes.as_bytes().len(), 20, "a 160-bit secret");
@@ -88,14 +87,13 @@ async fn totp_is_not_active_until_a_valid_code_and_that_code_is_then_used() {
     let rig = Rig::start(NO_BAN).await;
     rig.user("alice", Some("alice@example.test"), &[]).await;
     let cookie = rig.login_one_factor("alice").await;
-    let (status, _, begin) = rig
-        .post_json(
+    let begin = rig
+        .enrolment_step(
             "/settings/totp/begin",
-            Some(&cookie),
+            &cookie,
             json!({ "password": PASSWORD }),
         )
         .await;
-    assert_eq!(status, 200, "{begin}");
     let secret = begin["secret"].as_str().expect("secret").to_owned();
 
     // Shown but not confirmed: nothing changed.
@@ -586,4 +584,40 @@ async fn a_lost_key_file_stops_the_start_when_second_factors_are_stored() {
     assert!(err.contains("storage.key_file"), "{err}");
     assert!(err.contains("restore"), "{err}");
     assert!(!key_file.exists(), "no new key was made");
+}
+
+/// A secret keeps the digits it was enrolled with, whatever `mfa.totp_digits` says later: the
+/// verification page asks for, and its field waits for, as many digits as the app shows (with
+/// the configuration's count it submitted too early, a wrong code each time, until a ban).
+#[tokio::test]
+async fn the_verify_page_asks_for_the_digits_the_app_was_enrolled_with() {
+    let rig = Rig::start("").await;
+    let totp = rig.user_with_totp("carol", None).await;
+    // As if enrolled while `mfa.totp_digits` was 8; the configuration now says 6.
+    rig.gw
+        .app()
+        .store
+        .update_factors(&common::auth::username("carol"), |mut f| {
+            f.totp.as_mut().expect("enrolled").params.digits = 8;
+            Ok::<_, stepgate::store::StoreError>((f, ()))
+        })
+        .expect("store");
+    let pending = rig.login_pending("carol").await;
+    let page = common::auth::text(
+        get(
+            &rig.gw,
+            "/.stepgate/verify?rd=%2F",
+            Some(&pending),
+            Client::Browser,
+        )
+        .await,
+    )
+    .await;
+    assert!(
+        page.contains("8-digit code from your authenticator app"),
+        "{page}"
+    );
+    assert!(page.contains(r#"data-autosubmit="8""#), "{page}");
+    let code = common::mfa::totp_code_of(&totp.secret, rig.now(), 8);
+    rig.verify_ok(&pending, "totp", &code).await;
 }

@@ -227,6 +227,13 @@ async fn check_password(ctx: &Ctx<'_>, user: &User, password: String) -> Result<
     Err(Error::WrongPassword)
 }
 
+/// `{prefix}/settings?notice=<key>&rd=<target>`: the settings page showing one of its
+/// notices (see [`notice_text`]), keeping where the user goes once done.
+pub(super) fn url_with_notice(prefix: &str, key: &str, rd: &str) -> String {
+    let rd: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
+    format!("{prefix}/settings?notice={key}&rd={rd}")
+}
+
 fn done(ctx: &Ctx<'_>, key: &str) -> Result<Response<Body>, Error> {
     match ctx.format {
         Format::Json => Ok(render::json(
@@ -259,9 +266,12 @@ fn state_label(state: TwoFactorState) -> &'static str {
     }
 }
 
+/// A first second factor (the account has none) is added only with a code emailed to the
+/// account's address, when it has one and the gateway sends email: otherwise a stolen
+/// password alone would set up an authenticator app or a phone and pass every `two_factor`
+/// rule. An account without an address sets up its first factor with the password alone.
 pub(super) fn needs_email_code(ctx: &Ctx<'_>, user: &User, summary: &FactorSummary) -> bool {
     summary.state == TwoFactorState::NotEnabled
-        && ctx.app.config.mfa.is_required_for(user)
         && user.email.is_some()
         && ctx.app.notifier.email_enabled()
 }
@@ -304,6 +314,32 @@ async fn end_other_sessions_if_two_factor_on(
     }
 }
 
+/// After two-step verification was turned off from this session: the account's other
+/// sessions end (one may have been opened with a factor that is now deleted, a lost phone's),
+/// and this one keeps only the password it was opened with, so that `two_factor` rules and
+/// `mfa.required` judge it as what it now is: an account without a second factor.
+async fn end_sessions_proven_by_deleted_factors(
+    ctx: &Ctx<'_>,
+    identity: &Identity,
+) -> Result<(), Error> {
+    let name = identity.user.username.clone();
+    let keep = identity.session.key;
+    blocking(ctx.arc, move |app| {
+        app.sessions.revoke_user_except(&name, &keep)?;
+        app.sessions.update(&keep, |s| {
+            s.auth_level = AuthLevel::OneFactor;
+            s.second_factor_at = None;
+        })
+    })
+    .await?
+    .map(|_| ())
+    .map_err(|e| {
+        Error::Internal(format!(
+            "ending the sessions of a disabled second factor: {e}"
+        ))
+    })
+}
+
 /// How the emailed code asked for by [`check_enrolment`] turned out.
 enum EmailCode {
     Right,
@@ -312,9 +348,9 @@ enum EmailCode {
 }
 
 /// What adding an authenticator app or a phone asks for, beyond the session: the account's
-/// password, and for a first second factor under `mfa.required` the code emailed to the
-/// account's address (see [`needs_email_code`]). A stolen session alone cannot add a device,
-/// nor can a stolen password alone add the first one.
+/// password, and for a first second factor the code emailed to the account's address (see
+/// [`needs_email_code`]). A stolen session alone cannot add a device, nor can a stolen
+/// password alone add the first one to an account with an address.
 async fn check_enrolment(
     ctx: &Ctx<'_>,
     user: &User,
@@ -812,6 +848,7 @@ pub async fn disable(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<B
         AuditKind::TwoFactorDisabled,
         "all factors deleted",
     );
+    end_sessions_proven_by_deleted_factors(ctx, &identity).await?;
     notify(ctx, &user, Notice::TwoFactorDisabled).await;
     done(ctx, "disabled")
 }

@@ -33,6 +33,8 @@ pub const CHALLENGE_TTL: std::time::Duration = std::time::Duration::from_secs(5 
 struct VerifyQuery {
     rd: Option<String>,
     method: Option<String>,
+    /// Set by the login when it sent the preferred method's code itself: `1` sent, `0` not.
+    sent: Option<String>,
 }
 
 /// No `Debug`: it holds a code.
@@ -269,11 +271,16 @@ fn prompt(m: Method) -> &'static str {
     }
 }
 
-/// How many digits the code of `m` has (`mfa.totp_digits` for the authenticator app); a backup
-/// code is not only digits and its field never submits itself.
-fn code_digits(ctx: &Ctx<'_>, m: Method) -> usize {
+/// How many digits the code of `m` has (for the authenticator app, those it was enrolled with:
+/// the page's field submits itself at that many); a backup code is not only digits and its
+/// field never submits itself.
+fn code_digits(ctx: &Ctx<'_>, summary: &FactorSummary, m: Method) -> usize {
     match m {
-        Method::Totp => usize::from(ctx.app.config.mfa.totp_digits),
+        Method::Totp => usize::from(
+            summary
+                .totp_digits
+                .unwrap_or(ctx.app.config.mfa.totp_digits),
+        ),
         Method::Email | Method::Sms => crate::auth::factors::codes::CODE_DIGITS,
         Method::Backup => 0,
     }
@@ -439,16 +446,24 @@ pub async fn page(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Bod
                 "rd": rd,
             }),
         )),
-        Format::Html => verify_page(
-            ctx,
-            &identity,
-            &summary,
-            method,
-            &rd,
-            StatusCode::OK,
-            None,
-            None,
-        ),
+        Format::Html => {
+            // What the login's own sending of the code came to, for the method it was sent by.
+            let sent = query.sent.as_deref().filter(|_| {
+                matches!(method, Method::Email | Method::Sms) && summary.preferred == Some(method)
+            });
+            let notice = (sent == Some("1")).then(|| sent_notice(ctx));
+            let error = (sent == Some("0")).then(|| ctx.t.get("error.code_not_sent"));
+            verify_page(
+                ctx,
+                &identity,
+                &summary,
+                method,
+                &rd,
+                StatusCode::OK,
+                notice.as_deref(),
+                error,
+            )
+        }
     }
 }
 
@@ -481,8 +496,8 @@ fn verify_page(
             method: method.as_str(),
             prompt: ctx
                 .t
-                .fill(prompt(method), "digits", code_digits(ctx, method)),
-            code_digits: code_digits(ctx, method),
+                .fill(prompt(method), "digits", code_digits(ctx, summary, method)),
+            code_digits: code_digits(ctx, summary, method),
             others,
             step_up,
             reason: &ctx.t.fill("verify.reason", "page", page_for_display(rd)),
@@ -530,15 +545,24 @@ pub async fn send(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body
     }
     let method = Method::parse(&form.method).ok_or(Error::BadRequest("unknown method"))?;
     let summary = summary(ctx.arc, &identity.user).await?;
-    // A first enrolment under `mfa.required` needs an emailed code before email is a method.
-    let enrolment_code =
-        method == Method::Email && super::settings::needs_email_code(ctx, &identity.user, &summary);
+    // A first second factor needs an emailed code (see `settings::needs_email_code`), whether
+    // or not email is one of the account's methods. That code is typed on the settings page,
+    // so a browser goes back there.
+    let enrolment_code = !summary.methods.contains(&method)
+        && method == Method::Email
+        && super::settings::needs_email_code(ctx, &identity.user, &summary);
     if !summary.methods.contains(&method) && !enrolment_code {
         return Err(Error::BadRequest(
             "this verification method is not available",
         ));
     }
     send_code(ctx, &identity.user, method).await?;
+    if enrolment_code && ctx.format == Format::Html {
+        return render::redirect(
+            StatusCode::SEE_OTHER,
+            &super::settings::url_with_notice(ctx.prefix(), "email_sent", &rd),
+        );
+    }
     match ctx.format {
         Format::Json => Ok(render::json(
             StatusCode::OK,

@@ -115,6 +115,9 @@ pub struct FactorSummary {
     /// A new number waiting for its code beside the verified `phone`.
     pub phone_pending: Option<String>,
     pub totp: bool,
+    /// How many digits the enrolled app's codes have: those of the secret's enrolment, which
+    /// a later change of `mfa.totp_digits` does not change.
+    pub totp_digits: Option<u8>,
 }
 
 /// A TOTP secret to show once, for the user to add to an authenticator app. `Debug` is
@@ -237,6 +240,7 @@ fn summarize(
         phone_verified,
         phone_pending: f.pending_phone.clone(),
         totp,
+        totp_digits: f.totp.as_ref().map(|t| t.params.digits),
     }
 }
 
@@ -326,8 +330,13 @@ impl Factors {
     /// phone, e-mail choice, preference and outstanding codes. The record of recent sends is
     /// kept, so disabling and re-enabling does not lift the limits on sending codes.
     /// A code record this version cannot read is deleted: no login can use it.
+    /// Under `mfa.email_default` e-mailed codes are turned off explicitly: otherwise they
+    /// would be on again by default, and two-step verification not disabled at all.
     pub fn disable_all(&self, username: &Username) -> Result<(), FactorError> {
         self.store.delete_factors(username)?;
+        if self.settings.email_default {
+            self.set_email_verification(username, false)?;
+        }
         let now = self.clock.now();
         for channel in codes::channels_to_clear(&self.store, username)? {
             self.store.update_code_state(username, channel, |mut s| {
