@@ -500,11 +500,12 @@ async fn email_code_login_with_the_code_from_the_mail() {
     b.wait_for_path("/.stepgate/login").await;
     b.screenshot("login").await;
     sign_in(&b, "frank").await;
-    // The code is on its way when the verification page opens.
-    b.wait_for_path_and_query("/.stepgate/verify?rd=%2Finbox%3Ffolder%3Dnew")
+    // The code is on its way when the verification page opens, and the page says so.
+    b.wait_for_path_and_query("/.stepgate/verify?rd=%2Finbox%3Ffolder%3Dnew&sent=1")
         .await;
     let text = b.wait_for_text("Code from the email we sent you").await;
     assert!(text.contains("Two-step verification"), "{text}");
+    assert!(text.contains("We sent you a code."), "{text}");
     let mail = rig.code_mail_after(before).await;
     assert_eq!(mail.envelope_to, ["frank@example.test"]);
     let code = mail.code();

@@ -67,7 +67,7 @@ pub fn page(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Body>, Er
     let rd = safe_rd(ctx, query.rd.as_deref());
     if let Some(identity) = identify(ctx.app, req.headers(), ctx.conn.tls)? {
         return if identity.session.auth_level == AuthLevel::AwaitSecondFactor {
-            second_factor_next(ctx, &rd)
+            second_factor_next(ctx, &rd, None)
         } else {
             authenticated(ctx, &rd)
         };
@@ -173,14 +173,17 @@ pub async fn submit(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Bo
 
     let cookie = ctx.session_cookie(&id, remember);
     let mut resp = if owes_second_factor || must_enrol {
+        let mut sent = None;
         if let Some(method @ (Method::Email | Method::Sms)) = summary.preferred {
-            // The code is on its way when the verification page opens. A failure here is
-            // shown there: the page offers to send again.
-            if let Err(e) = super::verify::send_code(ctx, &user, method).await {
+            // The code is on its way when the verification page opens, which says so, or
+            // says that it could not be sent (and offers to send again).
+            let result = super::verify::send_code(ctx, &user, method).await;
+            if let Err(e) = &result {
                 tracing::info!(error = %e, "login code not sent automatically");
             }
+            sent = Some(result.is_ok());
         }
-        second_factor_next(ctx, &rd)?
+        second_factor_next(ctx, &rd, sent)?
     } else {
         authenticated(ctx, &rd)?
     };
@@ -188,8 +191,17 @@ pub async fn submit(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Bo
     Ok(resp)
 }
 
-fn second_factor_next(ctx: &Ctx<'_>, rd: &str) -> Result<Response<Body>, Error> {
-    let url = super::verify::url(ctx.prefix(), rd);
+/// To the verification page; `sent`: whether the code of the preferred method (email or SMS)
+/// went out on its own (`None`: nothing was sent, the user picks a method).
+fn second_factor_next(
+    ctx: &Ctx<'_>,
+    rd: &str,
+    sent: Option<bool>,
+) -> Result<Response<Body>, Error> {
+    let mut url = super::verify::url(ctx.prefix(), rd);
+    if let Some(sent) = sent {
+        url.push_str(if sent { "&sent=1" } else { "&sent=0" });
+    }
     match ctx.format {
         Format::Json => Ok(render::json(
             StatusCode::OK,
