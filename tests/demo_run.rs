@@ -22,6 +22,13 @@ async fn demo_serves_the_console_and_stops_on_sigterm() {
         "the announced URL has the real port: {url}"
     );
     assert!(data_dir.is_dir(), "the data directory is created");
+    // Only its owner may read it: the outbox holds login codes, the store session ids.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&data_dir)
+        .expect("metadata")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "data directory mode {mode:o}");
 
     let client = http_client();
     // The console itself needs a login (tests/auth_demo.rs signs in and reads it).

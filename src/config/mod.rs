@@ -310,6 +310,9 @@ fn figment_errors(err: figment::Error) -> ConfigErrors {
                     kind_of(actual)
                 )
             }
+            // A syntax error quotes the file's line, which may hold a password: only where
+            // it is and what is wrong are kept.
+            figment::error::Kind::Message(message) => without_quoted_source(message),
             other => other.to_string(),
         };
         let origin = e
@@ -324,6 +327,20 @@ fn figment_errors(err: figment::Error) -> ConfigErrors {
         );
     }
     errors
+}
+
+/// A parser's message without the lines that quote the source (`9 | password = "..."` and
+/// the `|` and `^` lines around it), joined into one line.
+fn without_quoted_source(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|line| {
+            let after_number = line.trim_start_matches(|c: char| c.is_ascii_digit());
+            !line.is_empty() && !after_number.trim_start().starts_with('|')
+        })
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// What sort of value figment found, without the value.

@@ -192,6 +192,38 @@ url = "http://127.0.0.1:3000"
 }
 
 #[test]
+fn a_refused_url_is_never_repeated_in_the_error() {
+    for (key, url) in [
+        ("portal", "https://admin:hunter2@auth.example.com"),
+        ("portal", "https://auth.example.com:99999/?token=hunter2"),
+    ] {
+        let errs = parse(&format!("{MINIMAL}\n[{key}]\nurl = \"{url}\"\n")).unwrap_err();
+        let text = errs.to_string();
+        assert!(keys(&errs).contains(&"portal.url".to_string()), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+    let errs = parse("[[upstreams]]\nurl = \"http://u:hunter2@127.0.0.1:99x9/\"\n").unwrap_err();
+    assert!(!errs.to_string().contains("hunter2"), "{errs}");
+}
+
+#[test]
+fn a_syntax_error_never_quotes_the_line() {
+    // A backslash in a generated password is an invalid escape in a basic string.
+    let errs = parse(
+        r#"
+[email]
+url = "smtp://mail.example.com"
+password = "Tr0ub\dor&3"
+"#,
+    )
+    .unwrap_err();
+    let text = errs.to_string();
+    assert!(text.contains("line 4"), "{text}");
+    assert!(text.contains("invalid escape"), "{text}");
+    assert!(!text.contains("Tr0ub"), "{text}");
+}
+
+#[test]
 fn the_key_file_cannot_hide_inside_the_store_behind_a_dot() {
     for (store, key) in [
         ("data", "data/k"),

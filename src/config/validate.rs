@@ -463,7 +463,7 @@ fn upstream_url(s: &str, key: &str, errors: &mut ConfigErrors) -> Option<Uri> {
     let uri: Uri = match s.trim().parse() {
         Ok(u) => u,
         Err(e) => {
-            errors.push(key, format!("{s:?} is not a URL ({e})"));
+            errors.push(key, format!("not a URL ({e}; value not shown)"));
             return None;
         }
     };
@@ -541,22 +541,21 @@ fn portal(raw: &RawPortal, errors: &mut ConfigErrors) -> PortalConfig {
 /// https, a host, no user information, no path, query or fragment: the portal keeps its paths
 /// under `portal.prefix`.
 pub fn parse_portal_url(s: &str) -> Result<String, String> {
-    let url = url::Url::parse(s.trim()).map_err(|e| format!("{s:?} is not a URL ({e})"))?;
+    let url = url::Url::parse(s.trim()).map_err(|e| format!("not a URL ({e}; value not shown)"))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("{s:?}: the scheme must be https (or http)"));
+        return Err("the scheme must be https (or http)".to_string());
     }
     let Some(host) = url.host_str() else {
-        return Err(format!(
-            "{s:?} needs a host, as in \"https://auth.example.com\""
-        ));
+        return Err("needs a host, as in \"https://auth.example.com\"".to_string());
     };
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!("{s:?} must not contain user information"));
+        return Err("must not contain user information (value not shown)".to_string());
     }
     if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-        return Err(format!(
-            "{s:?} must be scheme and host only (no path or query): the portal's pages live under portal.prefix"
-        ));
+        return Err(
+            "must be scheme and host only (no path or query): the portal's pages live under portal.prefix"
+                .to_string(),
+        );
     }
     Ok(match url.port() {
         Some(port) => format!("{}://{host}:{port}", url.scheme()),

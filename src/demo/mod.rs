@@ -5,6 +5,7 @@ pub mod console;
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -134,12 +135,20 @@ pub fn outbox_dir(data_dir: &Path) -> PathBuf {
 
 /// Runs the demo until Ctrl-C or SIGTERM.
 pub async fn run(opts: DemoOptions) -> io::Result<()> {
-    std::fs::create_dir_all(&opts.data_dir).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot create {}: {e}", opts.data_dir.display()),
-        )
-    })?;
+    // Only its owner may read it: the outbox holds login codes, the store session ids.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&opts.data_dir)
+        .and_then(|()| {
+            std::fs::set_permissions(&opts.data_dir, std::fs::Permissions::from_mode(0o700))
+        })
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot create {}: {e}", opts.data_dir.display()),
+            )
+        })?;
     let data_dir = std::fs::canonicalize(&opts.data_dir)?;
     let console_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let console_addr = console_listener.local_addr()?;

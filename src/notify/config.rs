@@ -294,7 +294,7 @@ fn smtp_url(value: &str, errors: &mut ConfigErrors) -> Option<(String, u16, Smtp
     let url = match url::Url::parse(value.trim()) {
         Ok(url) => url,
         Err(e) => {
-            errors.push(KEY, format!("{value:?} is not a URL ({e})"));
+            errors.push(KEY, format!("not a URL ({e}; value not shown)"));
             return None;
         }
     };
@@ -310,7 +310,7 @@ fn smtp_url(value: &str, errors: &mut ConfigErrors) -> Option<(String, u16, Smtp
         }
     };
     let Some(host) = url_host(&url) else {
-        errors.push(KEY, format!("{value:?} has no host"));
+        errors.push(KEY, "has no host");
         return None;
     };
     if !url.username().is_empty() || url.password().is_some() {
@@ -468,7 +468,7 @@ fn webhook_url(value: &str, errors: &mut ConfigErrors) -> Option<http::Uri> {
     let url = match url::Url::parse(value.trim()) {
         Ok(url) => url,
         Err(e) => {
-            errors.push(KEY, format!("{value:?} is not a URL ({e})"));
+            errors.push(KEY, format!("not a URL ({e}; value not shown)"));
             return None;
         }
     };
@@ -486,7 +486,7 @@ fn webhook_url(value: &str, errors: &mut ConfigErrors) -> Option<http::Uri> {
             return None;
         }
         ("http" | "https", None) => {
-            errors.push(KEY, format!("{value:?} has no host"));
+            errors.push(KEY, "has no host");
             return None;
         }
         (other, _) => {
@@ -505,7 +505,7 @@ fn webhook_url(value: &str, errors: &mut ConfigErrors) -> Option<http::Uri> {
     match url.as_str().parse::<http::Uri>() {
         Ok(uri) => Some(uri),
         Err(e) => {
-            errors.push(KEY, format!("{value:?} is not a usable URL ({e})"));
+            errors.push(KEY, format!("not a usable URL ({e}; value not shown)"));
             None
         }
     }

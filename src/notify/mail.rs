@@ -1,6 +1,7 @@
 //! Email transports: SMTP (implicit TLS, required STARTTLS, or plaintext to loopback only) and a
 //! directory of `.eml` files.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -37,9 +38,17 @@ impl MailSender {
         let transport = match &config.transport {
             EmailTransport::Smtp(smtp) => Transport::Smtp(smtp_transport(smtp, config.timeout)?),
             EmailTransport::File { dir } => {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    NotifyError::Setup(format!("email.dir: cannot create {}: {e}", dir.display()))
-                })?;
+                // New directories only its owner may read: the messages hold login codes.
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(|e| {
+                        NotifyError::Setup(format!(
+                            "email.dir: cannot create {}: {e}",
+                            dir.display()
+                        ))
+                    })?;
                 Transport::File {
                     transport: AsyncFileTransport::new(dir),
                     dir: dir.clone(),

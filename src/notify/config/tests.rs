@@ -138,7 +138,7 @@ fn rejects_bad_smtp_urls_with_their_key() {
             "scheme \"http\" is not supported",
         ),
         ("mail.example.com:25", "is not supported"),
-        ("not a url", "is not a URL"),
+        ("not a url", "not a URL"),
         (
             "smtps://user:secret@mail.example.com",
             "must not contain credentials",
@@ -278,6 +278,23 @@ fn file_transport_needs_dir_and_refuses_smtp_keys() {
 }
 
 #[test]
+fn the_file_transport_creates_its_directory_for_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("mail").join("outbox");
+    let config = email(&format!(
+        "[email]\ntransport = \"file\"\ndir = {:?}\n{FROM}",
+        dir.display().to_string()
+    ))
+    .expect("valid");
+    crate::notify::mail::MailSender::new(&config).expect("sender");
+    for d in [tmp.path().join("mail"), dir] {
+        let mode = std::fs::metadata(&d).expect("created").permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{}: mode {mode:o}", d.display());
+    }
+}
+
+#[test]
 fn every_email_problem_is_reported_at_once() {
     let errors = email(
         "[email]\ntransport = \"smtp\"\nurl = \"ftp://x\"\nfrom = \"nope\"\ntimeout = \"0s\"\ndir = \"d\"",
@@ -340,7 +357,7 @@ fn rejects_bad_webhook_urls_with_their_key() {
         ("ftp://sms.example.com/send", "scheme"),
         ("http://sms.example.com/send", "plain http"),
         ("https://user:pw@sms.example.com/send", "credentials"),
-        ("nope", "is not a URL"),
+        ("nope", "not a URL"),
     ];
     for (url, reason) in cases {
         let errors = sms(&format!("[sms]\nwebhook_url = \"{url}\"")).expect_err(url);
@@ -351,6 +368,14 @@ fn rejects_bad_webhook_urls_with_their_key() {
         );
     }
     sms("[sms]\nwebhook_url = \"http://127.0.0.1:9000/send\"").expect("loopback http");
+    // A URL that does not parse is never repeated: its query may hold a key.
+    for url in [
+        "https://sms.example.com:84x3/send?api_key=SECRET",
+        "https://user:SECRET@sms.example.com/send",
+    ] {
+        let errors = sms(&format!("[sms]\nwebhook_url = \"{url}\"")).expect_err(url);
+        assert!(!errors.to_string().contains("SECRET"), "{errors}");
+    }
     let errors = sms("[sms]\ntemplate = \"{code}\"").expect_err("missing url");
     assert_eq!(problems(&errors), ["sms.webhook_url: missing required key"]);
 }
