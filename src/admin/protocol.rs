@@ -27,8 +27,7 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 pub const MAX_DISPLAY_NAME_CHARS: usize = 256;
 /// Longest e-mail address, in bytes (RFC 5321 path limit).
 pub const MAX_EMAIL_BYTES: usize = 254;
-/// Longest group name, in bytes.
-pub const MAX_GROUP_BYTES: usize = 128;
+pub use crate::auth::user::MAX_GROUP_BYTES;
 /// Most groups one account may have.
 pub const MAX_GROUPS: usize = 256;
 
@@ -384,19 +383,8 @@ pub fn groups_field(raw: Vec<String>) -> Result<Vec<String>, Response> {
         if g.is_empty() {
             continue;
         }
-        if !g.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
-            return Err(invalid(
-                "groups",
-                format!(
-                    "{g:?}: a group name may contain only printable ASCII without spaces or commas"
-                ),
-            ));
-        }
-        if g.len() > MAX_GROUP_BYTES {
-            return Err(invalid(
-                "groups",
-                format!("{g:?}: at most {MAX_GROUP_BYTES} characters"),
-            ));
+        if let Some(reason) = crate::auth::user::group_name_problem(g) {
+            return Err(invalid("groups", format!("{g:?}: {reason}")));
         }
         if !groups.iter().any(|have| have == g) {
             groups.push(g.to_string());

@@ -8,6 +8,25 @@ use crate::clock::Timestamp;
 /// Longest accepted username, in characters (all ASCII, so also in bytes).
 pub const USERNAME_MAX_LEN: usize = 64;
 
+/// Longest group name, in bytes.
+pub const MAX_GROUP_BYTES: usize = 128;
+
+/// Why `name` (trimmed, not empty) can be no account's group, or `None` if it can be one:
+/// group names are printable ASCII without spaces or commas (commas separate them in
+/// `Remote-Groups`), at most [`MAX_GROUP_BYTES`]. A rule or setting naming a group no account
+/// can have would silently never apply.
+pub fn group_name_problem(name: &str) -> Option<String> {
+    if !name.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+        Some("a group name is printable ASCII without spaces or commas".to_string())
+    } else if name.len() > MAX_GROUP_BYTES {
+        Some(format!(
+            "a group name has at most {MAX_GROUP_BYTES} characters"
+        ))
+    } else {
+        None
+    }
+}
+
 /// A canonical account name.
 ///
 /// Canonical form: surrounding whitespace trimmed, ASCII lower-cased, so `Alice`, ` alice ` and

@@ -378,10 +378,8 @@ fn parse_subject(s: &str) -> Result<Subject, String> {
             }
         }
         Subject::Group(_) => {
-            if !name.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
-                return Err(format!(
-                    "invalid subject {s:?}: a group name is printable ASCII without spaces or commas"
-                ));
+            if let Some(reason) = crate::auth::user::group_name_problem(name) {
+                return Err(format!("invalid subject {s:?}: {reason}"));
             }
         }
     }

@@ -255,6 +255,9 @@ pub fn validate(raw: &RawMfa, errors: &mut ConfigErrors) -> MfaSettings {
                 let g = g.trim();
                 if g.is_empty() {
                     errors.push(key, "must not be empty");
+                } else if let Some(reason) = crate::auth::user::group_name_problem(g) {
+                    // It would never match: the requirement would be silently off.
+                    errors.push(key, format!("group {g:?} can never match: {reason}"));
                 } else if out.iter().any(|o| o == g) {
                     errors.push(key, format!("group {g:?} is listed twice"));
                 } else {
@@ -407,7 +410,13 @@ mod tests {
             totp_max_age: Some("1h".into()),
             backup_codes: Some(0),
             required: None,
-            required_groups: Some(vec!["ops".into(), " ".into(), "ops".into()]),
+            required_groups: Some(vec![
+                "ops".into(),
+                " ".into(),
+                "ops".into(),
+                "admins,ops".into(),
+                "ad mins".into(),
+            ]),
             email_default: None,
             settings_reverify: Some("later".into()),
             code_ttl: Some("1s".into()),
@@ -429,6 +438,8 @@ mod tests {
             "mfa.backup_codes",
             "mfa.required_groups[1]",
             "mfa.required_groups[2]",
+            "mfa.required_groups[3]",
+            "mfa.required_groups[4]",
             "mfa.settings_reverify",
             "mfa.code_ttl",
             "mfa.code_max_attempts",
