@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use askama::Template;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Response, StatusCode};
 
 use crate::http::body::{self, Body};
@@ -26,8 +26,9 @@ pub enum Error {
     UnknownHost,
     #[error("not found")]
     NotFound,
+    /// `allow`: the methods the resource answers, sent as `Allow` (RFC 9110).
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed { allow: &'static str },
     #[error("request body too large")]
     PayloadTooLarge,
     #[error("forbidden")]
@@ -82,7 +83,7 @@ impl Error {
             Error::AmbiguousPath(_) => StatusCode::BAD_REQUEST,
             Error::UnknownHost => StatusCode::MISDIRECTED_REQUEST,
             Error::NotFound => StatusCode::NOT_FOUND,
-            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Forbidden => StatusCode::FORBIDDEN,
             Error::SecondFactorRequired => StatusCode::FORBIDDEN,
@@ -116,7 +117,7 @@ impl Error {
             Error::AmbiguousPath(_) => "invalid_path",
             Error::UnknownHost => "unknown_host",
             Error::NotFound => "not_found",
-            Error::MethodNotAllowed => "method_not_allowed",
+            Error::MethodNotAllowed { .. } => "method_not_allowed",
             Error::PayloadTooLarge => "payload_too_large",
             Error::Forbidden => "forbidden",
             Error::SecondFactorRequired => "second_factor_required",
@@ -151,7 +152,7 @@ impl Error {
             Error::AmbiguousPath(_) => ("error.bad_request_title", "error.invalid_path"),
             Error::UnknownHost => ("error.unknown_host_title", "error.unknown_host"),
             Error::NotFound => ("error.not_found_title", "error.not_found"),
-            Error::MethodNotAllowed => {
+            Error::MethodNotAllowed { .. } => {
                 ("error.method_not_allowed_title", "error.method_not_allowed")
             }
             Error::PayloadTooLarge => ("error.headers_too_large_title", "error.payload_too_large"),
@@ -211,6 +212,8 @@ struct ErrorPage<'a> {
 fn retry_text(t: Tr, secs: u64) -> String {
     if secs >= 120 {
         t.fill("error.retry_minutes", "minutes", secs.div_ceil(60))
+    } else if secs <= 1 {
+        t.get("error.retry_one_second").to_string()
     } else {
         t.fill("error.retry_seconds", "seconds", secs)
     }
@@ -319,6 +322,9 @@ pub fn error_response(err: &Error, format: Format, frame: &Frame) -> Response<Bo
     if let Some(secs) = retry_after_secs {
         h.insert(RETRY_AFTER, HeaderValue::from(secs));
     }
+    if let Error::MethodNotAllowed { allow } = err {
+        h.insert(ALLOW, HeaderValue::from_static(allow));
+    }
     resp
 }
 
@@ -394,6 +400,13 @@ mod tests {
         };
         let text = body_text(error_response(&e, Format::Html, &frame(Lang::Fr))).await;
         assert!(text.contains("Réessayez dans 10 minutes."), "{text}");
+        let e = Error::TooManyRequests {
+            retry_after: Duration::from_secs(1),
+        };
+        let text = body_text(error_response(&e, Format::Html, &portal())).await;
+        assert!(text.contains("Try again in 1 second."), "{text}");
+        let text = body_text(error_response(&e, Format::Html, &frame(Lang::Fr))).await;
+        assert!(text.contains("Réessayez dans 1 seconde."), "{text}");
     }
 
     fn every_error() -> Vec<Error> {
@@ -403,7 +416,7 @@ mod tests {
             Error::AmbiguousPath("x".into()),
             Error::UnknownHost,
             Error::NotFound,
-            Error::MethodNotAllowed,
+            Error::MethodNotAllowed { allow: "GET, HEAD" },
             Error::PayloadTooLarge,
             Error::Forbidden,
             Error::SecondFactorRequired,
@@ -431,7 +444,49 @@ mod tests {
             },
             Error::StepUpUnavailable,
             Error::HeldFormRefused,
+            Error::NothingToConfirm,
         ]
+    }
+
+    /// Compiles only while it names every variant: a new variant must be numbered here, and
+    /// [`every_error_lists_each_variant_once`] then fails until [`every_error`] has it too.
+    fn variant_number(e: &Error) -> usize {
+        match e {
+            Error::HeadersTooLarge => 0,
+            Error::BadRequest(_) => 1,
+            Error::AmbiguousPath(_) => 2,
+            Error::UnknownHost => 3,
+            Error::NotFound => 4,
+            Error::MethodNotAllowed { .. } => 5,
+            Error::PayloadTooLarge => 6,
+            Error::Forbidden => 7,
+            Error::SecondFactorRequired => 8,
+            Error::CrossSite => 9,
+            Error::TooManyRequests { .. } => 10,
+            Error::UpstreamUnavailable(_) => 11,
+            Error::UpstreamTimeout => 12,
+            Error::UpstreamBusy => 13,
+            Error::UpstreamBadUpgrade => 14,
+            Error::Internal(_) => 15,
+            Error::Unauthenticated => 16,
+            Error::SecondFactorPending => 17,
+            Error::ReverifyRequired { .. } => 18,
+            Error::WrongPassword => 19,
+            Error::WeakPassword(_) => 20,
+            Error::InvalidCode => 21,
+            Error::EmailCodeRequired => 22,
+            Error::CodeNotSent => 23,
+            Error::StepUpRequired { .. } => 24,
+            Error::StepUpUnavailable => 25,
+            Error::HeldFormRefused => 26,
+            Error::NothingToConfirm => 27,
+        }
+    }
+
+    #[test]
+    fn every_error_lists_each_variant_once() {
+        let numbers: Vec<usize> = every_error().iter().map(variant_number).collect();
+        assert_eq!(numbers, (0..=27).collect::<Vec<_>>());
     }
 
     #[test]
@@ -449,7 +504,7 @@ mod tests {
             got,
             vec![
                 431, 400, 400, 421, 404, 405, 413, 403, 403, 403, 429, 502, 504, 503, 502, 500,
-                401, 401, 401, 401, 400, 401, 401, 503, 401, 403, 403
+                401, 401, 401, 401, 400, 401, 401, 503, 401, 403, 403, 409
             ]
         );
     }
@@ -462,6 +517,18 @@ mod tests {
             let text = body_text(resp).await;
             assert!(!text.contains("10.1.2.3"), "{text}");
             assert!(!text.contains("tcp connect"), "{text}");
+        }
+    }
+
+    #[test]
+    fn allow_is_sent_on_405() {
+        let e = Error::MethodNotAllowed {
+            allow: "GET, HEAD, POST",
+        };
+        for format in [Format::Html, Format::Json] {
+            let resp = error_response(&e, format, &portal());
+            assert_eq!(resp.status(), 405);
+            assert_eq!(resp.headers()[ALLOW], "GET, HEAD, POST");
         }
     }
 

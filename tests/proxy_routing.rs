@@ -298,8 +298,16 @@ async fn portal_prefix_is_never_forwarded() {
         assert_eq!(resp.status(), 404, "{path}");
         assert_eq!(json(resp.body())["error"], "not_found", "{path}");
     }
-    let resp = send_raw_path(gw.addr(), "POST", "/.stepgate/healthz", &[]).await;
-    assert_eq!(resp.status(), 405);
+    // A known path asked with another method: 405 with the methods it answers (RFC 9110).
+    for (method, path, allow) in [
+        ("POST", "/.stepgate/healthz", "GET, HEAD"),
+        ("PUT", "/.stepgate/login", "GET, HEAD, POST"),
+        ("GET", "/.stepgate/settings/totp/begin", "POST"),
+    ] {
+        let resp = send_raw_path(gw.addr(), method, path, &[]).await;
+        assert_eq!(resp.status(), 405, "{method} {path}");
+        assert_eq!(resp.headers()["allow"], allow, "{method} {path}");
+    }
     assert_eq!(upstream.requests(), 0, "a portal path reached the upstream");
 
     // Only whole segments belong to the portal.

@@ -184,19 +184,38 @@ async fn route(
         (Method::GET | Method::HEAD, "/authz/forward-auth") => {
             authz::handle(ctx, req.headers(), authz::Front::ForwardAuth).await
         }
+        (_, "/login" | "/logout" | "/verify") => Err(Error::MethodNotAllowed {
+            allow: "GET, HEAD, POST",
+        }),
         (
             _,
             "/healthz"
-            | "/login"
-            | "/logout"
             | "/api/session"
-            | "/verify"
             | "/settings"
             | "/authz/auth-request"
             | "/authz/forward-auth",
-        ) => Err(Error::MethodNotAllowed),
+        ) => Err(Error::MethodNotAllowed { allow: "GET, HEAD" }),
+        (_, s) if is_post_only(s) => Err(Error::MethodNotAllowed { allow: "POST" }),
         _ => Err(Error::NotFound),
     }
+}
+
+/// The portal's paths that answer only `POST` (forms and their JSON twins).
+fn is_post_only(sub: &str) -> bool {
+    matches!(
+        sub,
+        "/verify/send"
+            | "/settings/totp/begin"
+            | "/settings/totp/confirm"
+            | "/settings/backup-codes/regenerate"
+            | "/settings/email-verification"
+            | "/settings/phone"
+            | "/settings/phone/confirm"
+            | "/settings/preferred-method"
+            | "/settings/2fa/disable"
+            | "/settings/password"
+            | "/settings/sessions/revoke-others"
+    )
 }
 
 fn healthz() -> Response<Body> {
