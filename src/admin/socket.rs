@@ -310,6 +310,43 @@ fn request_name(request: &protocol::Request) -> &'static str {
 mod tests {
     use super::*;
 
+    /// The owner (and root) are served; anyone else is refused, whatever the socket's mode.
+    #[tokio::test]
+    async fn only_the_owner_and_root_are_served() {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        let me = std::fs::metadata(dir.path()).unwrap().uid();
+        let (_client, server) = UnixStream::pair().unwrap();
+        assert!(peer_allowed(&server, me), "the owner");
+        if me != 0 {
+            assert!(!peer_allowed(&server, me + 1), "uid {me} is not the owner");
+            return;
+        }
+        // As root: a client running as another user, on a socket anyone may open.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.path().join("s");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let script = format!(
+            "import socket; s = socket.socket(socket.AF_UNIX); s.connect({:?}); s.recv(1)",
+            path.display().to_string()
+        );
+        let mut client = std::process::Command::new("python3")
+            .args(["-c", &script])
+            .uid(65534)
+            .gid(65534)
+            .spawn()
+            .expect("python3 as uid 65534");
+        let (stream, _) = listener.accept().await.unwrap();
+        assert!(
+            !peer_allowed(&stream, 1000),
+            "uid 65534 is neither 1000 nor root"
+        );
+        assert!(peer_allowed(&stream, 65534), "uid 65534 owning the socket");
+        drop(stream);
+        assert!(client.wait().unwrap().success());
+    }
+
     #[tokio::test]
     async fn rejects_a_slow_client_holding_the_connection() {
         let (client, server) = UnixStream::pair().unwrap();

@@ -1351,9 +1351,11 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_upstream_is_a_connect_error() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        drop(listener);
+        // Bound but never listening: the port stays reserved for this test (no other test
+        // can take it meanwhile) and a connection to it is refused.
+        let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+        reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = reserved.local_addr().unwrap();
         let up = Upstream {
             addr,
             accepted: Arc::new(AtomicUsize::new(0)),
