@@ -127,7 +127,9 @@ impl UserDirectory {
         }
     }
 
-    pub fn list(&self) -> Result<Vec<User>, StoreError> {
+    /// Every account, and the names of the records that cannot be read (see
+    /// [`Store::list_users`]).
+    pub fn list(&self) -> Result<crate::store::Scan<User>, StoreError> {
         self.store.list_users()
     }
 
@@ -157,25 +159,36 @@ impl UserDirectory {
             password_hash: new.password_hash,
             created_at: self.clock.now(),
         };
-        self.store.create_user(&user)?;
-        self.store.flush()?;
+        // Forgotten by the view whatever happens: a write can land before its flush fails, and
+        // the view may hold "no such account" from a look before.
+        let created = self
+            .store
+            .create_user(&user)
+            .and_then(|()| self.store.flush());
         self.forget(&user.username);
+        created?;
         self.audit(AuditKind::UserCreated, &user.username, None);
         Ok(user)
     }
 
     /// Changes one thing of the account, atomically (see [`Store::modify_user`]): a change made
     /// at the same moment, from the settings page or another administrator, is never undone.
+    /// The view forgets the account even when the store answers an error: the change may have
+    /// been written before its flush failed.
     fn modify(&self, username: &Username, change: impl Fn(&mut User)) -> Result<User, StoreError> {
-        let user = self.store.modify_user(username, change)?;
+        let user = self.store.modify_user(username, change);
         self.forget(username);
-        Ok(user)
+        user
     }
 
     /// Replaces the password and ends every session of the account.
+    /// The sessions end even when the store answers an error for the new password (it may be
+    /// written all the same).
     pub fn set_password(&self, username: &Username, hash: PasswordHash) -> Result<(), StoreError> {
-        self.modify(username, |u| u.password_hash = hash.clone())?;
-        self.sessions.revoke_user(username)?;
+        let changed = self.modify(username, |u| u.password_hash = hash.clone());
+        let ended = self.sessions.revoke_user(username);
+        changed?;
+        ended?;
         self.audit(AuditKind::PasswordChanged, username, None);
         Ok(())
     }
@@ -338,29 +351,44 @@ impl UserDirectory {
         audit::record(&self.store, event);
         self.sessions.end_tunnels_of_user(username);
         if edit.email.is_some() {
-            self.store
-                .update_code_state(username, Channel::Email, |state| {
-                    Ok::<_, StoreError>((withdrawn(state), ()))
-                })?;
             // With `mfa.email_default`, an address turns two-step verification on: the
-            // account's password-only sessions end, as when its owner turns it on.
-            if let Some(before) = &before
-                && self.owes_no_second_factor(before)?
-                && !self.owes_no_second_factor(&user)?
-            {
-                self.sessions.revoke_user(username)?;
-            }
+            // account's password-only sessions end, as when its owner turns it on. Judged on
+            // the account as this edit found it (a retry after an error would find the new
+            // address already there), before anything else can fail; when the factors cannot
+            // be read, the sessions end all the same.
+            let turned_on = before.as_ref().is_some_and(|before| {
+                match (
+                    self.owes_no_second_factor(before),
+                    self.owes_no_second_factor(&user),
+                ) {
+                    (Ok(was_off), Ok(is_off)) => was_off && !is_off,
+                    _ => true,
+                }
+            });
+            let ended = if turned_on {
+                self.sessions.revoke_user(username).map(|_| ())
+            } else {
+                Ok(())
+            };
+            let withdrawn = self.withdraw_email_code(username);
+            ended?;
+            withdrawn?;
         }
         Ok(user)
     }
 
     /// Disabling ends the account's sessions at once.
+    /// Disabling ends them even when the store answers an error for the change (it may be
+    /// written all the same).
     pub fn set_disabled(&self, username: &Username, disabled: bool) -> Result<(), StoreError> {
-        self.modify(username, |u| u.disabled = disabled)?;
+        let changed = self.modify(username, |u| u.disabled = disabled);
         if disabled {
-            self.sessions.revoke_user(username)?;
+            let ended = self.sessions.revoke_user(username);
+            changed?;
+            ended?;
             self.audit(AuditKind::UserDisabled, username, None);
         } else {
+            changed?;
             self.audit(AuditKind::UserEnabled, username, None);
         }
         Ok(())
@@ -400,13 +428,17 @@ impl UserDirectory {
     /// [`UserDirectory::open_session`]). The in-memory view forgets the account at once, so
     /// that even if clearing what it leaves behind fails, no request is let through on it (and
     /// [`UserDirectory::create`] clears it before the name is used again).
+    ///
+    /// Deleting a name with no account still clears what one of that name left behind: a
+    /// deletion retried after an error (the account gone, its sessions not yet) finishes.
     pub fn delete(&self, username: &Username) -> Result<(), StoreError> {
-        let existed = self.store.delete_user(username)?;
+        let existed = self.store.delete_user(username);
         self.forget(username);
+        let existed = existed?;
+        self.clear_leftovers(username)?;
         if !existed {
             return Err(StoreError::NoSuchUser(username.clone()));
         }
-        self.clear_leftovers(username)?;
         self.audit(AuditKind::UserDeleted, username, None);
         Ok(())
     }
@@ -421,6 +453,19 @@ impl UserDirectory {
 
     /// Withdraws the emailed or texted codes of `username` that are still outstanding (and
     /// deletes the code records this version cannot read: [`codes::channels_to_clear`]).
+    /// Withdraws the account's outstanding emailed code, with its cooldown (see [`withdrawn`]).
+    /// Code records this version cannot read are deleted: no login can use them, and they
+    /// must not stop the edit.
+    fn withdraw_email_code(&self, username: &Username) -> Result<(), StoreError> {
+        if codes::channels_to_clear(&self.store, username)?.contains(&Channel::Email) {
+            self.store
+                .update_code_state(username, Channel::Email, |state| {
+                    Ok::<_, StoreError>((withdrawn(state), ()))
+                })?;
+        }
+        Ok(())
+    }
+
     fn withdraw_codes(&self, username: &Username) -> Result<(), StoreError> {
         for channel in codes::channels_to_clear(&self.store, username)? {
             self.store
@@ -988,6 +1033,49 @@ mod tests {
             ..AccountEdit::default()
         };
         users.edit(&alice.username, &address).unwrap();
+        assert!(store.sessions_of_user(&alice.username).unwrap().is_empty());
+    }
+
+    /// A damaged emailed-code record neither stops an edit that gives an address nor saves the
+    /// password-only sessions it must end.
+    #[test]
+    fn an_address_edit_ends_the_sessions_despite_an_unreadable_code_record() {
+        let (_dir, store, users) = directory_with(MfaSettings {
+            email_default: true,
+            ..MfaSettings::default()
+        });
+        let alice = alice(&users);
+        users
+            .open_session(&alice, AuthLevel::OneFactor, true)
+            .unwrap()
+            .expect("opened");
+        store.put_raw_code_for_test(b"alice\0email", b"{\"V1\":");
+        let address = AccountEdit {
+            email: Some(Some("alice@example.test".into())),
+            ..AccountEdit::default()
+        };
+        users.edit(&alice.username, &address).unwrap();
+        assert!(store.sessions_of_user(&alice.username).unwrap().is_empty());
+        let left = store.code_channels_of_user(&alice.username).unwrap();
+        assert!(left.unreadable.is_empty(), "the damaged record is gone");
+    }
+
+    /// A deletion whose account is already gone (an earlier try stopped by a store error) still
+    /// ends the sessions and deletes the factors of that name.
+    #[test]
+    fn deleting_again_finishes_an_interrupted_deletion() {
+        let (_dir, store, users) = directory();
+        let alice = alice(&users);
+        let (id, _) = users
+            .open_session(&alice, AuthLevel::OneFactor, false)
+            .unwrap()
+            .expect("opened");
+        store.delete_user(&alice.username).unwrap();
+        assert!(matches!(
+            users.delete(&alice.username),
+            Err(StoreError::NoSuchUser(_))
+        ));
+        assert!(users.sessions.lookup(&id.cookie_value()).unwrap().is_none());
         assert!(store.sessions_of_user(&alice.username).unwrap().is_empty());
     }
 
