@@ -212,7 +212,10 @@ async fn malformed_requests_get_an_error_and_the_socket_keeps_serving() {
     // And the socket still serves.
     assert_eq!(
         exchange(&env, b"{\"op\":\"list\"}\n").await,
-        Response::Users { users: vec![] }
+        Response::Users {
+            users: vec![],
+            unreadable: vec![]
+        }
     );
     let out = run_async(
         &env,
@@ -237,7 +240,10 @@ async fn a_stale_socket_file_is_replaced_on_start() {
     let running = env.start_gateway().await;
     assert_eq!(
         exchange(&env, b"{\"op\":\"list\"}\n").await,
-        Response::Users { users: vec![] }
+        Response::Users {
+            users: vec![],
+            unreadable: vec![]
+        }
     );
     running.shutdown().await.unwrap();
 }

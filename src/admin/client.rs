@@ -429,7 +429,16 @@ pub fn run_user_command(config: &Config, command: UserCommand) -> Result<String,
             }
         }
         UserCommand::List => match perform_ok(config, &Request::List)? {
-            Response::Users { users } => Ok(render_table(&users)),
+            Response::Users { users, unreadable } => {
+                let mut out = render_table(&users);
+                for name in unreadable {
+                    out.push_str(&format!(
+                        "the record of user {name} cannot be read (damaged, or written by a newer \
+                         version); `stepgate user delete {name}` removes it\n"
+                    ));
+                }
+                Ok(out)
+            }
             other => Err(unexpected(other)),
         },
         UserCommand::Show { name } => {
@@ -663,7 +672,11 @@ mod tests {
         let users: Vec<UserView> = (0..30_000)
             .map(|i| view(&format!("user{i:05}"), "A Display Name Of Some Length"))
             .collect();
-        let mut answer = serde_json::to_vec(&Response::Users { users }).unwrap();
+        let mut answer = serde_json::to_vec(&Response::Users {
+            users,
+            unreadable: Vec::new(),
+        })
+        .unwrap();
         assert!(answer.len() > 5 << 20);
         answer.push(b'\n');
         let server = std::thread::spawn(move || {
@@ -673,7 +686,7 @@ mod tests {
             (&stream).write_all(&answer).unwrap();
         });
         match send(&path, &Request::List).unwrap() {
-            Some(Response::Users { users }) => assert_eq!(users.len(), 30_000),
+            Some(Response::Users { users, .. }) => assert_eq!(users.len(), 30_000),
             other => panic!("{other:?}"),
         }
         server.join().unwrap();

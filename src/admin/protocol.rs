@@ -162,6 +162,10 @@ pub enum Response {
     },
     Users {
         users: Vec<UserView>,
+        /// The names of account records that could not be read (damaged, or written by a
+        /// newer version).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        unreadable: Vec<String>,
     },
     Error {
         kind: ErrorKind,
@@ -261,10 +265,16 @@ fn run(users: &UserDirectory, request: Request) -> Result<Response, Response> {
             Ok(Response::Done)
         }
         Request::List => {
-            let mut list = users.list().map_err(store_error)?;
+            let scan = users.list().map_err(store_error)?;
+            let mut list = scan.readable;
             list.sort_by(|a, b| a.username.cmp(&b.username));
             Ok(Response::Users {
                 users: list.iter().map(|u| view(users, u)).collect(),
+                unreadable: scan
+                    .unreadable
+                    .iter()
+                    .map(|key| String::from_utf8_lossy(key).escape_debug().to_string())
+                    .collect(),
             })
         }
         Request::ResetTwoFactor { username } => {
@@ -413,6 +423,7 @@ mod tests {
 
     struct Fixture {
         _dir: tempfile::TempDir,
+        store: Arc<Store>,
         sessions: Arc<SessionManager>,
         users: UserDirectory,
     }
@@ -427,13 +438,14 @@ mod tests {
             SessionSettings::default(),
         ));
         let users = UserDirectory::new(
-            store,
+            store.clone(),
             sessions.clone(),
             clock,
             crate::auth::factors::MfaSettings::default(),
         );
         Fixture {
             _dir: dir,
+            store,
             sessions,
             users,
         }
@@ -566,9 +578,25 @@ mod tests {
         }
         execute(&f.users, create("bob"));
         match execute(&f.users, Request::List) {
-            Response::Users { users } => {
+            Response::Users { users, .. } => {
                 let names: Vec<_> = users.iter().map(|u| u.username.as_str()).collect();
                 assert_eq!(names, ["alice", "bob"]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// One damaged account record is named, and hides none of the others.
+    #[test]
+    fn a_damaged_account_record_hides_no_other_account() {
+        let f = fixture();
+        execute(&f.users, create("alice"));
+        f.store.put_raw_user_for_test(b"mallory", b"\xff\xfe");
+        match execute(&f.users, Request::List) {
+            Response::Users { users, unreadable } => {
+                let names: Vec<_> = users.iter().map(|u| u.username.as_str()).collect();
+                assert_eq!(names, ["alice"]);
+                assert_eq!(unreadable, ["mallory"]);
             }
             other => panic!("{other:?}"),
         }
@@ -593,7 +621,7 @@ mod tests {
         }
         assert!(matches!(
             execute(&f.users, Request::List),
-            Response::Users { users } if users.is_empty()
+            Response::Users { users, .. } if users.is_empty()
         ));
     }
 

@@ -5,7 +5,7 @@
 
 use crate::auth::user::{User, Username};
 use crate::store::records::{UserRecord, decode, encode};
-use crate::store::{Store, StoreError};
+use crate::store::{Scan, Store, StoreError};
 
 const WHAT: &str = "user";
 
@@ -86,15 +86,23 @@ impl Store {
         Ok(existed)
     }
 
-    /// All accounts, ordered by username. An unreadable record is an error.
-    pub fn list_users(&self) -> Result<Vec<User>, StoreError> {
-        self.users
-            .iter()
-            .map(|entry| {
-                let (_, raw) = entry?;
-                decode::<UserRecord>(WHAT, &raw)?.into_user()
-            })
-            .collect()
+    #[cfg(test)]
+    pub(crate) fn put_raw_user_for_test(&self, key: &[u8], raw: &[u8]) {
+        self.users.insert(key, raw).unwrap();
+    }
+
+    /// All accounts, ordered by username, and the keys (the names) of the records this version
+    /// cannot read: one damaged record does not hide every other account.
+    pub fn list_users(&self) -> Result<Scan<User>, StoreError> {
+        let mut scan = Scan::default();
+        for entry in self.users.iter() {
+            let (key, raw) = entry?;
+            match decode::<UserRecord>(WHAT, &raw).and_then(UserRecord::into_user) {
+                Ok(user) => scan.readable.push(user),
+                Err(_) => scan.unreadable.push(key),
+            }
+        }
+        Ok(scan)
     }
 }
 
@@ -220,6 +228,7 @@ mod tests {
         let names: Vec<String> = store
             .list_users()
             .unwrap()
+            .readable
             .into_iter()
             .map(|u| u.username.to_string())
             .collect();
@@ -239,6 +248,14 @@ mod tests {
             store.get_user(&mallory),
             Err(StoreError::Corrupt { what: "user", .. })
         ));
-        assert!(store.list_users().is_err());
+        store.create_user(&user("alice")).unwrap();
+        let listed = store.list_users().unwrap();
+        let names: Vec<&str> = listed
+            .readable
+            .iter()
+            .map(|u| u.username.as_str())
+            .collect();
+        assert_eq!(names, ["alice"], "the readable accounts are listed");
+        assert_eq!(listed.unreadable, [b"mallory".as_slice()]);
     }
 }
