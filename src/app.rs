@@ -78,6 +78,7 @@ impl App {
             }));
         }
         let secret_box = SecretBox::load_or_create(key_file)?;
+        check_the_key(&store, &secret_box, key_file)?;
         let factors = Arc::new(Factors::new(
             store.clone(),
             clock.clone(),
@@ -158,6 +159,30 @@ fn create_private_dir(path: &Path) -> std::io::Result<()> {
 }
 
 /// Whether nothing at all is at `path` (an unreadable file is not missing).
+/// What the store's key check seals (and authenticates it with).
+const KEY_CHECK: &[u8] = b"stepgate: the key of the second-factor secrets";
+
+/// Refuses a key file that is not the one the store's second-factor secrets were sealed with
+/// (another gateway's key, a wrong backup): with it every authenticator code and backup code
+/// would be refused, and each refusal would count toward a ban. The store keeps a value sealed
+/// with its key, recorded at the first start with one (with this version, for an older store).
+fn check_the_key(store: &Store, secret_box: &SecretBox, key_file: &Path) -> Result<(), AppError> {
+    match store.key_check()? {
+        Some(sealed) => match secret_box.open(&sealed, KEY_CHECK) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(AppError::Factors(FactorError::KeyFile {
+                path: key_file.to_path_buf(),
+                reason: "is not the key this store's second-factor secrets were sealed with;                          restore the right key file (with this one, every authenticator app and                          backup code would be refused)"
+                    .into(),
+            })),
+        },
+        None => {
+            store.set_key_check(&secret_box.seal(KEY_CHECK, KEY_CHECK)?)?;
+            Ok(())
+        }
+    }
+}
+
 fn key_file_is_missing(path: &Path) -> bool {
     matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
 }
@@ -195,5 +220,38 @@ mod tests {
         }
         // An existing directory is used as it is.
         create_private_dir(&store).unwrap();
+    }
+
+    /// Another key file than the one the store was first used with is refused at start-up;
+    /// the right one starts.
+    #[tokio::test]
+    async fn a_key_file_from_elsewhere_is_refused() {
+        use figment::providers::{Format, Toml};
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("secret.key");
+        let toml = format!(
+            "[storage]\npath = {:?}\nkey_file = {:?}\n[[upstreams]]\nurl = \"http://127.0.0.1:3000\"\n",
+            dir.path().join("data").display().to_string(),
+            key.display().to_string()
+        );
+        let config =
+            || crate::config::from_figment(&figment::Figment::from(Toml::string(&toml))).unwrap();
+        let clock: SharedClock = Arc::new(crate::clock::SystemClock);
+        drop(App::new(config(), clock.clone()).expect("first start"));
+        let right = std::fs::read(&key).unwrap();
+        drop(App::new(config(), clock.clone()).expect("the same key"));
+
+        std::fs::remove_file(&key).unwrap();
+        drop(SecretBox::load_or_create(&key).expect("another key"));
+        let Err(e) = App::new(config(), clock.clone()) else {
+            panic!("another key was accepted");
+        };
+        assert!(e.to_string().contains("is not the key"), "{e}");
+
+        std::fs::remove_file(&key).unwrap();
+        std::fs::write(&key, &right).unwrap();
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        drop(App::new(config(), clock).expect("the right key again"));
     }
 }

@@ -45,6 +45,7 @@ use crate::auth::user::Username;
 pub const SCHEMA_VERSION: u32 = 1;
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
+const KEY_CHECK_KEY: &[u8] = b"key_check";
 
 /// Everything that can go wrong talking to the store.
 /// How long [`Store::open`] waits for another handle to release the store's lock.
@@ -239,6 +240,21 @@ impl Store {
             .try_into()
             .map_err(|_| StoreError::corrupt("schema version", "not a 4-byte integer"))?;
         Ok(u32::from_be_bytes(bytes))
+    }
+
+    /// A value sealed with the key of the second-factor secrets, kept to tell at start-up
+    /// whether the key file is the one this store's secrets were sealed with (`None`: none
+    /// recorded yet).
+    pub fn key_check(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let meta = self.db.open_tree("meta")?;
+        Ok(meta.get(KEY_CHECK_KEY)?.map(|raw| raw.to_vec()))
+    }
+
+    /// Records the value [`Store::key_check`] returns.
+    pub fn set_key_check(&self, sealed: &[u8]) -> Result<(), StoreError> {
+        let meta = self.db.open_tree("meta")?;
+        meta.insert(KEY_CHECK_KEY, sealed)?;
+        self.flush()
     }
 
     /// Writes everything buffered to disk. Called on shutdown and after security-relevant writes.
