@@ -223,8 +223,24 @@ password = "Tr0ub\dor&3"
     assert!(!text.contains("Tr0ub"), "{text}");
 }
 
+/// Runs `test` while no other test's figment `Jail` can move the working directory, against
+/// which relative storage paths are resolved (`Jail` moves it into a directory of its own for
+/// as long as it runs, and takes a lock that every `Jail` waits for).
+// The closure's error type is figment's own; its size is not ours to change.
+#[allow(clippy::result_large_err)]
+fn with_steady_working_directory(test: impl FnOnce()) {
+    figment::Jail::expect_with(|_jail| {
+        test();
+        Ok(())
+    });
+}
+
 #[test]
 fn the_key_file_cannot_hide_inside_the_store_behind_a_dot() {
+    with_steady_working_directory(the_key_file_behind_a_dot);
+}
+
+fn the_key_file_behind_a_dot() {
     for (store, key) in [
         ("data", "data/k"),
         ("data", "./data/k"),
@@ -246,6 +262,10 @@ fn the_key_file_cannot_hide_inside_the_store_behind_a_dot() {
 
 #[test]
 fn the_key_file_cannot_reach_inside_the_store_another_way() {
+    with_steady_working_directory(the_key_file_another_way);
+}
+
+fn the_key_file_another_way() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().canonicalize().unwrap();
     let store = root.join("data");

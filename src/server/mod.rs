@@ -408,4 +408,69 @@ mod tests {
         // Already true: returns without waiting.
         stats.wait_until(|s| s.open() == 0 && s.parked() == 0).await;
     }
+
+    /// The housekeeping loop removes expired sessions at its interval (and not before), off
+    /// the async workers; it stops at shutdown.
+    #[tokio::test(start_paused = true)]
+    async fn housekeeping_removes_expired_sessions_at_its_interval() {
+        use crate::auth::directory::NewUser;
+        use crate::auth::password::PasswordHash;
+        use crate::auth::session::AuthLevel;
+        use crate::auth::user::Username;
+        use crate::clock::{ManualClock, Timestamp};
+        use figment::providers::{Format, Toml};
+
+        let dir = tempfile::tempdir().unwrap();
+        let toml = format!(
+            "[storage]\npath = {:?}\n[[upstreams]]\nurl = \"http://127.0.0.1:3000\"\n",
+            dir.path().join("data").display().to_string()
+        );
+        let config =
+            crate::config::from_figment(&figment::Figment::from(Toml::string(&toml))).unwrap();
+        let clock = Arc::new(ManualClock::new(Timestamp(1_700_000_000_000)));
+        let app = App::new(config, clock.clone()).unwrap();
+        let alice = app
+            .users
+            .create(NewUser {
+                username: Username::parse("alice").unwrap(),
+                display_name: None,
+                email: None,
+                groups: Vec::new(),
+                password_hash: PasswordHash::new_unchecked("$argon2id$x".into()),
+            })
+            .unwrap();
+        app.users
+            .open_session(&alice, AuthLevel::OneFactor, false)
+            .unwrap()
+            .expect("opened");
+        // Past the session's absolute lifetime (12 h by default).
+        clock.advance(Duration::from_secs(13 * 3600));
+        let stored = || app.store.sessions_of_user(&alice.username).unwrap().len();
+
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(housekeeping(app.clone(), stopped));
+        // Let it start its clocks now.
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::advance(HOUSEKEEPING_INTERVAL - Duration::from_secs(1)).await;
+        tokio::task::yield_now().await;
+        assert_eq!(stored(), 1, "not before the interval");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // The removal runs on a blocking thread, in real time: wait for it, within bounds.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while stored() != 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "expired session still stored"
+            );
+            tokio::task::yield_now().await;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = stop.send(true);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("housekeeping stops at shutdown")
+            .unwrap();
+    }
 }
