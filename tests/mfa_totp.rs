@@ -621,3 +621,61 @@ async fn the_verify_page_asks_for_the_digits_the_app_was_enrolled_with() {
     let code = common::mfa::totp_code_of(&totp.secret, rig.now(), 8);
     rig.verify_ok(&pending, "totp", &code).await;
 }
+
+/// A wrong first code from a browser shows the same set-up page again, with the error and the
+/// same secret: the app already set up keeps working, and the right code then finishes.
+#[tokio::test]
+async fn a_wrong_first_code_shows_the_same_secret_again() {
+    let rig = Rig::start(NO_BAN).await;
+    rig.user("dora", None, &[]).await;
+    let cookie = rig.login_one_factor("dora").await;
+    let post = |path: &'static str, form: Vec<(&'static str, String)>| {
+        common::auth::send(
+            common::http_client()
+                .post(rig.gw.url_for(&format!("/.stepgate{path}")))
+                .header("accept", BROWSER_ACCEPT)
+                .header("cookie", &cookie)
+                .form(&form),
+        )
+    };
+    let page = common::auth::text(
+        post(
+            "/settings/totp/begin",
+            vec![("password", PASSWORD.to_string()), ("rd", "/".into())],
+        )
+        .await,
+    )
+    .await;
+    let secret = page
+        .split("data-copy-text=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the secret on the page")
+        .to_owned();
+
+    let wrong = wrong_code(&rig.totp_now(&secret));
+    let resp = post("/settings/totp/confirm", vec![("code", wrong)]).await;
+    assert_eq!(resp.status(), 401);
+    let again = common::auth::text(resp).await;
+    assert!(again.contains("That code is not right."), "{again}");
+    // The field is marked wrong and tied to the message, for screen readers.
+    assert!(
+        again.contains(r#"aria-invalid="true" aria-describedby="form-error""#),
+        "{again}"
+    );
+    assert!(again.contains(r#"id="form-error""#), "{again}");
+    assert!(
+        again.contains(&format!("data-copy-text=\"{secret}\"")),
+        "the same secret: {again}"
+    );
+    assert!(again.contains("/settings/totp/confirm"), "{again}");
+
+    let resp = post(
+        "/settings/totp/confirm",
+        vec![("code", rig.totp_now(&secret))],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let done = common::auth::text(resp).await;
+    assert!(done.contains("backup"), "{done}");
+}

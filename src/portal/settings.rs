@@ -13,7 +13,7 @@ use super::{Ctx, form, render};
 use crate::auth::audit::{self, AuditEvent, AuditKind};
 use crate::auth::directory::PasswordChange;
 use crate::auth::factors::{
-    Channel, FactorError, FactorSummary, Method, TwoFactorState, normalise_phone,
+    Channel, FactorError, FactorSummary, Method, TotpEnrolment, TwoFactorState, normalise_phone,
 };
 use crate::auth::password::Password;
 use crate::auth::session::AuthLevel;
@@ -35,6 +35,10 @@ struct SettingsPage<'a> {
     state_label: &'a str,
     /// `mfa.required` applies and no factor is set up yet.
     must_enrol: bool,
+    /// No factor yet, and a `two_factor` rule sent the user here on the way to a page.
+    enrol_for_page: bool,
+    /// Seconds between two codes of an authenticator app (`mfa.totp_period`).
+    totp_period: u64,
     methods: Vec<MethodRow>,
     /// Methods that can be preferred (a backup code is never asked first).
     preferable: usize,
@@ -424,6 +428,11 @@ pub async fn page(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Bod
         state: summary.state.as_str(),
         state_label: ctx.t.get(state_label(summary.state)),
         must_enrol: summary.methods.is_empty() && ctx.app.config.mfa.is_required_for(user),
+        enrol_for_page: summary.methods.is_empty()
+            && !ctx.app.config.mfa.is_required_for(user)
+            && query.rd.is_some()
+            && rd != "/",
+        totp_period: ctx.app.factors.settings().totp_period.as_secs(),
         methods: summary
             .methods
             .iter()
@@ -512,20 +521,39 @@ pub async fn totp_begin(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Respons
                 "qr_svg": enrolment.qr_svg,
             }),
         )),
-        Format::Html => render::page(
+        Format::Html => totp_page(
+            ctx,
+            &rd,
+            &enrolment,
+            ctx.app.config.mfa.totp_digits,
             StatusCode::OK,
-            &TotpPage {
-                f: &ctx.frame,
-                rd: &rd,
-                qr_base64: base64::engine::general_purpose::STANDARD.encode(&enrolment.qr_svg),
-                secret: &enrolment.secret_base32,
-                secret_grouped: group_by_four(&enrolment.secret_base32),
-                otpauth_uri: &enrolment.otpauth_uri,
-                code_digits: usize::from(ctx.app.config.mfa.totp_digits),
-                error: None,
-            },
+            None,
         ),
     }
+}
+
+/// The page that shows a new secret (QR code, key) and asks for a first code from the app.
+fn totp_page(
+    ctx: &Ctx<'_>,
+    rd: &str,
+    enrolment: &TotpEnrolment,
+    digits: u8,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Result<Response<Body>, Error> {
+    render::page(
+        status,
+        &TotpPage {
+            f: &ctx.frame,
+            rd,
+            qr_base64: base64::engine::general_purpose::STANDARD.encode(&enrolment.qr_svg),
+            secret: &enrolment.secret_base32,
+            secret_grouped: group_by_four(&enrolment.secret_base32),
+            otpauth_uri: &enrolment.otpauth_uri,
+            code_digits: usize::from(digits),
+            error,
+        },
+    )
 }
 
 /// No `Debug`: codes.
@@ -551,6 +579,26 @@ pub async fn totp_confirm(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Respo
     {
         Ok(codes) => codes,
         Err(FactorError::InvalidCode | FactorError::Replayed | FactorError::Expired) => {
+            // A browser gets the same set-up page again, with the error: the app it already
+            // added keeps working (going back would start over with a new secret).
+            if ctx.format == Format::Html {
+                let pending_for = user.clone();
+                let pending = blocking(ctx.arc, move |app| {
+                    app.factors.pending_totp_enrolment(&pending_for)
+                })
+                .await?
+                .map_err(factor_error)?;
+                if let Some((enrolment, params)) = pending {
+                    return totp_page(
+                        ctx,
+                        &rd,
+                        &enrolment,
+                        params.digits,
+                        StatusCode::UNAUTHORIZED,
+                        Some(ctx.t.get("error.invalid_code")),
+                    );
+                }
+            }
             return Err(Error::InvalidCode);
         }
         Err(e) => return Err(factor_error(e)),

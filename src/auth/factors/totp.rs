@@ -108,19 +108,7 @@ impl Factors {
         let mut secret = Zeroizing::new([0u8; SECRET_BYTES]);
         rand::fill(&mut secret[..]);
         let params = self.current_params();
-        let totp = generator(
-            &secret[..],
-            params,
-            Some((&self.settings.issuer, user.username.as_str())),
-        )?;
-        let otpauth_uri = totp
-            .to_url()
-            .map_err(|e| FactorError::Crypto(format!("cannot build the otpauth URI: {e}")))?;
-        let enrolment = TotpEnrolment {
-            secret_base32: totp.secret().to_base32(),
-            qr_svg: qr_svg(&otpauth_uri)?,
-            otpauth_uri,
-        };
+        let enrolment = self.enrolment(user, &secret[..], params)?;
         let sealed = Sealed(
             self.secret_box
                 .seal(&secret[..], &Self::totp_aad(&user.username))?,
@@ -136,6 +124,54 @@ impl Factors {
             Ok::<_, FactorError>((f, ()))
         })?;
         Ok(enrolment)
+    }
+
+    /// What the user is shown to add `secret` to an app: the secret in base32, the otpauth URI
+    /// and its QR code.
+    fn enrolment(
+        &self,
+        user: &User,
+        secret: &[u8],
+        params: TotpParams,
+    ) -> Result<TotpEnrolment, FactorError> {
+        let totp = generator(
+            secret,
+            params,
+            Some((&self.settings.issuer, user.username.as_str())),
+        )?;
+        let otpauth_uri = totp
+            .to_url()
+            .map_err(|e| FactorError::Crypto(format!("cannot build the otpauth URI: {e}")))?;
+        Ok(TotpEnrolment {
+            secret_base32: totp.secret().to_base32(),
+            qr_svg: qr_svg(&otpauth_uri)?,
+            otpauth_uri,
+        })
+    }
+
+    /// The enrolment still waiting for its code (not expired, confirmations left), shown again
+    /// after a wrong code: the app the user already set up keeps working. `None` if there is
+    /// none (start again with [`Self::begin_totp`]).
+    pub fn pending_totp_enrolment(
+        &self,
+        user: &User,
+    ) -> Result<Option<(TotpEnrolment, TotpParams)>, FactorError> {
+        let factors = self.store.get_factors(&user.username)?;
+        let Some(pending) = factors.pending_totp else {
+            return Ok(None);
+        };
+        if self.clock.now() >= pending.expires_at
+            || pending.attempts >= self.settings.code_max_attempts
+        {
+            return Ok(None);
+        }
+        let secret = self
+            .secret_box
+            .open(&pending.secret.0, &Self::totp_aad(&user.username))?;
+        Ok(Some((
+            self.enrolment(user, &secret, pending.params)?,
+            pending.params,
+        )))
     }
 
     /// Confirms the pending secret with a code from the app: TOTP becomes active (created now,
