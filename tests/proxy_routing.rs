@@ -218,7 +218,7 @@ async fn without_upstreams_only_the_portal_and_forward_auth_answer() {
         .extra_toml("[server]\ntrusted_proxies = [\"127.0.0.1\"]\n")
         .start()
         .await;
-    for (method, path) in [("GET", "/"), ("GET", "/app/x?y=1"), ("POST", "/form")] {
+    for (method, path) in [("GET", "/app/x?y=1"), ("POST", "/form"), ("POST", "/")] {
         let resp = send_raw_path(
             gw.addr(),
             method,
@@ -228,6 +228,13 @@ async fn without_upstreams_only_the_portal_and_forward_auth_answer() {
         .await;
         assert_eq!(resp.status(), 421, "{method} {path}");
         assert_eq!(json(resp.body())["error"], "unknown_host");
+    }
+    // The root leads to the portal: a login without a return address, and the pages' links
+    // back to the start, end there rather than at an error.
+    for method in ["GET", "HEAD"] {
+        let resp = send_raw_path(gw.addr(), method, "/", &[("Host", "auth.example.test")]).await;
+        assert_eq!(resp.status(), 303, "{method}");
+        assert_eq!(resp.headers()["location"], "/.stepgate/settings");
     }
     let health = send_raw_path(
         gw.addr(),

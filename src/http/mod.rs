@@ -204,10 +204,17 @@ fn route(app: &Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Result<Route
         })));
     }
 
-    let index = app
-        .upstreams
-        .select_index(host.as_deref())
-        .ok_or(Error::UnknownHost)?;
+    let Some(index) = app.upstreams.select_index(host.as_deref()) else {
+        // No application on this host (the portal's own site behind a forward-auth proxy,
+        // say): its root leads to the portal, where a login without a return address and the
+        // pages' links back to the start end up, instead of an error.
+        if path == "/" && matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
+            let settings = format!("{}/settings", config.portal.prefix);
+            return crate::portal::render::redirect(StatusCode::SEE_OTHER, &settings)
+                .map(Route::Answer);
+        }
+        return Err(Error::UnknownHost);
+    };
     let identity = identify::identify(app, req.headers(), conn.tls)?;
     let method_overrides = config
         .access
