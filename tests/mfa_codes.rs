@@ -353,15 +353,17 @@ async fn smtp_refusal_gives_a_clear_503_and_the_user_can_retry_at_once() {
     );
 }
 
+/// A webhook that refuses the message (4xx) sent nothing: the code is void and the user may
+/// ask again at once.
 #[tokio::test]
-async fn sms_webhook_failure_gives_503_and_a_retry_succeeds_at_once() {
+async fn sms_webhook_refusal_gives_503_and_a_retry_succeeds_at_once() {
     let rig = Rig::start(NO_BAN).await;
     rig.user("alice", None, &[]).await;
     let cookie = rig.login_one_factor("alice").await;
     rig.add_phone(&cookie, "+447700900123").await;
     let received = rig.sms.received().len();
 
-    rig.sms.set_status(500);
+    rig.sms.set_status(422);
     let pending = rig.login_pending("alice").await;
     let failed = rig.sms_after(received).await;
     let (status, retry_after, body) = rig.send_code(&pending, "sms").await;
@@ -378,6 +380,28 @@ async fn sms_webhook_failure_gives_503_and_a_retry_succeeds_at_once() {
     assert_eq!(status, 200, "{body}");
     let code = sms_code(&rig.sms_after(n).await);
     rig.verify_ok(&pending, "sms", &code).await;
+}
+
+/// A webhook that fails with a server error (5xx) may have sent the message first (or a proxy
+/// in front of the provider answered): the send counts, so failing answers cannot lift the
+/// limits on how many messages reach a number.
+#[tokio::test]
+async fn a_send_answered_with_a_server_error_still_counts() {
+    let rig = Rig::start(NO_BAN).await;
+    rig.user("alice", None, &[]).await;
+    let cookie = rig.login_one_factor("alice").await;
+    rig.add_phone(&cookie, "+447700900123").await;
+    let received = rig.sms.received().len();
+
+    rig.sms.set_status(502);
+    let pending = rig.login_pending("alice").await;
+    let sent = rig.sms_after(received).await;
+    let (status, retry_after, body) = rig.send_code(&pending, "sms").await;
+    assert_eq!(status, 429, "{body}");
+    assert!(retry_after.is_some(), "{body}");
+    assert_eq!(rig.sms.received().len(), received + 1, "no second message");
+    // The message did reach the phone: its code works.
+    rig.verify_ok(&pending, "sms", &sms_code(&sent)).await;
 }
 
 /// A send that timed out may have reached the phone all the same: its code stays valid and it
@@ -526,5 +550,6 @@ async fn the_verify_page_says_whether_the_login_sent_the_code() {
             !sent,
             "{page}"
         );
+        assert_eq!(page.contains(r#"aria-invalid="true""#), !sent, "{page}");
     }
 }

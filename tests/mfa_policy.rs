@@ -79,6 +79,22 @@ async fn two_factor_rule_sends_a_user_without_factor_to_enrolment() {
         location(&resp).as_deref(),
         Some("/.stepgate/settings?rd=%2Fsecure")
     );
+    // The settings page says why the user is there.
+    let page = common::auth::text(
+        get(
+            &rig.gw,
+            "/.stepgate/settings?rd=%2Fsecure",
+            Some(&cookie),
+            Client::Browser,
+        )
+        .await,
+    )
+    .await;
+    assert!(
+        page.contains("The page you asked for needs two-step verification."),
+        "{page}"
+    );
+    assert!(page.contains("a new code every 30 seconds"), "{page}");
     let resp = get(&rig.gw, &verify, Some(&cookie), Client::Api).await;
     assert_eq!(resp.status(), 403);
     let body = json_body(resp).await;
@@ -431,6 +447,26 @@ async fn pending_challenge_dies_after_five_minutes() {
         rig.session(&pending).await.1["error"],
         "authentication_required"
     );
+}
+
+/// Wrong codes after the right password, until a ban: the owner is told by email that
+/// someone who knows the password is guessing the second factor.
+#[tokio::test]
+async fn a_ban_for_wrong_codes_after_the_right_password_tells_the_owner() {
+    let rig = Rig::start("[regulation]\nmax_retries = 3\n").await;
+    let totp = rig
+        .user_with_totp("alice", Some("alice@example.test"))
+        .await;
+    let mails = rig.smtp.messages().len();
+    let pending = rig.login_pending("alice").await;
+    let wrong = wrong_code(&rig.totp_now(&totp.secret));
+    for _ in 0..3 {
+        rig.verify(&pending, "totp", &wrong).await;
+    }
+    let mail = rig
+        .mail_with_subject_after(mails, "sign-in stopped at the second step")
+        .await;
+    assert_eq!(mail.envelope_to, ["alice@example.test"]);
 }
 
 #[tokio::test]

@@ -42,6 +42,8 @@ pub struct Catalogue {
     pub password_changed_body: &'static str,
     pub factors_changed_subject: &'static str,
     pub factors_changed_body: &'static str,
+    pub second_factor_failures_subject: &'static str,
+    pub second_factor_failures_body: &'static str,
     pub notice_not_you: &'static str,
     /// `{product}`
     pub signature: &'static str,
@@ -69,6 +71,10 @@ pub const EN: Catalogue = Catalogue {
     factors_changed_body: "The two-step verification of your {product} account was changed: \
                            new backup codes, a new authenticator app, a new phone number, or \
                            email codes turned on or off.",
+    second_factor_failures_subject: "{product}: sign-in stopped at the second step",
+    second_factor_failures_body: "Someone signed in to your {product} account with the right \
+                                  password, then entered wrong verification codes until \
+                                  signing in was blocked for a while.",
     notice_not_you: "If this was not you, change your password and tell your administrator.",
     signature: "{product}",
 };
@@ -97,6 +103,10 @@ pub const FR: Catalogue = Catalogue {
                            modifiée : nouveaux codes de secours, nouvelle application \
                            d'authentification, nouveau numéro de téléphone, ou codes par \
                            e-mail activés ou désactivés.",
+    second_factor_failures_subject: "{product} : connexion arrêtée à la deuxième étape",
+    second_factor_failures_body: "Quelqu'un s'est connecté à votre compte {product} avec le bon \
+                                  mot de passe, puis a saisi de mauvais codes de vérification \
+                                  jusqu'à ce que la connexion soit bloquée pour un moment.",
     notice_not_you: "Si ce n'était pas vous, changez votre mot de passe et prévenez votre \
                      administrateur.",
     signature: "{product}",
@@ -340,6 +350,10 @@ pub fn notice_email(
             cat.factors_changed_subject,
             vec![fill(cat.factors_changed_body, &p)],
         ),
+        Notice::SecondFactorFailures => (
+            cat.second_factor_failures_subject,
+            vec![fill(cat.second_factor_failures_body, &p)],
+        ),
     };
     body.push(cat.notice_not_you.to_string());
     render(&Content {
@@ -504,6 +518,7 @@ mod tests {
             Notice::BackupCodeUsed { remaining: 3 },
             Notice::PasswordChanged,
             Notice::FactorsChanged,
+            Notice::SecondFactorFailures,
         ];
         for lang in [Lang::En, Lang::Fr] {
             let mut subjects = Vec::new();

@@ -62,6 +62,9 @@ pub enum Notice {
     PasswordChanged,
     /// Two-step verification stays on, with other methods or codes than before.
     FactorsChanged,
+    /// A sign-in with the right password was banned for wrong second-factor codes: whoever
+    /// made it knows the password.
+    SecondFactorFailures,
 }
 
 /// Why a notification could not be sent. No variant ever carries a code or a credential.
@@ -81,13 +84,22 @@ pub enum NotifyError {
     Webhook { status: u16 },
     #[error("no answer within the configured timeout")]
     Timeout,
+    #[error("the connection failed after the message was handed over: {0}")]
+    Interrupted(String),
 }
 
 impl NotifyError {
-    /// Might the message have reached its recipient all the same? A timeout may come after the
-    /// provider sent it; every other failure happened before anything was sent.
+    /// Might the message have reached its recipient all the same? A timeout, a connection lost
+    /// after the request was written, or a server error (5xx: a proxy in front of the provider,
+    /// or the provider failing after it sent) may all come after the message went out. A
+    /// refusal (4xx, an SMTP rejection) or a failure to connect happened before anything was
+    /// sent.
     pub fn may_have_been_delivered(&self) -> bool {
-        matches!(self, NotifyError::Timeout)
+        match self {
+            NotifyError::Timeout | NotifyError::Interrupted(_) => true,
+            NotifyError::Webhook { status } => *status >= 500,
+            _ => false,
+        }
     }
 }
 

@@ -81,7 +81,14 @@ impl SmsSender {
         let response = tokio::time::timeout(self.config.timeout, self.client.request(request))
             .await
             .map_err(|_| NotifyError::Timeout)?
-            .map_err(|e| NotifyError::Send(format!("SMS webhook: {}", error_chain(&e))))?;
+            .map_err(|e| {
+                let text = format!("SMS webhook: {}", error_chain(&e));
+                if e.is_connect() {
+                    NotifyError::Send(text)
+                } else {
+                    NotifyError::Interrupted(text)
+                }
+            })?;
         let status = response.status();
         if status.is_success() {
             Ok(())

@@ -169,7 +169,12 @@ async fn count_failure(
             .with_client_ip(ctx.client_ip)
             .with_detail(what),
     );
-    regulation.map_err(|e| Error::Internal(format!("regulation: {e}")))?;
+    let banned = regulation.map_err(|e| Error::Internal(format!("regulation: {e}")))?;
+    // The password of this sign-in was right: its owner hears that someone who knows it is
+    // guessing the second factor (once, when the ban starts).
+    if banned.is_some() && identity.session.auth_level == AuthLevel::AwaitSecondFactor {
+        super::settings::notify(ctx, &identity.user, Notice::SecondFactorFailures).await;
+    }
     let session = session.map_err(|e| Error::Internal(format!("session: {e}")))?;
     let exhausted = session.is_none_or(|s| s.challenge_failures >= MAX_CHALLENGE_FAILURES);
     if exhausted {
