@@ -666,8 +666,14 @@ async fn admin_reset_2fa_from_the_cli_deletes_the_users_factors() {
     // The CLI reaches the running gateway with this configuration.
     run_async(&env, &["user", "show", "alice"], None).await.ok();
 
+    let mails = rig.smtp.messages().len();
     let out = run_async(&env, &["user", "reset-2fa", "alice"], None).await;
     assert_eq!(out.code, 0, "{out:#?}");
+    // Its owner hears of it: a reset someone talked a helpdesk into does not go unnoticed.
+    let mail = rig
+        .mail_with_subject_after(mails, "two-step verification disabled")
+        .await;
+    assert_eq!(mail.envelope_to, ["alice@example.test"]);
     // The sessions the lost factor opened end with it; bob's go on.
     assert_eq!(rig.session(&alice.cookie).await.0, 401);
     assert_eq!(rig.session(&bob.cookie).await.0, 200);

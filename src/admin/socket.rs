@@ -211,6 +211,38 @@ fn peer_allowed(stream: &UnixStream, owner: u32) -> bool {
     }
 }
 
+/// After an administrator's `reset-2fa`: the account's owner is told by email (in English:
+/// the gateway knows no language of theirs outside a request), as when they turn it off
+/// themselves. A helpdesk tricked into resetting someone's second factor does not go unnoticed.
+async fn tell_of_a_reset(app: Arc<App>, name: String) {
+    let Ok(username) = crate::auth::user::Username::parse(&name) else {
+        return;
+    };
+    let user = match app.users.get(&username) {
+        Ok(Some(user)) => user,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the account to tell of a reset");
+            return;
+        }
+    };
+    let (Some(to), true) = (&user.email, app.notifier.email_enabled()) else {
+        return;
+    };
+    if let Err(e) = app
+        .notifier
+        .send_notice(
+            to,
+            &user.display_name,
+            crate::notify::Lang::En,
+            crate::notify::Notice::TwoFactorDisabled,
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "could not send a security notice");
+    }
+}
+
 /// Reads one request line, answers with one response line.
 async fn serve(app: Arc<App>, stream: UnixStream) {
     let (read, mut write) = stream.into_split();
@@ -218,8 +250,12 @@ async fn serve(app: Arc<App>, stream: UnixStream) {
         Ok(line) => match protocol::parse_request(&line) {
             Ok(request) => {
                 let op = request_name(&request);
-                let app = app.clone();
-                match tokio::task::spawn_blocking(move || protocol::execute(&app.users, request))
+                let reset_of = match &request {
+                    protocol::Request::ResetTwoFactor { username } => Some(username.clone()),
+                    _ => None,
+                };
+                let worker = app.clone();
+                match tokio::task::spawn_blocking(move || protocol::execute(&worker.users, request))
                     .await
                 {
                     Ok(response) => {
@@ -228,6 +264,9 @@ async fn serve(app: Arc<App>, stream: UnixStream) {
                             ok = !matches!(response, Response::Error { .. }),
                             "control socket request"
                         );
+                        if let (Some(name), Response::Done) = (reset_of, &response) {
+                            tokio::spawn(tell_of_a_reset(app.clone(), name));
+                        }
                         response
                     }
                     Err(e) => {
@@ -309,6 +348,22 @@ fn request_name(request: &protocol::Request) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The longest `storage.path` the configuration accepts (79 bytes) can hold the control
+    /// socket; one byte more cannot.
+    #[test]
+    fn the_longest_storage_path_allowed_holds_the_socket() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().display().to_string();
+        for (len, fits) in [(79, true), (80, false)] {
+            let store =
+                std::path::PathBuf::from(format!("{base}/{}", "s".repeat(len - base.len() - 1)));
+            assert_eq!(store.as_os_str().len(), len);
+            std::fs::create_dir(&store).unwrap();
+            let bound = bind_private(&socket_path(&store));
+            assert_eq!(bound.is_ok(), fits, "{len} bytes: {:?}", bound.err());
+        }
+    }
 
     /// The owner (and root) are served; anyone else is refused, whatever the socket's mode.
     #[tokio::test]
