@@ -206,6 +206,18 @@ fn a_refused_url_is_never_repeated_in_the_error() {
     assert!(!errs.to_string().contains("hunter2"), "{errs}");
 }
 
+/// The control socket lives in the store: a path too long for a Unix socket address would let
+/// `serve` fail at its last start-up step, and every `user` command after it.
+#[test]
+fn a_storage_path_too_long_for_the_control_socket_is_refused() {
+    let fits = format!("/{}", "d".repeat(78));
+    assert!(parse(&format!("[storage]\npath = \"{fits}\"\n{MINIMAL}")).is_ok());
+    let long = format!("/{}", "d".repeat(79));
+    let errs = parse(&format!("[storage]\npath = \"{long}\"\n{MINIMAL}")).unwrap_err();
+    assert_eq!(keys(&errs), ["storage.path"], "{errs}");
+    assert!(errs.to_string().contains("at most 79 bytes"), "{errs}");
+}
+
 #[test]
 fn a_syntax_error_never_quotes_the_line() {
     // A backslash in a generated password is an invalid escape in a basic string.

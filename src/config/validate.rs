@@ -22,6 +22,9 @@ pub const DEFAULT_TITLE: &str = "Stepgate";
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 /// Validates a raw configuration, returning every problem found.
+/// Longest `storage.path`, as written (see the control socket's path in `validate`).
+const MAX_STORAGE_PATH_BYTES: usize = 107 - "/.control-0123456789abcdef/s".len();
+
 pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
     let mut errors = ConfigErrors::default();
     let server = server(&raw.server, &mut errors);
@@ -38,6 +41,17 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         name.push(".key");
         PathBuf::from(name)
     });
+    // The control socket is bound inside the store, at a path no longer than a Unix socket
+    // address allows (107 bytes): the staging name `/.control-<16 hex digits>/s` takes 28.
+    if store_path.as_os_str().len() > MAX_STORAGE_PATH_BYTES {
+        errors.push(
+            "storage.path",
+            format!(
+                "at most {MAX_STORAGE_PATH_BYTES} bytes: the control socket inside it must fit a \
+                 Unix socket address (use a shorter path, or a relative one)"
+            ),
+        );
+    }
     if resolved(&key_file).starts_with(resolved(&store_path)) {
         errors.push(
             "storage.key_file",
