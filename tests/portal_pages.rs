@@ -94,6 +94,39 @@ async fn lang_parameter_overrides_and_is_remembered() {
     assert!(resp.text.contains("Page introuvable"), "{}", resp.text);
 }
 
+/// A form's redirect is checked against `form-action`: over plain HTTP a login may lead to an
+/// `http://` application on another allowed host, over HTTPS only to `https://` ones.
+#[tokio::test]
+async fn forms_may_lead_to_http_applications_only_over_plain_http() {
+    let (gw, _echo) = gateway("").await;
+    let resp = page(&gw, "/.stepgate/login", &[]).await;
+    let csp = resp.headers["content-security-policy"]
+        .to_str()
+        .expect("ascii");
+    assert!(csp.contains("form-action 'self' https: http:;"), "{csp}");
+
+    let ca = common::TestCa::new();
+    let echo = EchoUpstream::start().await;
+    let gw = Gateway::builder()
+        .upstream(&echo.url())
+        .tls(&ca)
+        .start()
+        .await;
+    let resp = ca
+        .reqwest_client()
+        .get(gw.https_url_for("/.stepgate/login"))
+        .header("accept", HTML)
+        .send()
+        .await
+        .expect("https login page");
+    assert_eq!(resp.status(), 200);
+    let csp = resp.headers()["content-security-policy"]
+        .to_str()
+        .expect("ascii");
+    assert!(csp.contains("form-action 'self' https:;"), "{csp}");
+    assert!(!csp.contains("http:"), "{csp}");
+}
+
 #[tokio::test]
 async fn pages_carry_security_headers_and_hashed_assets() {
     let (gw, _echo) = gateway("").await;

@@ -135,6 +135,9 @@ pub async fn handle(
         origin::check_same_origin(req.headers(), conn.proto(), ctx.host.as_deref())?;
     }
     let mut resp = route(&ctx, req, method, &sub).await?;
+    if !conn.tls {
+        render::allow_plain_http_forms(resp.headers_mut());
+    }
     // A language picked with `?lang=` is remembered.
     if let Some(lang) = chosen {
         render::set_cookie(&mut resp, &i18n::lang_cookie(lang, conn.tls))?;

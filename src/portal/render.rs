@@ -93,18 +93,35 @@ fn switch_href(query: &str, lang: Lang) -> String {
     out.finish()
 }
 
+/// The portal's content security policy. Forms post to the portal itself, and the redirect
+/// after a login or a check may lead to an application on another allowed host (`rd`), which
+/// browsers check against `form-action` too.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   form-action 'self' https:; frame-ancestors 'none'; base-uri 'none'";
+
+/// [`CSP`] for pages served over plain HTTP, where the return address of a form may be an
+/// `http://` application on another allowed host.
+const CSP_PLAIN_HTTP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+                              img-src 'self' data:; form-action 'self' https: http:; \
+                              frame-ancestors 'none'; base-uri 'none'";
+
 /// Sent on every portal answer: no framing, no inline script, no referrer, no sniffing.
 pub fn security_headers(h: &mut HeaderMap) {
-    h.insert(
-        CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-             form-action 'self' https:; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
+    h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+}
+
+/// Over plain HTTP, lets the answer's forms lead to `http://` return addresses as well (see
+/// [`CSP_PLAIN_HTTP`]); an answer without the portal's policy is left as it is.
+pub fn allow_plain_http_forms(h: &mut HeaderMap) {
+    if h.get(CONTENT_SECURITY_POLICY).is_some_and(|v| v == CSP) {
+        h.insert(
+            CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP_PLAIN_HTTP),
+        );
+    }
 }
 
 /// An HTML page. Portal pages are never cached: they show per-user state.
