@@ -18,11 +18,23 @@ use crate::config::{LogConfig, LogFormat};
 /// password) and every message (with its sign-in code) at `debug`.
 const CHATTY_WITH_SECRETS: [&str; 1] = ["lettre"];
 
-/// Installs the global subscriber. `RUST_LOG` overrides the configured level when set.
+/// Installs the global subscriber, writing to stderr. `RUST_LOG` overrides the configured
+/// level when set.
 pub fn init(config: &LogConfig) {
+    // A subscriber may already be installed (tests, demo restarts): keep it.
+    let _ = init_with_writer(config, std::io::stderr);
+}
+
+/// [`init`] with another writer (tests read what would be logged). Returns whether this call
+/// installed the subscriber (`false`: one was installed before).
+pub fn init_with_writer<W>(config: &LogConfig, writer: W) -> bool
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter(config))
-        .with_writer(std::io::stderr);
+        .with_ansi(false)
+        .with_writer(writer);
     let result = match config.format {
         LogFormat::Text => builder.finish().with(secrets_held()).try_init(),
         LogFormat::Json => builder
@@ -32,8 +44,7 @@ pub fn init(config: &LogConfig) {
             .with(secrets_held())
             .try_init(),
     };
-    // A subscriber may already be installed (tests, demo restarts): keep it.
-    let _ = result;
+    result.is_ok()
 }
 
 /// What is logged: `RUST_LOG` if set, else the configured level.

@@ -61,13 +61,20 @@ impl LogBuffer {
 async fn wrong_password_fails_and_logs_neither_password_nor_code() {
     let logs = LogBuffer::default();
     let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    // Global, and alone in its test binary: a thread-scoped subscriber can miss events whose
-    // callsite another test's thread registered first.
-    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+    // The gateway's own subscriber, at the most verbose level: the mail library writes every
+    // SMTP command (the password in `AUTH PLAIN`) and message (the code) at `debug` and
+    // `trace`. Global, and alone in its test binary: a thread-scoped subscriber can miss
+    // events whose callsite another test's thread registered first.
+    let config = stepgate::config::LogConfig {
+        format: stepgate::config::LogFormat::Text,
+        // Everything but the test's own SMTP server (`mailin`), which logs what it receives.
+        level: "trace,mailin=off".into(),
+    };
+    assert!(
+        stepgate::logging::init_with_writer(&config, move || writer.clone()),
+        "the only subscriber"
+    );
+    tracing::trace!("trace lines are written");
 
     let ca = TestCa::new();
     let server = SmtpServer::builder()
@@ -95,8 +102,13 @@ async fn wrong_password_fails_and_logs_neither_password_nor_code() {
         }]
     );
     let logged = logs.text();
+    assert!(logged.contains("trace lines are written"), "{logged}");
     assert!(logged.contains("sign-in code email not sent"), "{logged}");
     assert!(!logged.contains("wrong-pass"), "{logged}");
+    // `AUTH PLAIN` carries the password in base64 ("\0stepgate\0wrong-pass"), and lettre's
+    // debug output carries that line.
+    assert!(!logged.contains("AHN0ZXBnYXRlAHdyb25nLXBhc3M"), "{logged}");
+    assert!(!logged.contains("AUTH"), "{logged}");
     assert!(!logged.contains(CODE), "{logged}");
     assert!(!err.to_string().contains("wrong-pass"));
     assert!(!format!("{notifier:?}").contains("wrong-pass"));
