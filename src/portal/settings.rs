@@ -13,7 +13,7 @@ use super::{Ctx, form, render};
 use crate::auth::audit::{self, AuditEvent, AuditKind};
 use crate::auth::directory::PasswordChange;
 use crate::auth::factors::{
-    Channel, FactorError, FactorSummary, Method, TotpEnrolment, TwoFactorState, normalise_phone,
+    Channel, FactorError, FactorSummary, Method, TwoFactorState, normalise_phone,
 };
 use crate::auth::password::Password;
 use crate::auth::session::AuthLevel;
@@ -82,14 +82,21 @@ fn method_name(m: Method) -> &'static str {
 struct TotpPage<'a> {
     f: &'a Frame,
     rd: &'a str,
+    /// The new secret, shown once: `None` when the page is shown again after a wrong code
+    /// (the app has it already, and no other session of the account may read it).
+    shown: Option<ShownSecret<'a>>,
+    /// `mfa.totp_digits`: the code field submits itself once that many are typed.
+    code_digits: usize,
+    error: Option<&'a str>,
+}
+
+/// What adds a new secret to an app: its QR code, the key to type, the `otpauth://` link.
+struct ShownSecret<'a> {
     qr_base64: String,
     secret: &'a str,
     /// The secret in groups of four, easier to type.
     secret_grouped: String,
     otpauth_uri: &'a str,
-    /// `mfa.totp_digits`: the code field submits itself once that many are typed.
-    code_digits: usize,
-    error: Option<&'a str>,
 }
 
 #[derive(Template)]
@@ -521,39 +528,22 @@ pub async fn totp_begin(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Respons
                 "qr_svg": enrolment.qr_svg,
             }),
         )),
-        Format::Html => totp_page(
-            ctx,
-            &rd,
-            &enrolment,
-            ctx.app.config.mfa.totp_digits,
+        Format::Html => render::page(
             StatusCode::OK,
-            None,
+            &TotpPage {
+                f: &ctx.frame,
+                rd: &rd,
+                shown: Some(ShownSecret {
+                    qr_base64: base64::engine::general_purpose::STANDARD.encode(&enrolment.qr_svg),
+                    secret: &enrolment.secret_base32,
+                    secret_grouped: group_by_four(&enrolment.secret_base32),
+                    otpauth_uri: &enrolment.otpauth_uri,
+                }),
+                code_digits: usize::from(ctx.app.config.mfa.totp_digits),
+                error: None,
+            },
         ),
     }
-}
-
-/// The page that shows a new secret (QR code, key) and asks for a first code from the app.
-fn totp_page(
-    ctx: &Ctx<'_>,
-    rd: &str,
-    enrolment: &TotpEnrolment,
-    digits: u8,
-    status: StatusCode,
-    error: Option<&str>,
-) -> Result<Response<Body>, Error> {
-    render::page(
-        status,
-        &TotpPage {
-            f: &ctx.frame,
-            rd,
-            qr_base64: base64::engine::general_purpose::STANDARD.encode(&enrolment.qr_svg),
-            secret: &enrolment.secret_base32,
-            secret_grouped: group_by_four(&enrolment.secret_base32),
-            otpauth_uri: &enrolment.otpauth_uri,
-            code_digits: usize::from(digits),
-            error,
-        },
-    )
 }
 
 /// No `Debug`: codes.
@@ -579,23 +569,27 @@ pub async fn totp_confirm(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Respo
     {
         Ok(codes) => codes,
         Err(FactorError::InvalidCode | FactorError::Replayed | FactorError::Expired) => {
-            // A browser gets the same set-up page again, with the error: the app it already
-            // added keeps working (going back would start over with a new secret).
+            // A browser is asked for another code, with the error, while the set-up can
+            // still be confirmed: the app it already added keeps working (going back would
+            // start over with a new secret). The secret is not shown again: the pending
+            // set-up is the account's, and another session of it must not read it.
             if ctx.format == Format::Html {
                 let pending_for = user.clone();
-                let pending = blocking(ctx.arc, move |app| {
-                    app.factors.pending_totp_enrolment(&pending_for)
+                let digits = blocking(ctx.arc, move |app| {
+                    app.factors.pending_totp_digits(&pending_for)
                 })
                 .await?
                 .map_err(factor_error)?;
-                if let Some((enrolment, params)) = pending {
-                    return totp_page(
-                        ctx,
-                        &rd,
-                        &enrolment,
-                        params.digits,
+                if let Some(digits) = digits {
+                    return render::page(
                         StatusCode::UNAUTHORIZED,
-                        Some(ctx.t.get("error.invalid_code")),
+                        &TotpPage {
+                            f: &ctx.frame,
+                            rd: &rd,
+                            shown: None,
+                            code_digits: usize::from(digits),
+                            error: Some(ctx.t.get("error.invalid_code")),
+                        },
                     );
                 }
             }
@@ -896,8 +890,9 @@ pub async fn disable(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<B
         AuditKind::TwoFactorDisabled,
         "all factors deleted",
     );
-    end_sessions_proven_by_deleted_factors(ctx, &identity).await?;
+    // The owner hears of it whatever happens next.
     notify(ctx, &user, Notice::TwoFactorDisabled).await;
+    end_sessions_proven_by_deleted_factors(ctx, &identity).await?;
     done(ctx, "disabled")
 }
 

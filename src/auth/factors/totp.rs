@@ -149,29 +149,16 @@ impl Factors {
         })
     }
 
-    /// The enrolment still waiting for its code (not expired, confirmations left), shown again
-    /// after a wrong code: the app the user already set up keeps working. `None` if there is
-    /// none (start again with [`Self::begin_totp`]).
-    pub fn pending_totp_enrolment(
-        &self,
-        user: &User,
-    ) -> Result<Option<(TotpEnrolment, TotpParams)>, FactorError> {
+    /// The digits of the set-up still waiting for its code (not expired, confirmations left),
+    /// or `None` if there is none (start again with [`Self::begin_totp`]).
+    pub fn pending_totp_digits(&self, user: &User) -> Result<Option<u8>, FactorError> {
         let factors = self.store.get_factors(&user.username)?;
-        let Some(pending) = factors.pending_totp else {
-            return Ok(None);
-        };
-        if self.clock.now() >= pending.expires_at
-            || pending.attempts >= self.settings.code_max_attempts
-        {
-            return Ok(None);
-        }
-        let secret = self
-            .secret_box
-            .open(&pending.secret.0, &Self::totp_aad(&user.username))?;
-        Ok(Some((
-            self.enrolment(user, &secret, pending.params)?,
-            pending.params,
-        )))
+        Ok(factors
+            .pending_totp
+            .filter(|p| {
+                self.clock.now() < p.expires_at && p.attempts < self.settings.code_max_attempts
+            })
+            .map(|p| p.params.digits))
     }
 
     /// Confirms the pending secret with a code from the app: TOTP becomes active (created now,
