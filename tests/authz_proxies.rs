@@ -257,6 +257,17 @@ async fn session_cookie_never_reaches_the_application(kind: Kind) {
         (format!("theme=dark; {cookie}"), vec!["theme=dark"]),
         (format!("theme=dark;{cookie};{cookie}"), vec!["theme=dark"]),
         (cookie.clone(), vec![]),
+        // Copies planted beside the real one (by a site of the cookie domain), up to the
+        // eight Stepgate reads: every one is removed.
+        (
+            format!("{}; lang=fr", [cookie.as_str(); 8].join("; ")),
+            vec!["lang=fr"],
+        ),
+        // Only that name: a cookie whose name merely ends with it passes.
+        (
+            format!("xstepgate_session=1; {cookie}"),
+            vec!["xstepgate_session=1"],
+        ),
     ] {
         let before = s.upstream.requests();
         let resp = s.browse(APP1_HOST, "/private/page", Some(&sent), &[]).await;
@@ -270,6 +281,16 @@ async fn session_cookie_never_reaches_the_application(kind: Kind) {
         );
         assert_eq!(cookies, expected, "sent {sent}");
     }
+    // More copies than Stepgate reads: refused, whatever the rule (here a bypass).
+    let nine = [cookie.as_str(); 9].join("; ");
+    let before = s.upstream.requests();
+    let resp = s.browse(APP1_HOST, "/public/info", Some(&nine), &[]).await;
+    assert_eq!(resp.status(), 403);
+    assert_eq!(
+        s.upstream.requests(),
+        before,
+        "nothing reached the application"
+    );
 }
 
 async fn forged_headers_on_bypass(kind: Kind) {

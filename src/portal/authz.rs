@@ -156,6 +156,14 @@ async fn answer(ctx: &Ctx<'_>, headers: &HeaderMap, front: Front) -> Result<Resp
         }
         return Err(Error::Forbidden);
     }
+    // 403 as above. More session cookies than any are read with make a request nobody's; on
+    // a bypass rule it would pass all the same, and the proxy examples remove only that many
+    // copies of the cookie before the application: a request carrying more is refused.
+    let session_cookies =
+        crate::http::cookies::values(headers, ctx.app.session_cookies.get(ctx.conn.tls)).count();
+    if session_cookies > crate::http::cookies::MAX_SESSION_COOKIES {
+        return Err(Error::Forbidden);
+    }
     let portal = portal_base(ctx, &original)?;
     // The proxy passes the client's own headers along with the request it asks about.
     let method_overrides = config.access.policy.method_overrides_to_judge(headers);
