@@ -229,14 +229,17 @@ async fn tell_of_a_reset(app: Arc<App>, name: String) {
     let (Some(to), true) = (&user.email, app.notifier.email_enabled()) else {
         return;
     };
+    // Under `mfa.email_default` an address keeps emailed codes on after a reset: two-step
+    // verification is then changed, not off.
+    let notice = match app.users.two_factor(&user) {
+        Ok(summary) if summary.state != crate::auth::factors::TwoFactorState::NotEnabled => {
+            crate::notify::Notice::FactorsChanged
+        }
+        _ => crate::notify::Notice::TwoFactorDisabled,
+    };
     if let Err(e) = app
         .notifier
-        .send_notice(
-            to,
-            &user.display_name,
-            crate::notify::Lang::En,
-            crate::notify::Notice::TwoFactorDisabled,
-        )
+        .send_notice(to, &user.display_name, crate::notify::Lang::En, notice)
         .await
     {
         tracing::warn!(error = %e, "could not send a security notice");

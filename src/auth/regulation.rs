@@ -522,6 +522,20 @@ impl Regulator {
         Ok(longest.map(|retry_after| Banned { retry_after }))
     }
 
+    /// Is the account `username` itself banned right now (not only the network it is used
+    /// from)?
+    pub fn account_banned(&self, username: &str) -> Result<bool, StoreError> {
+        let Some(subject) = Subject::for_username(username) else {
+            return Ok(false);
+        };
+        let now = self.clock.now();
+        Ok(self
+            .store
+            .get_failures(&subject)?
+            .ban_remaining(now)
+            .is_some())
+    }
+
     /// Lifts a ban and forgets the failures of `subject` (administrator action).
     pub fn unban(&self, subject: &Subject) -> Result<bool, StoreError> {
         self.store.delete_failures(subject)

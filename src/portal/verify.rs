@@ -170,10 +170,19 @@ async fn count_failure(
             .with_detail(what),
     );
     let banned = regulation.map_err(|e| Error::Internal(format!("regulation: {e}")))?;
-    // The password of this sign-in was right: its owner hears that someone who knows it is
+    // The password of this sign-in was right: when this wrong code bans the account (not
+    // only the network it came from), its owner hears that someone who knows the password is
     // guessing the second factor (once, when the ban starts).
     if banned.is_some() && identity.session.auth_level == AuthLevel::AwaitSecondFactor {
-        super::settings::notify(ctx, &identity.user, Notice::SecondFactorFailures).await;
+        let name = identity.user.username.clone();
+        let account = blocking(ctx.arc, move |app| {
+            app.regulator.account_banned(name.as_str())
+        })
+        .await?
+        .unwrap_or(false);
+        if account {
+            super::settings::notify(ctx, &identity.user, Notice::SecondFactorFailures).await;
+        }
     }
     let session = session.map_err(|e| Error::Internal(format!("session: {e}")))?;
     let exhausted = session.is_none_or(|s| s.challenge_failures >= MAX_CHALLENGE_FAILURES);
