@@ -78,13 +78,23 @@ impl App {
             }));
         }
         let secret_box = SecretBox::load_or_create(key_file)?;
-        check_the_key(&store, &secret_box, key_file)?;
         let factors = Arc::new(Factors::new(
             store.clone(),
             clock.clone(),
             secret_box,
             config.mfa.clone(),
         ));
+        // Another key file (another gateway's, a wrong backup) would refuse every
+        // authenticator app and backup code, each refusal counting toward a ban.
+        if !factors.check_key()? {
+            return Err(AppError::Factors(FactorError::KeyFile {
+                path: key_file.clone(),
+                reason: "is not the key this store's second-factor secrets were sealed with; \
+                         restore the right key file (with this one, every authenticator app and \
+                         backup code would be refused)"
+                    .into(),
+            }));
+        }
         let notifier = Notifier::new(
             config.email.as_ref(),
             config.sms.as_ref(),
@@ -159,30 +169,6 @@ fn create_private_dir(path: &Path) -> std::io::Result<()> {
 }
 
 /// Whether nothing at all is at `path` (an unreadable file is not missing).
-/// What the store's key check seals (and authenticates it with).
-const KEY_CHECK: &[u8] = b"stepgate: the key of the second-factor secrets";
-
-/// Refuses a key file that is not the one the store's second-factor secrets were sealed with
-/// (another gateway's key, a wrong backup): with it every authenticator code and backup code
-/// would be refused, and each refusal would count toward a ban. The store keeps a value sealed
-/// with its key, recorded at the first start with one (with this version, for an older store).
-fn check_the_key(store: &Store, secret_box: &SecretBox, key_file: &Path) -> Result<(), AppError> {
-    match store.key_check()? {
-        Some(sealed) => match secret_box.open(&sealed, KEY_CHECK) {
-            Ok(_) => Ok(()),
-            Err(_) => Err(AppError::Factors(FactorError::KeyFile {
-                path: key_file.to_path_buf(),
-                reason: "is not the key this store's second-factor secrets were sealed with;                          restore the right key file (with this one, every authenticator app and                          backup code would be refused)"
-                    .into(),
-            })),
-        },
-        None => {
-            store.set_key_check(&secret_box.seal(KEY_CHECK, KEY_CHECK)?)?;
-            Ok(())
-        }
-    }
-}
-
 fn key_file_is_missing(path: &Path) -> bool {
     matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
 }
@@ -248,10 +234,39 @@ mod tests {
         };
         assert!(e.to_string().contains("is not the key"), "{e}");
 
-        std::fs::remove_file(&key).unwrap();
-        std::fs::write(&key, &right).unwrap();
-        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        let restore_the_right_key = || {
+            std::fs::remove_file(&key).unwrap();
+            std::fs::write(&key, &right).unwrap();
+            std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+        };
+        restore_the_right_key();
+        let app = App::new(config(), clock.clone()).expect("the right key again");
+
+        // A store from before the check was kept, holding a secret sealed with the right key:
+        // a wrong key is refused there too, and nothing is recorded with it.
+        let alice = app
+            .users
+            .create(crate::auth::directory::NewUser {
+                username: crate::auth::user::Username::parse("alice").unwrap(),
+                display_name: None,
+                email: None,
+                groups: Vec::new(),
+                password_hash: crate::auth::password::PasswordHash::new_unchecked(
+                    "$argon2id$x".into(),
+                ),
+            })
             .unwrap();
-        drop(App::new(config(), clock).expect("the right key again"));
+        app.factors.begin_totp(&alice).unwrap();
+        app.store.forget_key_check_for_test();
+        drop(app);
+        std::fs::remove_file(&key).unwrap();
+        drop(SecretBox::load_or_create(&key).expect("another key"));
+        assert!(
+            App::new(config(), clock.clone()).is_err(),
+            "a wrong key on upgrade"
+        );
+        restore_the_right_key();
+        drop(App::new(config(), clock).expect("the right key, recorded now"));
     }
 }

@@ -343,8 +343,20 @@ impl UserDirectory {
             if let Some(groups) = &edit.groups {
                 u.groups = groups.clone();
             }
-        })?;
+        });
         let before = replaced.into_inner().unwrap_or_else(|e| e.into_inner());
+        let user = match user {
+            Ok(user) => user,
+            // The store may have written the new address before its error (a failed flush),
+            // and a retry would find it already there: the sessions an address could owe a
+            // second factor end now, as the edit would have ended them.
+            Err(e) => {
+                if edit.email.is_some() && self.mfa.email_default && before.is_some() {
+                    let _ = self.sessions.revoke_user(username);
+                }
+                return Err(e);
+            }
+        };
         let event = AuditEvent::new(self.clock.now(), AuditKind::UserUpdated)
             .with_username(username.as_str())
             .with_detail(edit_detail(before.as_ref(), &user));
@@ -451,8 +463,6 @@ impl UserDirectory {
         self.store.flush()
     }
 
-    /// Withdraws the emailed or texted codes of `username` that are still outstanding (and
-    /// deletes the code records this version cannot read: [`codes::channels_to_clear`]).
     /// Withdraws the account's outstanding emailed code, with its cooldown (see [`withdrawn`]).
     /// Code records this version cannot read are deleted: no login can use them, and they
     /// must not stop the edit.
@@ -466,6 +476,8 @@ impl UserDirectory {
         Ok(())
     }
 
+    /// Withdraws the emailed or texted codes of `username` that are still outstanding (and
+    /// deletes the code records this version cannot read: [`codes::channels_to_clear`]).
     fn withdraw_codes(&self, username: &Username) -> Result<(), StoreError> {
         for channel in codes::channels_to_clear(&self.store, username)? {
             self.store

@@ -21,10 +21,10 @@ pub const DEFAULT_PREFIX: &str = "/.stepgate";
 pub const DEFAULT_TITLE: &str = "Stepgate";
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
-/// Validates a raw configuration, returning every problem found.
 /// Longest `storage.path`, as written (see the control socket's path in `validate`).
 const MAX_STORAGE_PATH_BYTES: usize = 107 - "/.control-0123456789abcdef/s".len();
 
+/// Validates a raw configuration, returning every problem found.
 pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
     let mut errors = ConfigErrors::default();
     let server = server(&raw.server, &mut errors);

@@ -5,7 +5,7 @@ pub mod console;
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -135,14 +135,12 @@ pub fn outbox_dir(data_dir: &Path) -> PathBuf {
 
 /// Runs the demo until Ctrl-C or SIGTERM.
 pub async fn run(opts: DemoOptions) -> io::Result<()> {
-    // Only its owner may read it: the outbox holds login codes, the store session ids.
+    // Only its owner may read it: the outbox holds login codes, the store session ids. (A
+    // directory that is there already is used as it is.)
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&opts.data_dir)
-        .and_then(|()| {
-            std::fs::set_permissions(&opts.data_dir, std::fs::Permissions::from_mode(0o700))
-        })
         .map_err(|e| {
             io::Error::new(
                 e.kind(),

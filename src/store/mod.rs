@@ -250,6 +250,16 @@ impl Store {
         Ok(meta.get(KEY_CHECK_KEY)?.map(|raw| raw.to_vec()))
     }
 
+    /// Forgets the key check, as in a store from before it was kept.
+    #[cfg(test)]
+    pub(crate) fn forget_key_check_for_test(&self) {
+        self.db
+            .open_tree("meta")
+            .unwrap()
+            .remove(KEY_CHECK_KEY)
+            .unwrap();
+    }
+
     /// Records the value [`Store::key_check`] returns.
     pub fn set_key_check(&self, sealed: &[u8]) -> Result<(), StoreError> {
         let meta = self.db.open_tree("meta")?;

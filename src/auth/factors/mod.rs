@@ -174,6 +174,9 @@ fn whole_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
+/// What the store's key check seals (and authenticates it with): see [`Factors::check_key`].
+const KEY_CHECK: &[u8] = b"stepgate: the key of the second-factor secrets";
+
 /// Second factors of every user: the rules, over the store.
 ///
 /// All methods are blocking (disk I/O and flushes); async callers run them off the workers.
@@ -395,6 +398,41 @@ impl Factors {
             );
         }
         Ok(changed)
+    }
+
+    /// Is the key the one this store's sealed secrets were sealed with? The store keeps a value
+    /// sealed with its key ([`Store::key_check`]); a store without one (new, or from before it
+    /// was kept) has it recorded now, once a stored authenticator secret, if there is any, has
+    /// opened with the key. `Ok(false)`: another key.
+    pub fn check_key(&self) -> Result<bool, FactorError> {
+        if let Some(sealed) = self.store.key_check()? {
+            return Ok(self.secret_box.open(&sealed, KEY_CHECK).is_ok());
+        }
+        if self.key_opens_a_stored_secret()? == Some(false) {
+            return Ok(false);
+        }
+        self.store
+            .set_key_check(&self.secret_box.seal(KEY_CHECK, KEY_CHECK)?)?;
+        Ok(true)
+    }
+
+    /// Whether the key opens the first stored authenticator secret (confirmed or pending);
+    /// `None` when the store holds none to try.
+    fn key_opens_a_stored_secret(&self) -> Result<Option<bool>, FactorError> {
+        for user in self.store.list_factor_users()?.readable {
+            let Ok(f) = self.store.get_factors(&user) else {
+                continue;
+            };
+            let sealed = f
+                .totp
+                .map(|t| t.secret)
+                .or(f.pending_totp.map(|p| p.secret));
+            if let Some(sealed) = sealed {
+                let opens = self.secret_box.open(&sealed.0, &Self::totp_aad(&user));
+                return Ok(Some(opens.is_ok()));
+            }
+        }
+        Ok(None)
     }
 
     /// Associated data binding a sealed TOTP secret to its owner.
