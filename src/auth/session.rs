@@ -65,8 +65,11 @@ impl SessionId {
         if value.len() != ID_CHARS {
             return None;
         }
-        let decoded = URL_SAFE_NO_PAD.decode(value).ok()?;
-        let bytes: [u8; ID_BYTES] = decoded.try_into().ok()?;
+        // Decoded in place: this runs for every request with a session cookie. 43 characters
+        // may hold 33 bytes by length alone; a canonical id fills exactly 32.
+        let mut bytes = [0u8; ID_BYTES + 1];
+        let len = URL_SAFE_NO_PAD.decode_slice(value, &mut bytes).ok()?;
+        let bytes: [u8; ID_BYTES] = bytes.get(..len)?.try_into().ok()?;
         Some(SessionId(bytes))
     }
 

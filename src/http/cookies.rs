@@ -59,21 +59,41 @@ pub const MAX_SESSION_COOKIES: usize = 8;
 /// Works on the header's bytes: a neighbour that is not text (a UTF-8 value sent raw) does not
 /// hide the cookies beside it; a value of `name` that is not UTF-8 is left out.
 pub fn read<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
-    let mut values = Vec::new();
-    for header in headers.get_all(COOKIE) {
-        for pair in header.as_bytes().split(|b| *b == b';') {
-            let mut halves = pair.splitn(2, |b| *b == b'=');
-            let (Some(n), Some(v)) = (halves.next(), halves.next()) else {
-                continue;
-            };
-            if n.trim_ascii() == name.as_bytes()
-                && let Ok(v) = std::str::from_utf8(v.trim_ascii())
-            {
-                values.push(v.trim_matches('"'));
+    values(headers, name).collect()
+}
+
+/// [`read`] as an iterator, for the request path: nothing is allocated.
+pub fn values<'h>(headers: &'h HeaderMap, name: &str) -> impl Iterator<Item = &'h str> {
+    headers
+        .get_all(COOKIE)
+        .into_iter()
+        .flat_map(|header| pairs(header.as_bytes()))
+        .filter_map(move |pair| {
+            let eq = memchr::memchr(b'=', pair)?;
+            if pair[..eq].trim_ascii() != name.as_bytes() {
+                return None;
+            }
+            let value = std::str::from_utf8(pair[eq + 1..].trim_ascii()).ok()?;
+            Some(value.trim_matches('"'))
+        })
+}
+
+/// The `;`-separated pairs of one `Cookie` header, as they are (not trimmed).
+pub fn pairs(header: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(header);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        match memchr::memchr(b';', current) {
+            Some(at) => {
+                rest = Some(&current[at + 1..]);
+                Some(&current[..at])
+            }
+            None => {
+                rest = None;
+                Some(current)
             }
         }
-    }
-    values
+    })
 }
 
 /// `Set-Cookie` value for a new session, set in answer to a request for `host` (which picks the

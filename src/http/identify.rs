@@ -20,10 +20,18 @@ use crate::http::cookies;
 /// each lookup of an unknown id may read the store, and reading only the first few would let
 /// cookies planted ahead of the user's hide it. A repeated value is looked up once.
 pub fn identify(app: &App, headers: &HeaderMap, tls: bool) -> Result<Option<Identity>, Error> {
-    let values = cookies::read(headers, app.session_cookies.get(tls));
-    if values.len() > cookies::MAX_SESSION_COOKIES {
-        return Ok(None);
+    // At most MAX_SESSION_COOKIES values, read without allocating; more make the request
+    // nobody's.
+    let mut read = [""; cookies::MAX_SESSION_COOKIES];
+    let mut count = 0;
+    for value in cookies::values(headers, app.session_cookies.get(tls)) {
+        let Some(slot) = read.get_mut(count) else {
+            return Ok(None);
+        };
+        *slot = value;
+        count += 1;
     }
+    let values = &read[..count];
     let mut found: Option<Identity> = None;
     for (i, value) in values.iter().copied().enumerate() {
         if values[..i].contains(&value) {
