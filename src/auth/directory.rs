@@ -1018,41 +1018,10 @@ mod tests {
         assert!(live(&bobs));
     }
 
-    #[test]
-    fn an_address_that_turns_on_emailed_codes_ends_the_password_only_sessions() {
-        let (_dir, store, users) = directory_with(MfaSettings {
-            email_default: true,
-            ..MfaSettings::default()
-        });
-        let alice = alice(&users);
-        let open = || {
-            users
-                .open_session(&alice, AuthLevel::OneFactor, true)
-                .unwrap()
-                .expect("opened")
-        };
-        open();
-        // A new display name changes nothing about second factors.
-        let rename = AccountEdit {
-            display_name: Some(Some("Alice L.".into())),
-            ..AccountEdit::default()
-        };
-        users.edit(&alice.username, &rename).unwrap();
-        assert_eq!(store.sessions_of_user(&alice.username).unwrap().len(), 1);
-        // An address: emailed codes are on by default, so two-step verification is.
-        let address = AccountEdit {
-            email: Some(Some("alice@example.test".into())),
-            ..AccountEdit::default()
-        };
-        users.edit(&alice.username, &address).unwrap();
-        assert!(store.sessions_of_user(&alice.username).unwrap().is_empty());
-    }
-
-    /// A damaged emailed-code record neither stops an edit that gives an address nor saves the
-    /// password-only sessions it must end.
-    #[test]
-    fn an_address_edit_ends_the_sessions_despite_an_unreadable_code_record() {
-        let (_dir, store, users) = directory_with(MfaSettings {
+    /// Under `mfa.email_default`, alice without an address and with a password-only session.
+    fn alice_password_only_under_email_default()
+    -> (tempfile::TempDir, Arc<Store>, UserDirectory, User) {
+        let (dir, store, users) = directory_with(MfaSettings {
             email_default: true,
             ..MfaSettings::default()
         });
@@ -1061,12 +1030,39 @@ mod tests {
             .open_session(&alice, AuthLevel::OneFactor, true)
             .unwrap()
             .expect("opened");
-        store.put_raw_code_for_test(b"alice\0email", b"{\"V1\":");
-        let address = AccountEdit {
+        (dir, store, users, alice)
+    }
+
+    /// The edit that gives alice an address.
+    fn an_address() -> AccountEdit {
+        AccountEdit {
             email: Some(Some("alice@example.test".into())),
             ..AccountEdit::default()
+        }
+    }
+
+    #[test]
+    fn an_address_that_turns_on_emailed_codes_ends_the_password_only_sessions() {
+        let (_dir, store, users, alice) = alice_password_only_under_email_default();
+        // A new display name changes nothing about second factors.
+        let rename = AccountEdit {
+            display_name: Some(Some("Alice L.".into())),
+            ..AccountEdit::default()
         };
-        users.edit(&alice.username, &address).unwrap();
+        users.edit(&alice.username, &rename).unwrap();
+        assert_eq!(store.sessions_of_user(&alice.username).unwrap().len(), 1);
+        // An address: emailed codes are on by default, so two-step verification is.
+        users.edit(&alice.username, &an_address()).unwrap();
+        assert!(store.sessions_of_user(&alice.username).unwrap().is_empty());
+    }
+
+    /// A damaged emailed-code record neither stops an edit that gives an address nor saves the
+    /// password-only sessions it must end.
+    #[test]
+    fn an_address_edit_ends_the_sessions_despite_an_unreadable_code_record() {
+        let (_dir, store, users, alice) = alice_password_only_under_email_default();
+        store.put_raw_code_for_test(b"alice\0email", b"{\"V1\":");
+        users.edit(&alice.username, &an_address()).unwrap();
         assert!(store.sessions_of_user(&alice.username).unwrap().is_empty());
         let left = store.code_channels_of_user(&alice.username).unwrap();
         assert!(left.unreadable.is_empty(), "the damaged record is gone");
