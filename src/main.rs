@@ -134,6 +134,13 @@ fn main() -> ExitCode {
                             return ExitCode::FAILURE;
                         }
                     }
+                    // The upstreams' and the mail server's CA files are read as `serve`
+                    // reads them: a file that is there but holds no usable certificate is
+                    // found now, not at start-up. (A file outbox is not created here.)
+                    if run(check_transports(&config)) != ExitCode::SUCCESS {
+                        eprintln!("{}: 1 problem(s) found", args.config.display());
+                        return ExitCode::FAILURE;
+                    }
                     println!("{}: configuration is valid", args.config.display());
                     if smtp {
                         return check_smtp(&config);
@@ -253,6 +260,21 @@ fn report(outcome: Result<String, AdminError>) -> ExitCode {
 }
 
 /// `check-config --smtp`: one real connection to the configured mail server.
+/// Builds the upstream clients and the SMTP and SMS senders as `serve` would, connecting to
+/// nothing.
+async fn check_transports(config: &stepgate::config::Config) -> std::io::Result<()> {
+    let cookies = stepgate::http::cookies::SessionCookieNames::new(&config.session);
+    stepgate::proxy::upstream::Upstreams::build(&config.upstreams, config.server.workers, &cookies)
+        .map_err(std::io::Error::other)?;
+    let smtp = config
+        .email
+        .as_ref()
+        .filter(|email| matches!(email.transport, stepgate::notify::EmailTransport::Smtp(_)));
+    stepgate::notify::Notifier::new(smtp, config.sms.as_ref(), &config.portal.title)
+        .map_err(std::io::Error::other)?;
+    Ok(())
+}
+
 fn check_smtp(config: &stepgate::config::Config) -> ExitCode {
     let Some(email) = config.email.as_ref() else {
         eprintln!("email: no [email] section is configured");

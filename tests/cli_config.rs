@@ -151,6 +151,45 @@ async fn check_config_loads_the_tls_certificate_and_key() {
     }
 }
 
+/// `check-config` reads the upstreams' and the mail server's CA files as `serve` does: a file
+/// that is there but holds no certificate fails the check, not the next start.
+#[tokio::test]
+async fn check_config_reads_the_ca_files() {
+    let ca = common::TestCa::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").expect("write");
+    let upstream = |ca_file: &Path| {
+        format!(
+            "[[upstreams]]\nurl = \"https://127.0.0.1:3443\"\nca_file = {}\n",
+            common::toml_string(&ca_file.display().to_string())
+        )
+    };
+    let email = |ca_file: &Path| {
+        format!(
+            "[[upstreams]]\nurl = \"http://127.0.0.1:3000\"\n[email]\nurl = \"smtps://mail.example.test\"\n\
+             from = \"noreply@example.test\"\nca_file = {}\n",
+            common::toml_string(&ca_file.display().to_string())
+        )
+    };
+    for (toml, says) in [
+        (upstream(&garbage), "upstreams[0].ca_file"),
+        (email(&garbage), "email"),
+    ] {
+        let path = write_config(dir.path(), &toml);
+        let out = run(&["check-config", "--config", path.to_str().expect("utf-8")]).await;
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{toml}: {stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(stderr.contains("1 problem(s) found"), "{stderr}");
+    }
+    for toml in [upstream(&ca.ca_path()), email(&ca.ca_path())] {
+        let path = write_config(dir.path(), &toml);
+        let out = run(&["check-config", "--config", path.to_str().expect("utf-8")]).await;
+        assert!(out.status.success(), "{toml}: {}", text(&out.stderr));
+    }
+}
+
 /// `check-config` reads the key of second-factor secrets as `serve` would, creating nothing:
 /// a key file of the wrong size fails the check, a missing one is fine (`serve` creates it),
 /// one that others can read passes with a warning.
