@@ -73,6 +73,10 @@ pub enum Error {
     HeldFormRefused,
     #[error("no set-up is waiting for confirmation")]
     NothingToConfirm,
+    /// Sending the code failed in a way that may have come after it went out (a timeout, a
+    /// provider's server error): it may still arrive, and it counts as sent.
+    #[error("the code may not have been sent")]
+    CodeDelayed,
 }
 
 impl Error {
@@ -102,6 +106,7 @@ impl Error {
             Error::InvalidCode => StatusCode::UNAUTHORIZED,
             Error::EmailCodeRequired => StatusCode::UNAUTHORIZED,
             Error::CodeNotSent => StatusCode::SERVICE_UNAVAILABLE,
+            Error::CodeDelayed => StatusCode::SERVICE_UNAVAILABLE,
             Error::StepUpRequired { .. } => StatusCode::UNAUTHORIZED,
             Error::StepUpUnavailable => StatusCode::FORBIDDEN,
             Error::HeldFormRefused => StatusCode::FORBIDDEN,
@@ -136,6 +141,7 @@ impl Error {
             Error::InvalidCode => "invalid_code",
             Error::EmailCodeRequired => "email_code_required",
             Error::CodeNotSent => "code_not_sent",
+            Error::CodeDelayed => "code_delayed",
             Error::StepUpRequired { .. } => "step_up_required",
             Error::StepUpUnavailable => "step_up_unavailable",
             Error::HeldFormRefused => "held_form_refused",
@@ -187,6 +193,7 @@ impl Error {
             ),
             Error::HeldFormRefused => ("error.held_form_title", "error.held_form"),
             Error::CodeNotSent => ("error.code_not_sent_title", "error.code_not_sent"),
+            Error::CodeDelayed => ("error.code_not_sent_title", "error.code_delayed"),
             Error::NothingToConfirm => {
                 ("error.nothing_to_confirm_title", "error.nothing_to_confirm")
             }
@@ -445,6 +452,7 @@ mod tests {
             Error::StepUpUnavailable,
             Error::HeldFormRefused,
             Error::NothingToConfirm,
+            Error::CodeDelayed,
         ]
     }
 
@@ -480,13 +488,14 @@ mod tests {
             Error::StepUpUnavailable => 25,
             Error::HeldFormRefused => 26,
             Error::NothingToConfirm => 27,
+            Error::CodeDelayed => 28,
         }
     }
 
     #[test]
     fn every_error_lists_each_variant_once() {
         let numbers: Vec<usize> = every_error().iter().map(variant_number).collect();
-        assert_eq!(numbers, (0..=27).collect::<Vec<_>>());
+        assert_eq!(numbers, (0..=28).collect::<Vec<_>>());
     }
 
     #[test]
@@ -504,7 +513,7 @@ mod tests {
             got,
             vec![
                 431, 400, 400, 421, 404, 405, 413, 403, 403, 403, 429, 502, 504, 503, 502, 500,
-                401, 401, 401, 401, 400, 401, 401, 503, 401, 403, 403, 409
+                401, 401, 401, 401, 400, 401, 401, 503, 401, 403, 403, 409, 503
             ]
         );
     }

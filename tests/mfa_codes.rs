@@ -440,7 +440,8 @@ async fn a_phone_confirmation_that_timed_out_still_counts() {
         .post_json("/settings/phone", Some(&cookie), add.clone())
         .await;
     assert_eq!(status, 503, "{body}");
-    assert_eq!(body["error"], "code_not_sent");
+    // It may still arrive: the answer says so, and does not ask to try again at once.
+    assert_eq!(body["error"], "code_delayed");
     let sent = rig.sms_after(before).await;
 
     rig.sms.set_hang(false);
@@ -552,4 +553,33 @@ async fn the_verify_page_says_whether_the_login_sent_the_code() {
         );
         assert_eq!(page.contains(r#"aria-invalid="true""#), !sent, "{page}");
     }
+}
+
+/// A login whose code may still arrive (the SMS provider answered a server error, perhaps after
+/// sending it) leads to a verification page that says so, rather than that it failed: asking
+/// again at once would meet the cooldown.
+#[tokio::test]
+async fn the_verify_page_says_when_the_code_may_still_arrive() {
+    let rig = Rig::start(NO_BAN).await;
+    rig.user("alice", None, &[]).await;
+    let cookie = rig.login_one_factor("alice").await;
+    rig.add_phone(&cookie, "+447700900123").await;
+    rig.sms.set_status(502);
+    let resp = common::auth::post_login(
+        &rig.gw,
+        &[("username", "alice"), ("password", PASSWORD), ("rd", "/")],
+        common::auth::Client::Browser,
+        &[],
+    )
+    .await;
+    assert_eq!(resp.status(), 303);
+    let to = common::auth::location(&resp).expect("Location");
+    assert_eq!(to, "/.stepgate/verify?rd=%2F&sent=delayed");
+    let pending = common::auth::set_session_cookie(resp.headers()).expect("cookie");
+    let page = common::auth::text(
+        common::auth::get(&rig.gw, &to, Some(&pending), common::auth::Client::Browser).await,
+    )
+    .await;
+    assert!(page.contains("It may still arrive"), "{page}");
+    assert!(!page.contains("We could not send the code."), "{page}");
 }

@@ -181,7 +181,11 @@ pub async fn submit(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Bo
             if let Err(e) = &result {
                 tracing::info!(error = %e, "login code not sent automatically");
             }
-            sent = Some(result.is_ok());
+            sent = Some(match result {
+                Ok(()) => "1",
+                Err(Error::CodeDelayed) => "delayed",
+                Err(_) => "0",
+            });
         }
         second_factor_next(ctx, &rd, sent)?
     } else {
@@ -191,16 +195,18 @@ pub async fn submit(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Bo
     Ok(resp)
 }
 
-/// To the verification page; `sent`: whether the code of the preferred method (email or SMS)
-/// went out on its own (`None`: nothing was sent, the user picks a method).
+/// To the verification page; `sent`: how sending the code of the preferred method (email or
+/// SMS) went (`1`, `0`, or `delayed` when it may still arrive; `None`: nothing was sent, the
+/// user picks a method).
 fn second_factor_next(
     ctx: &Ctx<'_>,
     rd: &str,
-    sent: Option<bool>,
+    sent: Option<&str>,
 ) -> Result<Response<Body>, Error> {
     let mut url = super::verify::url(ctx.prefix(), rd);
     if let Some(sent) = sent {
-        url.push_str(if sent { "&sent=1" } else { "&sent=0" });
+        url.push_str("&sent=");
+        url.push_str(sent);
     }
     match ctx.format {
         Format::Json => Ok(render::json(

@@ -33,7 +33,8 @@ pub const CHALLENGE_TTL: std::time::Duration = std::time::Duration::from_secs(5 
 struct VerifyQuery {
     rd: Option<String>,
     method: Option<String>,
-    /// Set by the login when it sent the preferred method's code itself: `1` sent, `0` not.
+    /// Set by the login when it sent the preferred method's code itself: `1` sent, `0` not,
+    /// `delayed` when it may still arrive.
     sent: Option<String>,
 }
 
@@ -368,13 +369,14 @@ pub(super) async fn not_sent(
     channel: Channel,
     err: &NotifyError,
 ) -> Error {
-    if !err.may_have_been_delivered() {
-        let username = username.clone();
-        let _ = blocking(ctx.arc, move |app| {
-            app.factors.withdraw_code(&username, channel)
-        })
-        .await;
+    if err.may_have_been_delivered() {
+        return Error::CodeDelayed;
     }
+    let username = username.clone();
+    let _ = blocking(ctx.arc, move |app| {
+        app.factors.withdraw_code(&username, channel)
+    })
+    .await;
     Error::CodeNotSent
 }
 
@@ -465,7 +467,11 @@ pub async fn page(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Bod
             let sent = query.sent.as_deref().filter(|_| {
                 matches!(method, Method::Email | Method::Sms) && summary.preferred == Some(method)
             });
-            let notice = (sent == Some("1")).then(|| sent_notice(ctx));
+            let notice = match sent {
+                Some("1") => Some(sent_notice(ctx)),
+                Some("delayed") => Some(ctx.t.get("error.code_delayed").to_string()),
+                _ => None,
+            };
             let error = (sent == Some("0")).then(|| ctx.t.get("error.code_not_sent"));
             verify_page(
                 ctx,
