@@ -148,6 +148,32 @@ async fn traefik_allowed_request_carries_identity_headers() {
     );
 }
 
+/// Copies of the session cookie planted by a site of the cookie domain, in the other spelling
+/// (`__Host-`), count too: the proxy examples remove both spellings, eight copies in all, so
+/// a request with more is refused whatever the rule, and the real cookie behind the planted
+/// ones never reaches the application.
+#[tokio::test]
+async fn refuses_more_session_cookies_than_are_read_in_either_spelling() {
+    let (_u, gw) = gateway("\"127.0.0.1\"").await;
+    let cookie = login(&gw, "alice", "password123").await;
+    let planted = ["__Host-stepgate_session=planted"; 8].join("; ");
+    for path in ["/x", "/public/a"] {
+        let resp = send(
+            traefik(&gw, "GET", "app2.example.com", path)
+                .header(COOKIE, format!("{planted}; {cookie}")),
+        )
+        .await;
+        assert_eq!(resp.status(), 403, "{path}");
+    }
+    // Eight in all still pass.
+    let seven = ["__Host-stepgate_session=planted"; 7].join("; ");
+    let resp = send(
+        traefik(&gw, "GET", "app2.example.com", "/x").header(COOKIE, format!("{seven}; {cookie}")),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+}
+
 /// The proxy replaces only the exact spelling of the identity headers it copies from the
 /// answer: a client's `Remote_User` or `Remote~User` would reach the application beside them,
 /// so such a request is refused, on a bypass rule as on any other. The exact spelling is

@@ -348,10 +348,11 @@ impl UserDirectory {
         let user = match user {
             Ok(user) => user,
             // The store may have written the new address before its error (a failed flush),
-            // and a retry would find it already there: the sessions an address could owe a
-            // second factor end now, as the edit would have ended them.
+            // and a retry would find it already there: whether it turned two-step
+            // verification on cannot be told, so the sessions end, as the edit would have
+            // ended them if it did.
             Err(e) => {
-                if edit.email.is_some() && self.mfa.email_default && before.is_some() {
+                if edit.email.is_some() && before.is_some() {
                     let _ = self.sessions.revoke_user(username);
                 }
                 return Err(e);

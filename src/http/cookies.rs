@@ -26,14 +26,31 @@ pub fn session_cookie_name(config: &SessionConfig, tls: bool) -> Cow<'_, str> {
 pub struct SessionCookieNames {
     plain: String,
     tls: String,
+    /// The name without and with the `__Host-` prefix, whichever the configuration uses: the
+    /// spellings the proxy examples remove before the application.
+    spellings: [String; 2],
 }
 
 impl SessionCookieNames {
     pub fn new(config: &SessionConfig) -> Self {
+        let base = config
+            .cookie_name
+            .strip_prefix("__Host-")
+            .unwrap_or(&config.cookie_name);
         SessionCookieNames {
             plain: session_cookie_name(config, false).into_owned(),
             tls: session_cookie_name(config, true).into_owned(),
+            spellings: [base.to_string(), format!("__Host-{base}")],
         }
+    }
+
+    /// How many cookies of the request have the session cookie's name, with or without the
+    /// `__Host-` prefix, whatever the connection: what a proxy's removal of the cookie counts.
+    pub fn count_in(&self, headers: &HeaderMap) -> usize {
+        self.spellings
+            .iter()
+            .map(|name| values(headers, name).count())
+            .sum()
     }
 
     /// See [`session_cookie_name`].

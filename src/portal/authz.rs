@@ -158,10 +158,9 @@ async fn answer(ctx: &Ctx<'_>, headers: &HeaderMap, front: Front) -> Result<Resp
     }
     // 403 as above. More session cookies than any are read with make a request nobody's; on
     // a bypass rule it would pass all the same, and the proxy examples remove only that many
-    // copies of the cookie before the application: a request carrying more is refused.
-    let session_cookies =
-        crate::http::cookies::values(headers, ctx.app.session_cookies.get(ctx.conn.tls)).count();
-    if session_cookies > crate::http::cookies::MAX_SESSION_COOKIES {
+    // copies of the cookie before the application: a request carrying more is refused. Counted
+    // as the examples remove them: either spelling, `__Host-` or not.
+    if ctx.app.session_cookies.count_in(headers) > crate::http::cookies::MAX_SESSION_COOKIES {
         return Err(Error::Forbidden);
     }
     let portal = portal_base(ctx, &original)?;
